@@ -1,0 +1,118 @@
+//! The fleet simulator: seed-shaped readings, as the weather fleet in the seed talk publishes them.
+//!
+//! Each series has five tags (`state`, `city`, `station_id`, `sensor`, `sensor_id`) and one
+//! reading per second: `sensor_value`, a random walk with four decimals; `sensor_value_smoothed`,
+//! its 10-reading moving average at full precision; and `direction`, +1 or -1 as the value rose
+//! or fell. The generator is deterministic for a seed.
+
+use isobar_storage::{FieldValue, Point, WriteBatch};
+
+const SENSORS: [&str; 5] = ["temperature", "humidity", "pressure", "wind_speed", "rain"];
+const STATES: [(&str, &str); 4] = [("wa", "seattle"), ("or", "portland"), ("ca", "oakland"), ("nv", "reno")];
+const WINDOW: usize = 10;
+
+/// splitmix64: small, fast and the same on every platform.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as i64
+    }
+}
+
+/// One sensor's state.
+#[derive(Debug, Clone)]
+struct Sensor {
+    tags: [(String, String); 5],
+    value_e4: i64,
+    recent: Vec<f64>,
+}
+
+/// A fleet of sensors producing one reading per second each.
+#[derive(Debug, Clone)]
+pub struct SeedFleet {
+    sensors: Vec<Sensor>,
+    rng: SplitMix64,
+    /// Time of the next reading, ns.
+    pub time_ns: i64,
+}
+
+/// One reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub sensor_value: f64,
+    pub sensor_value_smoothed: f64,
+    pub direction: i64,
+}
+
+impl SeedFleet {
+    /// `series` sensors (five per station), starting at `start_ns`.
+    pub fn new(series: usize, start_ns: i64, seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let sensors = (0..series)
+            .map(|i| {
+                let (state, city) = STATES[(i / SENSORS.len()) % STATES.len()];
+                let station = format!("st-{:05}", i / SENSORS.len());
+                let sensor = SENSORS[i % SENSORS.len()];
+                Sensor {
+                    tags: [
+                        ("state".into(), state.into()),
+                        ("city".into(), city.into()),
+                        ("station_id".into(), station.clone()),
+                        ("sensor".into(), sensor.into()),
+                        ("sensor_id".into(), format!("{station}-{sensor}")),
+                    ],
+                    value_e4: rng.range(0, 300_000),
+                    recent: Vec::with_capacity(WINDOW),
+                }
+            })
+            .collect();
+        Self { sensors, rng, time_ns: start_ns }
+    }
+
+    pub fn series(&self) -> usize {
+        self.sensors.len()
+    }
+
+    /// The next reading of sensor `i` (time is advanced by [`SeedFleet::tick`]).
+    pub fn next_reading(&mut self, i: usize) -> Reading {
+        let step = self.rng.range(-50, 50);
+        let s = &mut self.sensors[i];
+        s.value_e4 += step;
+        let value = s.value_e4 as f64 / 10_000.0;
+        if s.recent.len() == WINDOW {
+            s.recent.remove(0);
+        }
+        s.recent.push(value);
+        let smoothed = s.recent.iter().sum::<f64>() / s.recent.len() as f64;
+        Reading { sensor_value: value, sensor_value_smoothed: smoothed, direction: if step >= 0 { 1 } else { -1 } }
+    }
+
+    /// One second of readings from every sensor, appended to `batch` as rows of `table`.
+    pub fn tick(&mut self, table: &str, batch: &mut WriteBatch) {
+        for i in 0..self.sensors.len() {
+            let r = self.next_reading(i);
+            let mut p = Point::new(self.time_ns);
+            p.tags = self.sensors[i].tags.to_vec();
+            p.fields = vec![
+                ("sensor_value".into(), FieldValue::F64(r.sensor_value)),
+                ("sensor_value_smoothed".into(), FieldValue::F64(r.sensor_value_smoothed)),
+                ("direction".into(), FieldValue::I64(r.direction)),
+            ];
+            batch.push(table, p);
+        }
+        self.time_ns += 1_000_000_000;
+    }
+}

@@ -1,0 +1,258 @@
+//! The catalog store: one RocksDB instance holding the WAL, table schemas, series, chunk
+//! entries and source positions, so that any combination of them commits atomically.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `wal` | sequence u64 BE | WAL record (see [`crate::wal`]) |
+//! | `tables` | table id u32 BE | table schema |
+//! | `series` | series id u64 BE | table id, tag column ids and values |
+//! | `chunks` | chunk id u64 BE | [`ChunkEntry`] |
+//! | `positions` | source name | opaque position bytes |
+//!
+//! Writes that acknowledge data use `sync = true`. RocksDB's own log is replayed with
+//! `TolerateCorruptedTailRecords`: a torn last record (a write that never returned) is cut, and
+//! damage anywhere else stops the open with RocksDB's error naming the file.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, IteratorMode, Options, WriteOptions};
+
+use crate::bytes::{Reader, Writer};
+use crate::error::{DecodeError, Error, Result};
+use crate::model::{ChunkId, ColumnId, SeriesId, TableId, WalSequence};
+use crate::schema::TableSchema;
+
+const CF_WAL: &str = "wal";
+const CF_TABLES: &str = "tables";
+const CF_SERIES: &str = "series";
+const CF_CHUNKS: &str = "chunks";
+const CF_POSITIONS: &str = "positions";
+const COLUMN_FAMILIES: [&str; 5] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS];
+
+/// One change to the catalog, staged for an atomic commit.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Wal(WalSequence, Vec<u8>),
+    /// Removes WAL records up to and including this sequence.
+    TruncateWal(WalSequence),
+    Table(TableId, Vec<u8>),
+    Series(SeriesId, Vec<u8>),
+    PutChunk(ChunkId, Vec<u8>),
+    DeleteChunk(ChunkId),
+    Position(String, Vec<u8>),
+}
+
+impl Op {
+    pub(crate) fn size_bytes(&self) -> usize {
+        match self {
+            Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) => v.len() + 8,
+            Self::Position(k, v) => k.len() + v.len(),
+            Self::TruncateWal(_) | Self::DeleteChunk(_) => 16,
+        }
+    }
+}
+
+/// A chunk as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChunkEntry {
+    pub(crate) id: ChunkId,
+    pub(crate) table: TableId,
+    pub(crate) partition_start_ns: i64,
+    pub(crate) generation: u64,
+    pub(crate) row_count: u64,
+    pub(crate) size_bytes: u64,
+}
+
+impl ChunkEntry {
+    const VERSION: u8 = 1;
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(Self::VERSION);
+        w.u32(self.table.0);
+        w.i64(self.partition_start_ns);
+        w.u64(self.generation);
+        w.u64(self.row_count);
+        w.u64(self.size_bytes);
+        w.into_inner()
+    }
+
+    fn decode(id: ChunkId, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != Self::VERSION {
+            return Err(r.err(format!("unknown chunk entry version {version}")));
+        }
+        let entry = Self {
+            id,
+            table: TableId(r.u32()?),
+            partition_start_ns: r.i64()?,
+            generation: r.u64()?,
+            row_count: r.u64()?,
+            size_bytes: r.u64()?,
+        };
+        r.finish()?;
+        Ok(entry)
+    }
+}
+
+/// A series as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SeriesEntry {
+    pub(crate) id: SeriesId,
+    pub(crate) table: TableId,
+    /// Sorted by column id.
+    pub(crate) tags: Vec<(ColumnId, String)>,
+}
+
+impl SeriesEntry {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u32(self.table.0);
+        w.u16(u16::try_from(self.tags.len()).expect("tags are limited below 65536"));
+        for (id, value) in &self.tags {
+            w.u16(id.0);
+            w.str(value);
+        }
+        w.into_inner()
+    }
+
+    fn decode(id: SeriesId, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let table = TableId(r.u32()?);
+        let n = r.u16()?;
+        let tags = (0..n).map(|_| Ok((ColumnId(r.u16()?), r.str()?.to_owned()))).collect::<Result<_, DecodeError>>()?;
+        r.finish()?;
+        Ok(Self { id, table, tags })
+    }
+}
+
+/// The RocksDB instance behind the catalog and the WAL.
+#[derive(Debug)]
+pub(crate) struct CatalogStore {
+    db: DB,
+    path: PathBuf,
+}
+
+impl CatalogStore {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_paranoid_checks(true);
+        opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let mut wal_opts = Options::default();
+        // WAL records are deleted soon after they are written; a large memtable lets most of
+        // them die before they are ever flushed to an SST file.
+        wal_opts.set_write_buffer_size(128 << 20);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| {
+            ColumnFamilyDescriptor::new(*name, if *name == CF_WAL { wal_opts.clone() } else { Options::default() })
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db, path: path.to_owned() })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    /// Commits `ops` atomically; with `sync`, returns only once they are on stable storage.
+    pub(crate) fn commit<'a>(&self, ops: impl IntoIterator<Item = &'a Op>, sync: bool) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for op in ops {
+            match op {
+                Op::Wal(seq, v) => batch.put_cf(self.cf(CF_WAL), seq.0.to_be_bytes(), v),
+                Op::TruncateWal(seq) => {
+                    batch.delete_range_cf(self.cf(CF_WAL), 0u64.to_be_bytes(), (seq.0 + 1).to_be_bytes())
+                }
+                Op::Table(id, v) => batch.put_cf(self.cf(CF_TABLES), id.0.to_be_bytes(), v),
+                Op::Series(id, v) => batch.put_cf(self.cf(CF_SERIES), id.0.to_be_bytes(), v),
+                Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
+                Op::DeleteChunk(id) => batch.delete_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes()),
+                Op::Position(k, v) => batch.put_cf(self.cf(CF_POSITIONS), k.as_bytes(), v),
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    fn corrupt(&self, what: &str, key: u64, e: DecodeError) -> Error {
+        Error::Corrupt {
+            file: self.path.join(what),
+            offset: key,
+            reason: format!("{what} entry {key}: {}", e),
+        }
+    }
+
+    fn scan<T>(&self, cf: &str, mut f: impl FnMut(&[u8], &[u8]) -> Result<T>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push(f(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn key_u64(&self, cf: &str, key: &[u8]) -> Result<u64> {
+        <[u8; 8]>::try_from(key).map(u64::from_be_bytes).map_err(|_| Error::Corrupt {
+            file: self.path.join(cf),
+            offset: 0,
+            reason: format!("{cf} key of {} bytes", key.len()),
+        })
+    }
+
+    pub(crate) fn tables(&self) -> Result<Vec<TableSchema>> {
+        self.scan(CF_TABLES, |k, v| {
+            let id = <[u8; 4]>::try_from(k).map(u32::from_be_bytes).unwrap_or(u32::MAX);
+            TableSchema::decode(v).map_err(|e| self.corrupt(CF_TABLES, u64::from(id), e))
+        })
+    }
+
+    pub(crate) fn series(&self) -> Result<Vec<SeriesEntry>> {
+        self.scan(CF_SERIES, |k, v| {
+            let id = self.key_u64(CF_SERIES, k)?;
+            SeriesEntry::decode(SeriesId(id), v).map_err(|e| self.corrupt(CF_SERIES, id, e))
+        })
+    }
+
+    pub(crate) fn chunks(&self) -> Result<Vec<ChunkEntry>> {
+        self.scan(CF_CHUNKS, |k, v| {
+            let id = self.key_u64(CF_CHUNKS, k)?;
+            ChunkEntry::decode(ChunkId(id), v).map_err(|e| self.corrupt(CF_CHUNKS, id, e))
+        })
+    }
+
+    /// Every WAL record in sequence order, passed to `f`; a record that does not decode stops
+    /// the walk with an error naming its sequence.
+    pub(crate) fn replay_wal(&self, mut f: impl FnMut(WalSequence, &[u8]) -> Result<(), DecodeError>) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_WAL), IteratorMode::Start) {
+            let (k, v) = item?;
+            let seq = self.key_u64(CF_WAL, &k)?;
+            f(WalSequence(seq), &v).map_err(|e| Error::Corrupt {
+                file: self.path.join(CF_WAL),
+                offset: seq,
+                reason: format!("WAL record {seq}, byte {}: {}", e.offset, e.reason),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every column family into SST files, so the next open replays no RocksDB log.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let cfs: Vec<_> = COLUMN_FAMILIES.iter().map(|name| self.cf(name)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+
+    pub(crate) fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_POSITIONS), source.as_bytes())?)
+    }
+
+    pub(crate) fn positions(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.scan(CF_POSITIONS, |k, v| Ok((String::from_utf8_lossy(k).into_owned(), v.to_vec())))
+    }
+}

@@ -1,0 +1,341 @@
+//! Column codecs, chosen per block by measuring.
+//!
+//! Every encoded block starts with one codec byte. Numbers go through pco (pcodec); f64 columns
+//! whose values all have at most [`DECIMALS_MAX`] decimal digits are first scaled to integers
+//! (as in ALP: `v = i / 10^k`, exactly reversible) when that is smaller. Strings use a
+//! dictionary compressed with zstd. Each encoder tries its candidates and keeps the smallest,
+//! with plain little-endian values (`Plain`) as the fallback. `docs/file-format.md` lists the
+//! bytes of each codec.
+
+use std::sync::Arc;
+
+use pco::ChunkConfig;
+use pco::standalone::{simple_compress, simple_decompress_into};
+
+use crate::bytes::{Reader, Writer};
+use crate::error::DecodeError;
+
+/// Most decimal digits the decimal codec scales away.
+pub const DECIMALS_MAX: u8 = 12;
+/// Largest integer (in magnitude) the decimal codec produces: f64 holds every integer below 2^53.
+const DECIMAL_INT_MAX: f64 = 9_007_199_254_740_992.0;
+/// Largest decoded size of one zstd-compressed block; bounds memory on corrupt input.
+const ZSTD_RAW_BYTES_MAX: usize = 1 << 30;
+/// Highest pco level.
+pub const PCO_LEVEL_MAX: usize = 12;
+/// Default pco level: above pco's default of 8, which measurably helps sensor data.
+pub const PCO_LEVEL_DEFAULT: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Codec {
+    Plain = 0,
+    Pco = 1,
+    PcoDecimal = 2,
+    Dictionary = 3,
+    ZstdPlain = 4,
+    BitsZstd = 5,
+}
+
+impl Codec {
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Self::Plain,
+            1 => Self::Pco,
+            2 => Self::PcoDecimal,
+            3 => Self::Dictionary,
+            4 => Self::ZstdPlain,
+            5 => Self::BitsZstd,
+            _ => return None,
+        })
+    }
+}
+
+/// Options for encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct CodecOptions {
+    /// pco compression level (0..=12).
+    pub pco_level: usize,
+    /// zstd level for strings and the fallback.
+    pub zstd_level: i32,
+}
+
+impl Default for CodecOptions {
+    fn default() -> Self {
+        Self { pco_level: PCO_LEVEL_DEFAULT, zstd_level: 3 }
+    }
+}
+
+fn smallest(candidates: impl IntoIterator<Item = Option<Vec<u8>>>) -> Vec<u8> {
+    candidates
+        .into_iter()
+        .flatten()
+        .min_by_key(Vec::len)
+        .expect("the plain candidate always exists")
+}
+
+fn with_codec(codec: Codec, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 1);
+    out.push(codec as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn pco_config(opts: &CodecOptions) -> ChunkConfig {
+    ChunkConfig::default().with_compression_level(opts.pco_level)
+}
+
+/// Encodes f64 values.
+pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
+    let plain = {
+        let mut w = Writer::new();
+        w.u8(Codec::Plain as u8);
+        values.iter().for_each(|v| w.f64(*v));
+        w.into_inner()
+    };
+    let pco = simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b));
+    let decimal = decimal_scale(values).and_then(|(k, ints)| {
+        let b = simple_compress(&ints, &pco_config(opts)).ok()?;
+        let mut out = vec![Codec::PcoDecimal as u8, k];
+        out.extend_from_slice(&b);
+        Some(out)
+    });
+    smallest([Some(plain), pco, decimal])
+}
+
+/// Decodes `n` f64 values.
+pub fn decode_f64(bytes: &[u8], n: usize) -> Result<Vec<f64>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    match codec_byte(&mut r)? {
+        Codec::Plain => {
+            expect_len(&r, n.checked_mul(8))?;
+            (0..n).map(|_| r.f64()).collect()
+        }
+        Codec::Pco => pco_decode(r.take(r.remaining())?, n, r.pos()),
+        Codec::PcoDecimal => {
+            let k = r.u8()?;
+            if k > DECIMALS_MAX {
+                return Err(r.err(format!("decimal scale {k} above {DECIMALS_MAX}")));
+            }
+            let pos = r.pos();
+            let ints: Vec<i64> = pco_decode(r.take(r.remaining())?, n, pos)?;
+            let scale = 10f64.powi(i32::from(k));
+            Ok(ints.into_iter().map(|i| i as f64 / scale).collect())
+        }
+        c => Err(DecodeError::new(0, format!("codec {c:?} is not for f64"))),
+    }
+}
+
+/// Finds the smallest `k` such that every value is exactly `i / 10^k` for an integer `i`.
+fn decimal_scale(values: &[f64]) -> Option<(u8, Vec<i64>)> {
+    let mut k = 0u8;
+    let exact = |v: f64, k: u8| -> bool {
+        let scale = 10f64.powi(i32::from(k));
+        let scaled = (v * scale).round();
+        scaled.abs() < DECIMAL_INT_MAX && (scaled / scale).to_bits() == v.to_bits()
+    };
+    for &v in values {
+        if !v.is_finite() {
+            return None;
+        }
+        while !exact(v, k) {
+            k += 1;
+            if k > DECIMALS_MAX {
+                return None;
+            }
+        }
+    }
+    let scale = 10f64.powi(i32::from(k));
+    let ints: Vec<i64> = values.iter().map(|v| (v * scale).round() as i64).collect();
+    // A value exact at a smaller k may not be exact at the final k; check the whole column.
+    ints.iter().zip(values).all(|(i, v)| (*i as f64 / scale).to_bits() == v.to_bits()).then_some((k, ints))
+}
+
+/// Encodes i64 values (integers and timestamps).
+pub fn encode_i64(values: &[i64], opts: &CodecOptions) -> Vec<u8> {
+    let plain = {
+        let mut w = Writer::new();
+        w.u8(Codec::Plain as u8);
+        values.iter().for_each(|v| w.i64(*v));
+        w.into_inner()
+    };
+    let pco = simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b));
+    smallest([Some(plain), pco])
+}
+
+/// Decodes `n` i64 values.
+pub fn decode_i64(bytes: &[u8], n: usize) -> Result<Vec<i64>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    match codec_byte(&mut r)? {
+        Codec::Plain => {
+            expect_len(&r, n.checked_mul(8))?;
+            (0..n).map(|_| r.i64()).collect()
+        }
+        Codec::Pco => pco_decode(r.take(r.remaining())?, n, r.pos()),
+        c => Err(DecodeError::new(0, format!("codec {c:?} is not for i64"))),
+    }
+}
+
+/// Encodes booleans as packed bits, zstd-compressed when that is smaller.
+pub fn encode_bool(values: &[bool], opts: &CodecOptions) -> Vec<u8> {
+    let bits = pack_bits(values);
+    let plain = with_codec(Codec::Plain, &bits);
+    let zstd = zstd_block(Codec::BitsZstd, &bits, opts);
+    smallest([Some(plain), zstd])
+}
+
+/// Decodes `n` booleans.
+pub fn decode_bool(bytes: &[u8], n: usize) -> Result<Vec<bool>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let packed = match codec_byte(&mut r)? {
+        Codec::Plain => r.take(r.remaining())?.to_vec(),
+        Codec::BitsZstd => unzstd(&mut r)?,
+        c => return Err(DecodeError::new(0, format!("codec {c:?} is not for bool"))),
+    };
+    unpack_bits(&packed, n).ok_or_else(|| DecodeError::new(1, format!("{} bytes cannot hold {n} bits", packed.len())))
+}
+
+/// Encodes strings: a dictionary when values repeat, otherwise the values; zstd-compressed.
+pub fn encode_strings(values: &[Arc<str>], opts: &CodecOptions) -> Vec<u8> {
+    let plain = {
+        let mut w = Writer::new();
+        values.iter().for_each(|v| w.str(v));
+        w.into_inner()
+    };
+    let zstd_plain = zstd_block(Codec::ZstdPlain, &plain, opts);
+    let dictionary = dictionary_payload(values).and_then(|p| zstd_block(Codec::Dictionary, &p, opts));
+    smallest([Some(with_codec(Codec::Plain, &plain)), zstd_plain, dictionary])
+}
+
+/// Decodes `n` strings.
+pub fn decode_strings(bytes: &[u8], n: usize) -> Result<Vec<Arc<str>>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    match codec_byte(&mut r)? {
+        Codec::Plain => read_strings(&mut r, n),
+        Codec::ZstdPlain => read_strings(&mut Reader::new(&unzstd(&mut r)?), n),
+        Codec::Dictionary => read_dictionary(&unzstd(&mut r)?, n),
+        c => Err(DecodeError::new(0, format!("codec {c:?} is not for strings"))),
+    }
+}
+
+fn read_strings(r: &mut Reader<'_>, n: usize) -> Result<Vec<Arc<str>>, DecodeError> {
+    let out = (0..n).map(|_| r.str().map(Arc::from)).collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(out)
+}
+
+/// `count u32, strings, index width u8, indexes` or `None` when there are too many distinct values.
+fn dictionary_payload(values: &[Arc<str>]) -> Option<Vec<u8>> {
+    let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let mut dict: Vec<&str> = Vec::new();
+    let indexes: Vec<u32> = values
+        .iter()
+        .map(|v| {
+            *ids.entry(v).or_insert_with(|| {
+                dict.push(v);
+                (dict.len() - 1) as u32
+            })
+        })
+        .collect();
+    if dict.len() > values.len() / 2 + 1 {
+        return None;
+    }
+    let mut w = Writer::new();
+    w.u32(dict.len() as u32);
+    dict.iter().for_each(|s| w.str(s));
+    let width: u8 = match dict.len() {
+        0..=0x100 => 1,
+        0x101..=0x1_0000 => 2,
+        _ => 4,
+    };
+    w.u8(width);
+    for i in indexes {
+        match width {
+            1 => w.u8(i as u8),
+            2 => w.u16(i as u16),
+            _ => w.u32(i),
+        }
+    }
+    Some(w.into_inner())
+}
+
+fn read_dictionary(bytes: &[u8], n: usize) -> Result<Vec<Arc<str>>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let count = r.len_u32(4)?;
+    let dict: Vec<Arc<str>> = (0..count).map(|_| r.str().map(Arc::from)).collect::<Result<_, _>>()?;
+    let width = r.u8()?;
+    let mut out = Vec::with_capacity(n.min(r.remaining()));
+    for _ in 0..n {
+        let i = match width {
+            1 => u32::from(r.u8()?),
+            2 => u32::from(r.u16()?),
+            4 => r.u32()?,
+            w => return Err(r.err(format!("bad index width {w}"))),
+        };
+        let s = dict.get(i as usize).ok_or_else(|| r.err(format!("index {i} outside a dictionary of {count}")))?;
+        out.push(Arc::clone(s));
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+fn zstd_block(codec: Codec, raw: &[u8], opts: &CodecOptions) -> Option<Vec<u8>> {
+    let compressed = zstd::bulk::compress(raw, opts.zstd_level).ok()?;
+    let mut w = Writer::new();
+    w.u8(codec as u8);
+    w.u32(u32::try_from(raw.len()).ok()?);
+    w.bytes(&compressed);
+    Some(w.into_inner())
+}
+
+fn unzstd(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let raw_len = r.u32()? as usize;
+    if raw_len > ZSTD_RAW_BYTES_MAX {
+        return Err(r.err(format!("zstd block claims {raw_len} bytes")));
+    }
+    let pos = r.pos();
+    let out = zstd::bulk::decompress(r.take(r.remaining())?, raw_len)
+        .map_err(|e| DecodeError::new(pos, format!("zstd: {e}")))?;
+    if out.len() != raw_len {
+        return Err(DecodeError::new(pos, format!("zstd block holds {} bytes, header says {raw_len}", out.len())));
+    }
+    Ok(out)
+}
+
+fn pco_decode<T: pco::data_types::Number + Default>(bytes: &[u8], n: usize, pos: usize) -> Result<Vec<T>, DecodeError> {
+    let mut out = vec![T::default(); n];
+    let progress = simple_decompress_into(bytes, &mut out).map_err(|e| DecodeError::new(pos, format!("pco: {e}")))?;
+    if progress.n_processed != n || !progress.finished {
+        return Err(DecodeError::new(pos, format!("pco block holds {} values or more, expected {n}", progress.n_processed)));
+    }
+    Ok(out)
+}
+
+fn codec_byte(r: &mut Reader<'_>) -> Result<Codec, DecodeError> {
+    let b = r.u8()?;
+    Codec::from_byte(b).ok_or_else(|| DecodeError::new(0, format!("unknown codec {b}")))
+}
+
+fn expect_len(r: &Reader<'_>, len: Option<usize>) -> Result<(), DecodeError> {
+    match len {
+        Some(len) if len == r.remaining() => Ok(()),
+        _ => Err(r.err(format!("{} bytes do not hold the expected values", r.remaining()))),
+    }
+}
+
+/// Packs booleans into bits, least significant first.
+pub(crate) fn pack_bits(values: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; values.len().div_ceil(8)];
+    for (i, _) in values.iter().enumerate().filter(|(_, v)| **v) {
+        out[i / 8] |= 1 << (i % 8);
+    }
+    out
+}
+
+/// Unpacks `n` bits; `None` unless `bytes` is exactly long enough.
+pub(crate) fn unpack_bits(bytes: &[u8], n: usize) -> Option<Vec<bool>> {
+    (bytes.len() == n.div_ceil(8)).then(|| (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Round trips for every codec, and checks that hostile bytes never panic.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn opts() -> CodecOptions {
+    CodecOptions { pco_level: 4, zstd_level: 1 }
+}
+
+fn same_f64(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// f64 values of every shape: decimals, full precision, specials.
+fn f64_values() -> impl Strategy<Value = Vec<f64>> {
+    prop_oneof![
+        prop::collection::vec(any::<f64>(), 0..300),
+        prop::collection::vec((-1_000_000i64..1_000_000, 0u8..6), 0..300)
+            .prop_map(|v| v.into_iter().map(|(i, k)| i as f64 / 10f64.powi(i32::from(k))).collect()),
+        prop::collection::vec(prop::sample::select(vec![0.0, -0.0, f64::NAN, f64::INFINITY, f64::MIN_POSITIVE, 1.5]), 0..50),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn f64_round_trips(values in f64_values()) {
+        let encoded = encode_f64(&values, &opts());
+        let decoded = decode_f64(&encoded, values.len()).expect("decodes");
+        prop_assert!(same_f64(&values, &decoded), "{values:?} != {decoded:?}");
+    }
+
+    #[test]
+    fn i64_round_trips(values in prop::collection::vec(any::<i64>(), 0..300), base in any::<i64>(), step in 0i64..1_000_000_000) {
+        prop_assert_eq!(decode_i64(&encode_i64(&values, &opts()), values.len()).expect("decodes"), values);
+        let regular: Vec<i64> = (0..200).map(|i| base.wrapping_add(i * step)).collect();
+        prop_assert_eq!(decode_i64(&encode_i64(&regular, &opts()), regular.len()).expect("decodes"), regular);
+    }
+
+    #[test]
+    fn bool_round_trips(values in prop::collection::vec(any::<bool>(), 0..300)) {
+        prop_assert_eq!(decode_bool(&encode_bool(&values, &opts()), values.len()).expect("decodes"), values);
+    }
+
+    #[test]
+    fn strings_round_trip(values in prop::collection::vec(prop_oneof!["[a-c]{0,3}", ".{0,20}"], 0..200)) {
+        let values: Vec<Arc<str>> = values.into_iter().map(Arc::from).collect();
+        prop_assert_eq!(decode_strings(&encode_strings(&values, &opts()), values.len()).expect("decodes"), values);
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), n in 0usize..100) {
+        let _ = decode_f64(&bytes, n);
+        let _ = decode_i64(&bytes, n);
+        let _ = decode_bool(&bytes, n);
+        let _ = decode_strings(&bytes, n);
+    }
+
+    #[test]
+    fn a_flipped_byte_never_panics(values in prop::collection::vec(-1000i64..1000, 1..100), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let floats: Vec<f64> = values.iter().map(|v| *v as f64 / 100.0).collect();
+        let mut encoded = encode_f64(&floats, &opts());
+        let i = at.index(encoded.len());
+        encoded[i] ^= 1 << bit;
+        let _ = decode_f64(&encoded, floats.len());
+    }
+}
+
+#[test]
+fn decimal_columns_are_scaled_to_integers() {
+    let values: Vec<f64> = (0..1000).map(|i| (i % 97) as f64 * 0.01 + 20.0).collect();
+    let encoded = encode_f64(&values, &opts());
+    assert_eq!(encoded[0], Codec::PcoDecimal as u8);
+    assert_eq!(encoded[1], 2, "two decimals");
+    assert!(same_f64(&decode_f64(&encoded, values.len()).expect("decodes"), &values));
+}
+
+#[test]
+fn regular_timestamps_cost_almost_nothing() {
+    let start = 1_700_000_000_000_000_000i64;
+    let times: Vec<i64> = (0..100_000).map(|i| start + i * 1_000_000_000).collect();
+    let encoded = encode_i64(&times, &CodecOptions::default());
+    let bits_per_value = encoded.len() as f64 * 8.0 / times.len() as f64;
+    assert!(bits_per_value <= 0.1, "{bits_per_value} bits per value");
+}
+
+#[test]
+fn wrong_value_counts_are_errors() {
+    let encoded = encode_i64(&[1, 2, 3], &opts());
+    assert!(decode_i64(&encoded, 2).is_err());
+    assert!(decode_i64(&encoded, 4).is_err());
+    let encoded = encode_bool(&[true, false, true], &opts());
+    assert!(decode_bool(&encoded, 9).is_err());
+}

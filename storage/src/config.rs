@@ -1,0 +1,109 @@
+//! Storage configuration: every limit and interval of the engine, with units in the names.
+
+use std::path::PathBuf;
+
+use crate::chunk::ChunkOptions;
+use crate::error::{Error, Result};
+use crate::schema::PointLimits;
+
+/// Configuration of one storage engine.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Root directory: `catalog/` (RocksDB: WAL and catalog) and `chunks/`.
+    pub data_dir: PathBuf,
+    /// How long the committer waits for more writes to share one fsync (0: only those queued).
+    pub group_commit_window_us: u64,
+    /// Writes waiting for the committer; a full queue makes writers wait.
+    pub commit_queue_len_max: usize,
+    /// Memory the write buffer may use; at the limit, writers wait for a persist.
+    pub write_buffer_bytes_max: u64,
+    /// Buffered bytes that start a persist.
+    pub persist_buffer_bytes: u64,
+    /// Oldest age of unpersisted data before a persist starts anyway.
+    pub persist_interval_ms: u64,
+    /// Width of a time partition; every chunk covers one.
+    pub partition_duration_ms: u64,
+    /// Chunks in one partition that start a background compaction of it.
+    pub compaction_chunks_trigger: usize,
+    /// Whether background threads persist and compact on their own. Tests that want to decide
+    /// when persists happen turn it off.
+    pub background_persist: bool,
+    pub chunk: ChunkOptions,
+    pub tags_per_series_max: usize,
+    pub columns_per_table_max: usize,
+    pub name_bytes_max: usize,
+    pub string_bytes_max: usize,
+    pub series_per_table_max: usize,
+}
+
+impl StorageConfig {
+    /// Production defaults, with data under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            group_commit_window_us: 500,
+            commit_queue_len_max: 1024,
+            write_buffer_bytes_max: 1 << 30,
+            persist_buffer_bytes: 256 << 20,
+            persist_interval_ms: 10 * 60 * 1000,
+            partition_duration_ms: 24 * 60 * 60 * 1000,
+            compaction_chunks_trigger: 4,
+            background_persist: true,
+            chunk: ChunkOptions::default(),
+            tags_per_series_max: 64,
+            columns_per_table_max: 1024,
+            name_bytes_max: 256,
+            string_bytes_max: 64 * 1024,
+            series_per_table_max: 10_000_000,
+        }
+    }
+
+    /// Small buffers and no background work: tests decide when to persist and compact.
+    pub fn test_config(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            group_commit_window_us: 0,
+            write_buffer_bytes_max: 64 << 20,
+            persist_buffer_bytes: 16 << 20,
+            background_persist: false,
+            chunk: ChunkOptions { row_group_rows_max: 64, codec: crate::codec::CodecOptions { pco_level: 4, zstd_level: 1 } },
+            ..Self::new(data_dir)
+        }
+    }
+
+    /// Checks the values against each other.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::InvalidRequest(format!("storage config: {msg}")));
+        if self.partition_duration_ms == 0 {
+            return bad("partition_duration_ms must be positive");
+        }
+        if self.persist_buffer_bytes > self.write_buffer_bytes_max {
+            return bad("persist_buffer_bytes must not exceed write_buffer_bytes_max");
+        }
+        if self.commit_queue_len_max == 0 {
+            return bad("commit_queue_len_max must be positive");
+        }
+        if self.chunk.row_group_rows_max == 0 {
+            return bad("chunk.row_group_rows_max must be positive");
+        }
+        if self.chunk.codec.pco_level > crate::codec::PCO_LEVEL_MAX {
+            return bad("chunk pco level is above pco's maximum");
+        }
+        if self.columns_per_table_max >= usize::from(u16::MAX) {
+            return bad("columns_per_table_max must be below 65535");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn partition_ns(&self) -> i64 {
+        i64::try_from(self.partition_duration_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    }
+
+    pub(crate) fn point_limits(&self) -> PointLimits {
+        PointLimits {
+            tags_per_series_max: self.tags_per_series_max,
+            columns_per_table_max: self.columns_per_table_max,
+            name_bytes_max: self.name_bytes_max,
+            string_bytes_max: self.string_bytes_max,
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! [`Storage`]: opening, recovery, the write path's entry point and background work.
+//!
+//! Threads: the committer (see [`crate::commit`]) and, when `background_persist` is on, a
+//! persister that persists the buffer when it is full or old and compacts partitions with many
+//! chunks. Everything else runs on the caller's thread: the API is synchronous.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::buffer::Buffer;
+use crate::catalog::CatalogStore;
+use crate::chunk::ChunkReader;
+use crate::commit::{CommitRequest, run_committer};
+use crate::config::StorageConfig;
+use crate::error::{Error, Result, io_err};
+use crate::model::{ChunkId, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
+use crate::registry::Registry;
+use crate::schema::TableSchema;
+use crate::wal;
+
+/// A chunk file in use, with its catalog identity.
+#[derive(Debug)]
+pub(crate) struct ChunkHandle {
+    pub(crate) id: ChunkId,
+    pub(crate) reader: ChunkReader,
+}
+
+impl ChunkHandle {
+    pub(crate) fn table(&self) -> TableId {
+        self.reader.footer.table
+    }
+    pub(crate) fn partition_start_ns(&self) -> i64 {
+        self.reader.footer.partition_start_ns
+    }
+    /// Orders chunks from oldest to newest for last-write-wins.
+    pub(crate) fn age_key(&self) -> (u64, ChunkId) {
+        (self.reader.footer.generation, self.id)
+    }
+}
+
+/// What a scan sees: the buffers and the chunk list, swapped together by persists.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) active: Buffer,
+    /// The buffer being persisted, still visible to scans.
+    pub(crate) frozen: Option<Arc<Buffer>>,
+    pub(crate) frozen_sequence: WalSequence,
+    pub(crate) chunks: BTreeMap<ChunkId, Arc<ChunkHandle>>,
+    pub(crate) applied_sequence: WalSequence,
+}
+
+/// Counters for `/metrics` and benchmarks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rows_written: AtomicU64,
+    pub rows_rejected: AtomicU64,
+    pub wal_fsyncs: AtomicU64,
+    pub persists: AtomicU64,
+    pub compactions: AtomicU64,
+    pub writer_waits: AtomicU64,
+}
+
+/// State shared by the API and the background threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: StorageConfig,
+    pub(crate) store: CatalogStore,
+    pub(crate) chunk_dir: PathBuf,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) state: RwLock<State>,
+    pub(crate) next_chunk: AtomicU64,
+    pub(crate) metrics: Metrics,
+    /// Held by a persist or compaction; one at a time.
+    pub(crate) maintenance: Mutex<()>,
+    poison: Mutex<Option<String>>,
+    memory: Mutex<()>,
+    memory_freed: Condvar,
+    persist_kick: Sender<()>,
+}
+
+impl Shared {
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poison.lock().clone()
+    }
+
+    pub(crate) fn poison(&self, reason: String) {
+        self.poison.lock().get_or_insert(reason);
+        self.memory_freed.notify_all();
+    }
+
+    fn buffered_bytes(&self) -> u64 {
+        let state = self.state.read();
+        state.active.bytes + state.frozen.as_ref().map_or(0, |f| f.bytes)
+    }
+
+    /// Wakes the persister when the active buffer is due for persisting.
+    pub(crate) fn kick_persist_if_full(&self) {
+        if self.state.read().active.bytes >= self.config.persist_buffer_bytes {
+            let _ = self.persist_kick.try_send(());
+        }
+    }
+
+    /// Blocks while the write buffer is at its limit (backpressure), until a persist frees it.
+    fn wait_for_memory(&self) -> Result<()> {
+        let mut guard = self.memory.lock();
+        let mut waited = false;
+        while self.buffered_bytes() >= self.config.write_buffer_bytes_max {
+            if let Some(reason) = self.poisoned() {
+                return Err(Error::Poisoned(reason));
+            }
+            if !waited {
+                self.metrics.writer_waits.fetch_add(1, Ordering::Relaxed);
+                waited = true;
+            }
+            let _ = self.persist_kick.try_send(());
+            self.memory_freed.wait_for(&mut guard, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn notify_memory_freed(&self) {
+        let _guard = self.memory.lock();
+        self.memory_freed.notify_all();
+    }
+
+    pub(crate) fn chunk_path(&self, table: TableId, id: ChunkId) -> PathBuf {
+        self.chunk_dir.join(table.0.to_string()).join(format!("{:016x}.chunk", id.0))
+    }
+}
+
+/// The storage engine. Cheap to clone; all clones share one engine.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub(crate) shared: Arc<Shared>,
+    handle: Arc<Handle>,
+}
+
+/// Owns the background threads; stopping them when the last clone of [`Storage`] is dropped.
+#[derive(Debug)]
+struct Handle {
+    commit_tx: Mutex<Option<Sender<CommitRequest>>>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.commit_tx.lock().take();
+        self.stop_tx.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Storage {
+    /// Opens (or creates) the engine under `config.data_dir`: loads the catalog, opens every
+    /// chunk, removes files no catalog entry names, and replays the WAL into the buffer.
+    pub fn open(config: StorageConfig) -> Result<Self> {
+        config.validate()?;
+        let root = config.data_dir.clone();
+        fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
+        let store = CatalogStore::open(&root.join("catalog"))?;
+        let chunk_dir = root.join("chunks");
+        fs::create_dir_all(&chunk_dir).map_err(io_err("create directory", &chunk_dir))?;
+        let mut registry = Registry::load(store.tables()?, store.series()?);
+        let (persist_kick, kick_rx) = bounded(1);
+        let (commit_tx, commit_rx) = bounded(config.commit_queue_len_max);
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            chunk_dir,
+            registry: Mutex::new(Registry::default()),
+            state: RwLock::new(State::default()),
+            next_chunk: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            maintenance: Mutex::new(()),
+            poison: Mutex::new(None),
+            memory: Mutex::new(()),
+            memory_freed: Condvar::new(),
+            persist_kick,
+        });
+        let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
+        let mut state = State { chunks, ..State::default() };
+        let mut last = WalSequence(newest_generation);
+        shared.store.replay_wal(|seq, bytes| {
+            let tables = wal::decode(bytes)?;
+            registry.check_logged(&tables).map_err(|reason| crate::error::DecodeError::new(0, reason))?;
+            state.active.apply(tables);
+            last = last.max(seq);
+            Ok(())
+        })?;
+        state.applied_sequence = last;
+        registry.next_sequence = last.0 + 1;
+        *shared.state.write() = state;
+        *shared.registry.lock() = registry;
+        shared.next_chunk.store(next_chunk, Ordering::SeqCst);
+
+        let mut threads = Vec::new();
+        let committer = Arc::clone(&shared);
+        threads.push(spawn("isobar-commit", move || run_committer(committer, commit_rx))?);
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        if shared.config.background_persist {
+            let persister = Arc::clone(&shared);
+            threads.push(spawn("isobar-persist", move || run_persister(&persister, &kick_rx, &stop_rx))?);
+        }
+        let handle = Handle {
+            commit_tx: Mutex::new(Some(commit_tx)),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            threads: Mutex::new(threads),
+        };
+        Ok(Self { shared, handle: Arc::new(handle) })
+    }
+
+    /// Writes `batch` and returns once it is durable: its rows and source positions are in
+    /// the WAL on stable storage. Points that cannot be written are listed in the receipt with
+    /// their reason; the others are written. Waits while the write buffer is full.
+    pub fn write(&self, batch: &WriteBatch) -> Result<WriteReceipt> {
+        let shared = &self.shared;
+        if let Some(reason) = shared.poisoned() {
+            return Err(Error::Poisoned(reason));
+        }
+        shared.wait_for_memory()?;
+        let (done_tx, done_rx) = bounded(1);
+        let receipt = {
+            let mut registry = shared.registry.lock();
+            let prepared = registry.prepare(batch, &shared.config)?;
+            if prepared.ops.is_empty() {
+                prepared.receipt
+            } else {
+                let request = CommitRequest {
+                    sequence: prepared.sequence,
+                    ops: prepared.ops,
+                    tables: prepared.tables,
+                    done: done_tx,
+                };
+                let tx = self.handle.commit_tx.lock().clone().ok_or(Error::Closed)?;
+                tx.send(request).map_err(|_| Error::Closed)?;
+                drop(registry);
+                done_rx.recv().map_err(|_| Error::Closed)??;
+                prepared.receipt
+            }
+        };
+        let m = &shared.metrics;
+        m.rows_written.fetch_add(receipt.rows_written, Ordering::Relaxed);
+        m.rows_rejected.fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
+        Ok(receipt)
+    }
+
+    /// The schema of `table`.
+    pub fn table(&self, table: &str) -> Option<TableSchema> {
+        self.shared.registry.lock().table(table).cloned()
+    }
+
+    /// Every table's schema, by name.
+    pub fn tables(&self) -> Vec<TableSchema> {
+        let mut out: Vec<TableSchema> = self.shared.registry.lock().tables().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The series of `table` with their tags (name, value), in id order.
+    pub fn series(&self, table: &str) -> Result<Vec<(SeriesId, Vec<(String, String)>)>> {
+        let registry = self.shared.registry.lock();
+        let schema = registry.table(table).ok_or_else(|| Error::InvalidRequest(format!("no table {table}")))?;
+        Ok(registry
+            .series_of(schema.id)
+            .into_iter()
+            .map(|s| {
+                let tags = s.tags.iter().filter_map(|(id, v)| Some((schema.column_by_id(*id)?.name.clone(), v.clone())));
+                (s.id, tags.collect())
+            })
+            .collect())
+    }
+
+    /// The last position committed for `source`.
+    pub fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {
+        self.shared.store.position(source)
+    }
+
+    /// Every source's last committed position.
+    pub fn positions(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.shared.store.positions()
+    }
+
+    /// Counters since open.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Reads every block of every chunk and checks it.
+    pub fn verify(&self) -> Result<()> {
+        let chunks: Vec<Arc<ChunkHandle>> = self.shared.state.read().chunks.values().cloned().collect();
+        chunks.iter().try_for_each(|c| c.reader.verify())
+    }
+
+    /// Stops the background threads, optionally persisting the buffer first, and flushes
+    /// the catalog. Other clones of this handle keep the engine open.
+    pub fn close(self, persist: bool) -> Result<()> {
+        if persist {
+            self.persist()?;
+        }
+        self.shared.store.flush()?;
+        drop(self);
+        Ok(())
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map_err(io_err("spawn thread", name))
+}
+
+/// Opens every chunk the catalog lists and deletes chunk files it does not list (left by a
+/// persist or compaction that crashed before its commit, or after it, before the delete).
+fn open_chunks(shared: &Shared, registry: &Registry) -> Result<(BTreeMap<ChunkId, Arc<ChunkHandle>>, u64, u64)> {
+    let entries = shared.store.chunks()?;
+    let mut chunks = BTreeMap::new();
+    let mut next_chunk = 0u64;
+    let mut newest_generation = 0u64;
+    for entry in &entries {
+        let path = shared.chunk_path(entry.table, entry.id);
+        let reader = ChunkReader::open(&path)?;
+        if reader.footer.table != entry.table || reader.footer.generation != entry.generation {
+            return Err(Error::Corrupt { file: path, offset: 0, reason: "chunk does not match its catalog entry".into() });
+        }
+        let schema = registry.table_by_id(entry.table);
+        for column in &reader.footer.columns {
+            let declared = schema.and_then(|s| s.column_by_id(column.id)).map(|c| c.kind);
+            if declared != Some(crate::schema::ColumnKind::Field(column.ty)) {
+                let reason = format!("column {} ({}) does not match the table schema", column.name, column.ty);
+                return Err(Error::Corrupt { file: path, offset: 0, reason });
+            }
+        }
+        next_chunk = next_chunk.max(entry.id.0 + 1);
+        newest_generation = newest_generation.max(entry.generation);
+        chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader }));
+    }
+    let known: std::collections::HashSet<PathBuf> = entries.iter().map(|e| shared.chunk_path(e.table, e.id)).collect();
+    for table_dir in fs::read_dir(&shared.chunk_dir).map_err(io_err("list", &shared.chunk_dir))? {
+        let table_dir = table_dir.map_err(io_err("list", &shared.chunk_dir))?.path();
+        for file in fs::read_dir(&table_dir).map_err(io_err("list", &table_dir))? {
+            let path = file.map_err(io_err("list", &table_dir))?.path();
+            if !known.contains(&path) {
+                fs::remove_file(&path).map_err(io_err("remove orphaned chunk", &path))?;
+            }
+        }
+    }
+    Ok((chunks, next_chunk, newest_generation))
+}
+
+/// Persists when kicked (buffer full) or when the oldest buffered row is older than the
+/// persist interval; then compacts partitions that reached the trigger.
+fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
+    let interval = Duration::from_millis(shared.config.persist_interval_ms);
+    let tick = interval.min(Duration::from_secs(1));
+    loop {
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(kick) -> _ => {},
+            default(tick) => {
+                let old = shared.state.read().active.oldest.is_some_and(|t| t.elapsed() >= interval);
+                if !old { continue; }
+            },
+        }
+        if shared.poisoned().is_some() {
+            continue;
+        }
+        // A failure leaves the frozen buffer in place; the next round retries it.
+        if crate::persist::persist(shared).is_ok() {
+            let _ = crate::persist::compact(shared, shared.config.compaction_chunks_trigger);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! isobar's storage engine.
+//!
+//! Every source writes through [`Storage::write`], which returns once the batch is durable in
+//! the write-ahead log, and every query reads through [`Storage::scan`], which merges the write
+//! buffer and the chunk files with last-write-wins on (series, time).
+//!
+//! ```no_run
+//! use isobar_storage::{FieldValue, Point, ScanRequest, Storage, StorageConfig, WriteBatch};
+//!
+//! let storage = Storage::open(StorageConfig::new("./isobar-data"))?;
+//! let mut batch = WriteBatch::new();
+//! batch.push("weather", Point::new(1_700_000_000_000_000_000)
+//!     .tag("station_id", "st-001")
+//!     .field("temperature", FieldValue::F64(21.5)));
+//! storage.write(&batch)?;
+//! for batch in storage.scan(&ScanRequest::all("weather"))? {
+//!     println!("{} rows", batch?.num_rows());
+//! }
+//! # Ok::<(), isobar_storage::Error>(())
+//! ```
+
+#![cfg_attr(not(feature = "engine"), allow(dead_code))]
+
+mod bytes;
+mod chunk;
+pub mod codec;
+mod config;
+mod error;
+mod model;
+mod rowset;
+mod schema;
+mod wal;
+
+#[cfg(feature = "engine")]
+mod buffer;
+#[cfg(feature = "engine")]
+mod catalog;
+#[cfg(feature = "engine")]
+mod commit;
+#[cfg(feature = "engine")]
+mod engine;
+#[cfg(feature = "engine")]
+mod persist;
+#[cfg(feature = "engine")]
+mod registry;
+#[cfg(feature = "engine")]
+mod scan;
+
+pub use arrow;
+pub use chunk::ChunkOptions;
+pub use config::StorageConfig;
+pub use error::{DecodeError, Error, Result};
+pub use model::{
+    ChunkId, ColumnId, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs,
+    WalSequence, WriteBatch, WriteReceipt,
+};
+pub use schema::{ColumnDef, ColumnKind, TIME_COLUMN, TableSchema};
+#[cfg(feature = "engine")]
+pub use {
+    engine::{Metrics, Storage},
+    persist::MaintenanceReport,
+    scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
+};
+
+#[cfg(feature = "engine")]
+impl Storage {
+    /// Persists the write buffer into chunk files and truncates the WAL. Returns once the
+    /// chunks and the truncation are durable.
+    pub fn persist(&self) -> Result<MaintenanceReport> {
+        persist::persist(&self.shared)
+    }
+
+    /// Merges the chunks of every partition that has more than one.
+    pub fn compact(&self) -> Result<MaintenanceReport> {
+        persist::compact(&self.shared, 2)
+    }
+}
+
+/// Decoders exposed for fuzzing: each must return an error, never panic, on any input.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a WAL record.
+    pub fn decode_wal_record(bytes: &[u8]) -> bool {
+        crate::wal::decode(bytes).is_ok()
+    }
+
+    /// Decodes a chunk footer as if it ended a file whose blocks end at `blocks_end`.
+    pub fn decode_chunk_footer(bytes: &[u8], blocks_end: u64) -> bool {
+        crate::chunk::Footer::decode(bytes, blocks_end).is_ok()
+    }
+
+    /// Decodes a column block of `rows` rows of each type.
+    pub fn decode_column_block(bytes: &[u8], rows: usize) -> bool {
+        use crate::model::FieldType;
+        [FieldType::F64, FieldType::I64, FieldType::Bool, FieldType::String]
+            .into_iter()
+            .any(|ty| crate::chunk::read::decode_column(bytes, ty, rows).is_ok())
+    }
+
+    /// Opens a chunk file and reads all of it.
+    pub fn read_chunk_file(path: &std::path::Path) -> bool {
+        crate::chunk::ChunkReader::open(path).and_then(|r| r.verify()).is_ok()
+    }
+}

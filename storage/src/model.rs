@@ -1,0 +1,211 @@
+//! The data model: timestamps, ids, values, points and write batches.
+//!
+//! A table has a `time` column (nanoseconds since the Unix epoch, UTC), tag columns (strings that
+//! together identify a series) and field columns (f64, i64, bool or string). One row exists per
+//! (series, time): a later write of the same key replaces the earlier row as a whole.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Nanoseconds since the Unix epoch, UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TimestampNs(pub i64);
+
+/// Identifies a series (a table and one set of tag values). Stable for the life of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesId(pub u64);
+
+/// Identifies a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableId(pub u32);
+
+/// Identifies a column within its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ColumnId(pub u16);
+
+/// Position of a record in the write-ahead log; strictly increasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct WalSequence(pub u64);
+
+/// Identifies a chunk file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkId(pub u64);
+
+macro_rules! checked_next {
+    ($($t:ident),*) => {$(
+        impl $t {
+            /// The next id, or `None` when the id space is exhausted.
+            pub fn checked_next(self) -> Option<Self> {
+                self.0.checked_add(1).map(Self)
+            }
+        }
+    )*};
+}
+checked_next!(SeriesId, TableId, ColumnId, WalSequence, ChunkId);
+
+/// The type of a field column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    F64,
+    I64,
+    Bool,
+    String,
+}
+
+impl FieldType {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::F64 => 1,
+            Self::I64 => 2,
+            Self::Bool => 3,
+            Self::String => 4,
+        }
+    }
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::F64,
+            2 => Self::I64,
+            3 => Self::Bool,
+            4 => Self::String,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::F64 => "f64",
+            Self::I64 => "i64",
+            Self::Bool => "bool",
+            Self::String => "string",
+        })
+    }
+}
+
+/// One field value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    String(Arc<str>),
+}
+
+impl FieldValue {
+    /// The type of this value.
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            Self::F64(_) => FieldType::F64,
+            Self::I64(_) => FieldType::I64,
+            Self::Bool(_) => FieldType::Bool,
+            Self::String(_) => FieldType::String,
+        }
+    }
+    /// Bytes this value occupies in the write buffer, for memory accounting.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        match self {
+            Self::String(s) => 16 + s.len(),
+            _ => 16,
+        }
+    }
+    /// Equality that treats NaN as equal to the same NaN bits (what a round trip must keep).
+    pub fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::F64(a), Self::F64(b)) => a.to_bits() == b.to_bits(),
+            _ => self == other,
+        }
+    }
+}
+
+/// One row to write: a time, its tag set and its field values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub time: TimestampNs,
+    /// Tag names and values. Names are unique; order does not matter.
+    pub tags: Vec<(String, String)>,
+    /// Field names and values. Names are unique; at least one field is required.
+    pub fields: Vec<(String, FieldValue)>,
+}
+
+impl Point {
+    /// A point at `time_ns` with no tags or fields yet.
+    pub fn new(time_ns: i64) -> Self {
+        Self { time: TimestampNs(time_ns), tags: Vec::new(), fields: Vec::new() }
+    }
+    /// Adds a tag.
+    pub fn tag(mut self, name: &str, value: &str) -> Self {
+        self.tags.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    /// Adds a field.
+    pub fn field(mut self, name: &str, value: FieldValue) -> Self {
+        self.fields.push((name.to_owned(), value));
+        self
+    }
+}
+
+/// A source's position (a Kinesis sequence number, an MQTT session's state) committed
+/// atomically with the rows of the batch that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Names the source and its partition, e.g. `kinesis/weather/shardId-000000000001`.
+    pub source: String,
+    /// Opaque to storage.
+    pub position: Vec<u8>,
+}
+
+/// Rows for one or more tables, plus source positions, written durably as one unit.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    pub(crate) tables: BTreeMap<String, Vec<Point>>,
+    pub(crate) positions: Vec<SourcePosition>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a point to `table`.
+    pub fn push(&mut self, table: &str, point: Point) {
+        self.tables.entry(table.to_owned()).or_default().push(point);
+    }
+    /// Adds many points to `table`.
+    pub fn extend(&mut self, table: &str, points: impl IntoIterator<Item = Point>) {
+        self.tables.entry(table.to_owned()).or_default().extend(points);
+    }
+    /// Commits `position` for `source` together with this batch's rows.
+    pub fn set_position(&mut self, source: &str, position: Vec<u8>) {
+        self.positions.push(SourcePosition { source: source.to_owned(), position });
+    }
+    /// Number of points in the batch.
+    pub fn len(&self) -> usize {
+        self.tables.values().map(Vec::len).sum()
+    }
+    /// Whether the batch holds no points and no positions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.positions.is_empty()
+    }
+}
+
+/// A point that was not written, and why. Its neighbours in the batch are unaffected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedPoint {
+    pub table: String,
+    /// Index of the point within its table's points in the batch.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What a durable write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReceipt {
+    /// Points written (durable on return).
+    pub rows_written: u64,
+    /// Points rejected, with reasons.
+    pub rejected: Vec<RejectedPoint>,
+    /// The WAL record holding the batch, if any row or position was written.
+    pub sequence: Option<WalSequence>,
+}

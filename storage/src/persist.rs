@@ -1,0 +1,163 @@
+//! Persisting the write buffer into chunks, and compacting chunks.
+//!
+//! A persist freezes the active buffer (scans keep seeing it), writes one chunk per table and
+//! time partition, then commits the chunk entries and the WAL truncation in one synced RocksDB
+//! write batch, and only then swaps the frozen buffer for the chunks. A crash before the commit
+//! leaves orphaned files (removed at open) and a WAL that still holds every row; after it, the
+//! chunks hold them. A compaction merges all chunks of a partition the same way: write the
+//! merged chunk, commit "add new, remove old" in one batch, swap, delete the old files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::buffer::{columns_present, field_types};
+use crate::catalog::{ChunkEntry, Op};
+use crate::chunk::write::ChunkIdentity;
+use crate::chunk::{ChunkReader, write_chunk};
+use crate::engine::{ChunkHandle, Shared};
+use crate::error::{Error, Result};
+use crate::model::{ChunkId, TableId};
+use crate::rowset::{RowSet, Selection};
+use crate::schema::TableSchema;
+
+/// What a persist or compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub chunks_written: usize,
+    pub chunks_removed: usize,
+    pub rows_written: u64,
+    pub bytes_written: u64,
+}
+
+/// Persists the write buffer; a no-op when it is empty.
+pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
+    let _maintenance = shared.maintenance.lock();
+    let (frozen, generation) = {
+        let mut state = shared.state.write();
+        if state.frozen.is_none() {
+            if state.active.is_empty() {
+                return Ok(MaintenanceReport::default());
+            }
+            let active = std::mem::take(&mut state.active);
+            state.frozen = Some(Arc::new(active));
+            state.frozen_sequence = state.applied_sequence;
+        }
+        (Arc::clone(state.frozen.as_ref().expect("frozen above")), state.frozen_sequence)
+    };
+    let mut written = Vec::new();
+    let result = (|| {
+        for ((table, partition_start_ns), rows) in frozen.partitions(shared.config.partition_ns()) {
+            let schema = schema_of(shared, table)?;
+            let present = columns_present(&rows);
+            let set = RowSet::from_rows(rows, &field_types(&schema, |id| present.contains(&id)));
+            let identity = ChunkIdentity { table, partition_start_ns, generation: generation.0 };
+            written.push(write_new_chunk(shared, identity, &set, &schema)?);
+        }
+        let mut ops: Vec<Op> = written.iter().map(|(entry, _)| Op::PutChunk(entry.id, entry.encode())).collect();
+        ops.push(Op::TruncateWal(generation));
+        shared.store.commit(&ops, true)
+    })();
+    if let Err(e) = result {
+        remove_files(shared, written.iter().map(|(e, _)| (e.table, e.id)));
+        return Err(e);
+    }
+    let report = MaintenanceReport {
+        chunks_written: written.len(),
+        chunks_removed: 0,
+        rows_written: written.iter().map(|(e, _)| e.row_count).sum(),
+        bytes_written: written.iter().map(|(e, _)| e.size_bytes).sum(),
+    };
+    {
+        let mut state = shared.state.write();
+        state.frozen = None;
+        for (entry, handle) in written {
+            state.chunks.insert(entry.id, handle);
+        }
+    }
+    shared.metrics.persists.fetch_add(1, Ordering::Relaxed);
+    shared.notify_memory_freed();
+    Ok(report)
+}
+
+/// Merges the chunks of every partition that has at least `chunks_min` (and at least two).
+pub(crate) fn compact(shared: &Shared, chunks_min: usize) -> Result<MaintenanceReport> {
+    let _maintenance = shared.maintenance.lock();
+    let mut partitions: BTreeMap<(TableId, i64), Vec<Arc<ChunkHandle>>> = BTreeMap::new();
+    for chunk in shared.state.read().chunks.values() {
+        partitions.entry((chunk.table(), chunk.partition_start_ns())).or_default().push(Arc::clone(chunk));
+    }
+    let mut report = MaintenanceReport::default();
+    for ((table, partition_start_ns), mut chunks) in partitions {
+        if chunks.len() < chunks_min.max(2) {
+            continue;
+        }
+        chunks.sort_by_key(|c| c.age_key());
+        let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
+        let sets = chunks.iter().map(|c| c.reader.read(&all)).collect::<Result<Vec<_>>>()?;
+        let merged = RowSet::merge(sets);
+        let schema = schema_of(shared, table)?;
+        let generation = chunks.iter().map(|c| c.reader.footer.generation).max().expect("at least two chunks");
+        let identity = ChunkIdentity { table, partition_start_ns, generation };
+        let (entry, handle) = write_new_chunk(shared, identity, &merged, &schema)?;
+        let mut ops = vec![Op::PutChunk(entry.id, entry.encode())];
+        ops.extend(chunks.iter().map(|c| Op::DeleteChunk(c.id)));
+        if let Err(e) = shared.store.commit(&ops, true) {
+            remove_files(shared, [(table, entry.id)]);
+            return Err(e);
+        }
+        {
+            let mut state = shared.state.write();
+            for c in &chunks {
+                state.chunks.remove(&c.id);
+            }
+            state.chunks.insert(entry.id, handle);
+        }
+        // Scans holding the old chunks keep reading their open files.
+        remove_files(shared, chunks.iter().map(|c| (table, c.id)));
+        report.chunks_written += 1;
+        report.chunks_removed += chunks.len();
+        report.rows_written += entry.row_count;
+        report.bytes_written += entry.size_bytes;
+        shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(report)
+}
+
+fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {
+    shared
+        .registry
+        .lock()
+        .table_by_id(table)
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("rows of table {} without a schema", table.0)))
+}
+
+fn write_new_chunk(
+    shared: &Shared,
+    identity: ChunkIdentity,
+    rows: &RowSet,
+    schema: &TableSchema,
+) -> Result<(ChunkEntry, Arc<ChunkHandle>)> {
+    let id = ChunkId(shared.next_chunk.fetch_add(1, Ordering::SeqCst));
+    let path = shared.chunk_path(identity.table, id);
+    let (_, size_bytes) = write_chunk(&path, identity, rows, schema, &shared.config.chunk)?;
+    // Reopening checks what was written, the pair of the checks made when it is read again.
+    let reader = ChunkReader::open(&path)?;
+    let entry = ChunkEntry {
+        id,
+        table: identity.table,
+        partition_start_ns: identity.partition_start_ns,
+        generation: identity.generation,
+        row_count: reader.footer.row_count,
+        size_bytes,
+    };
+    Ok((entry, Arc::new(ChunkHandle { id, reader })))
+}
+
+/// Best-effort removal: a file left behind is an orphan, removed at the next open.
+fn remove_files(shared: &Shared, files: impl IntoIterator<Item = (TableId, ChunkId)>) {
+    for (table, id) in files {
+        let _ = std::fs::remove_file(shared.chunk_path(table, id));
+    }
+}

@@ -1,0 +1,367 @@
+//! [`RowSet`]: rows of one table in columnar form, sorted by (series, time), one row per key.
+//!
+//! Everything that reads or writes rows meets here: the write buffer is turned into row sets
+//! when persisted or scanned, chunks decode into them, compaction and scans merge them with
+//! last-write-wins, and scans turn them into Arrow record batches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::model::{ColumnId, FieldType, FieldValue, SeriesId};
+use crate::wal::Row;
+
+/// Where one series' rows are within a [`RowSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeriesRun {
+    pub(crate) series: SeriesId,
+    pub(crate) row_start: usize,
+    pub(crate) rows: usize,
+}
+
+/// Typed values of one column; positions without a value hold a default.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Values {
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    Bool(Vec<bool>),
+    String(Vec<Arc<str>>),
+}
+
+impl Values {
+    pub(crate) fn new(ty: FieldType, capacity: usize) -> Self {
+        match ty {
+            FieldType::F64 => Self::F64(Vec::with_capacity(capacity)),
+            FieldType::I64 => Self::I64(Vec::with_capacity(capacity)),
+            FieldType::Bool => Self::Bool(Vec::with_capacity(capacity)),
+            FieldType::String => Self::String(Vec::with_capacity(capacity)),
+        }
+    }
+    pub(crate) fn field_type(&self) -> FieldType {
+        match self {
+            Self::F64(_) => FieldType::F64,
+            Self::I64(_) => FieldType::I64,
+            Self::Bool(_) => FieldType::Bool,
+            Self::String(_) => FieldType::String,
+        }
+    }
+    /// Appends `value`, or a default when `None`. A value of another type is a broken invariant:
+    /// schemas never change a column's type.
+    fn push(&mut self, value: Option<&FieldValue>) {
+        match (self, value) {
+            (Self::F64(v), Some(FieldValue::F64(x))) => v.push(*x),
+            (Self::I64(v), Some(FieldValue::I64(x))) => v.push(*x),
+            (Self::Bool(v), Some(FieldValue::Bool(x))) => v.push(*x),
+            (Self::String(v), Some(FieldValue::String(x))) => v.push(Arc::clone(x)),
+            (Self::F64(v), None) => v.push(0.0),
+            (Self::I64(v), None) => v.push(0),
+            (Self::Bool(v), None) => v.push(false),
+            (Self::String(v), None) => v.push(Arc::from("")),
+            (values, Some(value)) => {
+                panic!("column of {} given a {} value", values.field_type(), value.field_type())
+            }
+        }
+    }
+    fn push_default(&mut self, n: usize) {
+        match self {
+            Self::F64(v) => v.resize(v.len() + n, 0.0),
+            Self::I64(v) => v.resize(v.len() + n, 0),
+            Self::Bool(v) => v.resize(v.len() + n, false),
+            Self::String(v) => v.resize(v.len() + n, Arc::from("")),
+        }
+    }
+    /// Appends `other[i]`; both must have the same type.
+    fn push_from(&mut self, other: &Self, i: usize) {
+        match (self, other) {
+            (Self::F64(a), Self::F64(b)) => a.push(b[i]),
+            (Self::I64(a), Self::I64(b)) => a.push(b[i]),
+            (Self::Bool(a), Self::Bool(b)) => a.push(b[i]),
+            (Self::String(a), Self::String(b)) => a.push(Arc::clone(&b[i])),
+            (a, b) => panic!("merging a {} column into {}", b.field_type(), a.field_type()),
+        }
+    }
+    /// The value at `i` as a [`FieldValue`].
+    #[cfg(test)]
+    pub(crate) fn get(&self, i: usize) -> FieldValue {
+        match self {
+            Self::F64(v) => FieldValue::F64(v[i]),
+            Self::I64(v) => FieldValue::I64(v[i]),
+            Self::Bool(v) => FieldValue::Bool(v[i]),
+            Self::String(v) => FieldValue::String(Arc::clone(&v[i])),
+        }
+    }
+}
+
+/// One field column of a [`RowSet`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Column {
+    pub(crate) id: ColumnId,
+    pub(crate) values: Values,
+    /// Whether each row has a value.
+    pub(crate) valid: Vec<bool>,
+}
+
+impl Column {
+    pub(crate) fn new(id: ColumnId, ty: FieldType, capacity: usize) -> Self {
+        Self { id, values: Values::new(ty, capacity), valid: Vec::with_capacity(capacity) }
+    }
+    fn push(&mut self, value: Option<&FieldValue>) {
+        self.values.push(value);
+        self.valid.push(value.is_some());
+    }
+    fn push_null(&mut self, n: usize) {
+        self.values.push_default(n);
+        self.valid.resize(self.valid.len() + n, false);
+    }
+    pub(crate) fn null_count(&self) -> usize {
+        self.valid.iter().filter(|v| !**v).count()
+    }
+}
+
+/// What a scan wants: series (sorted ids; `None` for all), an inclusive time range and field
+/// columns (sorted ids; `None` for all).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Selection<'a> {
+    pub(crate) series: Option<&'a [SeriesId]>,
+    pub(crate) time_min: i64,
+    pub(crate) time_max: i64,
+    pub(crate) columns: Option<&'a [ColumnId]>,
+}
+
+impl Selection<'_> {
+    pub(crate) fn wants_series(&self, series: SeriesId) -> bool {
+        self.series.is_none_or(|s| s.binary_search(&series).is_ok())
+    }
+    pub(crate) fn wants_column(&self, column: ColumnId) -> bool {
+        self.columns.is_none_or(|c| c.binary_search(&column).is_ok())
+    }
+    pub(crate) fn wants_time(&self, time: i64) -> bool {
+        (self.time_min..=self.time_max).contains(&time)
+    }
+    pub(crate) fn overlaps(&self, time_min: i64, time_max: i64) -> bool {
+        time_min <= self.time_max && time_max >= self.time_min
+    }
+}
+
+/// Rows of one table, sorted by (series, time) with unique keys, in columnar form.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RowSet {
+    pub(crate) series: Vec<SeriesRun>,
+    pub(crate) times: Vec<i64>,
+    /// Sorted by column id.
+    pub(crate) columns: Vec<Column>,
+}
+
+impl RowSet {
+    pub(crate) fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Builds a row set from rows in write order (later rows of a key win), with the columns
+    /// of `column_types`.
+    pub(crate) fn from_rows<'a>(
+        rows: impl IntoIterator<Item = &'a Row>,
+        column_types: &BTreeMap<ColumnId, FieldType>,
+    ) -> Self {
+        let mut by_series: BTreeMap<SeriesId, Vec<&Row>> = BTreeMap::new();
+        for row in rows {
+            by_series.entry(row.series).or_default().push(row);
+        }
+        let total: usize = by_series.values().map(Vec::len).sum();
+        let mut out = Self {
+            series: Vec::with_capacity(by_series.len()),
+            times: Vec::with_capacity(total),
+            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, total)).collect(),
+        };
+        for (series, mut rows) in by_series {
+            // Stable sort keeps write order within a time; the last write of a key wins.
+            rows.sort_by_key(|r| r.time);
+            let row_start = out.times.len();
+            for (i, row) in rows.iter().enumerate() {
+                if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
+                    continue;
+                }
+                out.times.push(row.time);
+                for col in &mut out.columns {
+                    let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
+                    col.push(value);
+                }
+            }
+            out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
+        }
+        out
+    }
+
+    /// Merges row sets given oldest first: for a key present in several, the newest row wins
+    /// whole. Columns are the union of the inputs' columns.
+    pub(crate) fn merge(sets: Vec<RowSet>) -> RowSet {
+        let mut sets: Vec<RowSet> = sets.into_iter().filter(|s| !s.is_empty()).collect();
+        if sets.len() <= 1 {
+            return sets.pop().unwrap_or_default();
+        }
+        let mut column_types: BTreeMap<ColumnId, FieldType> = BTreeMap::new();
+        for set in &sets {
+            for c in &set.columns {
+                column_types.entry(c.id).or_insert(c.values.field_type());
+            }
+        }
+        let total: usize = sets.iter().map(RowSet::len).sum();
+        let mut out = RowSet {
+            series: Vec::new(),
+            times: Vec::with_capacity(total),
+            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, total)).collect(),
+        };
+        // For each set, the index of each output column in it.
+        let maps: Vec<Vec<Option<usize>>> = sets
+            .iter()
+            .map(|s| out.columns.iter().map(|c| s.columns.iter().position(|sc| sc.id == c.id)).collect())
+            .collect();
+        let mut cursors = vec![0usize; sets.len()];
+        let mut picks: Vec<(i64, usize, usize)> = Vec::new();
+        loop {
+            let next = sets.iter().zip(&cursors).filter_map(|(s, &c)| s.series.get(c).map(|r| r.series)).min();
+            let Some(series) = next else { break };
+            picks.clear();
+            for (k, set) in sets.iter().enumerate() {
+                if let Some(run) = set.series.get(cursors[k]).filter(|r| r.series == series) {
+                    picks.extend((run.row_start..run.row_start + run.rows).map(|i| (set.times[i], k, i)));
+                    cursors[k] += 1;
+                }
+            }
+            // Sorted by time, then by set age: the last of equal times is the newest.
+            picks.sort_unstable_by_key(|(t, k, _)| (*t, *k));
+            let row_start = out.times.len();
+            for (j, &(time, k, i)) in picks.iter().enumerate() {
+                if picks.get(j + 1).is_some_and(|next| next.0 == time) {
+                    continue;
+                }
+                out.times.push(time);
+                for (col, map) in out.columns.iter_mut().zip(&maps[k]) {
+                    match map {
+                        Some(m) => {
+                            let src = &sets[k].columns[*m];
+                            col.values.push_from(&src.values, i);
+                            col.valid.push(src.valid[i]);
+                        }
+                        None => col.push_null(1),
+                    }
+                }
+            }
+            out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
+        }
+        out
+    }
+
+    /// The rows at `indexes` (ascending).
+    pub(crate) fn take(&self, indexes: &[usize]) -> RowSet {
+        let mut out = RowSet {
+            series: Vec::new(),
+            times: indexes.iter().map(|&i| self.times[i]).collect(),
+            columns: self
+                .columns
+                .iter()
+                .map(|c| {
+                    let mut col = Column::new(c.id, c.values.field_type(), indexes.len());
+                    for &i in indexes {
+                        col.values.push_from(&c.values, i);
+                        col.valid.push(c.valid[i]);
+                    }
+                    col
+                })
+                .collect(),
+        };
+        let mut k = 0;
+        for run in &self.series {
+            let start = k;
+            while k < indexes.len() && indexes[k] < run.row_start + run.rows {
+                k += 1;
+            }
+            if k > start {
+                out.series.push(SeriesRun { series: run.series, row_start: start, rows: k - start });
+            }
+        }
+        out
+    }
+
+    /// Appends `other`, whose rows sort after this set's (a series may continue across the
+    /// boundary) and whose columns are the same.
+    pub(crate) fn append(&mut self, other: RowSet) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        let base = self.times.len();
+        for run in other.series {
+            match self.series.last_mut() {
+                Some(last) if last.series == run.series => last.rows += run.rows,
+                _ => self.series.push(SeriesRun { row_start: base + run.row_start, ..run }),
+            }
+        }
+        self.times.extend(other.times);
+        for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
+            assert_eq!(mine.id, theirs.id, "appended row sets have the same columns");
+            for i in 0..theirs.valid.len() {
+                mine.values.push_from(&theirs.values, i);
+            }
+            mine.valid.extend(theirs.valid);
+        }
+    }
+
+    /// The rows `selection` wants, by series and time (columns are chosen when building).
+    pub(crate) fn select(self, selection: &Selection<'_>) -> RowSet {
+        let all = self.series.iter().all(|r| selection.wants_series(r.series))
+            && self.times.iter().all(|t| selection.wants_time(*t));
+        if all {
+            return self;
+        }
+        let keep: Vec<usize> = self
+            .series
+            .iter()
+            .filter(|r| selection.wants_series(r.series))
+            .flat_map(|r| r.row_start..r.row_start + r.rows)
+            .filter(|&i| selection.wants_time(self.times[i]))
+            .collect();
+        self.take(&keep)
+    }
+
+    /// Rows as (series, time, fields) in order, for tests.
+    #[cfg(test)]
+    pub(crate) fn to_rows(&self) -> Vec<Row> {
+        let mut out = Vec::with_capacity(self.len());
+        for run in &self.series {
+            for i in run.row_start..run.row_start + run.rows {
+                let fields = self.columns.iter().filter(|c| c.valid[i]).map(|c| (c.id, c.values.get(i))).collect();
+                out.push(Row { series: run.series, time: self.times[i], fields });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(series: u64, time: i64, v: f64) -> Row {
+        Row { series: SeriesId(series), time, fields: Box::new([(ColumnId(0), FieldValue::F64(v))]) }
+    }
+
+    fn types() -> BTreeMap<ColumnId, FieldType> {
+        BTreeMap::from([(ColumnId(0), FieldType::F64)])
+    }
+
+    #[test]
+    fn later_writes_win_within_and_across_sets() {
+        let old = RowSet::from_rows(&[row(2, 10, 1.0), row(1, 10, 2.0), row(2, 10, 3.0), row(2, 5, 4.0)], &types());
+        assert_eq!(old.to_rows(), vec![row(1, 10, 2.0), row(2, 5, 4.0), row(2, 10, 3.0)]);
+        let new = RowSet::from_rows(&[row(2, 5, 9.0), row(3, 1, 1.0)], &types());
+        let merged = RowSet::merge(vec![old, new]);
+        assert_eq!(merged.to_rows(), vec![row(1, 10, 2.0), row(2, 5, 9.0), row(2, 10, 3.0), row(3, 1, 1.0)]);
+        let selection = Selection { series: None, time_min: 6, time_max: 10, columns: None };
+        let filtered = merged.select(&selection);
+        assert_eq!(filtered.to_rows(), vec![row(1, 10, 2.0), row(2, 10, 3.0)]);
+    }
+}

@@ -1,0 +1,277 @@
+//! Snapshot scans: a table's rows by time range, series and columns, as Arrow record batches.
+//!
+//! [`Storage::scan`] captures a snapshot (the buffered rows that match, copied, and the chunks
+//! that may match, by their footers) and returns a [`Scan`] that yields one partition at a
+//! time, merging chunks (oldest first), the frozen buffer and the active buffer with
+//! last-write-wins. Output rows are sorted by (series, time).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::buffer::partition_start;
+use crate::engine::{ChunkHandle, Storage};
+use crate::error::{Error, Result};
+use crate::model::{ColumnId, FieldType, SeriesId};
+use crate::rowset::{RowSet, Selection, Values};
+use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
+
+/// Rows per output record batch, at most.
+const BATCH_ROWS_MAX: usize = 64 * 1024;
+
+/// Which series a scan reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeriesFilter {
+    All,
+    Ids(Vec<SeriesId>),
+    /// Series whose tags equal all of these (name, value) pairs.
+    TagsEqual(Vec<(String, String)>),
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    pub table: String,
+    /// Inclusive.
+    pub time_min_ns: i64,
+    /// Inclusive.
+    pub time_max_ns: i64,
+    pub series: SeriesFilter,
+    /// Columns to return (`time`, tags, fields) in table order; `None` for all.
+    pub columns: Option<Vec<String>>,
+}
+
+impl ScanRequest {
+    /// Every row and column of `table`.
+    pub fn all(table: &str) -> Self {
+        Self {
+            table: table.to_owned(),
+            time_min_ns: i64::MIN,
+            time_max_ns: i64::MAX,
+            series: SeriesFilter::All,
+            columns: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OutColumn {
+    Time,
+    Tag(ColumnId),
+    Field(ColumnId, FieldType),
+}
+
+/// An iterator of record batches over a snapshot, one partition at a time.
+#[derive(Debug)]
+pub struct Scan {
+    schema: SchemaRef,
+    out: Vec<OutColumn>,
+    tags: HashMap<SeriesId, Vec<(ColumnId, String)>>,
+    series: Option<Vec<SeriesId>>,
+    fields: Vec<ColumnId>,
+    time_min: i64,
+    time_max: i64,
+    partition_ns: i64,
+    /// Per partition: chunks oldest first, then buffered rows (frozen, then active).
+    partitions: BTreeMap<i64, (Vec<Arc<ChunkHandle>>, Vec<RowSet>)>,
+    pending: Vec<RecordBatch>,
+}
+
+impl Storage {
+    /// Starts a scan of a snapshot taken now. Writes after this call are not seen.
+    pub fn scan(&self, req: &ScanRequest) -> Result<Scan> {
+        if req.time_min_ns > req.time_max_ns {
+            return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
+        }
+        let shared = &self.shared;
+        let (schema, series, tags) = {
+            let registry = shared.registry.lock();
+            let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
+            let all = registry.series_of(schema.id);
+            let selected: Vec<_> = match &req.series {
+                SeriesFilter::All => all,
+                SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
+                SeriesFilter::TagsEqual(pairs) => {
+                    let wanted: Option<Vec<(ColumnId, &str)>> =
+                        pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
+                    match wanted {
+                        None => Vec::new(),
+                        Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
+                    }
+                }
+            };
+            let ids = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect::<Vec<_>>());
+            let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
+            (schema, ids, tags)
+        };
+        let out = output_columns(&schema, req.columns.as_deref())?;
+        let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+        let mut scan = Scan {
+            schema: arrow_schema(&schema, &out),
+            out,
+            tags,
+            series,
+            fields,
+            time_min: req.time_min_ns,
+            time_max: req.time_max_ns,
+            partition_ns: shared.config.partition_ns(),
+            partitions: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        let selection = scan.selection(scan.time_min, scan.time_max);
+        let (chunks, frozen, active) = {
+            let state = shared.state.read();
+            let chunks: Vec<Arc<ChunkHandle>> =
+                state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(&selection)).cloned().collect();
+            (chunks, state.frozen.clone(), state.active.select(schema.id, &schema, &selection))
+        };
+        let frozen = frozen.map(|f| f.select(schema.id, &schema, &selection)).unwrap_or_default();
+        for chunk in chunks {
+            scan.partitions.entry(chunk.partition_start_ns()).or_default().0.push(chunk);
+        }
+        for set in [frozen, active] {
+            for (partition, part) in split_partitions(set, scan.partition_ns) {
+                scan.partitions.entry(partition).or_default().1.push(part);
+            }
+        }
+        for (chunks, _) in scan.partitions.values_mut() {
+            chunks.sort_by_key(|c| c.age_key());
+        }
+        Ok(scan)
+    }
+}
+
+impl Scan {
+    /// The schema of every batch: `time`, then the requested tags and fields in table order.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn selection(&self, time_min: i64, time_max: i64) -> Selection<'_> {
+        Selection { series: self.series.as_deref(), time_min, time_max, columns: Some(&self.fields) }
+    }
+
+    fn next_partition(&mut self) -> Result<Option<RecordBatch>> {
+        let Some((partition, (chunks, buffered))) = self.partitions.pop_first() else { return Ok(None) };
+        let end = partition.saturating_add(self.partition_ns - 1);
+        let selection = self.selection(self.time_min.max(partition), self.time_max.min(end));
+        let mut sets = chunks.iter().map(|c| c.reader.read(&selection)).collect::<Result<Vec<_>>>()?;
+        sets.extend(buffered);
+        let merged = RowSet::merge(sets);
+        Ok(Some(self.to_batch(&merged)?))
+    }
+
+    fn to_batch(&self, set: &RowSet) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = self.out.iter().map(|c| self.to_array(set, *c)).collect();
+        Ok(RecordBatch::try_new(self.schema(), columns)?)
+    }
+
+    fn to_array(&self, set: &RowSet, column: OutColumn) -> ArrayRef {
+        match column {
+            OutColumn::Time => Arc::new(TimestampNanosecondArray::from(set.times.clone()).with_timezone("UTC")),
+            OutColumn::Tag(id) => {
+                let mut values: Vec<Option<&str>> = Vec::with_capacity(set.len());
+                for run in &set.series {
+                    let tag = self.tags.get(&run.series).and_then(|t| t.iter().find(|(c, _)| *c == id)).map(|(_, v)| v.as_str());
+                    values.extend(std::iter::repeat_n(tag, run.rows));
+                }
+                Arc::new(StringArray::from(values))
+            }
+            OutColumn::Field(id, ty) => match set.columns.iter().find(|c| c.id == id) {
+                None => arrow::array::new_null_array(&arrow_type(ty), set.len()),
+                Some(c) => {
+                    let nulls = Some(NullBuffer::from(c.valid.clone()));
+                    match &c.values {
+                        Values::F64(v) => Arc::new(Float64Array::new(v.clone().into(), nulls)),
+                        Values::I64(v) => Arc::new(Int64Array::new(v.clone().into(), nulls)),
+                        Values::Bool(v) => Arc::new(BooleanArray::new(v.as_slice().into(), nulls)),
+                        Values::String(v) => Arc::new(StringArray::from(
+                            v.iter().zip(&c.valid).map(|(s, ok)| ok.then_some(&**s)).collect::<Vec<_>>(),
+                        )),
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(batch) = self.pending.pop() {
+                return Some(Ok(batch));
+            }
+            match self.next_partition() {
+                Err(e) => return Some(Err(e)),
+                Ok(None) => return None,
+                Ok(Some(batch)) if batch.num_rows() == 0 => {}
+                Ok(Some(batch)) => {
+                    let slices = (0..batch.num_rows()).step_by(BATCH_ROWS_MAX).map(|s| batch.slice(s, BATCH_ROWS_MAX.min(batch.num_rows() - s)));
+                    self.pending = slices.collect();
+                    self.pending.reverse();
+                }
+            }
+        }
+    }
+}
+
+fn split_partitions(set: RowSet, partition_ns: i64) -> BTreeMap<i64, RowSet> {
+    let partitions: BTreeSet<i64> = set.times.iter().map(|t| partition_start(*t, partition_ns)).collect();
+    if partitions.len() <= 1 {
+        return partitions.into_iter().map(|p| (p, set.clone())).collect();
+    }
+    partitions
+        .into_iter()
+        .map(|p| {
+            let keep: Vec<usize> = (0..set.len()).filter(|&i| partition_start(set.times[i], partition_ns) == p).collect();
+            (p, set.take(&keep))
+        })
+        .collect()
+}
+
+fn output_columns(schema: &TableSchema, names: Option<&[String]>) -> Result<Vec<OutColumn>> {
+    let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|x| x == name));
+    if let Some(names) = names {
+        if let Some(unknown) = names.iter().find(|n| *n != TIME_COLUMN && schema.column(n).is_none()) {
+            return Err(Error::InvalidRequest(format!("table {} has no column {unknown}", schema.name)));
+        }
+    }
+    let mut out = Vec::new();
+    if wanted(TIME_COLUMN) {
+        out.push(OutColumn::Time);
+    }
+    out.extend(schema.tags().filter(|c| wanted(&c.name)).map(|c| OutColumn::Tag(c.id)));
+    out.extend(schema.columns.iter().filter(|c| wanted(&c.name)).filter_map(|c| match c.kind {
+        ColumnKind::Field(t) => Some(OutColumn::Field(c.id, t)),
+        ColumnKind::Tag => None,
+    }));
+    Ok(out)
+}
+
+/// The Arrow type of a field column.
+pub fn arrow_type(ty: FieldType) -> DataType {
+    match ty {
+        FieldType::F64 => DataType::Float64,
+        FieldType::I64 => DataType::Int64,
+        FieldType::Bool => DataType::Boolean,
+        FieldType::String => DataType::Utf8,
+    }
+}
+
+fn arrow_schema(schema: &TableSchema, out: &[OutColumn]) -> SchemaRef {
+    let name = |id: ColumnId| schema.column_by_id(id).map(|c| c.name.clone()).unwrap_or_default();
+    let fields: Vec<Field> = out
+        .iter()
+        .map(|c| match c {
+            OutColumn::Time => Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+            OutColumn::Tag(id) => Field::new(name(*id), DataType::Utf8, true),
+            OutColumn::Field(id, ty) => Field::new(name(*id), arrow_type(*ty), true),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}

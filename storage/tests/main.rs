@@ -1,0 +1,7 @@
+//! Integration tests of the storage engine, compiled into one binary.
+
+mod common;
+mod corruption;
+mod crash;
+mod model;
+mod write_path;

@@ -1,0 +1,107 @@
+//! Model-based test: random sequences of writes, overwrites, rejected points, persists,
+//! compactions and reopens, checked after every step against a `BTreeMap`.
+
+use std::collections::BTreeMap;
+
+use isobar_storage::{FieldValue, ScanRequest, SeriesFilter, Storage, WriteBatch};
+use proptest::prelude::*;
+
+use crate::common::{Fields, Key, collect, config, point, read_all};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(Vec<(u8, i64, Option<f64>, Option<i64>)>),
+    /// A point whose `a` is an integer: rejected for its type, neighbours still written.
+    WriteConflict(u8, i64, i64),
+    Persist,
+    Compact,
+    Reopen,
+    ScanRange(i64, i64, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let value = prop_oneof![Just(None), (-1000i64..1000).prop_map(|v| Some(v as f64 / 8.0)), Just(Some(f64::NAN))];
+    let row = (0u8..4, 0i64..16, value, prop::option::of(-5i64..5))
+        .prop_filter("at least one field", |(_, _, a, b)| a.is_some() || b.is_some())
+        .prop_map(|(s, t, a, b)| (s, t * 250_000, a, b));
+    prop_oneof![
+        6 => prop::collection::vec(row, 1..12).prop_map(Op::Write),
+        1 => (0u8..4, 0i64..16, any::<i64>()).prop_map(|(s, t, v)| Op::WriteConflict(s, t * 250_000, v)),
+        2 => Just(Op::Persist),
+        1 => Just(Op::Compact),
+        1 => Just(Op::Reopen),
+        2 => (0i64..16, 0i64..16, 0u8..5).prop_map(|(a, b, s)| Op::ScanRange(a.min(b) * 250_000, a.max(b) * 250_000, s)),
+    ]
+}
+
+fn series(s: u8) -> String {
+    format!("s{s}")
+}
+
+fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op, dir: &std::path::Path) {
+    let storage = slot.as_ref().expect("storage is open");
+    match op {
+        Op::Write(rows) => {
+            let mut batch = WriteBatch::new();
+            for (s, t, a, b) in rows {
+                batch.push("m", point(&series(*s), *t, *a, *b));
+                model.insert((series(*s), *t), (a.map(f64::to_bits), *b));
+            }
+            let receipt = storage.write(&batch).expect("write");
+            assert_eq!(receipt.rows_written, rows.len() as u64);
+        }
+        Op::WriteConflict(s, t, v) => {
+            let mut batch = WriteBatch::new();
+            batch.push("m", point(&series(*s), *t, Some(1.0), None));
+            batch.push("m", point(&series(*s), *t + 1, None, None).field("a", FieldValue::I64(*v)));
+            model.insert((series(*s), *t), (Some(1f64.to_bits()), None));
+            let receipt = storage.write(&batch).expect("write");
+            assert_eq!(receipt.rows_written, 1);
+            assert_eq!(receipt.rejected.len(), 1);
+            assert_eq!(receipt.rejected[0].reason, "table m, column a: expected f64, found i64");
+        }
+        Op::Persist => {
+            storage.persist().expect("persist");
+        }
+        Op::Compact => {
+            storage.compact().expect("compact");
+        }
+        Op::Reopen => {
+            slot.take().expect("storage is open").close(false).expect("close");
+            *slot = Some(Storage::open(config(dir)).expect("reopen"));
+        }
+        Op::ScanRange(from, to, s) => {
+            let filter = if *s < 4 { SeriesFilter::TagsEqual(vec![("s".into(), series(*s))]) } else { SeriesFilter::All };
+            let req = ScanRequest { time_min_ns: *from, time_max_ns: *to, series: filter, ..ScanRequest::all("m") };
+            let mut got = BTreeMap::new();
+            if storage.table("m").is_some() {
+                for batch in storage.scan(&req).expect("scan") {
+                    collect(&batch.expect("batch"), &mut got);
+                }
+            }
+            let expected: BTreeMap<Key, Fields> = model
+                .iter()
+                .filter(|((name, t), _)| (*from..=*to).contains(t) && (*s == 4 || *name == series(*s)))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            assert_eq!(got, expected, "scan {from}..={to} series {s}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn storage_matches_a_btreemap(ops in prop::collection::vec(op(), 1..30)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = Some(Storage::open(config(dir.path())).expect("open"));
+        let mut model = BTreeMap::new();
+        for op in &ops {
+            apply(&mut storage, &mut model, op, dir.path());
+            let got = read_all(storage.as_ref().expect("open"), "m").expect("scan");
+            prop_assert_eq!(&got, &model, "after {:?}", op);
+        }
+        storage.expect("open").verify().expect("every chunk block checks out");
+    }
+}
