@@ -118,3 +118,30 @@ pub fn parquet_zstd_bytes(column: &ColumnData) -> Result<u64> {
     let meta = writer.close()?;
     Ok(meta.row_groups().iter().map(|g| g.column(0).compressed_size() as u64).sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::read_columns;
+
+    /// A CSV with a regular 1 s timestamp column: the timestamps cost at most 0.1 bit each.
+    #[test]
+    fn regular_one_second_timestamps_cost_a_tenth_of_a_bit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("station.csv");
+        let mut text = String::from("timestamp;temperature\n");
+        for i in 0..100_000u64 {
+            let (h, m, s) = (i / 3600 % 24, i / 60 % 60, i % 60);
+            text += &format!("2024-03-{:02} {h:02}:{m:02}:{s:02};{}.{}\n", 1 + i / 86_400, 20 + i % 7, i % 10);
+        }
+        std::fs::write(&path, text).expect("write");
+        let columns = read_columns(&std::fs::read_to_string(&path).expect("read")).expect("parse");
+        assert_eq!(columns.len(), 2);
+        let time = report_column("timestamp", &columns[0].1, 1).expect("report");
+        assert!(matches!(columns[0].1, ColumnData::TimestampNs(_)));
+        assert!(time.isobar_bits <= 0.1, "{time}");
+        let temperature = report_column("temperature", &columns[1].1, 1).expect("report");
+        assert!(temperature.isobar_bits < temperature.parquet_zstd_bits, "{temperature}");
+        assert!(summary(&[time, temperature]).starts_with("mean isobar_bits="));
+    }
+}

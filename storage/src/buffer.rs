@@ -4,7 +4,9 @@
 //! key is the last row with that time. Sorting and de-duplication happen when the rows are read
 //! ([`crate::rowset::RowSet::from_rows`]), which keeps the committer's work per row small.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 use crate::model::{ColumnId, FieldType, SeriesId, TableId};
@@ -18,7 +20,7 @@ const ROW_OVERHEAD_BYTES: usize = 64;
 /// Rows per table and series, in commit order.
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
-    tables: HashMap<TableId, HashMap<SeriesId, Vec<Row>>>,
+    tables: FxHashMap<TableId, FxHashMap<SeriesId, Vec<Row>>>,
     pub(crate) bytes: u64,
     pub(crate) rows: u64,
     /// When the oldest row arrived.

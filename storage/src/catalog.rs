@@ -248,6 +248,14 @@ impl CatalogStore {
         Ok(())
     }
 
+    /// Flushes the WAL column family after a truncation, so RocksDB can drop the log files
+    /// that held the persisted records instead of keeping them until its memtable fills.
+    pub(crate) fn flush_wal(&self) -> Result<()> {
+        self.db.flush_cf(self.cf(CF_WAL))?;
+        self.db.compact_range_cf(self.cf(CF_WAL), None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
     pub(crate) fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_POSITIONS), source.as_bytes())?)
     }

@@ -35,6 +35,7 @@ enum Codec {
     Dictionary = 3,
     ZstdPlain = 4,
     BitsZstd = 5,
+    PcoDictionary = 6,
 }
 
 impl Codec {
@@ -46,6 +47,7 @@ impl Codec {
             3 => Self::Dictionary,
             4 => Self::ZstdPlain,
             5 => Self::BitsZstd,
+            6 => Self::PcoDictionary,
             _ => return None,
         })
     }
@@ -85,22 +87,61 @@ fn pco_config(opts: &CodecOptions) -> ChunkConfig {
     ChunkConfig::default().with_compression_level(opts.pco_level)
 }
 
-/// Encodes f64 values.
+/// Values a codec is chosen on: encoding a sample with every candidate and the whole column
+/// with the winner costs a fraction of encoding the whole column with every candidate.
+const SAMPLE_VALUES: usize = 8192;
+
+/// Encodes f64 values with the candidate codec that is smallest on a sample of them.
 pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
-    let plain = {
-        let mut w = Writer::new();
-        w.u8(Codec::Plain as u8);
-        values.iter().for_each(|v| w.f64(*v));
-        w.into_inner()
+    const CANDIDATES: [Codec; 4] = [Codec::Plain, Codec::Pco, Codec::PcoDecimal, Codec::PcoDictionary];
+    let encode = |codec: Codec, values: &[f64]| match codec {
+        Codec::Pco => simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b)),
+        Codec::PcoDecimal => decimal_scale(values).and_then(|(k, ints)| {
+            let b = simple_compress(&ints, &pco_config(opts)).ok()?;
+            Some([&[Codec::PcoDecimal as u8, k][..], &b].concat())
+        }),
+        Codec::PcoDictionary => f64_dictionary(values, opts),
+        _ => {
+            let mut w = Writer::new();
+            w.u8(Codec::Plain as u8);
+            values.iter().for_each(|v| w.f64(*v));
+            Some(w.into_inner())
+        }
     };
-    let pco = simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b));
-    let decimal = decimal_scale(values).and_then(|(k, ints)| {
-        let b = simple_compress(&ints, &pco_config(opts)).ok()?;
-        let mut out = vec![Codec::PcoDecimal as u8, k];
-        out.extend_from_slice(&b);
-        Some(out)
-    });
-    smallest([Some(plain), pco, decimal])
+    if values.len() > 2 * SAMPLE_VALUES {
+        let sample = &values[..SAMPLE_VALUES];
+        let best = CANDIDATES.into_iter().filter_map(|c| Some((encode(c, sample)?.len(), c))).min_by_key(|(len, _)| *len);
+        // A sample can mislead (more decimals later, say): then every candidate gets the column.
+        if let Some(encoded) = best.and_then(|(_, c)| encode(c, values)) {
+            return encoded;
+        }
+    }
+    smallest(CANDIDATES.map(|c| encode(c, values)))
+}
+
+/// Values that repeat (readings quantised by their sensor, or stored as f32) cost less as
+/// indexes into their sorted distinct values: the indexes move like the values do, without
+/// the noise in the low bits, and pco encodes both.
+/// `count u32 | dictionary_len u32 | pco(distinct values, ascending) | pco(u32 indexes)`.
+fn f64_dictionary(values: &[f64], opts: &CodecOptions) -> Option<Vec<u8>> {
+    let mut distinct: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable_by(|a, b| f64::from_bits(*a).total_cmp(&f64::from_bits(*b)));
+    distinct.dedup();
+    if distinct.len() > values.len() / 2 {
+        return None;
+    }
+    let index: std::collections::HashMap<u64, u32> = distinct.iter().enumerate().map(|(i, b)| (*b, i as u32)).collect();
+    let indexes: Vec<u32> = values.iter().map(|v| index[&v.to_bits()]).collect();
+    let dictionary: Vec<f64> = distinct.into_iter().map(f64::from_bits).collect();
+    let dictionary_bytes = simple_compress(&dictionary, &pco_config(opts)).ok()?;
+    let index_bytes = simple_compress(&indexes, &pco_config(opts)).ok()?;
+    let mut w = Writer::new();
+    w.u8(Codec::PcoDictionary as u8);
+    w.u32(u32::try_from(dictionary.len()).ok()?);
+    w.u32(u32::try_from(dictionary_bytes.len()).ok()?);
+    w.bytes(&dictionary_bytes);
+    w.bytes(&index_bytes);
+    Some(w.into_inner())
 }
 
 /// Decodes `n` f64 values.
@@ -121,6 +162,21 @@ pub fn decode_f64(bytes: &[u8], n: usize) -> Result<Vec<f64>, DecodeError> {
             let ints: Vec<i64> = pco_decode(r.take(r.remaining())?, n, pos)?;
             let scale = 10f64.powi(i32::from(k));
             Ok(ints.into_iter().map(|i| i as f64 / scale).collect())
+        }
+        Codec::PcoDictionary => {
+            let count = r.u32()? as usize;
+            let dictionary_len = r.u32()? as usize;
+            if count > n.max(1) {
+                return Err(r.err(format!("dictionary of {count} values for {n} values")));
+            }
+            let pos = r.pos();
+            let dictionary: Vec<f64> = pco_decode(r.take(dictionary_len)?, count, pos)?;
+            let pos = r.pos();
+            let indexes: Vec<u32> = pco_decode(r.take(r.remaining())?, n, pos)?;
+            if let Some(i) = indexes.iter().find(|i| **i as usize >= count) {
+                return Err(DecodeError::new(pos, format!("index {i} outside a dictionary of {count}")));
+            }
+            Ok(indexes.into_iter().map(|i| dictionary[i as usize]).collect())
         }
         c => Err(DecodeError::new(0, format!("codec {c:?} is not for f64"))),
     }

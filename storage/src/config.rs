@@ -25,6 +25,9 @@ pub struct StorageConfig {
     pub partition_duration_ms: u64,
     /// Chunks in one partition that start a background compaction of it.
     pub compaction_chunks_trigger: usize,
+    /// Most rows one compaction merges in memory; a partition with more is compacted in runs of
+    /// chunks adjacent in age.
+    pub compaction_rows_max: u64,
     /// Whether background threads persist and compact on their own. Tests that want to decide
     /// when persists happen turn it off.
     pub background_persist: bool,
@@ -48,6 +51,7 @@ impl StorageConfig {
             persist_interval_ms: 10 * 60 * 1000,
             partition_duration_ms: 24 * 60 * 60 * 1000,
             compaction_chunks_trigger: 4,
+            compaction_rows_max: 20_000_000,
             background_persist: true,
             chunk: ChunkOptions::default(),
             tags_per_series_max: 64,

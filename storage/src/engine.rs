@@ -65,6 +65,8 @@ pub struct Metrics {
     pub wal_fsyncs: AtomicU64,
     pub persists: AtomicU64,
     pub compactions: AtomicU64,
+    /// Background persists or compactions that failed; see [`Storage::background_error`].
+    pub background_failures: AtomicU64,
     pub writer_waits: AtomicU64,
 }
 
@@ -81,6 +83,7 @@ pub(crate) struct Shared {
     /// Held by a persist or compaction; one at a time.
     pub(crate) maintenance: Mutex<()>,
     poison: Mutex<Option<String>>,
+    background_error: Mutex<Option<String>>,
     memory: Mutex<()>,
     memory_freed: Condvar,
     persist_kick: Sender<()>,
@@ -184,6 +187,7 @@ impl Storage {
             metrics: Metrics::default(),
             maintenance: Mutex::new(()),
             poison: Mutex::new(None),
+            background_error: Mutex::new(None),
             memory: Mutex::new(()),
             memory_freed: Condvar::new(),
             persist_kick,
@@ -296,6 +300,12 @@ impl Storage {
         &self.shared.metrics
     }
 
+    /// The last error of a background persist or compaction, if any. Such work is retried;
+    /// while it fails, the buffer fills and writers eventually wait.
+    pub fn background_error(&self) -> Option<String> {
+        self.shared.background_error.lock().clone()
+    }
+
     /// Reads every block of every chunk and checks it.
     pub fn verify(&self) -> Result<()> {
         let chunks: Vec<Arc<ChunkHandle>> = self.shared.state.read().chunks.values().cloned().collect();
@@ -373,9 +383,12 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
         if shared.poisoned().is_some() {
             continue;
         }
-        // A failure leaves the frozen buffer in place; the next round retries it.
-        if crate::persist::persist(shared).is_ok() {
-            let _ = crate::persist::compact(shared, shared.config.compaction_chunks_trigger);
+        // A failed persist leaves the frozen buffer in place; the next round retries it.
+        let result = crate::persist::persist(shared)
+            .and_then(|_| crate::persist::compact(shared, shared.config.compaction_chunks_trigger));
+        if let Err(e) = result {
+            shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
+            *shared.background_error.lock() = Some(e.to_string());
         }
     }
 }

@@ -77,6 +77,7 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     }
     shared.metrics.persists.fetch_add(1, Ordering::Relaxed);
     shared.notify_memory_freed();
+    shared.store.flush_wal()?;
     Ok(report)
 }
 
@@ -93,35 +94,74 @@ pub(crate) fn compact(shared: &Shared, chunks_min: usize) -> Result<MaintenanceR
             continue;
         }
         chunks.sort_by_key(|c| c.age_key());
-        let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
-        let sets = chunks.iter().map(|c| c.reader.read(&all)).collect::<Result<Vec<_>>>()?;
-        let merged = RowSet::merge(sets);
-        let schema = schema_of(shared, table)?;
-        let generation = chunks.iter().map(|c| c.reader.footer.generation).max().expect("at least two chunks");
-        let identity = ChunkIdentity { table, partition_start_ns, generation };
-        let (entry, handle) = write_new_chunk(shared, identity, &merged, &schema)?;
-        let mut ops = vec![Op::PutChunk(entry.id, entry.encode())];
-        ops.extend(chunks.iter().map(|c| Op::DeleteChunk(c.id)));
-        if let Err(e) = shared.store.commit(&ops, true) {
-            remove_files(shared, [(table, entry.id)]);
-            return Err(e);
+        for run in runs_within(&chunks, shared.config.compaction_rows_max) {
+            let step = compact_run(shared, table, partition_start_ns, run)?;
+            report.chunks_written += step.chunks_written;
+            report.chunks_removed += step.chunks_removed;
+            report.rows_written += step.rows_written;
+            report.bytes_written += step.bytes_written;
         }
-        {
-            let mut state = shared.state.write();
-            for c in &chunks {
-                state.chunks.remove(&c.id);
-            }
-            state.chunks.insert(entry.id, handle);
-        }
-        // Scans holding the old chunks keep reading their open files.
-        remove_files(shared, chunks.iter().map(|c| (table, c.id)));
-        report.chunks_written += 1;
-        report.chunks_removed += chunks.len();
-        report.rows_written += entry.row_count;
-        report.bytes_written += entry.size_bytes;
-        shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
     }
     Ok(report)
+}
+
+/// Splits chunks (sorted by age) into runs of adjacent chunks holding at most `rows_max` rows
+/// together; only runs of two or more are worth merging. Merging adjacent chunks keeps
+/// last-write-wins: every chunk outside a run is older or newer than all of it.
+fn runs_within(chunks: &[Arc<ChunkHandle>], rows_max: u64) -> Vec<&[Arc<ChunkHandle>]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut rows = 0u64;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let n = chunk.reader.footer.row_count;
+        if i > start && rows + n > rows_max {
+            runs.push(&chunks[start..i]);
+            start = i;
+            rows = 0;
+        }
+        rows += n;
+    }
+    runs.push(&chunks[start..]);
+    runs.retain(|r| r.len() >= 2);
+    runs
+}
+
+/// Merges `chunks` (adjacent in age) into one.
+fn compact_run(
+    shared: &Shared,
+    table: TableId,
+    partition_start_ns: i64,
+    chunks: &[Arc<ChunkHandle>],
+) -> Result<MaintenanceReport> {
+    let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
+    let sets = chunks.iter().map(|c| c.reader.read(&all)).collect::<Result<Vec<_>>>()?;
+    let merged = RowSet::merge(sets);
+    let schema = schema_of(shared, table)?;
+    let generation = chunks.iter().map(|c| c.reader.footer.generation).max().expect("runs hold two chunks or more");
+    let identity = ChunkIdentity { table, partition_start_ns, generation };
+    let (entry, handle) = write_new_chunk(shared, identity, &merged, &schema)?;
+    let mut ops = vec![Op::PutChunk(entry.id, entry.encode())];
+    ops.extend(chunks.iter().map(|c| Op::DeleteChunk(c.id)));
+    if let Err(e) = shared.store.commit(&ops, true) {
+        remove_files(shared, [(table, entry.id)]);
+        return Err(e);
+    }
+    {
+        let mut state = shared.state.write();
+        for c in chunks {
+            state.chunks.remove(&c.id);
+        }
+        state.chunks.insert(entry.id, handle);
+    }
+    // Scans holding the old chunks keep reading their open files.
+    remove_files(shared, chunks.iter().map(|c| (table, c.id)));
+    shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+    Ok(MaintenanceReport {
+        chunks_written: 1,
+        chunks_removed: chunks.len(),
+        rows_written: entry.row_count,
+        bytes_written: entry.size_bytes,
+    })
 }
 
 fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {

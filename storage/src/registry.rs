@@ -5,6 +5,9 @@
 //! reach the committer in sequence order.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
@@ -18,8 +21,9 @@ use crate::wal::{self, Row, TableRows};
 pub(crate) struct Registry {
     tables: HashMap<String, TableSchema>,
     table_names: HashMap<TableId, String>,
-    series_ids: HashMap<(TableId, Vec<(ColumnId, String)>), SeriesId>,
-    series: HashMap<SeriesId, SeriesEntry>,
+    /// Series by the hash of their table and tags; entries of one hash are told apart by tags.
+    series_ids: FxHashMap<u64, Vec<SeriesId>>,
+    series: FxHashMap<SeriesId, SeriesEntry>,
     series_per_table: HashMap<TableId, usize>,
     next_table: u32,
     next_series: u64,
@@ -52,7 +56,8 @@ impl Registry {
     fn insert_series(&mut self, s: SeriesEntry) {
         self.next_series = self.next_series.max(s.id.0 + 1);
         *self.series_per_table.entry(s.table).or_default() += 1;
-        self.series_ids.insert((s.table, s.tags.clone()), s.id);
+        let tags: Vec<(ColumnId, &str)> = s.tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        self.series_ids.entry(series_hash(s.table, &tags)).or_default().push(s.id);
         self.series.insert(s.id, s);
     }
 
@@ -156,21 +161,30 @@ impl Registry {
     fn series_for(
         &mut self,
         table: TableId,
-        tags: Vec<(ColumnId, String)>,
+        tags: Vec<(ColumnId, &str)>,
         config: &StorageConfig,
         ops: &mut Vec<Op>,
     ) -> Result<SeriesId, String> {
-        let key = (table, tags);
-        if let Some(id) = self.series_ids.get(&key) {
-            return Ok(*id);
+        let same = |s: &SeriesEntry| s.table == table && s.tags.iter().map(|(c, v)| (*c, v.as_str())).eq(tags.iter().copied());
+        if let Some(ids) = self.series_ids.get(&series_hash(table, &tags)) {
+            if let Some(id) = ids.iter().find(|id| self.series.get(id).is_some_and(same)) {
+                return Ok(*id);
+            }
         }
         if self.series_per_table.get(&table).copied().unwrap_or(0) >= config.series_per_table_max {
             return Err(format!("table has {} series, the limit", config.series_per_table_max));
         }
         let id = SeriesId(self.next_series);
-        let entry = SeriesEntry { id, table, tags: key.1 };
+        let entry = SeriesEntry { id, table, tags: tags.into_iter().map(|(c, v)| (c, v.to_owned())).collect() };
         ops.push(Op::Series(id, entry.encode()));
         self.insert_series(entry);
         Ok(id)
     }
+}
+
+fn series_hash(table: TableId, tags: &[(ColumnId, &str)]) -> u64 {
+    let mut h = FxHasher::default();
+    table.hash(&mut h);
+    tags.hash(&mut h);
+    h.finish()
 }

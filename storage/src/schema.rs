@@ -48,10 +48,10 @@ pub struct TableSchema {
 
 /// A point checked against a schema, with column ids resolved.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ResolvedPoint {
+pub(crate) struct ResolvedPoint<'a> {
     pub(crate) time: i64,
     /// Canonical series key: tags sorted by column id.
-    pub(crate) tags: Vec<(ColumnId, String)>,
+    pub(crate) tags: Vec<(ColumnId, &'a str)>,
     pub(crate) fields: Vec<(ColumnId, FieldValue)>,
 }
 
@@ -88,7 +88,7 @@ impl TableSchema {
     }
 
     /// Checks `point` and resolves its columns, adding new ones. On error nothing is added.
-    pub(crate) fn resolve(&mut self, point: &Point, limits: &PointLimits) -> Result<(ResolvedPoint, bool), String> {
+    pub(crate) fn resolve<'a>(&mut self, point: &'a Point, limits: &PointLimits) -> Result<(ResolvedPoint<'a>, bool), String> {
         self.check_point(point, limits)?;
         let mut changed = false;
         let mut tags = Vec::with_capacity(point.tags.len());
@@ -100,7 +100,7 @@ impl TableSchema {
                     self.add_column(name, ColumnKind::Tag)
                 }
             };
-            tags.push((id, value.clone()));
+            tags.push((id, value.as_str()));
         }
         tags.sort_by_key(|(id, _)| *id);
         let mut fields = Vec::with_capacity(point.fields.len());
@@ -132,7 +132,6 @@ impl TableSchema {
             ));
         }
         let mut new_columns = 0;
-        let mut seen: Vec<&str> = Vec::with_capacity(point.tags.len() + point.fields.len());
         for (name, value) in &point.tags {
             check_name(table, name, limits)?;
             if value.len() > limits.string_bytes_max {
@@ -145,7 +144,6 @@ impl TableSchema {
                 Some(ColumnKind::Tag) => {}
                 None => new_columns += 1,
             }
-            seen.push(name);
         }
         for (name, value) in &point.fields {
             check_name(table, name, limits)?;
@@ -165,11 +163,9 @@ impl TableSchema {
                     return Err(format!("table {table}, field {name}: value of {} bytes exceeds {}", s.len(), limits.string_bytes_max));
                 }
             }
-            seen.push(name);
         }
-        seen.sort_unstable();
-        if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("table {table}: column {} given twice", w[0]));
+        if let Some(twice) = repeated_name(point) {
+            return Err(format!("table {table}: column {twice} given twice"));
         }
         if self.columns.len() + new_columns > limits.columns_per_table_max {
             return Err(format!("table {table}: more than {} columns", limits.columns_per_table_max));
@@ -233,6 +229,18 @@ fn check_name(table: &str, name: &str, limits: &PointLimits) -> Result<(), Strin
         return Err(format!("table {table}: column name of {} bytes exceeds {}", name.len(), limits.name_bytes_max));
     }
     Ok(())
+}
+
+/// A tag or field name the point gives twice. Points are small: pairwise comparison, which
+/// allocates nothing, unless there are many names.
+fn repeated_name(point: &Point) -> Option<&str> {
+    let names = || point.tags.iter().map(|(n, _)| n.as_str()).chain(point.fields.iter().map(|(n, _)| n.as_str()));
+    if point.tags.len() + point.fields.len() <= 32 {
+        return names().enumerate().find(|(i, n)| names().skip(i + 1).any(|m| m == *n)).map(|(_, n)| n);
+    }
+    let mut sorted: Vec<&str> = names().collect();
+    sorted.sort_unstable();
+    sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
 }
 
 /// Checks a table name.

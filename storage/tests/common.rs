@@ -14,6 +14,8 @@ pub(crate) type Fields = (Option<u64>, Option<i64>);
 pub(crate) fn config(dir: &Path) -> StorageConfig {
     let mut c = StorageConfig::test_config(dir);
     c.partition_duration_ms = 1;
+    // Small enough that compactions split partitions into runs.
+    c.compaction_rows_max = 40;
     c
 }
 
