@@ -129,10 +129,12 @@ mod tests {
     fn regular_one_second_timestamps_cost_a_tenth_of_a_bit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("station.csv");
+        let mut sensor = isobar_ingest::simulator::SeedFleet::new(1, 0, 3);
         let mut text = String::from("timestamp;temperature\n");
         for i in 0..100_000u64 {
             let (h, m, s) = (i / 3600 % 24, i / 60 % 60, i % 60);
-            text += &format!("2024-03-{:02} {h:02}:{m:02}:{s:02};{}.{}\n", 1 + i / 86_400, 20 + i % 7, i % 10);
+            let value = sensor.next_reading(0).sensor_value;
+            text += &format!("2024-03-{:02} {h:02}:{m:02}:{s:02};{value}\n", 1 + i / 86_400);
         }
         std::fs::write(&path, text).expect("write");
         let columns = read_columns(&std::fs::read_to_string(&path).expect("read")).expect("parse");

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap;
+use crate::fxhash::FxHashMap;
 use std::time::Instant;
 
 use crate::model::{ColumnId, FieldType, SeriesId, TableId};

@@ -26,6 +26,7 @@ mod chunk;
 pub mod codec;
 mod config;
 mod error;
+mod fxhash;
 mod model;
 mod rowset;
 mod schema;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use rustc_hash::{FxHashMap, FxHasher};
+use crate::fxhash::{FxHashMap, FxHasher};
 
 use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;

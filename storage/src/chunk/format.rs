@@ -181,7 +181,8 @@ impl Footer {
             let time_block = read_block(&mut r)?;
             let column_blocks = (0..columns.len()).map(|_| read_block(&mut r)).collect::<Result<Vec<_>, _>>()?;
             for b in std::iter::once(&time_block).chain(&column_blocks) {
-                if b.offset < HEADER_BYTES || b.offset + u64::from(b.len) > blocks_end {
+                let end = b.offset.checked_add(u64::from(b.len));
+                if b.offset < HEADER_BYTES || end.is_none_or(|end| end > blocks_end) {
                     return Err(r.err(format!("block at {} of {} bytes lies outside the data", b.offset, b.len)));
                 }
             }

@@ -117,3 +117,18 @@ fn every_flipped_byte_is_detected() {
     }
     assert_eq!(errors, bytes.len() * 2, "every flip is caught by a checksum or a format check");
 }
+
+/// Found by the `chunk_footer` fuzz target: a block whose offset plus length overflows u64.
+#[test]
+fn a_block_reference_past_u64_is_an_error() {
+    let hex = [
+        "0a9c0000020000d300000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "00000000000001000000000000000000000000000024ffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "ffffffffffffffffffffffffffffffffffffffffff00313100013131003635313131313563310019000000ffffffff00",
+        "00000000000027000a",
+    ]
+    .concat();
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    let blocks_end = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    assert!(super::Footer::decode(&bytes[8..], blocks_end).is_err());
+}
