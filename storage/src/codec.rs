@@ -152,7 +152,10 @@ pub fn decode_f64(bytes: &[u8], n: usize) -> Result<Vec<f64>, DecodeError> {
             expect_len(&r, n.checked_mul(8))?;
             (0..n).map(|_| r.f64()).collect()
         }
-        Codec::Pco => pco_decode(r.take(r.remaining())?, n, r.pos()),
+        Codec::Pco => {
+            let pos = r.pos();
+            pco_decode(r.take(r.remaining())?, n, pos)
+        }
         Codec::PcoDecimal => {
             let k = r.u8()?;
             if k > DECIMALS_MAX {
@@ -227,7 +230,10 @@ pub fn decode_i64(bytes: &[u8], n: usize) -> Result<Vec<i64>, DecodeError> {
             expect_len(&r, n.checked_mul(8))?;
             (0..n).map(|_| r.i64()).collect()
         }
-        Codec::Pco => pco_decode(r.take(r.remaining())?, n, r.pos()),
+        Codec::Pco => {
+            let pos = r.pos();
+            pco_decode(r.take(r.remaining())?, n, pos)
+        }
         c => Err(DecodeError::new(0, format!("codec {c:?} is not for i64"))),
     }
 }
