@@ -101,12 +101,13 @@ pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
             Some([&[Codec::PcoDecimal as u8, k][..], &b].concat())
         }),
         Codec::PcoDictionary => f64_dictionary(values, opts),
-        _ => {
+        Codec::Plain => {
             let mut w = Writer::new();
             w.u8(Codec::Plain as u8);
             values.iter().for_each(|v| w.f64(*v));
             Some(w.into_inner())
         }
+        Codec::Dictionary | Codec::ZstdPlain | Codec::BitsZstd => None,
     };
     if values.len() > 2 * SAMPLE_VALUES {
         let sample = &values[..SAMPLE_VALUES];
@@ -130,7 +131,7 @@ fn f64_dictionary(values: &[f64], opts: &CodecOptions) -> Option<Vec<u8>> {
     if distinct.len() > values.len() / 2 {
         return None;
     }
-    let index: std::collections::HashMap<u64, u32> = distinct.iter().enumerate().map(|(i, b)| (*b, i as u32)).collect();
+    let index: crate::fxhash::FxHashMap<u64, u32> = distinct.iter().enumerate().map(|(i, b)| (*b, i as u32)).collect();
     let indexes: Vec<u32> = values.iter().map(|v| index[&v.to_bits()]).collect();
     let dictionary: Vec<f64> = distinct.into_iter().map(f64::from_bits).collect();
     let dictionary_bytes = simple_compress(&dictionary, &pco_config(opts)).ok()?;

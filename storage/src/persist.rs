@@ -30,6 +30,15 @@ pub struct MaintenanceReport {
     pub bytes_written: u64,
 }
 
+impl MaintenanceReport {
+    fn add(&mut self, other: Self) {
+        self.chunks_written += other.chunks_written;
+        self.chunks_removed += other.chunks_removed;
+        self.rows_written += other.rows_written;
+        self.bytes_written += other.bytes_written;
+    }
+}
+
 /// Persists the write buffer; a no-op when it is empty.
 pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     let _maintenance = shared.maintenance.lock();
@@ -95,11 +104,7 @@ pub(crate) fn compact(shared: &Shared, chunks_min: usize) -> Result<MaintenanceR
         }
         chunks.sort_by_key(|c| c.age_key());
         for run in runs_within(&chunks, shared.config.compaction_rows_max) {
-            let step = compact_run(shared, table, partition_start_ns, run)?;
-            report.chunks_written += step.chunks_written;
-            report.chunks_removed += step.chunks_removed;
-            report.rows_written += step.rows_written;
-            report.bytes_written += step.bytes_written;
+            report.add(compact_run(shared, table, partition_start_ns, run)?);
         }
     }
     Ok(report)
