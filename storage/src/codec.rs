@@ -3,7 +3,7 @@
 //! Every encoded block starts with one codec byte. Numbers go through pco (pcodec); f64 columns
 //! whose values all have at most [`DECIMALS_MAX`] decimal digits are first scaled to integers
 //! (as in ALP: `v = i / 10^k`, exactly reversible) when that is smaller; values within a few
-//! ULPs of decimals (computed readings) keep the ULPs as residues ([`ulp`]). Strings use a
+//! ULPs of decimals (computed readings) keep the ULPs as residues (`codec/ulp.rs`). Strings use a
 //! dictionary compressed with zstd. Each encoder tries its candidates and keeps the smallest,
 //! with plain little-endian values (`Plain`) as the fallback. `docs/file-format.md` lists the
 //! bytes of each codec.
