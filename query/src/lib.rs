@@ -1,8 +1,25 @@
-//! isobar's query layer: DataFusion table providers over storage snapshots, time-series
-//! functions, rollup and system tables, and the options that keep SQL away from the server's
-//! files.
+//! isobar's query layer: DataFusion over storage snapshots.
 //!
-//! It reads only through `isobar_storage::Storage::scan`. The DataFusion catalog arrives with
-//! the SQL work; until then this crate holds the shared vocabulary.
+//! [`QueryEngine`] owns one DataFusion session whose catalog `isobar`, schema `public`, lists
+//! storage's tables as they are at planning time. Each table is a provider that pushes time
+//! ranges and tag equalities down to storage (pruning chunks and series), decodes only the
+//! projected columns, and accepts `INSERT`. `CREATE TABLE` maps a SQL definition with a
+//! `PRIMARY KEY` of tags onto a storage table. Statements that would reach the server's files
+//! or engine settings are refused before DataFusion sees them.
+//!
+//! It reads and writes only through `isobar_storage::Storage`; protocol code lives in the
+//! server.
 
-pub use isobar_storage::{Scan, ScanRequest, SeriesFilter};
+mod catalog;
+mod ddl;
+mod engine;
+mod error;
+mod functions;
+mod insert;
+mod pushdown;
+mod table;
+
+pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};
+pub use table::column_names;
+pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, check_statement};
+pub use error::{Error, Result};

@@ -1,19 +1,28 @@
 //! The `isobar` binary.
 //!
-//! `isobar demo [--data-dir DIR] [--sensors N] [--seconds S]` runs the storage engine on its
-//! embedded defaults (data under `./isobar-data`): it writes S seconds of readings from a
-//! simulated fleet of N sensors, persists them into chunks, and reads them back. The SQL and
-//! MQTT servers come with their own work; `isobar serve` will then run them.
+//! - `isobar serve [--config FILE]` runs the server: storage, the Postgres wire protocol
+//!   listener (127.0.0.1:5433) and HTTP (`/health`, `/metrics` on 127.0.0.1:8086), all on
+//!   embedded defaults unless the TOML file says otherwise (`docs/configuration.md`).
+//! - `isobar demo [--data-dir DIR] [--sensors N] [--seconds S]` writes S seconds of readings
+//!   from a simulated fleet of N sensors straight into storage, persists them into chunks, and
+//!   reads them back.
+
+mod config;
+mod copy;
+mod error;
+mod http;
+mod pg;
+mod pg_functions;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use isobar_ingest::simulator::SeedFleet;
-use isobar_query::{ScanRequest, SeriesFilter};
 use isobar_storage::arrow::array::{AsArray, RecordBatch};
 use isobar_storage::arrow::datatypes::{Float64Type, TimestampNanosecondType};
-use isobar_storage::{Storage, StorageConfig, WriteBatch};
+use isobar_storage::{ScanRequest, SeriesFilter, Storage, StorageConfig, WriteBatch};
 
 struct DemoArgs {
     data_dir: PathBuf,
@@ -83,10 +92,24 @@ fn arrow_table(batch: &RecordBatch) -> Result<String> {
     Ok(out)
 }
 
+fn serve_command(args: &[String]) -> Result<()> {
+    let config_path = match args {
+        [] => None,
+        [flag, path] if flag == "--config" => Some(PathBuf::from(path)),
+        _ => bail!("usage: isobar serve [--config FILE]"),
+    };
+    let config = config::Config::load(config_path.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
+    runtime.block_on(serve::serve(config))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = &args[args.len().min(1)..];
     match args.first().map(String::as_str) {
-        Some("demo") | None => demo(&parse_demo_args(&args[args.len().min(1)..])?),
-        Some(other) => bail!("unknown command {other}; try `isobar demo`"),
+        Some("serve") | None => serve_command(rest),
+        Some("demo") => demo(&parse_demo_args(rest)?),
+        Some(other) => bail!("unknown command {other}; try `isobar serve` or `isobar demo`"),
     }
 }

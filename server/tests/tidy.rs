@@ -27,9 +27,9 @@ fn dependencies(manifest: &str) -> Vec<String> {
 
 /// (crate directory, dependencies it must never have)
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("storage", &["datafusion", "isobar-query", "isobar-ingest", "isobar-server", "pgwire", "arrow-flight"]),
-    ("ingest", &["isobar-query", "isobar-server", "datafusion", "pgwire"]),
-    ("query", &["isobar-ingest", "isobar-server", "pgwire"]),
+    ("storage", &["datafusion", "isobar-query", "isobar-ingest", "isobar-server", "pgwire", "datafusion-postgres", "arrow-flight"]),
+    ("ingest", &["isobar-query", "isobar-server", "datafusion", "pgwire", "datafusion-postgres"]),
+    ("query", &["isobar-ingest", "isobar-server", "pgwire", "datafusion-postgres", "arrow-flight"]),
 ];
 
 fn check_direction(root: &Path) -> Vec<String> {

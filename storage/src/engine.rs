@@ -22,8 +22,8 @@ use crate::commit::{CommitRequest, run_committer};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result, io_err};
 use crate::model::{ChunkId, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
-use crate::registry::Registry;
-use crate::schema::TableSchema;
+use crate::registry::{Prepared, Registry};
+use crate::schema::{ColumnKind, TableSchema};
 use crate::wal;
 
 /// A chunk file in use, with its catalog identity.
@@ -233,30 +233,38 @@ impl Storage {
             return Err(Error::Poisoned(reason));
         }
         shared.wait_for_memory()?;
-        let (done_tx, done_rx) = bounded(1);
-        let receipt = {
-            let mut registry = shared.registry.lock();
-            let prepared = registry.prepare(batch, &shared.config)?;
-            if prepared.ops.is_empty() {
-                prepared.receipt
-            } else {
-                let request = CommitRequest {
-                    sequence: prepared.sequence,
-                    ops: prepared.ops,
-                    tables: prepared.tables,
-                    done: done_tx,
-                };
-                let tx = self.handle.commit_tx.lock().clone().ok_or(Error::Closed)?;
-                tx.send(request).map_err(|_| Error::Closed)?;
-                drop(registry);
-                done_rx.recv().map_err(|_| Error::Closed)??;
-                prepared.receipt
-            }
-        };
+        let receipt = self.commit(|registry| registry.prepare(batch, &shared.config))?;
         let m = &shared.metrics;
         m.rows_written.fetch_add(receipt.rows_written, Ordering::Relaxed);
         m.rows_rejected.fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
         Ok(receipt)
+    }
+
+    /// Creates `table` with declared tag and field columns (in this order, after `time`) and
+    /// returns once its definition is durable. Later writes may still add columns.
+    pub fn create_table(&self, table: &str, columns: &[(String, ColumnKind)]) -> Result<TableSchema> {
+        if let Some(reason) = self.shared.poisoned() {
+            return Err(Error::Poisoned(reason));
+        }
+        self.commit(|registry| registry.define_table(table, columns, &self.shared.config))?;
+        self.table(table).ok_or_else(|| Error::Internal(format!("table {table} missing after its creation")))
+    }
+
+    /// Prepares a write under the registry lock (which fixes its WAL sequence), queues it for
+    /// the committer in sequence order, and waits until it is durable.
+    fn commit(&self, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
+        let (done_tx, done_rx) = bounded(1);
+        let mut registry = self.shared.registry.lock();
+        let prepared = prepare(&mut registry)?;
+        if prepared.ops.is_empty() {
+            return Ok(prepared.receipt);
+        }
+        let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
+        let tx = self.handle.commit_tx.lock().clone().ok_or(Error::Closed)?;
+        tx.send(request).map_err(|_| Error::Closed)?;
+        drop(registry);
+        done_rx.recv().map_err(|_| Error::Closed)??;
+        Ok(prepared.receipt)
     }
 
     /// The schema of `table`.

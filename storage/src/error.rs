@@ -27,6 +27,9 @@ pub enum Error {
     /// The request itself is invalid (unknown table, bad time range, bad configuration).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// `create_table` of a name that is taken.
+    #[error("table {0} already exists")]
+    TableExists(String),
     /// A configured limit was hit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),

@@ -157,6 +157,25 @@ impl Registry {
         Ok(Prepared { sequence, ops, tables, receipt })
     }
 
+    /// Stages a new table with declared tag and field columns, in their order.
+    pub(crate) fn define_table(&mut self, name: &str, columns: &[(String, ColumnKind)], config: &StorageConfig) -> Result<Prepared> {
+        let limits = config.point_limits();
+        check_table_name(name, &limits).map_err(Error::InvalidRequest)?;
+        if self.tables.contains_key(name) {
+            return Err(Error::TableExists(name.to_owned()));
+        }
+        let mut schema = TableSchema::new(TableId(self.next_table), name);
+        schema.define(columns, &limits).map_err(Error::InvalidRequest)?;
+        self.next_table = schema.id.0.checked_add(1).ok_or_else(|| Error::LimitExceeded("table ids".into()))?;
+        // An empty WAL record keeps the table's catalog entry in WAL sequence order.
+        let sequence = WalSequence(self.next_sequence);
+        self.next_sequence += 1;
+        let ops = vec![Op::Table(schema.id, schema.encode()), Op::Wal(sequence, wal::encode(&[]))];
+        self.table_names.insert(schema.id, name.to_owned());
+        self.tables.insert(name.to_owned(), schema);
+        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt { sequence: Some(sequence), ..WriteReceipt::default() } })
+    }
+
     /// The id of the series with `tags` in `table`, creating it (and staging its catalog entry).
     fn series_for(
         &mut self,

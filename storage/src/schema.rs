@@ -173,6 +173,22 @@ impl TableSchema {
         Ok(())
     }
 
+    /// Adds declared columns (from `CREATE TABLE`), checking names, repeats and the column limit.
+    pub(crate) fn define(&mut self, columns: &[(String, ColumnKind)], limits: &PointLimits) -> Result<(), String> {
+        let table = self.name.clone();
+        if self.columns.len() + columns.len() > limits.columns_per_table_max {
+            return Err(format!("table {table}: more than {} columns", limits.columns_per_table_max));
+        }
+        for (name, kind) in columns {
+            check_name(&table, name, limits)?;
+            if self.column(name).is_some() {
+                return Err(format!("table {table}: column {name} given twice"));
+            }
+            self.add_column(name, *kind);
+        }
+        Ok(())
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(SCHEMA_VERSION);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::DataType;
-use isobar_storage::{Error, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, WriteBatch};
+use isobar_storage::{ColumnKind, Error, FieldType, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, WriteBatch};
 
 use crate::common::{config, point, read_all};
 
@@ -142,4 +142,32 @@ fn a_full_buffer_makes_writers_wait_until_a_persist() {
     assert_eq!(written, 4000);
     assert!(persists >= 1, "the writer went on only after a persist");
     assert_eq!(read_all(&storage, "m").expect("scan").len() as u64, written);
+}
+
+#[test]
+fn declared_tables_keep_their_columns_and_check_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let columns = [
+        ("station".to_owned(), ColumnKind::Tag),
+        ("temp".to_owned(), ColumnKind::Field(FieldType::F64)),
+        ("ok".to_owned(), ColumnKind::Field(FieldType::Bool)),
+    ];
+    {
+        let storage = Storage::open(config(dir.path())).expect("open");
+        let schema = storage.create_table("w", &columns).expect("create");
+        assert_eq!(schema.columns.iter().map(|c| (c.name.clone(), c.kind)).collect::<Vec<_>>(), columns);
+        assert!(matches!(storage.create_table("w", &columns), Err(Error::TableExists(t)) if t == "w"));
+        let twice = [("a".to_owned(), ColumnKind::Tag), ("a".to_owned(), ColumnKind::Tag)];
+        assert!(matches!(storage.create_table("v", &twice), Err(Error::InvalidRequest(r)) if r.contains("column a given twice")));
+        assert!(storage.table("v").is_none(), "a refused definition leaves nothing behind");
+        let mut batch = WriteBatch::new();
+        batch.push("w", Point::new(1).tag("station", "a").field("temp", FieldValue::I64(1)));
+        let receipt = storage.write(&batch).expect("write");
+        assert_eq!(receipt.rejected[0].reason, "table w, column temp: expected f64, found i64");
+    }
+    // No rows were written, yet the definition survives a crash-free reopen and a WAL replay.
+    let storage = Storage::open(config(dir.path())).expect("reopen");
+    let schema = storage.table("w").expect("table survives");
+    assert_eq!(schema.columns.iter().map(|c| (c.name.clone(), c.kind)).collect::<Vec<_>>(), columns);
+    assert_eq!(read_all(&storage, "w").expect("scan").len(), 0);
 }

@@ -1,0 +1,177 @@
+//! One storage table as a DataFusion table provider.
+//!
+//! Scans read a storage snapshot on a blocking thread and hand batches over a bounded
+//! channel, so a slow client holds back decoding instead of buffering a table in memory.
+//! Only projected columns are decoded; time and tag filters prune chunks and series (see
+//! `pushdown.rs`). Inserts go through [`crate::insert::StorageSink`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::Session;
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use isobar_storage::{ColumnKind, ScanRequest, Storage, TIME_COLUMN, TableSchema};
+
+use crate::insert::StorageSink;
+use crate::pushdown::Pushdown;
+
+/// Record batches a scan decodes ahead of its consumer.
+const SCAN_BATCHES_AHEAD: usize = 2;
+
+/// A storage table, as of when the query was planned.
+#[derive(Debug)]
+pub(crate) struct StorageTable {
+    storage: Storage,
+    table: TableSchema,
+    schema: SchemaRef,
+}
+
+impl StorageTable {
+    pub(crate) fn new(storage: Storage, table: TableSchema) -> Self {
+        let schema = arrow_schema(&table);
+        Self { storage, table, schema }
+    }
+
+    fn is_tag(&self, column: &str) -> bool {
+        self.table.column(column).is_some_and(|c| c.kind == ColumnKind::Tag)
+    }
+}
+
+/// `time`, then tags, then fields, each in creation order: the order storage scans return.
+pub(crate) fn arrow_schema(table: &TableSchema) -> SchemaRef {
+    let time = Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false);
+    let tags = table.tags().map(|c| Field::new(&c.name, DataType::Utf8, true));
+    let fields = table.fields().filter_map(|c| match c.kind {
+        ColumnKind::Field(t) => Some(Field::new(&c.name, isobar_storage::arrow_type(t), true)),
+        ColumnKind::Tag => None,
+    });
+    Arc::new(Schema::new(std::iter::once(time).chain(tags).chain(fields).collect::<Vec<_>>()))
+}
+
+/// A table's column names in the order `SELECT *` returns them.
+pub fn column_names(table: &TableSchema) -> Vec<String> {
+    arrow_schema(table).fields().iter().map(|f| f.name().clone()).collect()
+}
+
+#[async_trait]
+impl TableProvider for StorageTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let projected = Arc::new(self.schema.project(&projection)?);
+        let pushdown = Pushdown::from_filters(filters, |c| self.is_tag(c));
+        if pushdown.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        // Storage returns columns in schema order; `reorder` puts them in projection order.
+        let mut sorted = projection.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.is_empty() {
+            sorted.push(0); // a row count needs one column: `time` is the cheapest
+        }
+        let reorder = projection.iter().map(|p| sorted.iter().position(|s| s == p).unwrap_or(0)).collect();
+        let request = ScanRequest {
+            table: self.table.name.clone(),
+            time_min_ns: pushdown.time_min_ns,
+            time_max_ns: pushdown.time_max_ns,
+            series: pushdown.series,
+            columns: Some(sorted.iter().map(|i| self.schema.field(*i).name().clone()).collect()),
+        };
+        let partition = ScanPartition { storage: self.storage.clone(), request, schema: Arc::clone(&projected), reorder };
+        Ok(Arc::new(StreamingTableExec::try_new(projected, vec![Arc::new(partition)], None, Vec::new(), false, None)?))
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match Pushdown::understands(f, |c| self.is_tag(c)) {
+                true => TableProviderFilterPushDown::Inexact,
+                false => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!("{insert_op} into an isobar table; use INSERT INTO")));
+        }
+        let sink = StorageSink::new(self.storage.clone(), self.table.clone(), Arc::clone(&self.schema));
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// One scan, run when DataFusion executes the plan.
+#[derive(Debug)]
+struct ScanPartition {
+    storage: Storage,
+    request: ScanRequest,
+    schema: SchemaRef,
+    reorder: Vec<usize>,
+}
+
+impl PartitionStream for ScanPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(SCAN_BATCHES_AHEAD);
+        let (storage, request, schema, reorder) =
+            (self.storage.clone(), self.request.clone(), Arc::clone(&self.schema), self.reorder.clone());
+        tokio::task::spawn_blocking(move || {
+            let scan = match storage.scan(&request) {
+                Ok(scan) => scan,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+                    return;
+                }
+            };
+            for batch in scan {
+                let out = batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder));
+                // The consumer hung up (the query finished or was cancelled): stop decoding.
+                if tx.blocking_send(out).is_err() {
+                    return;
+                }
+            }
+        });
+        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches))
+    }
+}
+
+/// Puts storage's columns in projection order, under the planned schema.
+fn reshape(batch: &RecordBatch, schema: &SchemaRef, reorder: &[usize]) -> Result<RecordBatch> {
+    let columns = reorder.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
+}

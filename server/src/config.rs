@@ -1,0 +1,194 @@
+//! isobar's configuration: one TOML file, every key optional, defaults for running embedded
+//! on one machine. `docs/configuration.md` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where isobar keeps its data (catalog, WAL and chunks).
+    pub(crate) data_dir: PathBuf,
+    pub(crate) postgres: PostgresConfig,
+    pub(crate) http: HttpConfig,
+    pub(crate) query: QuerySection,
+    pub(crate) storage: StorageSection,
+}
+
+/// The Postgres wire protocol listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PostgresConfig {
+    pub(crate) listen: SocketAddr,
+    /// Connections served at once; more wait in the listen backlog.
+    pub(crate) connections_max: usize,
+}
+
+/// The HTTP listener (`/health`, `/metrics`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpConfig {
+    pub(crate) listen: SocketAddr,
+}
+
+/// Limits on queries.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct QuerySection {
+    /// Memory all running queries may hold, in bytes.
+    pub(crate) memory_limit_bytes: usize,
+    /// Time one query may run, in milliseconds.
+    pub(crate) timeout_ms: u64,
+}
+
+/// Storage engine settings that operators tune.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageSection {
+    /// Longest a write waits for others to share its fsync, in microseconds.
+    pub(crate) group_commit_window_us: u64,
+    /// Memory the write buffer may use; at the limit, writers wait for a persist.
+    pub(crate) write_buffer_bytes_max: u64,
+    /// Buffered bytes that start a persist into chunks.
+    pub(crate) persist_buffer_bytes: u64,
+    /// Oldest age of unpersisted data before a persist starts anyway, in milliseconds.
+    pub(crate) persist_interval_ms: u64,
+    /// Width of a time partition (every chunk covers one), in milliseconds.
+    pub(crate) partition_duration_ms: u64,
+    /// Distinct tag sets one table may hold.
+    pub(crate) series_per_table_max: usize,
+    /// Bytes of one string value (tag or field).
+    pub(crate) string_bytes_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./isobar-data"),
+            postgres: PostgresConfig::default(),
+            http: HttpConfig::default(),
+            query: QuerySection::default(),
+            storage: StorageSection::default(),
+        }
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), connections_max: 256 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8086)) }
+    }
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        let q = isobar_query::QueryConfig::default();
+        Self { memory_limit_bytes: q.memory_limit_bytes, timeout_ms: q.timeout_ms }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        let s = isobar_storage::StorageConfig::new(".");
+        Self {
+            group_commit_window_us: s.group_commit_window_us,
+            write_buffer_bytes_max: s.write_buffer_bytes_max,
+            persist_buffer_bytes: s.persist_buffer_bytes,
+            persist_interval_ms: s.persist_interval_ms,
+            partition_duration_ms: s.partition_duration_ms,
+            series_per_table_max: s.series_per_table_max,
+            string_bytes_max: s.string_bytes_max,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when there is none.
+    pub(crate) fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("read {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses a configuration file's text.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The storage engine's configuration.
+    pub(crate) fn storage_config(&self) -> isobar_storage::StorageConfig {
+        let mut c = isobar_storage::StorageConfig::new(&self.data_dir);
+        let s = &self.storage;
+        c.group_commit_window_us = s.group_commit_window_us;
+        c.write_buffer_bytes_max = s.write_buffer_bytes_max;
+        c.persist_buffer_bytes = s.persist_buffer_bytes;
+        c.persist_interval_ms = s.persist_interval_ms;
+        c.partition_duration_ms = s.partition_duration_ms;
+        c.series_per_table_max = s.series_per_table_max;
+        c.string_bytes_max = s.string_bytes_max;
+        c
+    }
+
+    /// The query engine's configuration.
+    pub(crate) fn query_config(&self) -> isobar_query::QueryConfig {
+        isobar_query::QueryConfig { memory_limit_bytes: self.query.memory_limit_bytes, timeout_ms: self.query.timeout_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TOML example in `docs/configuration.md`.
+    fn documented_example() -> String {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("the doc has a toml example") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("the example ends");
+        doc[start..end].to_owned()
+    }
+
+    /// Every key, as dotted paths.
+    fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(t) => keys(t, &format!("{path}."), out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_names_every_key() {
+        let example = documented_example();
+        let parsed = Config::parse(&example).expect("the documented example parses");
+        assert_eq!(parsed.postgres.listen, Config::default().postgres.listen);
+        let (mut documented, mut known) = (Vec::new(), Vec::new());
+        keys(&toml::from_str(&example).expect("toml"), "", &mut documented);
+        keys(&toml::Table::try_from(Config::default()).expect("serializes"), "", &mut known);
+        documented.sort();
+        known.sort();
+        assert_eq!(documented, known, "docs/configuration.md and Config disagree");
+        let defaults = toml::to_string(&Config::default()).expect("serializes");
+        assert_eq!(toml::from_str::<toml::Table>(&defaults).ok(), toml::from_str::<toml::Table>(&example).ok(), "the example shows the defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let err = Config::parse("[postgres]\nlisen = \"127.0.0.1:1\"\n").expect_err("misspelt key");
+        assert!(err.contains("lisen"), "{err}");
+        let err = Config::parse("[query]\ntimeout_ms = \"soon\"\n").expect_err("wrong type");
+        assert!(err.contains("timeout_ms"), "{err}");
+        assert_eq!(Config::parse("").expect("empty is all defaults").data_dir, PathBuf::from("./isobar-data"));
+    }
+}

@@ -1,0 +1,80 @@
+//! The HTTP listener: `GET /health` and `GET /metrics` (Prometheus text format).
+//!
+//! Hand-written HTTP/1.1 for two read-only endpoints: one request per connection, a bounded
+//! request head, and a timeout, so a slow or hostile client costs one small task.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use isobar_storage::Storage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head read; longer requests get 431.
+const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Time a client has to send its request head.
+const REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// Serves until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener, storage: Storage) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else { continue };
+        let storage = storage.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage)).await;
+        });
+    }
+}
+
+async fn handle(mut socket: TcpStream, storage: &Storage) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > REQUEST_HEAD_BYTES_MAX {
+            return respond(&mut socket, "431 Request Header Fields Too Large", "text/plain", "request head too large\n").await;
+        }
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    match (method, path) {
+        (b"GET", b"/health") => match storage.background_error() {
+            None => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
+            Some(e) => respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n")).await,
+        },
+        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &metrics(storage)).await,
+        (b"GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
+        _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,
+    }
+}
+
+async fn respond(socket: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.shutdown().await
+}
+
+/// The Prometheus exposition of storage's counters.
+pub(crate) fn metrics(storage: &Storage) -> String {
+    let m = storage.metrics();
+    let counters = [
+        ("isobar_rows_written_total", "Rows written durably.", &m.rows_written),
+        ("isobar_rows_rejected_total", "Rows rejected, with a reason, by schema checks or limits.", &m.rows_rejected),
+        ("isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", &m.wal_fsyncs),
+        ("isobar_persists_total", "Write buffer persists into chunks.", &m.persists),
+        ("isobar_compactions_total", "Chunk compactions.", &m.compactions),
+        ("isobar_background_failures_total", "Persists or compactions that failed.", &m.background_failures),
+        ("isobar_writer_waits_total", "Writes that waited for the write buffer to drain.", &m.writer_waits),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in counters {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed));
+    }
+    out
+}

@@ -1,0 +1,298 @@
+//! The Postgres wire protocol front end: datafusion-postgres's session service over
+//! isobar's query engine, with `pg_catalog` for psql and drivers, and a hook that runs
+//! isobar's own statements (`CREATE TABLE`, `COPY ... FROM STDIN`) and refusals before
+//! DataFusion plans anything.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::copy::CopyHandler;
+use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use futures::{Sink, SinkExt};
+use datafusion_postgres::{DfSessionService, QueryHook};
+use isobar_query::{CATALOG, QueryEngine, check_statement};
+
+use crate::copy::{self, CopyIn, CopySlot};
+use crate::error::{Error, Result};
+
+/// Everything one Postgres connection needs; shared by all connections.
+pub(crate) struct PgHandlers {
+    session: Arc<DfSessionService>,
+    startup: Arc<TrustStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+    copy: Arc<IsobarCopy>,
+}
+
+impl PgHandlers {
+    pub(crate) async fn new(engine: &QueryEngine) -> Result<Self> {
+        setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider).map_err(|e| Error::Catalog(e.to_string()))?;
+        crate::pg_functions::register(engine.context()).await.map_err(|e| Error::Catalog(e.to_string()))?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(IsobarHook { engine: engine.clone() }),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(engine.context()), hooks));
+        let connections = Arc::new(ConnectionManager::new());
+        Ok(Self {
+            session,
+            startup: Arc::new(TrustStartup { connections: Arc::clone(&connections), timeout_ms: engine.config().timeout_ms }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            copy: Arc::new(IsobarCopy { engine: engine.clone() }),
+        })
+    }
+}
+
+impl PgWireServerHandlers for PgHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.session)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.copy)
+    }
+}
+
+/// Accepts every client: the listener is on loopback and no users are configured.
+#[derive(Debug)]
+struct TrustStartup {
+    connections: Arc<ConnectionManager>,
+    /// The session's `statement_timeout` until the client sets its own.
+    timeout_ms: u64,
+}
+
+#[async_trait]
+impl NoopStartupHandler for TrustStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // datafusion-postgres reads the session's statement timeout from here.
+        client.metadata_mut().insert("statement_timeout_ms".into(), self.timeout_ms.to_string());
+        Ok(())
+    }
+}
+
+/// Runs isobar's statements and refusals, in both query protocols.
+#[derive(Debug)]
+struct IsobarHook {
+    engine: QueryEngine,
+}
+
+impl IsobarHook {
+    async fn run(&self, statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Option<PgWireResult<Response>> {
+        if let Err(e) = check_statement(statement) {
+            return Some(Err(pg_error(&e)));
+        }
+        if let Some(start) = copy::start(&self.engine, statement) {
+            return Some(match start {
+                Ok(copy_in) => {
+                    let columns = copy_in.columns.len();
+                    let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
+                    if let Ok(mut current) = slot.0.lock() {
+                        *current = Some(copy_in);
+                    }
+                    Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty::<PgWireResult<CopyData>>())))
+                }
+                Err(reason) => Err(user_error("22023", reason)),
+            });
+        }
+        // Every statement is durable on its own; savepoints (which psycopg and SQLAlchemy
+        // wrap around work) have nothing to undo, and are acknowledged as PostgreSQL does.
+        let acknowledge = |tag: &str| Some(Ok(Response::Execution(Tag::new(tag))));
+        match statement {
+            Statement::Savepoint { .. } => acknowledge("SAVEPOINT"),
+            Statement::ReleaseSavepoint { .. } => acknowledge("RELEASE"),
+            Statement::Rollback { savepoint: Some(_), .. } => acknowledge("ROLLBACK"),
+            Statement::CreateTable(create) => {
+                Some(self.engine.create_table(create).await.map(|_| Response::Execution(Tag::new("CREATE TABLE"))).map_err(|e| pg_error(&e)))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for IsobarHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement, client).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Err(e) = check_statement(statement) {
+            return Some(Err(pg_error(&e)));
+        }
+        // Planned here as nothing; `handle_extended_query` runs it.
+        matches!(
+            statement,
+            Statement::CreateTable(_)
+                | Statement::Copy { to: false, .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. }
+                | Statement::Rollback { savepoint: Some(_), .. }
+        )
+            .then(|| Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement, client).await
+    }
+}
+
+/// Receives the rows of a `COPY ... FROM STDIN` the hook started.
+#[derive(Debug)]
+struct IsobarCopy {
+    engine: QueryEngine,
+}
+
+impl IsobarCopy {
+    fn take<C: ClientInfo>(client: &C) -> Option<CopyIn> {
+        client.session_extensions().get::<CopySlot>().and_then(|slot| slot.0.lock().ok()?.take())
+    }
+
+    fn put_back<C: ClientInfo>(client: &C, copy: CopyIn) {
+        if let Some(slot) = client.session_extensions().get::<CopySlot>() {
+            if let Ok(mut current) = slot.0.lock() {
+                *current = Some(copy);
+            }
+        }
+    }
+
+    /// Writes the parsed rows if there are enough (or all of them); remembers the first error.
+    async fn write(&self, copy: &mut CopyIn, all: bool) {
+        if copy.error.is_some() {
+            return;
+        }
+        if let Some((rows, lines_before)) = copy.ready_rows(all) {
+            match self.engine.insert_text_rows(&copy.table, &copy.columns, &rows, lines_before).await {
+                Ok(n) => copy.written += n,
+                Err(e) => copy.error = Some(format!("{e} (rows before line {} are written)", lines_before + 1)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for IsobarCopy {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyData outside a COPY".into())) };
+        if copy.error.is_none() {
+            if let Err(e) = copy.feed(&copy_data.data) {
+                copy.error = Some(e);
+            }
+        }
+        self.write(&mut copy, false).await;
+        Self::put_back(client, copy);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyDone outside a COPY".into())) };
+        if copy.error.is_none() {
+            if let Err(e) = copy.finish() {
+                copy.error = Some(e);
+            }
+        }
+        self.write(&mut copy, true).await;
+        if let Some(reason) = copy.error {
+            return Err(user_error("22P04", format!("COPY {}: {reason}", copy.table)));
+        }
+        let tag = Tag::new("COPY").with_rows(usize::try_from(copy.written).unwrap_or(usize::MAX));
+        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let written = Self::take(client).map_or(0, |c| c.written);
+        user_error("57014", format!("COPY stopped by the client: {} ({written} rows were written)", fail.message))
+    }
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
+}
+
+/// The error a client sees, with its SQLSTATE.
+fn pg_error(e: &isobar_query::Error) -> PgWireError {
+    let code = match e {
+        isobar_query::Error::Refused(_) => "42501",     // insufficient_privilege
+        isobar_query::Error::Unsupported(_) => "0A000", // feature_not_supported
+        isobar_query::Error::InvalidRows(_) => "22000", // data_exception
+        isobar_query::Error::Timeout(_) => "57014",     // query_canceled
+        isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
+        isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
+        isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded
+        _ => "XX000",
+    };
+    user_error(code, e.to_string())
+}

@@ -1,0 +1,85 @@
+//! PostgreSQL functions drivers call on connect that `pg_catalog` does not bring:
+//! `version()` (SQLAlchemy and Grafana parse the server version out of it) and
+//! `to_regtype(name)` (psycopg's type lookup), answered from `pg_catalog.pg_type`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+
+/// What `SELECT version()` answers.
+pub(crate) const VERSION: &str = concat!("PostgreSQL 16.6 (isobar ", env!("CARGO_PKG_VERSION"), ") on x86_64-pc-linux-gnu");
+
+/// SQL names of types that `pg_type` knows under another name.
+const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("integer", "int4"),
+    ("int", "int4"),
+    ("bigint", "int8"),
+    ("smallint", "int2"),
+    ("real", "float4"),
+    ("double precision", "float8"),
+    ("boolean", "bool"),
+    ("character varying", "varchar"),
+    ("character", "bpchar"),
+    ("timestamp with time zone", "timestamptz"),
+    ("timestamp without time zone", "timestamp"),
+    ("time without time zone", "time"),
+    ("decimal", "numeric"),
+];
+
+/// Registers the functions; needs `pg_catalog` set up first.
+pub(crate) async fn register(context: &SessionContext) -> Result<()> {
+    let answer = |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(VERSION.to_owned()))));
+    context.register_udf(create_udf("version", Vec::new(), DataType::Utf8, Volatility::Immutable, Arc::new(answer)));
+    context.register_udf(to_regtype(context).await?);
+    Ok(())
+}
+
+/// `to_regtype(name)`: the type's OID in `pg_type`, or NULL for a type the server lacks.
+async fn to_regtype(context: &SessionContext) -> Result<ScalarUDF> {
+    let batches = context.sql("SELECT typname, oid FROM pg_catalog.pg_type").await?.collect().await?;
+    let oid_type = batches.first().map_or(DataType::Int32, |b| b.schema().field(1).data_type().clone());
+    let mut oids: HashMap<String, ScalarValue> = HashMap::new();
+    for batch in &batches {
+        let names = cast(batch.column(0), &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            if !names.is_null(row) {
+                oids.insert(names.value(row).to_owned(), ScalarValue::try_from_array(batch.column(1), row)?);
+            }
+        }
+    }
+    let null = ScalarValue::try_from(&oid_type)?;
+    let lookup = move |name: &str| -> ScalarValue {
+        let name = name.trim().trim_matches('"').to_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        let name = TYPE_ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real);
+        oids.get(name).cloned().unwrap_or_else(|| null.clone())
+    };
+    let out_type = oid_type.clone();
+    let function = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let [arg] = args else { return exec_err!("to_regtype takes one argument") };
+        match arg {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(name)) => Ok(ColumnarValue::Scalar(lookup(name))),
+                _ => Ok(ColumnarValue::Scalar(ScalarValue::try_from(&out_type)?)),
+            },
+            ColumnarValue::Array(a) => {
+                let names = cast(a, &DataType::Utf8)?;
+                let names = names.as_string::<i32>();
+                let values: Vec<ScalarValue> = (0..names.len())
+                    .map(|i| if names.is_null(i) { ScalarValue::try_from(&out_type) } else { Ok(lookup(names.value(i))) })
+                    .collect::<Result<_>>()?;
+                let array: ArrayRef =
+                    if values.is_empty() { new_null_array(&out_type, 0) } else { ScalarValue::iter_to_array(values)? };
+                Ok(ColumnarValue::Array(array))
+            }
+        }
+    };
+    Ok(create_udf("to_regtype", vec![DataType::Utf8], oid_type, Volatility::Stable, Arc::new(function)))
+}

@@ -1,0 +1,83 @@
+//! `isobar serve`: opens storage, starts the listeners, and shuts down cleanly.
+//!
+//! On SIGTERM or SIGINT the listeners stop accepting, connections get a grace period to
+//! finish what they are doing, storage persists its buffer and closes, and the process
+//! exits 0. Everything acknowledged before the signal is durable either way; the persist only
+//! makes the next start faster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use isobar_query::QueryEngine;
+use isobar_storage::Storage;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::pg::PgHandlers;
+
+/// Time connections get to finish after a shutdown signal, in milliseconds.
+const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Runs the server until a shutdown signal.
+pub(crate) async fn serve(config: Config) -> Result<()> {
+    let storage_config = config.storage_config();
+    let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))
+        .await
+        .map_err(|e| Error::Config(format!("storage open task: {e}")))??;
+    let engine = QueryEngine::new(storage.clone(), config.query_config())?;
+    let handlers = Arc::new(PgHandlers::new(&engine).await?);
+    let bind = |what: &'static str, addr| async move {
+        TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
+    };
+    let pg = bind("postgres listener", config.postgres.listen).await?;
+    let http = bind("http listener", config.http.listen).await?;
+    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    // Tests and scripts read these lines to find the ports.
+    println!("isobar postgres listening on {}", local(&pg));
+    println!("isobar http listening on {}", local(&http));
+    println!("data in {}", config.data_dir.display());
+
+    let http_task = tokio::spawn(crate::http::serve(http, storage.clone()));
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
+    let slots = Arc::new(Semaphore::new(config.postgres.connections_max));
+    let mut connections = JoinSet::new();
+    loop {
+        // A connection slot first: at the limit, new clients wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.map_err(|e| Error::Config(e.to_string()))?,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = pg.accept() => accepted,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        };
+        let Ok((socket, _)) = accepted else { continue };
+        let handlers = Arc::clone(&handlers);
+        connections.spawn(async move {
+            let _ = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await;
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(pg);
+    http_task.abort();
+    println!("shutting down: waiting up to {SHUTDOWN_GRACE_MS} ms for {} connections", connections.len());
+    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        connections.abort_all();
+    }
+    drop(handlers);
+    drop(engine);
+    tokio::task::spawn_blocking(move || storage.close(true)).await.map_err(|e| Error::Config(format!("storage close task: {e}")))??;
+    println!("isobar stopped");
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! A real `isobar serve` process on free ports, for end-to-end tests.
+
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running server; killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) pg_port: u16,
+    pub(crate) http_port: u16,
+    pub(crate) data_dir: PathBuf,
+    output: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `isobar serve` with data in `data_dir` and waits until it listens.
+    pub(crate) fn start(data_dir: &Path) -> Self {
+        let config = data_dir.with_extension("toml");
+        let toml = format!(
+            "data_dir = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            data_dir.display().to_string()
+        );
+        std::fs::write(&config, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_isobar"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start isobar");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let port = |line: &str| line.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
+        let (mut pg_port, mut http_port) = (None, None);
+        while pg_port.is_none() || http_port.is_none() {
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("isobar prints its ports");
+            if line.starts_with("isobar postgres listening on") {
+                pg_port = Some(port(&line));
+            } else if line.starts_with("isobar http listening on") {
+                http_port = Some(port(&line));
+            }
+        }
+        Self { child, pg_port: pg_port.unwrap_or_default(), http_port: http_port.unwrap_or_default(), data_dir: data_dir.to_owned(), output: rx }
+    }
+
+    /// A tokio-postgres client, with its connection driven on the current runtime.
+    pub(crate) async fn client(&self) -> tokio_postgres::Client {
+        let url = format!("host=127.0.0.1 port={} user=isobar dbname=isobar", self.pg_port);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Sends a signal and waits for the process to exit; returns its exit code.
+    pub(crate) fn signal(&mut self, signal: &str) -> Option<i32> {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("wait").code()
+    }
+
+    /// Lines the server printed since the last call.
+    pub(crate) fn output(&self) -> Vec<String> {
+        self.output.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,266 @@
+//! End-to-end tests over the Postgres wire protocol against a started `isobar serve`.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+
+const WEATHER: &str = "CREATE TABLE weather (time TIMESTAMPTZ NOT NULL, station_id TEXT, sensor_id TEXT, \
+                       sensor_value DOUBLE PRECISION, direction BIGINT, ok BOOLEAN, note TEXT, \
+                       PRIMARY KEY (station_id, sensor_id, time))";
+
+fn at(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_insert_and_select_with_both_query_protocols() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    let inserted = client
+        .execute(
+            "INSERT INTO weather (time, station_id, sensor_id, sensor_value, direction, ok, note) VALUES \
+             ('2024-01-01T00:00:00Z', 'st-1', 'temp-1', 20.5, 1, true, 'first'), \
+             ('2024-01-01T00:00:01Z', 'st-1', 'temp-1', 20.75, -1, false, NULL), \
+             ('2024-01-01T00:00:00Z', 'st-2', 'temp-2', 11.0, 1, NULL, NULL)",
+            &[],
+        )
+        .await
+        .expect("insert");
+    assert_eq!(inserted, 3);
+
+    // Extended protocol with typed parameters and binary results.
+    let rows = client
+        .query(
+            "SELECT time, station_id, sensor_value, direction, ok, note FROM weather WHERE sensor_id = $1 AND time >= $2 ORDER BY time",
+            &[&"temp-1", &at(1_704_067_200)],
+        )
+        .await
+        .expect("select");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, SystemTime>(0), at(1_704_067_200));
+    assert_eq!(rows[0].get::<_, &str>(1), "st-1");
+    assert_eq!(rows[0].get::<_, f64>(2), 20.5);
+    assert_eq!(rows[0].get::<_, i64>(3), 1);
+    assert_eq!(rows[0].get::<_, Option<bool>>(4), Some(true));
+    assert_eq!(rows[1].get::<_, Option<&str>>(5), None);
+    let types: Vec<u32> = rows[0].columns().iter().map(|c| c.type_().oid()).collect();
+    assert_eq!(types, [1184, 25, 701, 20, 16, 25], "timestamptz, text, float8, int8, bool, text");
+
+    // Simple protocol: text results and the SELECT tag.
+    let messages = client.simple_query("SELECT count(*) AS n, max(sensor_value) AS top FROM weather").await.expect("simple");
+    let row = messages.iter().find_map(|m| if let SimpleQueryMessage::Row(r) = m { Some(r) } else { None }).expect("a row");
+    assert_eq!((row.get("n"), row.get("top")), (Some("3"), Some("20.75")));
+    assert!(messages.iter().any(|m| matches!(m, SimpleQueryMessage::CommandComplete(1))));
+
+    // Last write wins on (series, time).
+    client
+        .execute("INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES ('2024-01-01T00:00:00Z', 'st-1', 'temp-1', 99.0)", &[])
+        .await
+        .expect("overwrite");
+    let rows = client.query("SELECT sensor_value FROM weather WHERE station_id = 'st-1' ORDER BY time", &[]).await.expect("select");
+    assert_eq!(rows.iter().map(|r| r.get::<_, f64>(0)).collect::<Vec<_>>(), [99.0, 20.75]);
+
+    // time_bucket is date_bin.
+    let rows = client
+        .query("SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) FROM weather GROUP BY 1", &[])
+        .await
+        .expect("time_bucket");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(1), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_that_reach_the_servers_files_are_refused_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    let target = dir.path().join("stolen.csv");
+    for sql in [
+        format!("COPY weather TO '{}'", target.display()),
+        format!("COPY (SELECT 1) TO '{}'", target.display()),
+        format!("COPY weather FROM '{}'", target.display()),
+        format!("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{}'", dir.path().display()),
+        "SET datafusion.runtime.memory_limit = '100G'".to_owned(),
+    ] {
+        let err = client.simple_query(&sql).await.expect_err(&sql);
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        // DataFusion's own syntax (CREATE EXTERNAL TABLE) does not even parse as Postgres SQL.
+        let refused = db.code() == &SqlState::INSUFFICIENT_PRIVILEGE && db.message().contains("refused");
+        assert!(refused || db.message().contains("sql parser error"), "{sql}: {} {}", db.code().code(), db.message());
+    }
+    assert!(!target.exists(), "nothing was written");
+    let err = client.batch_execute(WEATHER).await.expect_err("exists");
+    assert_eq!(err.as_db_error().map(|e| e.code().clone()), Some(SqlState::DUPLICATE_TABLE));
+    client.batch_execute(&WEATHER.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS")).await.expect("if not exists");
+    let rows = client.query("SELECT 1::BIGINT", &[]).await.expect("the session still works");
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+}
+
+async fn seed_rows(server: &Server, rows: u64) {
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    let statement = client
+        .prepare("INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES ($1, 'st-1', $2, $3)")
+        .await
+        .expect("prepare");
+    for i in 0..rows {
+        let n = client.execute(&statement, &[&at(1_700_000_000 + i), &format!("s-{}", i % 3), &(i as f64)]).await.expect("insert");
+        assert_eq!(n, 1);
+    }
+}
+
+async fn count_rows(server: &Server) -> i64 {
+    let client = server.client().await;
+    client.query_one("SELECT count(*) FROM weather", &[]).await.expect("count").get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_persists_and_exits_zero_and_a_restart_sees_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    seed_rows(&server, 50).await;
+    assert_eq!(server.signal("TERM"), Some(0));
+    assert!(server.output().iter().any(|l| l == "isobar stopped"));
+    let server = Server::start(&data);
+    assert_eq!(count_rows(&server).await, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_acknowledged_before_a_kill_9_survive_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    seed_rows(&server, 200).await;
+    assert_eq!(server.signal("KILL"), None, "killed by the signal");
+    let server = Server::start(&data);
+    assert_eq!(count_rows(&server).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_answer_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    seed_rows(&server, 5).await;
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200 OK"));
+    let metrics = get("/metrics");
+    assert!(metrics.contains("\nisobar_rows_written_total 5\n"), "{metrics}");
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_startup_packet_gets_dropped_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", server.pg_port)).await.expect("connect");
+    raw.write_all(&[0xff; 64]).await.expect("send garbage");
+    let mut buf = [0u8; 256];
+    let _ = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf)).await;
+    let client = server.client().await;
+    let rows = client.query("SELECT 2::BIGINT", &[]).await.expect("others are served");
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_bulk_loads_text_and_csv() {
+    use futures::SinkExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+
+    // Text format through the extended protocol (tokio-postgres), split across messages,
+    // more rows than one write takes.
+    let sink = client.copy_in("COPY weather (time, station_id, sensor_id, sensor_value) FROM STDIN").await.expect("copy in");
+    futures::pin_mut!(sink);
+    let rows = 25_000u64;
+    let mut text = String::new();
+    for i in 0..rows {
+        text += &format!("{}\tst-{}\ts\\t{}\t{}\n", timestamp(1_700_000_000 + i), i % 7, i % 3, i as f64 / 4.0);
+    }
+    for piece in text.as_bytes().chunks(4099) {
+        sink.send(bytes::Bytes::copy_from_slice(piece)).await.expect("send");
+    }
+    assert_eq!(sink.finish().await.expect("copy done"), rows);
+    let total: f64 = client.query_one("SELECT sum(sensor_value) FROM weather", &[]).await.expect("sum").get(0);
+    assert_eq!(total, (0..rows).map(|i| i as f64 / 4.0).sum::<f64>());
+    let tab: i64 = client.query_one("SELECT count(*) FROM weather WHERE sensor_id = 's\t1'", &[]).await.expect("escaped tab").get(0);
+    assert_eq!(tab, (0..rows).filter(|i| i % 3 == 1).count() as i64);
+
+    // CSV with a header, quotes and NULLs through psql's \copy (the simple protocol).
+    let csv = dir.path().join("readings.csv");
+    std::fs::write(
+        &csv,
+        "time,station_id,sensor_id,note,sensor_value\n2024-01-01T00:00:00Z,\"st,9\",x,\"said \"\"hi\"\"\",1.5\n2024-01-01T00:00:01Z,st-9,x,,2.5\n",
+    )
+    .expect("write csv");
+    let out = psql(&server, &format!("\\copy weather (time, station_id, sensor_id, note, sensor_value) FROM '{}' WITH (FORMAT csv, HEADER true)", csv.display()));
+    assert_eq!(out.trim(), "COPY 2");
+    let rows = client.query("SELECT station_id, note FROM weather WHERE sensor_id = 'x' ORDER BY time", &[]).await.expect("select");
+    assert_eq!(rows[0].get::<_, &str>(0), "st,9");
+    assert_eq!(rows[0].get::<_, Option<&str>>(1), Some("said \"hi\""));
+    assert_eq!(rows[1].get::<_, Option<&str>>(1), None);
+
+    // A bad value fails the COPY with its line, and the session goes on.
+    std::fs::write(&csv, "2024-01-02T00:00:00Z,a,b,,1\n2024-01-02T00:00:01Z,a,b,,not-a-number\n").expect("write csv");
+    let err = psql_err(&server, &format!("\\copy weather (time, station_id, sensor_id, note, sensor_value) FROM '{}' CSV", csv.display()));
+    assert!(err.contains("sensor_value") && err.contains("not-a-number"), "{err}");
+    let n: i64 = client.query_one("SELECT count(*) FROM weather", &[]).await.expect("count").get(0);
+    assert_eq!(n, rows.len() as i64 + 25_000);
+}
+
+fn timestamp(seconds: u64) -> String {
+    chrono::DateTime::from_timestamp(seconds as i64, 0).expect("in range").to_rfc3339()
+}
+
+fn psql_command(server: &Server, command: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &server.pg_port.to_string(), "-U", "isobar", "-d", "isobar", "-c", command])
+        .output()
+        .expect("psql runs (scripts/setup installs it)")
+}
+
+/// psql's output of a command that must succeed.
+fn psql(server: &Server, command: &str) -> String {
+    let out = psql_command(server, command);
+    assert!(out.status.success(), "psql -c {command}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// psql's error output of a command that must fail.
+fn psql_err(server: &Server, command: &str) -> String {
+    let out = psql_command(server, command);
+    assert!(!out.status.success(), "psql -c {command} should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_lists_and_describes_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    server.client().await.batch_execute(WEATHER).await.expect("create table");
+    let tables = psql(&server, "\\dt");
+    assert!(tables.contains("weather"), "{tables}");
+    let described = psql(&server, "\\d weather");
+    for column in ["time", "station_id", "sensor_value", "direction"] {
+        assert!(described.contains(column), "{column} missing from:\n{described}");
+    }
+    let answer = psql(&server, "SELECT 40 + 2 AS answer");
+    assert!(answer.contains("42"), "{answer}");
+}

@@ -1,0 +1,186 @@
+//! SQL golden tests: every `tests/slt/*.slt` file runs twice, in-process against
+//! `QueryEngine` and over the Postgres wire protocol against a started `isobar serve`, and
+//! must give the same answers both ways.
+//!
+//! Values are compared in one canonical text form per type (RFC 3339 UTC timestamps,
+//! `true`/`false`, Rust's shortest float form, `NULL`), so the files say what a value is, not
+//! how one protocol spells it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use isobar_query::{Output, QueryConfig, QueryEngine};
+use isobar_storage::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use isobar_storage::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+use isobar_storage::arrow::util::display::{ArrayFormatter, FormatOptions};
+use isobar_storage::{Storage, StorageConfig};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Runner};
+
+#[derive(Debug)]
+struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Shortest round-trip form, exponent for large magnitudes, no trailing `.0`.
+fn float(v: f64) -> String {
+    let s = format!("{v:?}");
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+}
+
+fn timestamp(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Statements whose answer is rows.
+fn returns_rows(sql: &str) -> bool {
+    let first = sql.trim_start().split_whitespace().next().unwrap_or_default().to_uppercase();
+    matches!(first.as_str(), "SELECT" | "WITH" | "VALUES" | "SHOW" | "EXPLAIN")
+}
+
+struct InProcess {
+    engine: QueryEngine,
+}
+
+fn cell(column: &ArrayRef, row: usize) -> Result<String, Failure> {
+    if column.is_null(row) {
+        return Ok("NULL".into());
+    }
+    Ok(match column.data_type() {
+        DataType::Boolean => column.as_boolean().value(row).to_string(),
+        DataType::Float64 => float(column.as_primitive::<Float64Type>().value(row)),
+        DataType::Int64 => column.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            timestamp(column.as_primitive::<isobar_storage::arrow::datatypes::TimestampNanosecondType>().value(row))
+        }
+        _ => {
+            let f = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()).map_err(|e| Failure(e.to_string()))?;
+            f.value(row).to_string()
+        }
+    })
+}
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, Failure> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            out.push(batch.columns().iter().map(|c| cell(c, row)).collect::<Result<_, _>>()?);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl AsyncDB for InProcess {
+    type Error = Failure;
+    type ColumnType = DefaultColumnType;
+
+    async fn shutdown(&mut self) {}
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
+        let outputs = self.engine.execute(sql).await.map_err(|e| Failure(e.to_string()))?;
+        match outputs.into_iter().last() {
+            Some(Output::Rows(batches)) if returns_rows(sql) => {
+                let width = batches.first().map_or(0, RecordBatch::num_columns);
+                Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows: rows(&batches)? })
+            }
+            Some(Output::Rows(batches)) => {
+                // DML answers with one `count` row.
+                let count = batches.first().filter(|b| b.num_rows() > 0).map(|b| cell(b.column(0), 0)).transpose()?;
+                Ok(DBOutput::StatementComplete(count.and_then(|c| c.parse().ok()).unwrap_or(0)))
+            }
+            Some(Output::Command(_, n)) => Ok(DBOutput::StatementComplete(n)),
+            None => Ok(DBOutput::StatementComplete(0)),
+        }
+    }
+}
+
+struct OverPgwire {
+    client: tokio_postgres::Client,
+}
+
+fn pg_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, Failure> {
+    use tokio_postgres::types::Type;
+    let err = |e: tokio_postgres::Error| Failure(e.to_string());
+    let text = |v: Option<String>| v.unwrap_or_else(|| "NULL".into());
+    Ok(match *row.columns()[i].type_() {
+        Type::BOOL => text(row.try_get::<_, Option<bool>>(i).map_err(err)?.map(|v| v.to_string())),
+        Type::FLOAT8 => text(row.try_get::<_, Option<f64>>(i).map_err(err)?.map(float)),
+        Type::INT8 => text(row.try_get::<_, Option<i64>>(i).map_err(err)?.map(|v| v.to_string())),
+        Type::TIMESTAMPTZ => text(row.try_get::<_, Option<DateTime<Utc>>>(i).map_err(err)?.map(|v| {
+            timestamp(v.timestamp_nanos_opt().unwrap_or_default())
+        })),
+        Type::TEXT | Type::VARCHAR | Type::NAME => text(row.try_get::<_, Option<String>>(i).map_err(err)?),
+        ref other => return Err(Failure(format!("column {i}: the slt runner does not compare type {other} yet"))),
+    })
+}
+
+#[async_trait]
+impl AsyncDB for OverPgwire {
+    type Error = Failure;
+    type ColumnType = DefaultColumnType;
+
+    async fn shutdown(&mut self) {}
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
+        let message = |e: tokio_postgres::Error| Failure(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned()));
+        if returns_rows(sql) {
+            let result = self.client.query(sql, &[]).await.map_err(message)?;
+            let width = result.first().map_or(0, |r| r.columns().len());
+            let rows = result.iter().map(|r| (0..r.columns().len()).map(|i| pg_cell(r, i)).collect()).collect::<Result<_, _>>()?;
+            Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows })
+        } else {
+            Ok(DBOutput::StatementComplete(self.client.execute(sql, &[]).await.map_err(message)?))
+        }
+    }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/slt exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_in_process() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open storage");
+        let engine = QueryEngine::new(storage, QueryConfig::default()).expect("engine");
+        let mut runner = Runner::new(move || {
+            let engine = engine.clone();
+            async move { Ok(InProcess { engine }) }
+        });
+        runner.with_column_validator(|_, _| true);
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (in process): {e}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_over_pgwire() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Arc::new(common::Server::start(&dir.path().join("data")));
+        let mut runner = Runner::new(move || {
+            let server = Arc::clone(&server);
+            async move { Ok(OverPgwire { client: server.client().await }) }
+        });
+        runner.with_column_validator(|_, _| true);
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over pgwire): {e}", file.display()));
+    }
+}
