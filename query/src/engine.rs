@@ -22,6 +22,7 @@ use crate::catalog::StorageSchema;
 use crate::ddl::{DEFAULT_SCHEMA, table_definition};
 use crate::error::{Error, Result};
 use crate::functions;
+use crate::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -71,14 +72,17 @@ impl QueryEngine {
         // SQL must not reach the server's files: no local file system behind any URL, so
         // `COPY ... TO`, `CREATE EXTERNAL TABLE` and file table functions find nothing to use.
         runtime.object_store_registry.deregister_store(ObjectStoreUrl::local_filesystem().as_ref())?;
+        // isobar's own information_schema replaces DataFusion's, to speak PostgreSQL's type names.
         let session = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
         let context = SessionContext::new_with_config_rt(session, runtime);
-        let catalog = MemoryCatalogProvider::new();
+        let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone())))?;
-        context.register_catalog(CATALOG, Arc::new(catalog));
+        let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
+        catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;
+        context.register_catalog(CATALOG, catalog);
         functions::register(&context);
         Ok(Self { storage, context: Arc::new(context), config })
     }

@@ -15,6 +15,7 @@ mod ddl;
 mod engine;
 mod error;
 mod functions;
+mod information_schema;
 mod insert;
 mod pushdown;
 mod table;

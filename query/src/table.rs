@@ -48,15 +48,24 @@ impl StorageTable {
     }
 }
 
-/// `time`, then tags, then fields, each in creation order: the order storage scans return.
+/// `time`, then the other columns in the order they were declared or first written.
 pub(crate) fn arrow_schema(table: &TableSchema) -> SchemaRef {
     let time = Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false);
-    let tags = table.tags().map(|c| Field::new(&c.name, DataType::Utf8, true));
-    let fields = table.fields().filter_map(|c| match c.kind {
-        ColumnKind::Field(t) => Some(Field::new(&c.name, isobar_storage::arrow_type(t), true)),
-        ColumnKind::Tag => None,
+    let columns = table.columns.iter().map(|c| match c.kind {
+        ColumnKind::Tag => Field::new(&c.name, DataType::Utf8, true),
+        ColumnKind::Field(t) => Field::new(&c.name, isobar_storage::arrow_type(t), true),
     });
-    Arc::new(Schema::new(std::iter::once(time).chain(tags).chain(fields).collect::<Vec<_>>()))
+    Arc::new(Schema::new(std::iter::once(time).chain(columns).collect::<Vec<_>>()))
+}
+
+/// Where storage puts a column in a scan's output: `time`, then tags, then fields, each in
+/// creation order.
+fn storage_rank(table: &TableSchema, name: &str) -> (u8, u16) {
+    match table.column(name) {
+        None => (0, 0),
+        Some(c) if c.kind == ColumnKind::Tag => (1, c.id.0),
+        Some(c) => (2, c.id.0),
+    }
 }
 
 /// A table's column names in the order `SELECT *` returns them.
@@ -87,20 +96,22 @@ impl TableProvider for StorageTable {
         if pushdown.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        // Storage returns columns in schema order; `reorder` puts them in projection order.
-        let mut sorted = projection.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.is_empty() {
-            sorted.push(0); // a row count needs one column: `time` is the cheapest
+        // Storage returns the requested columns in its own order; `reorder` puts them in
+        // projection order.
+        let mut names: Vec<String> = projection.iter().map(|i| self.schema.field(*i).name().clone()).collect();
+        names.sort_by_key(|n| storage_rank(&self.table, n));
+        names.dedup();
+        if names.is_empty() {
+            names.push(TIME_COLUMN.to_owned()); // a row count needs one column: `time` is the cheapest
         }
-        let reorder = projection.iter().map(|p| sorted.iter().position(|s| s == p).unwrap_or(0)).collect();
+        let reorder =
+            projection.iter().map(|i| names.iter().position(|n| n == self.schema.field(*i).name()).unwrap_or(0)).collect();
         let request = ScanRequest {
             table: self.table.name.clone(),
             time_min_ns: pushdown.time_min_ns,
             time_max_ns: pushdown.time_max_ns,
             series: pushdown.series,
-            columns: Some(sorted.iter().map(|i| self.schema.field(*i).name().clone()).collect()),
+            columns: Some(names),
         };
         let partition = ScanPartition { storage: self.storage.clone(), request, schema: Arc::clone(&projected), reorder };
         Ok(Arc::new(StreamingTableExec::try_new(projected, vec![Arc::new(partition)], None, Vec::new(), false, None)?))

@@ -1,11 +1,12 @@
 //! PostgreSQL functions drivers call on connect that `pg_catalog` does not bring:
-//! `version()` (SQLAlchemy and Grafana parse the server version out of it) and
+//! `version()` (SQLAlchemy and Grafana parse the server version out of it),
+//! `current_setting(name)` (Grafana's version detection and search path) and
 //! `to_regtype(name)` (psycopg's type lookup), answered from `pg_catalog.pg_type`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, new_null_array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -14,6 +15,26 @@ use datafusion::prelude::SessionContext;
 
 /// What `SELECT version()` answers.
 pub(crate) const VERSION: &str = concat!("PostgreSQL 16.6 (isobar ", env!("CARGO_PKG_VERSION"), ") on x86_64-pc-linux-gnu");
+
+/// Settings `current_setting` knows, with the values isobar runs with.
+const SETTINGS: &[(&str, &str)] = &[
+    ("server_version", "16.6"),
+    ("server_version_num", "160006"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("search_path", "\"$user\", public"),
+    ("timezone", "UTC"),
+    ("datestyle", "ISO, MDY"),
+    ("intervalstyle", "postgres"),
+    ("standard_conforming_strings", "on"),
+    ("integer_datetimes", "on"),
+    ("max_identifier_length", "63"),
+    ("default_transaction_read_only", "off"),
+    ("transaction_read_only", "off"),
+    ("is_superuser", "on"),
+    ("lc_collate", "C.UTF-8"),
+    ("lc_ctype", "C.UTF-8"),
+];
 
 /// SQL names of types that `pg_type` knows under another name.
 const TYPE_ALIASES: &[(&str, &str)] = &[
@@ -37,7 +58,36 @@ pub(crate) async fn register(context: &SessionContext) -> Result<()> {
     let answer = |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(VERSION.to_owned()))));
     context.register_udf(create_udf("version", Vec::new(), DataType::Utf8, Volatility::Immutable, Arc::new(answer)));
     context.register_udf(to_regtype(context).await?);
+    context.register_udf(current_setting());
     Ok(())
+}
+
+/// `current_setting(name)`: the server's value of a setting; an error names an unknown one.
+fn current_setting() -> ScalarUDF {
+    let setting = |name: &str| -> Result<String> {
+        let lower = name.to_lowercase();
+        match SETTINGS.iter().find(|(n, _)| *n == lower) {
+            Some((_, value)) => Ok((*value).to_owned()),
+            None => exec_err!("unrecognized configuration parameter \"{name}\""),
+        }
+    };
+    let function = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let [arg] = args else { return exec_err!("current_setting takes one argument") };
+        match arg {
+            ColumnarValue::Scalar(s) => match s.try_as_str() {
+                Some(Some(name)) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(setting(name)?)))),
+                _ => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
+            },
+            ColumnarValue::Array(a) => {
+                let names = cast(a, &DataType::Utf8)?;
+                let names = names.as_string::<i32>();
+                let values: StringArray =
+                    (0..names.len()).map(|i| (!names.is_null(i)).then(|| setting(names.value(i))).transpose()).collect::<Result<_>>()?;
+                Ok(ColumnarValue::Array(Arc::new(values)))
+            }
+        }
+    };
+    create_udf("current_setting", vec![DataType::Utf8], DataType::Utf8, Volatility::Stable, Arc::new(function))
 }
 
 /// `to_regtype(name)`: the type's OID in `pg_type`, or NULL for a type the server lacks.
