@@ -23,7 +23,9 @@ use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandl
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
-use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -40,6 +42,7 @@ pub(crate) struct PgHandlers {
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
     copy: Arc<IsobarCopy>,
+    extended: Arc<CheckedExtended>,
 }
 
 impl PgHandlers {
@@ -55,10 +58,11 @@ impl PgHandlers {
         let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(engine.context()), hooks));
         let connections = Arc::new(ConnectionManager::new());
         Ok(Self {
-            session,
             startup: Arc::new(TrustStartup { connections: Arc::clone(&connections), timeout_ms: engine.config().timeout_ms }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
             copy: Arc::new(IsobarCopy { engine: engine.clone() }),
+            extended: Arc::new(CheckedExtended { inner: Arc::clone(&session) }),
+            session,
         })
     }
 }
@@ -69,7 +73,7 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.session)
+        Arc::clone(&self.extended)
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -82,6 +86,41 @@ impl PgWireServerHandlers for PgHandlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         Arc::clone(&self.copy)
+    }
+}
+
+/// The extended query protocol, with PostgreSQL's check that a Bind supplies exactly the
+/// parameters its statement has (datafusion-postgres ignores extra ones).
+struct CheckedExtended {
+    inner: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for CheckedExtended {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let (_, Some((_, plan))) = &portal.statement.statement {
+            let expected = plan.get_parameter_types().map_or(0, |p| p.len());
+            if portal.parameters.len() != expected {
+                return Err(user_error(
+                    "08P01",
+                    format!("bind message supplies {} parameters, but the statement requires {expected}", portal.parameters.len()),
+                ));
+            }
+        }
+        ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
     }
 }
 
