@@ -3,12 +3,14 @@
 //! Hand-written HTTP/1.1 for two read-only endpoints: one request per connection, a bounded
 //! request head, and a timeout, so a slow or hostile client costs one small task.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use isobar_storage::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::metrics::{QueryMetrics, render};
 
 /// Largest request head read; longer requests get 431.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -16,17 +18,17 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// Serves until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, storage: Storage) {
+pub(crate) async fn serve(listener: TcpListener, storage: Storage, queries: Arc<QueryMetrics>) {
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
-        let storage = storage.clone();
+        let (storage, queries) = (storage.clone(), Arc::clone(&queries));
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage, &queries)).await;
         });
     }
 }
 
-async fn handle(mut socket: TcpStream, storage: &Storage) -> std::io::Result<()> {
+async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -47,7 +49,7 @@ async fn handle(mut socket: TcpStream, storage: &Storage) -> std::io::Result<()>
             None => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
             Some(e) => respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n")).await,
         },
-        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &metrics(storage)).await,
+        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries)).await,
         (b"GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
         _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,
     }
@@ -58,23 +60,4 @@ async fn respond(socket: &mut TcpStream, status: &str, content_type: &str, body:
     socket.write_all(head.as_bytes()).await?;
     socket.write_all(body.as_bytes()).await?;
     socket.shutdown().await
-}
-
-/// The Prometheus exposition of storage's counters.
-pub(crate) fn metrics(storage: &Storage) -> String {
-    let m = storage.metrics();
-    let counters = [
-        ("isobar_rows_written_total", "Rows written durably.", &m.rows_written),
-        ("isobar_rows_rejected_total", "Rows rejected, with a reason, by schema checks or limits.", &m.rows_rejected),
-        ("isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", &m.wal_fsyncs),
-        ("isobar_persists_total", "Write buffer persists into chunks.", &m.persists),
-        ("isobar_compactions_total", "Chunk compactions.", &m.compactions),
-        ("isobar_background_failures_total", "Persists or compactions that failed.", &m.background_failures),
-        ("isobar_writer_waits_total", "Writes that waited for the write buffer to drain.", &m.writer_waits),
-    ];
-    let mut out = String::new();
-    for (name, help, value) in counters {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed));
-    }
-    out
 }

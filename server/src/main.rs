@@ -11,6 +11,7 @@ mod config;
 mod copy;
 mod error;
 mod http;
+mod metrics;
 mod pg;
 mod pg_functions;
 mod serve;

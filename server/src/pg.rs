@@ -5,6 +5,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
@@ -35,18 +36,19 @@ use isobar_query::{CATALOG, QueryEngine, check_statement};
 
 use crate::copy::{self, CopyIn, CopySlot};
 use crate::error::{Error, Result};
+use crate::metrics::QueryMetrics;
 
 /// Everything one Postgres connection needs; shared by all connections.
 pub(crate) struct PgHandlers {
-    session: Arc<DfSessionService>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
     copy: Arc<IsobarCopy>,
+    simple: Arc<CountedSimple>,
     extended: Arc<CheckedExtended>,
 }
 
 impl PgHandlers {
-    pub(crate) async fn new(engine: &QueryEngine) -> Result<Self> {
+    pub(crate) async fn new(engine: &QueryEngine, metrics: Arc<QueryMetrics>) -> Result<Self> {
         setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider).map_err(|e| Error::Catalog(e.to_string()))?;
         crate::pg_functions::register(engine.context()).await.map_err(|e| Error::Catalog(e.to_string()))?;
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -61,15 +63,15 @@ impl PgHandlers {
             startup: Arc::new(TrustStartup { connections: Arc::clone(&connections), timeout_ms: engine.config().timeout_ms }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
             copy: Arc::new(IsobarCopy { engine: engine.clone() }),
-            extended: Arc::new(CheckedExtended { inner: Arc::clone(&session) }),
-            session,
+            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), metrics: Arc::clone(&metrics) }),
+            extended: Arc::new(CheckedExtended { inner: session, metrics }),
         })
     }
 }
 
 impl PgWireServerHandlers for PgHandlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.session)
+        Arc::clone(&self.simple)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
@@ -89,10 +91,34 @@ impl PgWireServerHandlers for PgHandlers {
     }
 }
 
-/// The extended query protocol, with PostgreSQL's check that a Bind supplies exactly the
-/// parameters its statement has (datafusion-postgres ignores extra ones).
+/// The simple query protocol, counted.
+struct CountedSimple {
+    inner: Arc<DfSessionService>,
+    metrics: Arc<QueryMetrics>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for CountedSimple {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let result = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
+        let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
+        self.metrics.record(started, failed);
+        result
+    }
+}
+
+/// The extended query protocol, counted, with PostgreSQL's check that a Bind supplies
+/// exactly the parameters its statement has (datafusion-postgres ignores extra ones).
 struct CheckedExtended {
     inner: Arc<DfSessionService>,
+    metrics: Arc<QueryMetrics>,
 }
 
 #[async_trait]
@@ -111,16 +137,20 @@ impl ExtendedQueryHandler for CheckedExtended {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let started = Instant::now();
         if let (_, Some((_, plan))) = &portal.statement.statement {
             let expected = plan.get_parameter_types().map_or(0, |p| p.len());
             if portal.parameters.len() != expected {
+                self.metrics.record(started, true);
                 return Err(user_error(
                     "08P01",
                     format!("bind message supplies {} parameters, but the statement requires {expected}", portal.parameters.len()),
                 ));
             }
         }
-        ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await
+        let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await;
+        self.metrics.record(started, result.is_err());
+        result
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::QueryMetrics;
 use crate::pg::PgHandlers;
 
 /// Time connections get to finish after a shutdown signal, in milliseconds.
@@ -29,7 +30,8 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::Config(format!("storage open task: {e}")))??;
     let engine = QueryEngine::new(storage.clone(), config.query_config())?;
-    let handlers = Arc::new(PgHandlers::new(&engine).await?);
+    let queries = Arc::new(QueryMetrics::default());
+    let handlers = Arc::new(PgHandlers::new(&engine, Arc::clone(&queries)).await?);
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
     };
@@ -41,7 +43,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     println!("isobar http listening on {}", local(&http));
     println!("data in {}", config.data_dir.display());
 
-    let http_task = tokio::spawn(crate::http::serve(http, storage.clone()));
+    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

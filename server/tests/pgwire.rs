@@ -160,6 +160,13 @@ async fn health_and_metrics_answer_over_http() {
     assert!(get("/health").starts_with("HTTP/1.1 200 OK"));
     let metrics = get("/metrics");
     assert!(metrics.contains("\nisobar_rows_written_total 5\n"), "{metrics}");
+    // CREATE TABLE, the prepared INSERT five times (seed_rows), and the statements below.
+    let _ = server.client().await.simple_query("SELECT nope").await;
+    let metrics = get("/metrics");
+    let value = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse::<f64>().ok());
+    assert!(value("isobar_queries_total") >= Some(7.0), "{metrics}");
+    assert_eq!(value("isobar_query_errors_total"), Some(1.0), "{metrics}");
+    assert!(value("isobar_query_duration_seconds_sum") > Some(0.0), "{metrics}");
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
 

@@ -1,0 +1,51 @@
+//! The counters `/metrics` exposes, in Prometheus text format: storage's (rows, fsyncs,
+//! persists) and the query front end's (statements, errors, time to answer).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use isobar_storage::Storage;
+
+/// Statements run over the Postgres wire protocol.
+#[derive(Debug, Default)]
+pub(crate) struct QueryMetrics {
+    queries: AtomicU64,
+    errors: AtomicU64,
+    /// Time from a statement's arrival to its answer starting, summed, in microseconds.
+    duration_us: AtomicU64,
+}
+
+impl QueryMetrics {
+    /// Counts one statement that arrived at `started`.
+    pub(crate) fn record(&self, started: Instant, failed: bool) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(u64::from(failed), Ordering::Relaxed);
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.duration_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    *out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+}
+
+/// The Prometheus exposition of every counter.
+pub(crate) fn render(storage: &Storage, queries: &QueryMetrics) -> String {
+    let m = storage.metrics();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::new();
+    counter(&mut out, "isobar_rows_written_total", "Rows written durably.", load(&m.rows_written));
+    counter(&mut out, "isobar_rows_rejected_total", "Rows rejected, with a reason, by schema checks or limits.", load(&m.rows_rejected));
+    counter(&mut out, "isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", load(&m.wal_fsyncs));
+    counter(&mut out, "isobar_persists_total", "Write buffer persists into chunks.", load(&m.persists));
+    counter(&mut out, "isobar_compactions_total", "Chunk compactions.", load(&m.compactions));
+    counter(&mut out, "isobar_background_failures_total", "Persists or compactions that failed.", load(&m.background_failures));
+    counter(&mut out, "isobar_writer_waits_total", "Writes that waited for the write buffer to drain.", load(&m.writer_waits));
+    counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
+    counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));
+    let seconds = load(&queries.duration_us) as f64 / 1e6;
+    out += "# HELP isobar_query_duration_seconds Time from a statement's arrival to its answer starting.\n";
+    out += &format!("# TYPE isobar_query_duration_seconds summary\nisobar_query_duration_seconds_sum {seconds}\n");
+    out += &format!("isobar_query_duration_seconds_count {}\n", load(&queries.queries));
+    out
+}
