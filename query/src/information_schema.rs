@@ -12,7 +12,7 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 
 /// The schema's name.
-pub const INFORMATION_SCHEMA: &str = "information_schema";
+pub(crate) const INFORMATION_SCHEMA: &str = "information_schema";
 const TABLES: [&str; 3] = ["tables", "columns", "schemata"];
 const OWNER: &str = "isobar";
 

@@ -27,6 +27,17 @@ pub(crate) struct PostgresConfig {
     pub(crate) listen: SocketAddr,
     /// Connections served at once; more wait in the listen backlog.
     pub(crate) connections_max: usize,
+    /// Users who may connect (SCRAM-SHA-256). None: every client is trusted, which isobar
+    /// allows only on a loopback listener.
+    pub(crate) users: Vec<UserConfig>,
+}
+
+/// One user of the Postgres listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserConfig {
+    pub(crate) name: String,
+    pub(crate) password: String,
 }
 
 /// The HTTP listener (`/health`, `/metrics`).
@@ -80,7 +91,7 @@ impl Default for Config {
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), connections_max: 256 }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), connections_max: 256, users: Vec::new() }
     }
 }
 

@@ -7,6 +7,7 @@
 //!   from a simulated fleet of N sensors straight into storage, persists them into chunks, and
 //!   reads them back.
 
+mod auth;
 mod config;
 mod copy;
 mod error;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -19,28 +19,30 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
-use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
-use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, SinkExt};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use isobar_query::{CATALOG, QueryEngine, check_statement};
 
+use crate::auth::Authenticator;
+use crate::config::PostgresConfig;
 use crate::copy::{self, CopyIn, CopySlot};
 use crate::error::{Error, Result};
 use crate::metrics::QueryMetrics;
 
 /// Everything one Postgres connection needs; shared by all connections.
 pub(crate) struct PgHandlers {
-    startup: Arc<TrustStartup>,
+    auth: Authenticator,
     cancel: Arc<DefaultCancelHandler>,
     copy: Arc<IsobarCopy>,
     simple: Arc<CountedSimple>,
@@ -48,7 +50,7 @@ pub(crate) struct PgHandlers {
 }
 
 impl PgHandlers {
-    pub(crate) async fn new(engine: &QueryEngine, metrics: Arc<QueryMetrics>) -> Result<Self> {
+    pub(crate) async fn new(engine: &QueryEngine, config: &PostgresConfig, metrics: Arc<QueryMetrics>) -> Result<Self> {
         setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider).map_err(|e| Error::Catalog(e.to_string()))?;
         crate::pg_functions::register(engine.context()).await.map_err(|e| Error::Catalog(e.to_string()))?;
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -59,12 +61,13 @@ impl PgHandlers {
         ];
         let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(engine.context()), hooks));
         let connections = Arc::new(ConnectionManager::new());
+        let timeout_ms = engine.config().timeout_ms;
         Ok(Self {
-            startup: Arc::new(TrustStartup { connections: Arc::clone(&connections), timeout_ms: engine.config().timeout_ms }),
+            auth: Authenticator::new(config, Arc::clone(&connections))?,
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
             copy: Arc::new(IsobarCopy { engine: engine.clone() }),
-            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), metrics: Arc::clone(&metrics) }),
-            extended: Arc::new(CheckedExtended { inner: session, metrics }),
+            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), metrics: Arc::clone(&metrics), timeout_ms }),
+            extended: Arc::new(CheckedExtended { inner: session, metrics, timeout_ms }),
         })
     }
 }
@@ -79,7 +82,7 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.startup)
+        Arc::new(self.auth.handler())
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
@@ -91,10 +94,17 @@ impl PgWireServerHandlers for PgHandlers {
     }
 }
 
+/// Gives a session the configured statement timeout until it sets its own
+/// (datafusion-postgres reads it from the session's metadata).
+fn default_statement_timeout<C: ClientInfo>(client: &mut C, timeout_ms: u64) {
+    client.metadata_mut().entry("statement_timeout_ms".to_owned()).or_insert_with(|| timeout_ms.to_string());
+}
+
 /// The simple query protocol, counted.
 struct CountedSimple {
     inner: Arc<DfSessionService>,
     metrics: Arc<QueryMetrics>,
+    timeout_ms: u64,
 }
 
 #[async_trait]
@@ -107,6 +117,7 @@ impl SimpleQueryHandler for CountedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
+        default_statement_timeout(client, self.timeout_ms);
         let result = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
         let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
         self.metrics.record(started, failed);
@@ -119,6 +130,7 @@ impl SimpleQueryHandler for CountedSimple {
 struct CheckedExtended {
     inner: Arc<DfSessionService>,
     metrics: Arc<QueryMetrics>,
+    timeout_ms: u64,
 }
 
 #[async_trait]
@@ -138,6 +150,7 @@ impl ExtendedQueryHandler for CheckedExtended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
+        default_statement_timeout(client, self.timeout_ms);
         if let (_, Some((_, plan))) = &portal.statement.statement {
             let expected = plan.get_parameter_types().map_or(0, |p| p.len());
             if portal.parameters.len() != expected {
@@ -151,32 +164,6 @@ impl ExtendedQueryHandler for CheckedExtended {
         let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await;
         self.metrics.record(started, result.is_err());
         result
-    }
-}
-
-/// Accepts every client: the listener is on loopback and no users are configured.
-#[derive(Debug)]
-struct TrustStartup {
-    connections: Arc<ConnectionManager>,
-    /// The session's `statement_timeout` until the client sets its own.
-    timeout_ms: u64,
-}
-
-#[async_trait]
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.connections))
-    }
-
-    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        // datafusion-postgres reads the session's statement timeout from here.
-        client.metadata_mut().insert("statement_timeout_ms".into(), self.timeout_ms.to_string());
-        Ok(())
     }
 }
 
@@ -219,6 +206,20 @@ impl IsobarHook {
     }
 }
 
+impl IsobarHook {
+    /// `SHOW` of a setting no session changes, answered from `current_setting`.
+    async fn show_constant(&self, name: &str) -> PgWireResult<Response> {
+        let sql = format!("SELECT current_setting('{name}') AS {name}");
+        let frame = self.engine.context().sql(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        Ok(Response::Query(encode_dataframe(frame, &Format::UnifiedText, None).await?))
+    }
+}
+
+/// `server_version` and `server_version_num`: the settings drivers `SHOW` to learn the version.
+fn is_server_version(variable: &[Ident]) -> bool {
+    matches!(variable, [v] if v.value.eq_ignore_ascii_case("server_version") || v.value.eq_ignore_ascii_case("server_version_num"))
+}
+
 #[async_trait]
 impl QueryHook for IsobarHook {
     async fn handle_simple_query(
@@ -227,6 +228,12 @@ impl QueryHook for IsobarHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        // Text results only, so only in the simple protocol.
+        if let Statement::ShowVariable { variable } = statement {
+            if is_server_version(variable) {
+                return Some(self.show_constant(&variable[0].value.to_lowercase()).await);
+            }
+        }
         self.run(statement, client).await
     }
 
@@ -240,15 +247,15 @@ impl QueryHook for IsobarHook {
             return Some(Err(pg_error(&e)));
         }
         // Planned here as nothing; `handle_extended_query` runs it.
-        matches!(
+        let ours = matches!(
             statement,
             Statement::CreateTable(_)
                 | Statement::Copy { to: false, .. }
                 | Statement::Savepoint { .. }
                 | Statement::ReleaseSavepoint { .. }
                 | Statement::Rollback { savepoint: Some(_), .. }
-        )
-            .then(|| Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })))
+        );
+        ours.then(|| Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })))
     }
 
     async fn handle_extended_query(

@@ -31,7 +31,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
         .map_err(|e| Error::Config(format!("storage open task: {e}")))??;
     let engine = QueryEngine::new(storage.clone(), config.query_config())?;
     let queries = Arc::new(QueryMetrics::default());
-    let handlers = Arc::new(PgHandlers::new(&engine, Arc::clone(&queries)).await?);
+    let handlers = Arc::new(PgHandlers::new(&engine, &config.postgres, Arc::clone(&queries)).await?);
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
     };

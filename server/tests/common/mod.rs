@@ -21,12 +21,23 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `isobar serve` with data in `data_dir` and waits until it listens.
     pub(crate) fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, "")
+    }
+
+    /// The configuration file for `data_dir`, with `postgres_extra` lines in `[postgres]`.
+    pub(crate) fn config(data_dir: &Path, postgres_extra: &str) -> PathBuf {
         let config = data_dir.with_extension("toml");
         let toml = format!(
-            "data_dir = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{postgres_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n",
             data_dir.display().to_string()
         );
         std::fs::write(&config, toml).expect("write config");
+        config
+    }
+
+    /// Starts `isobar serve` with extra `[postgres]` settings.
+    pub(crate) fn start_with(data_dir: &Path, postgres_extra: &str) -> Self {
+        let config = Self::config(data_dir, postgres_extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_isobar"))
             .args(["serve", "--config"])
             .arg(&config)

@@ -1,0 +1,133 @@
+//! Who may connect over the Postgres wire protocol.
+//!
+//! With users in the configuration, every client authenticates with SCRAM-SHA-256 (what
+//! libpq, psycopg, JDBC and pgx speak by default); passwords are salted and hashed once at
+//! start-up and only the hashes are kept. With no users, isobar trusts every client, which
+//! it allows only on a loopback listener (checked at start-up).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_password};
+use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
+use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use futures::Sink;
+
+use crate::config::PostgresConfig;
+use crate::error::{Error, Result};
+
+/// The PostgreSQL version isobar reports; drivers pick catalog queries by it.
+pub(crate) const SERVER_VERSION: &str = "16.6";
+
+/// Salted SCRAM hashes of the configured users' passwords.
+#[derive(Debug)]
+struct Users {
+    by_name: HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.by_name.get(user) {
+            Some((salt, hash)) => Ok(Password::new(Some(salt.clone()), hash.clone())),
+            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28P01".into(),
+                format!("password authentication failed for user \"{user}\""),
+            )))),
+        }
+    }
+}
+
+/// Makes each connection's startup handler.
+#[derive(Debug)]
+pub(crate) struct Authenticator {
+    users: Option<Arc<Users>>,
+    connections: Arc<ConnectionManager>,
+}
+
+impl Authenticator {
+    /// Checks the listener and users, and hashes the passwords.
+    pub(crate) fn new(config: &PostgresConfig, connections: Arc<ConnectionManager>) -> Result<Self> {
+        if config.users.is_empty() {
+            if !config.listen.ip().is_loopback() {
+                return Err(Error::Config(format!(
+                    "postgres.listen = {} accepts clients from other machines, but no postgres.users are configured; \
+                     isobar trusts clients without a password only on loopback",
+                    config.listen
+                )));
+            }
+            return Ok(Self { users: None, connections });
+        }
+        let mut by_name = HashMap::new();
+        for user in &config.users {
+            if user.password.is_empty() {
+                return Err(Error::Config(format!("postgres.users: user {} has an empty password", user.name)));
+            }
+            let salt: [u8; 16] = rand::random();
+            by_name.insert(user.name.clone(), (salt.to_vec(), gen_salted_password(&user.password, &salt, SCRAM_ITERATIONS)));
+        }
+        Ok(Self { users: Some(Arc::new(Users { by_name })), connections })
+    }
+
+    /// A fresh handler for one connection (SCRAM keeps per-connection state).
+    pub(crate) fn handler(&self) -> Startup {
+        match &self.users {
+            None => Startup::Trust(Trust { connections: Arc::clone(&self.connections) }),
+            Some(users) => {
+                let scram = ScramAuth::new(Arc::clone(users) as Arc<dyn AuthSource>);
+                Startup::Scram(
+                    SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+                        .with_scram(scram)
+                        .with_connection_manager(Arc::clone(&self.connections)),
+                )
+            }
+        }
+    }
+}
+
+/// What isobar tells clients about itself at startup.
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut p = DefaultServerParameterProvider::default();
+    p.server_version = SERVER_VERSION.to_owned();
+    p
+}
+
+/// One connection's startup: trusted, or SCRAM.
+pub(crate) enum Startup {
+    Trust(Trust),
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Self::Trust(t) => t.on_startup(client, message).await,
+            Self::Scram(s) => s.on_startup(client, message).await,
+        }
+    }
+}
+
+/// Accepts every client: only on loopback, with no users configured.
+pub(crate) struct Trust {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for Trust {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(Arc::clone(&self.connections))
+    }
+}
