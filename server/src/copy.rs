@@ -7,10 +7,21 @@
 //! fails the COPY with the line it is on; rows of earlier writes stay written, as for every
 //! isobar source. CopyDone writes the rest and answers `COPY n`.
 
+use std::fmt::Debug;
 use std::sync::Mutex;
 
+use async_trait::async_trait;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, Statement};
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::api::copy::CopyHandler;
+use datafusion_postgres::pgwire::api::results::Tag;
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use futures::{Sink, SinkExt};
 use isobar_query::QueryEngine;
+
+use crate::pg::user_error;
 
 /// Rows parsed before they are written.
 pub(crate) const COPY_ROWS_PER_WRITE: usize = 10_000;
@@ -272,6 +283,94 @@ fn split_csv(line: &str, format: &CopyFormat) -> Result<Vec<Option<String>>, Str
 
 fn csv_value(field: String, was_quoted: bool, format: &CopyFormat) -> Option<String> {
     (was_quoted || field != format.null).then_some(field)
+}
+
+/// Receives the rows of a `COPY ... FROM STDIN` the hook started.
+#[derive(Debug)]
+pub(crate) struct IsobarCopy {
+    engine: QueryEngine,
+}
+
+impl IsobarCopy {
+    pub(crate) fn new(engine: QueryEngine) -> Self {
+        Self { engine }
+    }
+
+    fn take<C: ClientInfo>(client: &C) -> Option<CopyIn> {
+        client.session_extensions().get::<CopySlot>().and_then(|slot| slot.0.lock().ok()?.take())
+    }
+
+    fn put_back<C: ClientInfo>(client: &C, copy: CopyIn) {
+        if let Some(slot) = client.session_extensions().get::<CopySlot>() {
+            if let Ok(mut current) = slot.0.lock() {
+                *current = Some(copy);
+            }
+        }
+    }
+
+    /// Writes the parsed rows if there are enough (or all of them); remembers the first error.
+    async fn write(&self, copy: &mut CopyIn, all: bool) {
+        if copy.error.is_some() {
+            return;
+        }
+        if let Some((rows, lines_before)) = copy.ready_rows(all) {
+            match self.engine.insert_text_rows(&copy.table, &copy.columns, &rows, lines_before).await {
+                Ok(n) => copy.written += n,
+                Err(e) => copy.error = Some(format!("{e} (rows before line {} are written)", lines_before + 1)),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl CopyHandler for IsobarCopy {
+    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyData outside a COPY".into())) };
+        if copy.error.is_none() {
+            if let Err(e) = copy.feed(&copy_data.data) {
+                copy.error = Some(e);
+            }
+        }
+        self.write(&mut copy, false).await;
+        Self::put_back(client, copy);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyDone outside a COPY".into())) };
+        if copy.error.is_none() {
+            if let Err(e) = copy.finish() {
+                copy.error = Some(e);
+            }
+        }
+        self.write(&mut copy, true).await;
+        if let Some(reason) = copy.error {
+            return Err(user_error("22P04", format!("COPY {}: {reason}", copy.table)));
+        }
+        let tag = Tag::new("COPY").with_rows(usize::try_from(copy.written).unwrap_or(usize::MAX));
+        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let written = Self::take(client).map_or(0, |c| c.written);
+        user_error("57014", format!("COPY stopped by the client: {} ({written} rows were written)", fail.message))
+    }
 }
 
 #[cfg(test)]

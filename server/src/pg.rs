@@ -28,15 +28,15 @@ use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use futures::{Sink, SinkExt};
+use futures::Sink;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use isobar_query::{CATALOG, QueryEngine, check_statement};
 
 use crate::auth::Authenticator;
 use crate::config::PostgresConfig;
-use crate::copy::{self, CopyIn, CopySlot};
+use crate::copy::{self, CopySlot, IsobarCopy};
 use crate::error::{Error, Result};
 use crate::metrics::QueryMetrics;
 
@@ -65,7 +65,7 @@ impl PgHandlers {
         Ok(Self {
             auth: Authenticator::new(config, Arc::clone(&connections))?,
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
-            copy: Arc::new(IsobarCopy { engine: engine.clone() }),
+            copy: Arc::new(IsobarCopy::new(engine.clone())),
             simple: Arc::new(CountedSimple { inner: Arc::clone(&session), metrics: Arc::clone(&metrics), timeout_ms }),
             extended: Arc::new(CheckedExtended { inner: session, metrics, timeout_ms }),
         })
@@ -270,91 +270,8 @@ impl QueryHook for IsobarHook {
     }
 }
 
-/// Receives the rows of a `COPY ... FROM STDIN` the hook started.
-#[derive(Debug)]
-struct IsobarCopy {
-    engine: QueryEngine,
-}
-
-impl IsobarCopy {
-    fn take<C: ClientInfo>(client: &C) -> Option<CopyIn> {
-        client.session_extensions().get::<CopySlot>().and_then(|slot| slot.0.lock().ok()?.take())
-    }
-
-    fn put_back<C: ClientInfo>(client: &C, copy: CopyIn) {
-        if let Some(slot) = client.session_extensions().get::<CopySlot>() {
-            if let Ok(mut current) = slot.0.lock() {
-                *current = Some(copy);
-            }
-        }
-    }
-
-    /// Writes the parsed rows if there are enough (or all of them); remembers the first error.
-    async fn write(&self, copy: &mut CopyIn, all: bool) {
-        if copy.error.is_some() {
-            return;
-        }
-        if let Some((rows, lines_before)) = copy.ready_rows(all) {
-            match self.engine.insert_text_rows(&copy.table, &copy.columns, &rows, lines_before).await {
-                Ok(n) => copy.written += n,
-                Err(e) => copy.error = Some(format!("{e} (rows before line {} are written)", lines_before + 1)),
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl CopyHandler for IsobarCopy {
-    async fn on_copy_data<C>(&self, client: &mut C, copy_data: CopyData) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyData outside a COPY".into())) };
-        if copy.error.is_none() {
-            if let Err(e) = copy.feed(&copy_data.data) {
-                copy.error = Some(e);
-            }
-        }
-        self.write(&mut copy, false).await;
-        Self::put_back(client, copy);
-        Ok(())
-    }
-
-    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyDone outside a COPY".into())) };
-        if copy.error.is_none() {
-            if let Err(e) = copy.finish() {
-                copy.error = Some(e);
-            }
-        }
-        self.write(&mut copy, true).await;
-        if let Some(reason) = copy.error {
-            return Err(user_error("22P04", format!("COPY {}: {reason}", copy.table)));
-        }
-        let tag = Tag::new("COPY").with_rows(usize::try_from(copy.written).unwrap_or(usize::MAX));
-        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
-        Ok(())
-    }
-
-    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let written = Self::take(client).map_or(0, |c| c.written);
-        user_error("57014", format!("COPY stopped by the client: {} ({written} rows were written)", fail.message))
-    }
-}
-
-fn user_error(code: &str, message: String) -> PgWireError {
+/// An error for the client, with its SQLSTATE.
+pub(crate) fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), code.into(), message)))
 }
 
