@@ -30,7 +30,7 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use futures::Sink;
+use futures::{Sink, StreamExt};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use isobar_query::{CATALOG, QueryEngine, check_statement};
 
@@ -94,10 +94,35 @@ impl PgWireServerHandlers for PgHandlers {
     }
 }
 
-/// Gives a session the configured statement timeout until it sets its own
-/// (datafusion-postgres reads it from the session's metadata).
-fn default_statement_timeout<C: ClientInfo>(client: &mut C, timeout_ms: u64) {
-    client.metadata_mut().entry("statement_timeout_ms".to_owned()).or_insert_with(|| timeout_ms.to_string());
+/// Where a session's statement timeout lives (datafusion-postgres reads it for planning).
+const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+/// Gives a session the configured statement timeout until it sets its own, and returns the
+/// deadline of a statement that starts now (`None`: no limit, `SET statement_timeout = 0`).
+fn statement_deadline<C: ClientInfo>(client: &mut C, timeout_ms: u64) -> Option<tokio::time::Instant> {
+    let ms = client.metadata_mut().entry(STATEMENT_TIMEOUT_KEY.to_owned()).or_insert_with(|| timeout_ms.to_string());
+    let ms: u64 = ms.parse().unwrap_or(timeout_ms);
+    (ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+/// Bounds a query's execution, not only its planning: rows that are not ready by the
+/// deadline end the stream with `57014`, and dropping the stream stops the query.
+fn with_deadline(response: Response, deadline: Option<tokio::time::Instant>) -> Response {
+    let (mut query, deadline) = match (response, deadline) {
+        (Response::Query(query), Some(deadline)) => (query, deadline),
+        (other, _) => return other,
+    };
+    let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    let bounded = futures::stream::unfold(Some(rows), move |rows| async move {
+        let mut rows = rows?;
+        match tokio::time::timeout_at(deadline, rows.next()).await {
+            Ok(Some(row)) => Some((row, Some(rows))),
+            Ok(None) => None,
+            Err(_) => Some((Err(user_error("57014", "canceling statement due to statement timeout".into())), None)),
+        }
+    });
+    query.data_rows = Box::pin(bounded);
+    Response::Query(query)
 }
 
 /// The simple query protocol, counted.
@@ -117,11 +142,11 @@ impl SimpleQueryHandler for CountedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        default_statement_timeout(client, self.timeout_ms);
+        let deadline = statement_deadline(client, self.timeout_ms);
         let result = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
         let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
         self.metrics.record(started, failed);
-        result
+        result.map(|responses| responses.into_iter().map(|r| with_deadline(r, deadline)).collect())
     }
 }
 
@@ -150,7 +175,7 @@ impl ExtendedQueryHandler for CheckedExtended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        default_statement_timeout(client, self.timeout_ms);
+        let deadline = statement_deadline(client, self.timeout_ms);
         if let (_, Some((_, plan))) = &portal.statement.statement {
             let expected = plan.get_parameter_types().map_or(0, |p| p.len());
             if portal.parameters.len() != expected {
@@ -163,7 +188,7 @@ impl ExtendedQueryHandler for CheckedExtended {
         }
         let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await;
         self.metrics.record(started, result.is_err());
-        result
+        result.map(|r| with_deadline(r, deadline))
     }
 }
 

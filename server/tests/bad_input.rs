@@ -126,3 +126,16 @@ async fn a_client_that_drops_mid_query_does_not_hurt_the_others() {
     let answer = tokio::time::timeout(Duration::from_secs(30), other.query_one("SELECT 8::BIGINT", &[])).await.expect("answered in time");
     assert_eq!(answer.expect("served").get::<_, i64>(0), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_statement_timeout_is_cancelled_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute("SET statement_timeout = 200").await.expect("set");
+    let started = std::time::Instant::now();
+    let err = client.simple_query("SELECT count(*) FROM generate_series(1, 20000000000)").await.expect_err("cancelled");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "cancelled near its deadline, not at the end");
+    assert_eq!(client.query_one("SELECT 9::BIGINT", &[]).await.expect("the session goes on").get::<_, i64>(0), 9);
+}
