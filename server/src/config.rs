@@ -30,6 +30,10 @@ pub(crate) struct PostgresConfig {
     /// Users who may connect (SCRAM-SHA-256). None: every client is trusted, which isobar
     /// allows only on a loopback listener.
     pub(crate) users: Vec<UserConfig>,
+    /// PEM certificate chain for TLS; TLS is on when this and `tls_key_path` are set.
+    pub(crate) tls_cert_path: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub(crate) tls_key_path: Option<PathBuf>,
 }
 
 /// One user of the Postgres listener.
@@ -91,7 +95,13 @@ impl Default for Config {
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 5433)), connections_max: 256, users: Vec::new() }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5433)),
+            connections_max: 256,
+            users: Vec::new(),
+            tls_cert_path: None,
+            tls_key_path: None,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod metrics;
 mod pg;
 mod pg_functions;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Instant;

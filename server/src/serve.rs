@@ -35,6 +35,11 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
     };
+    let tls = match (&config.postgres.tls_cert_path, &config.postgres.tls_key_path) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(Error::Config("postgres: set both tls_cert_path and tls_key_path, or neither".into())),
+    };
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -61,9 +66,9 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
             _ = interrupt.recv() => break,
         };
         let Ok((socket, _)) = accepted else { continue };
-        let handlers = Arc::clone(&handlers);
+        let (handlers, tls) = (Arc::clone(&handlers), tls.clone());
         connections.spawn(async move {
-            let _ = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await;
+            let _ = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await;
             drop(slot);
         });
         while connections.try_join_next().is_some() {}

@@ -44,3 +44,35 @@ fn trusting_clients_off_loopback_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no postgres.users are configured"), "{stderr}");
 }
+
+#[test]
+fn tls_serves_clients_that_require_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let extra = format!("tls_cert_path = {:?}\ntls_key_path = {:?}", cert.display().to_string(), key.display().to_string());
+    let server = Server::start_with(&dir.path().join("data"), &extra);
+    let psql = |sslmode: &str| {
+        Command::new("psql")
+            .args(["-X", "-At", "-c", "SELECT 'queried'"])
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", server.pg_port.to_string())
+            .env("PGUSER", "isobar")
+            .env("PGDATABASE", "isobar")
+            .env("PGSSLMODE", sslmode)
+            .output()
+            .expect("psql runs")
+    };
+    for mode in ["require", "disable"] {
+        let out = psql(mode);
+        assert!(out.status.success(), "sslmode={mode}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "queried");
+    }
+}
