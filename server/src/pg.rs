@@ -12,6 +12,8 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
@@ -125,6 +127,18 @@ fn with_deadline(response: Response, deadline: Option<tokio::time::Instant>) -> 
     Response::Query(query)
 }
 
+/// The highest `$n` in `sql` (0 for none): the parameters a Bind must supply. Counted from
+/// the tokens, since a plan does not list the placeholders inside its subqueries. `None` when
+/// the text does not tokenize (planning reports that).
+fn placeholders(sql: &str) -> Option<usize> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let numbers = tokens.iter().filter_map(|t| match t {
+        Token::Placeholder(p) => p.strip_prefix('$')?.parse::<usize>().ok(),
+        _ => None,
+    });
+    Some(numbers.max().unwrap_or(0))
+}
+
 /// The simple query protocol, counted.
 struct CountedSimple {
     inner: Arc<DfSessionService>,
@@ -176,8 +190,7 @@ impl ExtendedQueryHandler for CheckedExtended {
     {
         let started = Instant::now();
         let deadline = statement_deadline(client, self.timeout_ms);
-        if let (_, Some((_, plan))) = &portal.statement.statement {
-            let expected = plan.get_parameter_types().map_or(0, |p| p.len());
+        if let Some(expected) = placeholders(&portal.statement.statement.0) {
             if portal.parameters.len() != expected {
                 self.metrics.record(started, true);
                 return Err(user_error(
@@ -313,4 +326,16 @@ fn pg_error(e: &isobar_query::Error) -> PgWireError {
         _ => "XX000",
     };
     user_error(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_are_counted_in_subqueries_but_not_in_strings_or_comments() {
+        assert_eq!(placeholders("SELECT 1"), Some(0));
+        assert_eq!(placeholders("SELECT $1 FROM t WHERE x IN (SELECT y FROM u WHERE z = $3) -- $9"), Some(3));
+        assert_eq!(placeholders("SELECT '$7', $2"), Some(2));
+    }
 }
