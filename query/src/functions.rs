@@ -78,15 +78,18 @@ struct FirstLastAccumulator {
     best: Option<(i64, ScalarValue)>,
 }
 
-impl FirstLastAccumulator {
-    fn better(&self, time: i64) -> bool {
-        match (&self.best, self.which) {
+impl Which {
+    /// Whether a row at `time` beats the best so far.
+    fn beats(self, time: i64, best: Option<i64>) -> bool {
+        match (best, self) {
             (None, _) => true,
-            (Some((best, _)), Which::First) => time < *best,
-            (Some((best, _)), Which::Last) => time > *best,
+            (Some(best), Which::First) => time < best,
+            (Some(best), Which::Last) => time > best,
         }
     }
+}
 
+impl FirstLastAccumulator {
     /// Considers every row of `values` at `times`.
     fn offer(&mut self, values: &ArrayRef, times: &ArrayRef) -> Result<()> {
         let times = cast(times, &DataType::Int64)?;
@@ -97,17 +100,12 @@ impl FirstLastAccumulator {
                 continue;
             }
             let t = times.value(row);
-            let wins = match (pick, self.which) {
-                (None, _) => true,
-                (Some((_, p)), Which::First) => t < p,
-                (Some((_, p)), Which::Last) => t > p,
-            };
-            if wins {
+            if self.which.beats(t, pick.map(|(_, p)| p)) {
                 pick = Some((row, t));
             }
         }
         if let Some((row, t)) = pick {
-            if self.better(t) {
+            if self.which.beats(t, self.best.as_ref().map(|(b, _)| *b)) {
                 self.best = Some((t, ScalarValue::try_from_array(values, row)?));
             }
         }

@@ -39,69 +39,66 @@ pub(crate) struct CopyFormat {
     pub(crate) escape: char,
 }
 
+/// Options a COPY statement sets; the rest come from its format's defaults.
+#[derive(Debug, Default)]
+struct CopyOptions {
+    csv: bool,
+    delimiter: Option<char>,
+    null: Option<String>,
+    header: bool,
+    quote: Option<char>,
+    escape: Option<char>,
+}
+
 impl CopyFormat {
-    fn text() -> Self {
-        Self { csv: false, delimiter: '\t', null: "\\N".into(), header: false, quote: '"', escape: '"' }
-    }
-
-    fn csv(mut self) -> Self {
-        self.csv = true;
-        self.delimiter = ',';
-        self.null = String::new();
-        self
-    }
-
     /// The format a statement's options (new or pre-9.0 syntax) describe.
     pub(crate) fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self, String> {
-        let mut f = Self::text();
-        for o in options {
-            match o {
+        let mut o = CopyOptions::default();
+        for option in options {
+            match option {
                 CopyOption::Format(name) => match name.value.to_lowercase().as_str() {
-                    "csv" => f = f.clone().csv_keeping(&f),
-                    "text" => {}
+                    "csv" => o.csv = true,
+                    "text" => o.csv = false,
                     other => return Err(format!("COPY format {other} is not supported (text and csv are)")),
                 },
-                CopyOption::Delimiter(c) => f.delimiter = *c,
-                CopyOption::Null(s) => f.null = s.clone(),
-                CopyOption::Header(h) => f.header = *h,
-                CopyOption::Quote(c) => f.quote = *c,
-                CopyOption::Escape(c) => f.escape = *c,
+                CopyOption::Delimiter(c) => o.delimiter = Some(*c),
+                CopyOption::Null(n) => o.null = Some(n.clone()),
+                CopyOption::Header(h) => o.header = *h,
+                CopyOption::Quote(c) => o.quote = Some(*c),
+                CopyOption::Escape(c) => o.escape = Some(*c),
                 CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
                 other => return Err(format!("COPY option {other} is not supported")),
             }
         }
-        for o in legacy {
-            match o {
+        for option in legacy {
+            match option {
                 CopyLegacyOption::Csv(csv_options) => {
-                    f = f.clone().csv_keeping(&f);
+                    o.csv = true;
                     for c in csv_options {
                         match c {
-                            CopyLegacyCsvOption::Header => f.header = true,
-                            CopyLegacyCsvOption::Quote(q) => f.quote = *q,
-                            CopyLegacyCsvOption::Escape(e) => f.escape = *e,
+                            CopyLegacyCsvOption::Header => o.header = true,
+                            CopyLegacyCsvOption::Quote(q) => o.quote = Some(*q),
+                            CopyLegacyCsvOption::Escape(e) => o.escape = Some(*e),
                             other => return Err(format!("COPY option {other} is not supported")),
                         }
                     }
                 }
-                CopyLegacyOption::Delimiter(c) => f.delimiter = *c,
-                CopyLegacyOption::Null(s) => f.null = s.clone(),
+                CopyLegacyOption::Delimiter(c) => o.delimiter = Some(*c),
+                CopyLegacyOption::Null(n) => o.null = Some(n.clone()),
                 other => return Err(format!("COPY option {other} is not supported")),
             }
         }
-        Ok(f)
-    }
-
-    /// Switches to CSV, keeping a delimiter or NULL string set before the switch.
-    fn csv_keeping(self, before: &Self) -> Self {
-        let text = Self::text();
-        let mut f = self.csv();
-        if before.delimiter != text.delimiter {
-            f.delimiter = before.delimiter;
-        }
-        if before.null != text.null {
-            f.null = before.null.clone();
-        }
-        f
+        // PostgreSQL's defaults: tab and `\N` for text, comma and the empty string for CSV.
+        let (delimiter, null) = if o.csv { (',', String::new()) } else { ('\t', "\\N".to_owned()) };
+        let quote = o.quote.unwrap_or('"');
+        Ok(Self {
+            csv: o.csv,
+            delimiter: o.delimiter.unwrap_or(delimiter),
+            null: o.null.unwrap_or(null),
+            header: o.header,
+            quote,
+            escape: o.escape.unwrap_or(quote),
+        })
     }
 }
 
@@ -377,13 +374,17 @@ impl CopyHandler for IsobarCopy {
 mod tests {
     use super::*;
 
+    fn text() -> CopyFormat {
+        CopyFormat::from_options(&[], &[]).expect("defaults")
+    }
+
     fn csv() -> CopyFormat {
-        CopyFormat::text().csv()
+        CopyFormat { csv: true, delimiter: ',', null: String::new(), ..text() }
     }
 
     #[test]
     fn text_rows_unescape_and_know_null() {
-        let f = CopyFormat::text();
+        let f = text();
         assert_eq!(
             split_text("a\\tb\t\\N\tc\\\\d\t", &f).expect("valid"),
             [Some("a\tb".into()), None, Some("c\\d".into()), Some(String::new())]
@@ -436,7 +437,7 @@ mod tests {
             };
             CopyFormat::from_options(&options, &legacy_options)
         };
-        assert_eq!(format("COPY t FROM STDIN").expect("text"), CopyFormat::text());
+        assert_eq!(format("COPY t FROM STDIN").expect("text"), CopyFormat { csv: false, delimiter: '\t', null: "\\N".into(), header: false, quote: '"', escape: '"' });
         assert_eq!(format("COPY t FROM STDIN WITH (FORMAT csv, HEADER true)").expect("csv"), CopyFormat { header: true, ..csv() });
         assert_eq!(format("COPY t FROM STDIN csv header").expect("legacy csv"), CopyFormat { header: true, ..csv() });
         assert_eq!(format("COPY t FROM STDIN WITH (DELIMITER ';', FORMAT csv)").expect("csv").delimiter, ';');

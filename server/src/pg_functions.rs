@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, new_null_array};
+use datafusion::arrow::array::{Array, AsArray, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -64,30 +64,33 @@ pub(crate) async fn register(context: &SessionContext) -> Result<()> {
 
 /// `current_setting(name)`: the server's value of a setting; an error names an unknown one.
 fn current_setting() -> ScalarUDF {
-    let setting = |name: &str| -> Result<String> {
+    text_function("current_setting", DataType::Utf8, |name| {
         let lower = name.to_lowercase();
         match SETTINGS.iter().find(|(n, _)| *n == lower) {
-            Some((_, value)) => Ok((*value).to_owned()),
+            Some((_, value)) => Ok(ScalarValue::Utf8(Some((*value).to_owned()))),
             None => exec_err!("unrecognized configuration parameter \"{name}\""),
         }
-    };
+    })
+}
+
+/// A one-argument text function: `f` maps each non-null name to a value of `out_type`; NULL
+/// maps to NULL.
+fn text_function(name: &str, out_type: DataType, f: impl Fn(&str) -> Result<ScalarValue> + Send + Sync + 'static) -> ScalarUDF {
+    let null = ScalarValue::try_from(&out_type).unwrap_or(ScalarValue::Null);
     let function = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
-        let [arg] = args else { return exec_err!("current_setting takes one argument") };
+        let [arg] = args else { return exec_err!("this function takes one argument") };
+        let names = arg.to_array(1)?;
+        let names = cast(&names, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let values: Vec<ScalarValue> =
+            (0..names.len()).map(|i| if names.is_null(i) { Ok(null.clone()) } else { f(names.value(i)) }).collect::<Result<_>>()?;
         match arg {
-            ColumnarValue::Scalar(s) => match s.try_as_str() {
-                Some(Some(name)) => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(setting(name)?)))),
-                _ => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
-            },
-            ColumnarValue::Array(a) => {
-                let names = cast(a, &DataType::Utf8)?;
-                let names = names.as_string::<i32>();
-                let values: StringArray =
-                    (0..names.len()).map(|i| (!names.is_null(i)).then(|| setting(names.value(i))).transpose()).collect::<Result<_>>()?;
-                Ok(ColumnarValue::Array(Arc::new(values)))
-            }
+            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(values.into_iter().next().unwrap_or_else(|| null.clone()))),
+            ColumnarValue::Array(_) if values.is_empty() => Ok(ColumnarValue::Array(new_null_array(&null.data_type(), 0))),
+            ColumnarValue::Array(_) => Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?)),
         }
     };
-    create_udf("current_setting", vec![DataType::Utf8], DataType::Utf8, Volatility::Stable, Arc::new(function))
+    create_udf(name, vec![DataType::Utf8], out_type, Volatility::Stable, Arc::new(function))
 }
 
 /// `to_regtype(name)`: the type's OID in `pg_type`, or NULL for a type the server lacks.
@@ -105,31 +108,11 @@ async fn to_regtype(context: &SessionContext) -> Result<ScalarUDF> {
         }
     }
     let null = ScalarValue::try_from(&oid_type)?;
-    let lookup = move |name: &str| -> ScalarValue {
+    let lookup = move |name: &str| -> Result<ScalarValue> {
         let name = name.trim().trim_matches('"').to_lowercase();
         let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
         let name = TYPE_ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, real)| real);
-        oids.get(name).cloned().unwrap_or_else(|| null.clone())
+        Ok(oids.get(name).cloned().unwrap_or_else(|| null.clone()))
     };
-    let out_type = oid_type.clone();
-    let function = move |args: &[ColumnarValue]| -> Result<ColumnarValue> {
-        let [arg] = args else { return exec_err!("to_regtype takes one argument") };
-        match arg {
-            ColumnarValue::Scalar(s) => match s.try_as_str() {
-                Some(Some(name)) => Ok(ColumnarValue::Scalar(lookup(name))),
-                _ => Ok(ColumnarValue::Scalar(ScalarValue::try_from(&out_type)?)),
-            },
-            ColumnarValue::Array(a) => {
-                let names = cast(a, &DataType::Utf8)?;
-                let names = names.as_string::<i32>();
-                let values: Vec<ScalarValue> = (0..names.len())
-                    .map(|i| if names.is_null(i) { ScalarValue::try_from(&out_type) } else { Ok(lookup(names.value(i))) })
-                    .collect::<Result<_>>()?;
-                let array: ArrayRef =
-                    if values.is_empty() { new_null_array(&out_type, 0) } else { ScalarValue::iter_to_array(values)? };
-                Ok(ColumnarValue::Array(array))
-            }
-        }
-    };
-    Ok(create_udf("to_regtype", vec![DataType::Utf8], oid_type, Volatility::Stable, Arc::new(function)))
+    Ok(text_function("to_regtype", oid_type, lookup))
 }
