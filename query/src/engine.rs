@@ -113,7 +113,10 @@ impl QueryEngine {
         Ok(outputs)
     }
 
-    async fn execute_statement(&self, statement: DfStatement) -> Result<Output> {
+    async fn execute_statement(&self, mut statement: DfStatement) -> Result<Output> {
+        if let DfStatement::Statement(s) = &mut statement {
+            crate::subquery::aggregate_scalar_subqueries(s);
+        }
         match &statement {
             DfStatement::CreateExternalTable(_) => return Err(refused_external_table()),
             DfStatement::CopyTo(_) => return Err(refused_copy_to()),

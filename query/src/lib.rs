@@ -18,9 +18,11 @@ mod functions;
 mod information_schema;
 mod insert;
 mod pushdown;
+mod subquery;
 mod table;
 
 pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};
+pub use subquery::aggregate_scalar_subqueries;
 pub use table::column_names;
 pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, check_statement};
 pub use error::{Error, Result};

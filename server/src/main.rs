@@ -15,6 +15,7 @@ mod http;
 mod metrics;
 mod pg;
 mod pg_functions;
+mod pg_params;
 mod serve;
 mod tls;
 

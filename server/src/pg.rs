@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -32,9 +33,10 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{Sink, StreamExt};
 use datafusion_postgres::{DfSessionService, QueryHook};
-use isobar_query::{CATALOG, QueryEngine, check_statement};
+use isobar_query::{CATALOG, QueryEngine, aggregate_scalar_subqueries, check_statement};
 
 use crate::auth::Authenticator;
 use crate::config::PostgresConfig;
@@ -199,7 +201,8 @@ impl ExtendedQueryHandler for CheckedExtended {
                 ));
             }
         }
-        let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await;
+        let aligned = crate::pg_params::aligned(portal);
+        let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows).await;
         self.metrics.record(started, result.is_err());
         result.map(|r| with_deadline(r, deadline))
     }
@@ -245,6 +248,17 @@ impl IsobarHook {
 }
 
 impl IsobarHook {
+    /// `statement` with its scalar subqueries aggregated, planned; `None` when it has none to
+    /// aggregate and DataFusion's own planning applies.
+    async fn plan_aggregated(&self, statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
+        let mut statement = statement.clone();
+        if !aggregate_scalar_subqueries(&mut statement) {
+            return None;
+        }
+        let planned = self.engine.context().state().statement_to_plan(DfStatement::Statement(Box::new(statement))).await;
+        Some(planned.map_err(|e| PgWireError::ApiError(Box::new(e))))
+    }
+
     /// `SHOW` of a setting no session changes, answered from `current_setting`.
     async fn show_constant(&self, name: &str) -> PgWireResult<Response> {
         let sql = format!("SELECT current_setting('{name}') AS {name}");
@@ -272,6 +286,16 @@ impl QueryHook for IsobarHook {
                 return Some(self.show_constant(&variable[0].value.to_lowercase()).await);
             }
         }
+        if let Some(plan) = self.plan_aggregated(statement).await {
+            let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            return Some(match plan {
+                Ok(plan) => match self.engine.context().execute_logical_plan(plan).await {
+                    Ok(frame) => encode_dataframe(frame, &Format::UnifiedText, Some(format)).await.map(Response::Query),
+                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+                },
+                Err(e) => Err(e),
+            });
+        }
         self.run(statement, client).await
     }
 
@@ -293,7 +317,10 @@ impl QueryHook for IsobarHook {
                 | Statement::ReleaseSavepoint { .. }
                 | Statement::Rollback { savepoint: Some(_), .. }
         );
-        ours.then(|| Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })))
+        if ours {
+            return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
+        }
+        self.plan_aggregated(statement).await
     }
 
     async fn handle_extended_query(

@@ -1,12 +1,14 @@
 //! PostgreSQL functions drivers call on connect that `pg_catalog` does not bring:
 //! `version()` (SQLAlchemy and Grafana parse the server version out of it),
 //! `current_setting(name)` (Grafana's version detection and search path) and
-//! `to_regtype(name)` (psycopg's type lookup), answered from `pg_catalog.pg_type`.
+//! `to_regtype(name)` (psycopg's type lookup), answered from `pg_catalog.pg_type`, and
+//! `pg_type_is_visible(oid)` (SQLAlchemy's domain reflection): every type is, as isobar has
+//! one schema.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, new_null_array};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
@@ -59,6 +61,14 @@ pub(crate) async fn register(context: &SessionContext) -> Result<()> {
     context.register_udf(create_udf("version", Vec::new(), DataType::Utf8, Volatility::Immutable, Arc::new(answer)));
     context.register_udf(to_regtype(context).await?);
     context.register_udf(current_setting());
+    let visible = |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let [oid] = args else { return exec_err!("pg_type_is_visible takes one argument") };
+        Ok(match oid {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))),
+            ColumnarValue::Array(oids) => ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; oids.len()]))),
+        })
+    };
+    context.register_udf(create_udf("pg_type_is_visible", vec![DataType::Int32], DataType::Boolean, Volatility::Stable, Arc::new(visible)));
     Ok(())
 }
 

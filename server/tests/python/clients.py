@@ -1,8 +1,5 @@
 """Python clients against a running isobar: psycopg 3, SQLAlchemy 2 and pandas.
 
-SQLAlchemy's column reflection (`inspect().get_columns`) is not covered yet: its catalog query
-binds parameters that datafusion-postgres does not infer (tracked on the SQL issue).
-
 Run by server/tests/python.rs with the server's port as the only argument; exits non-zero with
 the failing check on the first mismatch.
 """
@@ -46,7 +43,16 @@ engine = sqlalchemy.create_engine(f"postgresql+psycopg://isobar@127.0.0.1:{port}
 with engine.connect() as conn:
     value = conn.execute(sqlalchemy.text("SELECT max(sensor_value) FROM weather")).scalar()
     assert value == 99.0, f"SQLAlchemy scalar: {value}"
-assert sqlalchemy.inspect(engine).has_table("weather"), "SQLAlchemy sees the table"
+inspector = sqlalchemy.inspect(engine)
+assert inspector.has_table("weather"), "SQLAlchemy sees the table"
+columns = [(c["name"], type(c["type"]).__name__) for c in inspector.get_columns("weather")]
+assert columns == [
+    ("time", "TIMESTAMP"),
+    ("station_id", "TEXT"),
+    ("sensor_id", "TEXT"),
+    ("sensor_value", "DOUBLE_PRECISION"),
+    ("direction", "BIGINT"),
+], f"SQLAlchemy columns: {columns}"
 frame = pandas.read_sql(
     "SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) AS n FROM weather GROUP BY 1 ORDER BY 1", engine
 )
