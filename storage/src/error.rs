@@ -63,6 +63,12 @@ impl DecodeError {
         Self { offset: offset as u64, reason: reason.into() }
     }
 
+    /// The same error in a buffer that starts `by` bytes into the one it was found in.
+    pub(crate) fn shifted(mut self, by: usize) -> Self {
+        self.offset += by as u64;
+        self
+    }
+
     /// Places the error in a file, `base` being where the decoded buffer starts in it.
     pub(crate) fn in_file(self, file: impl Into<PathBuf>, base: u64) -> Error {
         Error::Corrupt { file: file.into(), offset: base + self.offset, reason: self.reason }

@@ -92,3 +92,26 @@ fn wrong_value_counts_are_errors() {
     let encoded = encode_bool(&[true, false, true], &opts());
     assert!(decode_bool(&encoded, 9).is_err());
 }
+
+#[test]
+fn a_moving_average_is_stored_to_decode_fast_at_about_ten_bits() {
+    let mut walk = 150_000i64;
+    let mut window = std::collections::VecDeque::new();
+    let mut rng = 7u64;
+    let values: Vec<f64> = (0..100_000)
+        .map(|_| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            walk += ((rng >> 33) % 101) as i64 - 50;
+            window.push_back(walk as f64 / 1e4);
+            if window.len() > 10 {
+                window.pop_front();
+            }
+            window.iter().sum::<f64>() / window.len() as f64
+        })
+        .collect();
+    let encoded = encode_f64(&values, &CodecOptions::default());
+    assert_eq!(encoded[0], Codec::PackedDecimalUlp as u8);
+    let bits_per_value = encoded.len() as f64 * 8.0 / values.len() as f64;
+    assert!(bits_per_value < 10.5, "{bits_per_value} bits per value");
+    assert!(same_f64(&decode_f64(&encoded, values.len()).expect("decodes"), &values));
+}
