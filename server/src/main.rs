@@ -14,6 +14,7 @@ mod error;
 mod http;
 mod metrics;
 mod pg;
+mod pg_direct;
 mod pg_functions;
 mod pg_params;
 mod serve;

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -33,7 +32,6 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{Sink, StreamExt};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use isobar_query::{CATALOG, QueryEngine, aggregate_scalar_subqueries, check_statement};
@@ -43,6 +41,7 @@ use crate::config::PostgresConfig;
 use crate::copy::{self, CopySlot, IsobarCopy};
 use crate::error::{Error, Result};
 use crate::metrics::QueryMetrics;
+use crate::pg_direct::{self, DirectParser, direct_query};
 
 /// Everything one Postgres connection needs; shared by all connections.
 pub(crate) struct PgHandlers {
@@ -70,8 +69,13 @@ impl PgHandlers {
             auth: Authenticator::new(config, Arc::clone(&connections))?,
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
             copy: Arc::new(IsobarCopy::new(engine.clone())),
-            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), metrics: Arc::clone(&metrics), timeout_ms }),
-            extended: Arc::new(CheckedExtended { inner: session, metrics, timeout_ms }),
+            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), engine: engine.clone(), metrics: Arc::clone(&metrics), timeout_ms }),
+            extended: Arc::new(CheckedExtended {
+                parser: Arc::new(DirectParser { inner: session.query_parser(), engine: engine.clone() }),
+                inner: session,
+                metrics,
+                timeout_ms,
+            }),
         })
     }
 }
@@ -144,6 +148,7 @@ fn placeholders(sql: &str) -> Option<usize> {
 /// The simple query protocol, counted.
 struct CountedSimple {
     inner: Arc<DfSessionService>,
+    engine: QueryEngine,
     metrics: Arc<QueryMetrics>,
     timeout_ms: u64,
 }
@@ -159,7 +164,13 @@ impl SimpleQueryHandler for CountedSimple {
     {
         let started = Instant::now();
         let deadline = statement_deadline(client, self.timeout_ms);
-        let result = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await;
+        let result = match direct_query(query) {
+            Some(statement) => match pg_direct::plan(&self.engine, statement).await {
+                Ok(plan) => pg_direct::run(&self.engine, plan, client).await.map(|r| vec![r]),
+                Err(e) => Err(e),
+            },
+            None => SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await,
+        };
         let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
         self.metrics.record(started, failed);
         result.map(|responses| responses.into_iter().map(|r| with_deadline(r, deadline)).collect())
@@ -170,6 +181,7 @@ impl SimpleQueryHandler for CountedSimple {
 /// exactly the parameters its statement has (datafusion-postgres ignores extra ones).
 struct CheckedExtended {
     inner: Arc<DfSessionService>,
+    parser: Arc<DirectParser<<DfSessionService as ExtendedQueryHandler>::QueryParser>>,
     metrics: Arc<QueryMetrics>,
     timeout_ms: u64,
 }
@@ -177,10 +189,10 @@ struct CheckedExtended {
 #[async_trait]
 impl ExtendedQueryHandler for CheckedExtended {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = DirectParser<<DfSessionService as ExtendedQueryHandler>::QueryParser>;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::clone(&self.parser)
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
@@ -255,8 +267,7 @@ impl IsobarHook {
         if !aggregate_scalar_subqueries(&mut statement) {
             return None;
         }
-        let planned = self.engine.context().state().statement_to_plan(DfStatement::Statement(Box::new(statement))).await;
-        Some(planned.map_err(|e| PgWireError::ApiError(Box::new(e))))
+        Some(pg_direct::plan(&self.engine, statement).await)
     }
 
     /// `SHOW` of a setting no session changes, answered from `current_setting`.
@@ -287,12 +298,8 @@ impl QueryHook for IsobarHook {
             }
         }
         if let Some(plan) = self.plan_aggregated(statement).await {
-            let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
             return Some(match plan {
-                Ok(plan) => match self.engine.context().execute_logical_plan(plan).await {
-                    Ok(frame) => encode_dataframe(frame, &Format::UnifiedText, Some(format)).await.map(Response::Query),
-                    Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-                },
+                Ok(plan) => pg_direct::run(&self.engine, plan, client).await,
                 Err(e) => Err(e),
             });
         }
