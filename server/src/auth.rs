@@ -17,7 +17,8 @@ use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterP
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use futures::Sink;
+use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
+use futures::{Sink, SinkExt};
 
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
@@ -126,8 +127,21 @@ pub(crate) struct Trust {
     connections: Arc<ConnectionManager>,
 }
 
+#[async_trait]
 impl NoopStartupHandler for Trust {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(Arc::clone(&self.connections))
+    }
+
+    /// pgwire's trusting handler reports its own version string; isobar's follows it, and
+    /// clients keep the last value they are sent for a parameter.
+    async fn post_startup<C>(&self, client: &mut C, _message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new("server_version".into(), SERVER_VERSION.into()))).await?;
+        Ok(())
     }
 }

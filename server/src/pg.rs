@@ -25,8 +25,7 @@ use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandl
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
-use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::portal::Portal;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -260,21 +259,21 @@ impl IsobarHook {
 }
 
 impl IsobarHook {
-    /// `statement` with its scalar subqueries aggregated, planned; `None` when it has none to
-    /// aggregate and DataFusion's own planning applies.
-    async fn plan_aggregated(&self, statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
+    /// A plan for what the statement asks that isobar answers itself: a `SHOW` of the server
+    /// version (from `current_setting`), or a query with scalar subqueries to aggregate.
+    async fn plan_own(&self, statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
+        if let Statement::ShowVariable { variable } = statement {
+            if is_server_version(variable) {
+                let name = variable[0].value.to_lowercase();
+                let sql = format!("SELECT current_setting('{name}') AS {name}");
+                return Some(self.engine.context().state().create_logical_plan(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e))));
+            }
+        }
         let mut statement = statement.clone();
         if !aggregate_scalar_subqueries(&mut statement) {
             return None;
         }
         Some(pg_direct::plan(&self.engine, statement).await)
-    }
-
-    /// `SHOW` of a setting no session changes, answered from `current_setting`.
-    async fn show_constant(&self, name: &str) -> PgWireResult<Response> {
-        let sql = format!("SELECT current_setting('{name}') AS {name}");
-        let frame = self.engine.context().sql(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-        Ok(Response::Query(encode_dataframe(frame, &Format::UnifiedText, None).await?))
     }
 }
 
@@ -291,13 +290,7 @@ impl QueryHook for IsobarHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        // Text results only, so only in the simple protocol.
-        if let Statement::ShowVariable { variable } = statement {
-            if is_server_version(variable) {
-                return Some(self.show_constant(&variable[0].value.to_lowercase()).await);
-            }
-        }
-        if let Some(plan) = self.plan_aggregated(statement).await {
+        if let Some(plan) = self.plan_own(statement).await {
             return Some(match plan {
                 Ok(plan) => pg_direct::run(&self.engine, plan, client).await,
                 Err(e) => Err(e),
@@ -327,17 +320,22 @@ impl QueryHook for IsobarHook {
         if ours {
             return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
         }
-        self.plan_aggregated(statement).await
+        self.plan_own(statement).await
     }
 
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _plan: &LogicalPlan,
+        plan: &LogicalPlan,
         _params: &ParamValues,
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        // Answered here, or datafusion-postgres's `SHOW` hook would name itself. The value is
+        // text, whose binary form is its text form, so it suits either result format.
+        if matches!(statement, Statement::ShowVariable { variable } if is_server_version(variable)) {
+            return Some(pg_direct::run(&self.engine, plan.clone(), client).await);
+        }
         self.run(statement, client).await
     }
 }

@@ -270,4 +270,10 @@ async fn psql_lists_and_describes_tables() {
     }
     let answer = psql(&server, "SELECT 40 + 2 AS answer");
     assert!(answer.contains("42"), "{answer}");
+    // The version psql (and JDBC) take from the startup's ParameterStatus, with no password.
+    let version = psql(&server, "\\echo :SERVER_VERSION_NAME");
+    assert_eq!(version.trim(), "16.6");
+    // And what drivers `SHOW`, in the extended protocol too.
+    let shown = server.client().await.query_one("SHOW server_version", &[]).await.expect("show");
+    assert_eq!(shown.get::<_, String>(0), "16.6");
 }
