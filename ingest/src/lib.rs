@@ -2,9 +2,19 @@
 //! JSON payloads to table rows, batching, backpressure and dead letters.
 //!
 //! Sources write only through `isobar_storage::Storage::write` and acknowledge a message only
-//! after that call returns. The sources themselves arrive with the MQTT ingest work; until then
-//! this crate holds the fleet simulator, which also drives benchmarks and the demo.
+//! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
+//! into rows; `router.rs` runs a batch of messages through them into one write batch;
+//! `topic.rs` matches MQTT topic filters; `simulator.rs` is the fleet simulator,
+//! which also drives benchmarks and the demo.
 
+mod error;
+pub mod router;
+pub mod rule;
 pub mod simulator;
+pub mod topic;
+
+pub use error::{Error, Result};
+pub use router::{Routed, Router};
+pub use rule::{Message, Rule, RuleSpec, TimeUnit};
 
 pub use isobar_storage::{Point, WriteBatch};
