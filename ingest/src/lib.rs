@@ -4,10 +4,12 @@
 //! Sources write only through `isobar_storage::Storage::write` and acknowledge a message only
 //! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
 //! into rows; `router.rs` runs a batch of messages through them into one write batch;
-//! `topic.rs` matches MQTT topic filters; `simulator.rs` is the fleet simulator,
+//! `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes; `simulator.rs` is the fleet simulator,
 //! which also drives benchmarks and the demo.
 
 mod error;
+pub mod mqtt_codec;
+pub mod mqtt_listener;
 pub mod router;
 pub mod rule;
 pub mod simulator;

@@ -13,7 +13,7 @@
 
 mod expr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sqlparser::ast::{SelectItem, SetExpr, Statement};
 use sqlparser::dialect::GenericDialect;
@@ -31,7 +31,7 @@ use expr::{Context, Expr, Val};
 const FUTURE_TOLERANCE_NS: i64 = 86_400 * 1_000_000_000;
 
 /// A rule as configured.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Names the rule in errors and dead letters.
@@ -44,7 +44,7 @@ pub struct RuleSpec {
     #[serde(default)]
     pub tags: Vec<String>,
     /// The output holding the reading's time; without one, the arrival time is used.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
     /// The time output's unit.
     #[serde(default)]
@@ -52,7 +52,7 @@ pub struct RuleSpec {
 }
 
 /// Units of a numeric time output.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum TimeUnit {
     /// Seconds, milliseconds, microseconds or nanoseconds since 1970, told apart by magnitude

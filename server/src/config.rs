@@ -14,7 +14,10 @@ use crate::error::{Error, Result};
 pub(crate) struct Config {
     /// Where isobar keeps its data (catalog, WAL and chunks).
     pub(crate) data_dir: PathBuf,
+    /// IoT rules mapping MQTT messages to table rows.
+    pub(crate) rules: Vec<isobar_ingest::RuleSpec>,
     pub(crate) postgres: PostgresConfig,
+    pub(crate) mqtt: MqttConfig,
     pub(crate) http: HttpConfig,
     pub(crate) query: QuerySection,
     pub(crate) storage: StorageSection,
@@ -42,6 +45,19 @@ pub(crate) struct PostgresConfig {
 pub(crate) struct UserConfig {
     pub(crate) name: String,
     pub(crate) password: String,
+}
+
+/// The MQTT listener devices publish to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MqttConfig {
+    pub(crate) listen: SocketAddr,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)) }
+    }
 }
 
 /// The HTTP listener (`/health`, `/metrics`).
@@ -85,7 +101,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./isobar-data"),
+            rules: Vec::new(),
             postgres: PostgresConfig::default(),
+            mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             query: QuerySection::default(),
             storage: StorageSection::default(),

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use isobar_ingest::Router;
+use isobar_ingest::mqtt_listener::{self, MqttContext, MqttMetrics};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
 use tokio::net::TcpListener;
@@ -40,15 +42,20 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
         (None, None) => None,
         _ => return Err(Error::Config("postgres: set both tls_cert_path and tls_key_path, or neither".into())),
     };
+    let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let pg = bind("postgres listener", config.postgres.listen).await?;
+    let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     // Tests and scripts read these lines to find the ports.
     println!("isobar postgres listening on {}", local(&pg));
+    println!("isobar mqtt listening on {}", local(&mqtt));
     println!("isobar http listening on {}", local(&http));
     println!("data in {}", config.data_dir.display());
 
     let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries));
+    let mqtt_metrics = Arc::new(MqttMetrics::default());
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { storage: storage.clone(), router, metrics: mqtt_metrics }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));
@@ -74,6 +81,8 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
         while connections.try_join_next().is_some() {}
     }
     drop(pg);
+    // Unacknowledged publishes are resent by their devices; acknowledged ones are durable.
+    mqtt_task.abort();
     http_task.abort();
     println!("shutting down: waiting up to {SHUTDOWN_GRACE_MS} ms for {} connections", connections.len());
     let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {

@@ -36,8 +36,8 @@ async fn configured_users_authenticate_with_scram() {
 #[test]
 fn trusting_clients_off_loopback_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = Server::config(&dir.path().join("data"), "");
-    let text = std::fs::read_to_string(&config).expect("read").replace("127.0.0.1:0\"\n\n[http]", "0.0.0.0:0\"\n\n[http]");
+    let config = Server::config(&dir.path().join("data"), "", "");
+    let text = std::fs::read_to_string(&config).expect("read").replace("127.0.0.1:0\"\n\n[mqtt]", "0.0.0.0:0\"\n\n[mqtt]");
     std::fs::write(&config, text).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_isobar")).args(["serve", "--config"]).arg(&config).output().expect("run");
     assert!(!out.status.success());

@@ -14,6 +14,7 @@ pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) pg_port: u16,
     pub(crate) http_port: u16,
+    pub(crate) mqtt_port: u16,
     pub(crate) data_dir: PathBuf,
     output: mpsc::Receiver<String>,
 }
@@ -24,11 +25,13 @@ impl Server {
         Self::start_with(data_dir, "")
     }
 
-    /// The configuration file for `data_dir`, with `postgres_extra` lines in `[postgres]`.
-    pub(crate) fn config(data_dir: &Path, postgres_extra: &str) -> PathBuf {
+    /// The configuration file for `data_dir`, with `top_extra` lines before the first table
+    /// (rules, say) and `postgres_extra` lines in `[postgres]`; every listener on a free port.
+    pub(crate) fn config(data_dir: &Path, top_extra: &str, postgres_extra: &str) -> PathBuf {
         let config = data_dir.with_extension("toml");
         let toml = format!(
-            "data_dir = {:?}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{postgres_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n{top_extra}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{postgres_extra}\n\
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
             data_dir.display().to_string()
         );
         std::fs::write(&config, toml).expect("write config");
@@ -37,10 +40,14 @@ impl Server {
 
     /// Starts `isobar serve` with extra `[postgres]` settings.
     pub(crate) fn start_with(data_dir: &Path, postgres_extra: &str) -> Self {
-        let config = Self::config(data_dir, postgres_extra);
+        Self::start_config(data_dir, &Self::config(data_dir, "", postgres_extra))
+    }
+
+    /// Starts `isobar serve` with `config`.
+    pub(crate) fn start_config(data_dir: &Path, config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_isobar"))
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -56,16 +63,25 @@ impl Server {
             }
         });
         let port = |line: &str| line.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
-        let (mut pg_port, mut http_port) = (None, None);
-        while pg_port.is_none() || http_port.is_none() {
+        let (mut pg_port, mut http_port, mut mqtt_port) = (None, None, None);
+        while pg_port.is_none() || http_port.is_none() || mqtt_port.is_none() {
             let line = rx.recv_timeout(Duration::from_secs(60)).expect("isobar prints its ports");
             if line.starts_with("isobar postgres listening on") {
                 pg_port = Some(port(&line));
             } else if line.starts_with("isobar http listening on") {
                 http_port = Some(port(&line));
+            } else if line.starts_with("isobar mqtt listening on") {
+                mqtt_port = Some(port(&line));
             }
         }
-        Self { child, pg_port: pg_port.unwrap_or_default(), http_port: http_port.unwrap_or_default(), data_dir: data_dir.to_owned(), output: rx }
+        Self {
+            child,
+            pg_port: pg_port.unwrap_or_default(),
+            http_port: http_port.unwrap_or_default(),
+            mqtt_port: mqtt_port.unwrap_or_default(),
+            data_dir: data_dir.to_owned(),
+            output: rx,
+        }
     }
 
     /// A tokio-postgres client, with its connection driven on the current runtime.

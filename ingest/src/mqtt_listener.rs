@@ -1,0 +1,177 @@
+//! isobar's MQTT listener: devices publish straight to isobar (MQTT 3.1.1 and 5).
+//!
+//! Each connection reads what the socket has, decodes every complete packet in it, routes the
+//! PUBLISHes of that read through the rules and writes their rows in one durable write, and only
+//! then sends PUBACK (QoS 1) or PUBREC (QoS 2). A message the rules refuse is acknowledged
+//! too (it is logged and counted), so one bad reading never makes a device resend it forever.
+//! While storage makes writers wait, the connection reads nothing more: TCP pushes back on
+//! the device and nothing is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use isobar_storage::Storage;
+
+use crate::error::{Error, Result};
+use crate::mqtt_codec::{self as codec, Packet, Publish};
+use crate::router::Router;
+use crate::rule::Message;
+
+/// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
+pub const PACKET_BYTES_MAX: usize = 1 << 20;
+/// Messages of one connection written to storage together at most.
+const PUBLISHES_PER_WRITE_MAX: usize = 10_000;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MqttMetrics {
+    pub connections: AtomicU64,
+    pub messages: AtomicU64,
+    pub rows_written: AtomicU64,
+    /// Messages that made no row (no rule, not JSON, refused by a rule or by storage).
+    pub messages_rejected: AtomicU64,
+}
+
+/// What every connection shares.
+#[derive(Debug, Clone)]
+pub struct MqttContext {
+    pub storage: Storage,
+    pub router: Arc<Router>,
+    pub metrics: Arc<MqttMetrics>,
+}
+
+/// Accepts connections until the task is aborted, which also ends every connection.
+pub async fn serve(listener: TcpListener, cx: MqttContext) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((socket, peer)) = listener.accept().await else { continue };
+        while connections.try_join_next().is_some() {}
+        let cx = cx.clone();
+        connections.spawn(async move {
+            cx.metrics.connections.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = connection(socket, &cx).await {
+                log::info!("mqtt connection from {peer} closed: {e}");
+            }
+        });
+    }
+}
+
+fn protocol_error(reason: impl Into<String>) -> Error {
+    Error::Rejected(reason.into())
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Reads until `buf` holds a whole packet or the peer closes.
+async fn read_packet(socket: &mut TcpStream, buf: &mut BytesMut, level: Option<u8>) -> Result<Option<Packet>> {
+    loop {
+        if let Some(packet) = codec::read(buf, level, PACKET_BYTES_MAX).map_err(|e| protocol_error(e.0))? {
+            return Ok(Some(packet));
+        }
+        if socket.read_buf(buf).await.map_err(|e| protocol_error(e.to_string()))? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    // The first packet must be CONNECT, within a few seconds.
+    let first = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut socket, &mut buf, None))
+        .await
+        .map_err(|_| protocol_error("no CONNECT within 10 s"))??;
+    let Some(Packet::Connect(connect)) = first else { return Err(protocol_error("the first packet was not CONNECT")) };
+    let level = connect.level;
+    let client_id = connect.client_id;
+    let keep_alive = match connect.keep_alive_s {
+        0 => None,
+        s => Some(Duration::from_millis(u64::from(s) * 1500)),
+    };
+    let mut out = BytesMut::new();
+    codec::connack(&mut out, level, 0);
+    socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+
+    loop {
+        let mut publishes = Vec::new();
+        let mut out = BytesMut::new();
+        let mut disconnect = false;
+        while publishes.len() < PUBLISHES_PER_WRITE_MAX {
+            match codec::read(&mut buf, Some(level), PACKET_BYTES_MAX).map_err(|e| protocol_error(e.0))? {
+                Some(Packet::Publish(p)) => publishes.push(p),
+                Some(Packet::PingReq) => codec::pingresp(&mut out),
+                Some(Packet::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
+                Some(Packet::Subscribe { pkid, filters }) => {
+                    // Subscriptions to isobar's live data are not served yet: refuse each filter.
+                    codec::suback(&mut out, level, pkid, &vec![0x80; filters.len()]);
+                }
+                Some(Packet::Unsubscribe { pkid, filters }) => codec::unsuback(&mut out, level, pkid, filters.len()),
+                Some(Packet::Disconnect) => {
+                    disconnect = true;
+                    break;
+                }
+                Some(Packet::Connect(_)) => return Err(protocol_error("a second CONNECT")),
+                Some(Packet::Ack) => {}
+                None => break,
+            }
+        }
+        if !publishes.is_empty() {
+            store(&publishes, &client_id, cx).await?;
+            for p in &publishes {
+                match p.qos {
+                    0 => {}
+                    1 => codec::ack(&mut out, codec::PUBACK, p.pkid),
+                    _ => codec::ack(&mut out, codec::PUBREC, p.pkid),
+                }
+            }
+        }
+        if !out.is_empty() {
+            socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+        }
+        if disconnect {
+            return Ok(());
+        }
+        if publishes.len() == PUBLISHES_PER_WRITE_MAX {
+            continue;
+        }
+        let read = socket.read_buf(&mut buf);
+        let n = match keep_alive {
+            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| protocol_error("keep-alive expired"))?,
+            None => read.await,
+        }
+        .map_err(|e| protocol_error(e.to_string()))?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Routes and durably writes one read's messages; returns once they are durable.
+async fn store(publishes: &[Publish], client_id: &str, cx: &MqttContext) -> Result<()> {
+    let arrival_ns = now_ns();
+    let messages: Vec<Message<'_>> =
+        publishes.iter().map(|p| Message { topic: &p.topic, payload: &p.payload, client_id, arrival_ns }).collect();
+    let routed = cx.router.route(&messages);
+    cx.metrics.messages.fetch_add(publishes.len() as u64, Ordering::Relaxed);
+    for (i, reason) in &routed.rejected {
+        log::warn!("mqtt message on {} from {client_id} not stored: {reason}", messages[*i].topic);
+    }
+    let storage = cx.storage.clone();
+    let (receipt, routed) = tokio::task::spawn_blocking(move || (storage.write(&routed.batch), routed))
+        .await
+        .map_err(|e| protocol_error(format!("storage write task: {e}")))?;
+    let receipt = receipt?;
+    for r in &receipt.rejected {
+        let topic = routed.message_of(r).map_or("?", |i| messages[i].topic);
+        log::warn!("mqtt message on {topic} from {client_id} not stored: {}", r.reason);
+    }
+    cx.metrics.rows_written.fetch_add(receipt.rows_written, Ordering::Relaxed);
+    cx.metrics.messages_rejected.fetch_add((routed.rejected.len() + receipt.rejected.len()) as u64, Ordering::Relaxed);
+    Ok(())
+}
