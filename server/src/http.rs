@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use isobar_ingest::mqtt_listener::MqttMetrics;
 use isobar_storage::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,17 +19,17 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// Serves until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, storage: Storage, queries: Arc<QueryMetrics>) {
+pub(crate) async fn serve(listener: TcpListener, storage: Storage, queries: Arc<QueryMetrics>, mqtt: Arc<MqttMetrics>) {
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
-        let (storage, queries) = (storage.clone(), Arc::clone(&queries));
+        let (storage, queries, mqtt) = (storage.clone(), Arc::clone(&queries), Arc::clone(&mqtt));
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage, &queries)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage, &queries, &mqtt)).await;
         });
     }
 }
 
-async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics) -> std::io::Result<()> {
+async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics, mqtt: &MqttMetrics) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -49,7 +50,7 @@ async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics
             None => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
             Some(e) => respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n")).await,
         },
-        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries)).await,
+        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries, mqtt)).await,
         (b"GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
         _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,
     }

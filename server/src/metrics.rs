@@ -1,9 +1,11 @@
 //! The counters `/metrics` exposes, in Prometheus text format: storage's (rows, fsyncs,
-//! persists) and the query front end's (statements, errors, time to answer).
+//! persists), the query front end's (statements, errors, time to answer) and the MQTT
+//! listener's (connections, messages, messages not stored).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use isobar_ingest::mqtt_listener::MqttMetrics;
 use isobar_storage::Storage;
 
 /// Statements run over the Postgres wire protocol.
@@ -30,7 +32,7 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The Prometheus exposition of every counter.
-pub(crate) fn render(storage: &Storage, queries: &QueryMetrics) -> String {
+pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, mqtt: &MqttMetrics) -> String {
     let m = storage.metrics();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
@@ -47,5 +49,9 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics) -> String {
     out += "# HELP isobar_query_duration_seconds Time from a statement's arrival to its answer starting.\n";
     out += &format!("# TYPE isobar_query_duration_seconds summary\nisobar_query_duration_seconds_sum {seconds}\n");
     out += &format!("isobar_query_duration_seconds_count {}\n", load(&queries.queries));
+    counter(&mut out, "isobar_mqtt_connections_total", "MQTT connections accepted.", load(&mqtt.connections));
+    counter(&mut out, "isobar_mqtt_messages_total", "MQTT publishes received.", load(&mqtt.messages));
+    counter(&mut out, "isobar_mqtt_rows_written_total", "Rows the rules made from MQTT publishes, written durably.", load(&mqtt.rows_written));
+    counter(&mut out, "isobar_mqtt_messages_rejected_total", "MQTT publishes no rule could store (acknowledged and logged).", load(&mqtt.messages_rejected));
     out
 }

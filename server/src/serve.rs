@@ -53,8 +53,8 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     println!("isobar http listening on {}", local(&http));
     println!("data in {}", config.data_dir.display());
 
-    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries));
     let mqtt_metrics = Arc::new(MqttMetrics::default());
+    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&mqtt_metrics)));
     let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { storage: storage.clone(), router, metrics: mqtt_metrics }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;

@@ -56,4 +56,17 @@ async fn published_readings_become_rows_and_bad_ones_do_not_block_them() {
         assert_eq!(row.get::<_, f64>(4), 20.5 + i as f64);
         assert_eq!(row.get::<_, i64>(5), 1);
     }
+    // The bad ones are counted where an operator looks.
+    let metrics = http_get(server.http_port, "/metrics");
+    assert!(metrics.contains("isobar_mqtt_messages_total 16\n"), "{metrics}");
+    assert!(metrics.contains("isobar_mqtt_messages_rejected_total 12\n"), "{metrics}");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out
 }
