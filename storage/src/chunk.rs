@@ -14,6 +14,7 @@ pub(crate) mod write;
 pub(crate) use format::Footer;
 pub(crate) use read::ChunkReader;
 pub use write::ChunkOptions;
+#[cfg(feature = "engine")]
 pub(crate) use write::write_chunk;
 
 #[cfg(test)]
