@@ -162,6 +162,10 @@ async fn store(publishes: &[Publish], client_id: &str, cx: &MqttContext) -> Resu
     for (i, reason) in &routed.rejected {
         log::warn!("mqtt message on {} from {client_id} not stored: {reason}", messages[*i].topic);
     }
+    if routed.batch.is_empty() {
+        cx.metrics.messages_rejected.fetch_add(routed.rejected.len() as u64, Ordering::Relaxed);
+        return Ok(());
+    }
     let storage = cx.storage.clone();
     let (receipt, routed) = tokio::task::spawn_blocking(move || (storage.write(&routed.batch), routed))
         .await

@@ -12,6 +12,7 @@ mod config;
 mod copy;
 mod error;
 mod http;
+mod logging;
 mod metrics;
 mod pg;
 mod pg_direct;
@@ -110,6 +111,7 @@ fn serve_command(args: &[String]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = &args[args.len().min(1)..];
     match args.first().map(String::as_str) {
