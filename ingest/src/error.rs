@@ -9,6 +9,9 @@ pub enum Error {
     /// One message that no rule could turn into a row; its neighbours are unaffected.
     #[error("{0}")]
     Rejected(String),
+    /// A source connection ended: a protocol violation, a timeout or an I/O error.
+    #[error("connection: {0}")]
+    Connection(String),
     /// The storage engine refused or failed a write.
     #[error(transparent)]
     Storage(#[from] isobar_storage::Error),

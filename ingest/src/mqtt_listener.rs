@@ -62,7 +62,7 @@ pub async fn serve(listener: TcpListener, cx: MqttContext) {
 }
 
 fn protocol_error(reason: impl Into<String>) -> Error {
-    Error::Rejected(reason.into())
+    Error::Connection(reason.into())
 }
 
 fn now_ns() -> i64 {

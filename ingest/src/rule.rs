@@ -88,7 +88,11 @@ pub struct Rule {
 impl Rule {
     /// Compiles a configured rule; the error names the rule and what is wrong with it.
     pub fn new(spec: RuleSpec) -> Result<Self> {
-        let named = |e: Error| Error::Rule(format!("{}: {}", spec.name, e.to_string().trim_start_matches("rule: ")));
+        // Every error below is about this rule: prefix its name.
+        let named = |e: Error| match e {
+            Error::Rule(reason) => Error::Rule(format!("{}: {reason}", spec.name)),
+            other => other,
+        };
         let (sql, filter) = take_topic_filter(&spec.sql).map_err(named)?;
         let filter = TopicFilter::parse(&filter).map_err(named)?;
         let mut statements = Parser::parse_sql(&GenericDialect {}, &sql).map_err(|e| named(Error::Rule(e.to_string())))?;
