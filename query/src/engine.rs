@@ -23,22 +23,25 @@ use crate::ddl::{DEFAULT_SCHEMA, table_definition};
 use crate::error::{Error, Result};
 use crate::functions;
 use crate::information_schema::{INFORMATION_SCHEMA, InformationSchema};
+use crate::memory::{QueryBudget, QueryMemoryPool, with_budget};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
 
-/// Limits on each query.
+/// Limits on queries.
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
-    /// Memory all running queries may hold for sorts, joins and aggregations, in bytes.
+    /// Memory one query may hold for sorts, joins and aggregations, in bytes.
     pub memory_limit_bytes: usize,
+    /// Memory all running queries together may hold, in bytes.
+    pub memory_pool_bytes: usize,
     /// Time a query may run before it is cancelled, in milliseconds.
     pub timeout_ms: u64,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit_bytes: 1 << 30, timeout_ms: 300_000 }
+        Self { memory_limit_bytes: 512 << 20, memory_pool_bytes: 2 << 30, timeout_ms: 300_000 }
     }
 }
 
@@ -68,7 +71,8 @@ impl std::fmt::Debug for QueryEngine {
 impl QueryEngine {
     /// A session whose catalog `isobar`, schema `public`, holds storage's tables.
     pub fn new(storage: Storage, config: QueryConfig) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new().with_memory_limit(config.memory_limit_bytes, 1.0).build_arc()?;
+        let pool = Arc::new(QueryMemoryPool::new(config.memory_pool_bytes));
+        let runtime = RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc()?;
         // SQL must not reach the server's files: no local file system behind any URL, so
         // `COPY ... TO`, `CREATE EXTERNAL TABLE` and file table functions find nothing to use.
         runtime.object_store_registry.deregister_store(ObjectStoreUrl::local_filesystem().as_ref())?;
@@ -102,6 +106,12 @@ impl QueryEngine {
         &self.config
     }
 
+    /// A fresh memory budget for one query, of the configured size: run the query's planning
+    /// and polls under it (`with_budget`, `BudgetedStream`).
+    pub fn budget(&self) -> Arc<QueryBudget> {
+        QueryBudget::new(self.config.memory_limit_bytes)
+    }
+
     /// Runs every statement of `sql` in order and returns what each produced; stops at the
     /// first error.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
@@ -129,10 +139,12 @@ impl QueryEngine {
             }
             _ => {}
         }
-        let plan = self.context.state().statement_to_plan(statement).await?;
-        let frame = self.context.execute_logical_plan(plan).await?;
-        let batches = self.with_timeout(frame.collect()).await??;
-        Ok(Output::Rows(batches))
+        let query = async {
+            let plan = self.context.state().statement_to_plan(statement).await?;
+            let frame = self.context.execute_logical_plan(plan).await?;
+            self.with_timeout(frame.collect()).await?.map_err(Error::from)
+        };
+        Ok(Output::Rows(with_budget(self.budget(), query).await?))
     }
 
     /// Creates the table a `CREATE TABLE` describes; false when it existed and the statement

@@ -3,7 +3,8 @@
 //! [`QueryEngine`] owns one DataFusion session whose catalog `isobar`, schema `public`, lists
 //! storage's tables as they are at planning time. Each table is a provider that pushes time
 //! ranges and tag equalities down to storage (pruning chunks and series), decodes only the
-//! projected columns, and accepts `INSERT`. `CREATE TABLE` maps a SQL definition with a
+//! projected columns, and accepts `INSERT`. Each query runs under its own memory budget within
+//! one pool for all (`memory.rs`). `CREATE TABLE` maps a SQL definition with a
 //! `PRIMARY KEY` of tags onto a storage table. Statements that would reach the server's files
 //! or engine settings are refused before DataFusion sees them.
 //!
@@ -14,9 +15,11 @@ mod catalog;
 mod ddl;
 mod engine;
 mod error;
+mod first_last;
 mod functions;
 mod information_schema;
 mod insert;
+mod memory;
 mod pushdown;
 mod subquery;
 mod table;
@@ -26,3 +29,4 @@ pub use subquery::aggregate_scalar_subqueries;
 pub use table::column_names;
 pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, check_statement};
 pub use error::{Error, Result};
+pub use memory::{BudgetedStream, QueryBudget, with_budget};

@@ -71,8 +71,10 @@ pub(crate) struct HttpConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct QuerySection {
-    /// Memory all running queries may hold, in bytes.
+    /// Memory one query may hold, in bytes.
     pub(crate) memory_limit_bytes: usize,
+    /// Memory all running queries together may hold, in bytes.
+    pub(crate) memory_pool_bytes: usize,
     /// Time one query may run, in milliseconds.
     pub(crate) timeout_ms: u64,
 }
@@ -132,7 +134,7 @@ impl Default for HttpConfig {
 impl Default for QuerySection {
     fn default() -> Self {
         let q = isobar_query::QueryConfig::default();
-        Self { memory_limit_bytes: q.memory_limit_bytes, timeout_ms: q.timeout_ms }
+        Self { memory_limit_bytes: q.memory_limit_bytes, memory_pool_bytes: q.memory_pool_bytes, timeout_ms: q.timeout_ms }
     }
 }
 
@@ -180,7 +182,11 @@ impl Config {
 
     /// The query engine's configuration.
     pub(crate) fn query_config(&self) -> isobar_query::QueryConfig {
-        isobar_query::QueryConfig { memory_limit_bytes: self.query.memory_limit_bytes, timeout_ms: self.query.timeout_ms }
+        isobar_query::QueryConfig {
+            memory_limit_bytes: self.query.memory_limit_bytes,
+            memory_pool_bytes: self.query.memory_pool_bytes,
+            timeout_ms: self.query.timeout_ms,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
@@ -33,7 +34,7 @@ use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, StreamExt};
 use datafusion_postgres::{DfSessionService, QueryHook};
-use isobar_query::{CATALOG, QueryEngine, aggregate_scalar_subqueries, check_statement};
+use isobar_query::{BudgetedStream, CATALOG, QueryBudget, QueryEngine, aggregate_scalar_subqueries, check_statement, with_budget};
 
 use crate::auth::Authenticator;
 use crate::config::PostgresConfig;
@@ -70,6 +71,7 @@ impl PgHandlers {
             copy: Arc::new(IsobarCopy::new(engine.clone())),
             simple: Arc::new(CountedSimple { inner: Arc::clone(&session), engine: engine.clone(), metrics: Arc::clone(&metrics), timeout_ms }),
             extended: Arc::new(CheckedExtended {
+                engine: engine.clone(),
                 parser: Arc::new(DirectParser { inner: session.query_parser(), engine: engine.clone() }),
                 inner: session,
                 metrics,
@@ -112,17 +114,21 @@ fn statement_deadline<C: ClientInfo>(client: &mut C, timeout_ms: u64) -> Option<
     (ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
 }
 
-/// Bounds a query's execution, not only its planning: rows that are not ready by the
-/// deadline end the stream with `57014`, and dropping the stream stops the query.
-fn with_deadline(response: Response, deadline: Option<tokio::time::Instant>) -> Response {
-    let (mut query, deadline) = match (response, deadline) {
-        (Response::Query(query), Some(deadline)) => (query, deadline),
-        (other, _) => return other,
-    };
+/// Bounds a query's execution, not only its planning: its rows are produced under the query's
+/// memory budget, rows that are not ready by the deadline end the stream with `57014`, and
+/// dropping the stream stops the query. A query that runs out of memory ends with `53200`.
+fn bounded(response: Response, deadline: Option<tokio::time::Instant>, budget: Arc<QueryBudget>) -> Response {
+    let Response::Query(mut query) = response else { return response };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    let rows = BudgetedStream::new(rows, budget);
     let bounded = futures::stream::unfold(Some(rows), move |rows| async move {
         let mut rows = rows?;
-        match tokio::time::timeout_at(deadline, rows.next()).await {
+        let next = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, rows.next()).await,
+            None => Ok(rows.next().await),
+        };
+        match next {
+            Ok(Some(Err(e))) => Some((Err(out_of_memory(e)), None)),
             Ok(Some(row)) => Some((row, Some(rows))),
             Ok(None) => None,
             Err(_) => Some((Err(user_error("57014", "canceling statement due to statement timeout".into())), None)),
@@ -130,6 +136,17 @@ fn with_deadline(response: Response, deadline: Option<tokio::time::Instant>) -> 
     });
     query.data_rows = Box::pin(bounded);
     Response::Query(query)
+}
+
+/// PostgreSQL's `53200 out_of_memory` for a query past its memory limit; other errors as they
+/// are.
+fn out_of_memory(e: PgWireError) -> PgWireError {
+    if let PgWireError::ApiError(inner) = &e {
+        if let Some(DataFusionError::ResourcesExhausted(message)) = inner.downcast_ref::<DataFusionError>().map(DataFusionError::find_root) {
+            return user_error("53200", message.clone());
+        }
+    }
+    e
 }
 
 /// The highest `$n` in `sql` (0 for none): the parameters a Bind must supply. Counted from
@@ -163,16 +180,20 @@ impl SimpleQueryHandler for CountedSimple {
     {
         let started = Instant::now();
         let deadline = statement_deadline(client, self.timeout_ms);
-        let result = match direct_query(query) {
-            Some(statement) => match pg_direct::plan(&self.engine, statement).await {
-                Ok(plan) => pg_direct::run(&self.engine, plan, client).await.map(|r| vec![r]),
-                Err(e) => Err(e),
-            },
-            None => SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await,
-        };
+        let budget = self.engine.budget();
+        let result = with_budget(Arc::clone(&budget), async {
+            match direct_query(query) {
+                Some(statement) => match pg_direct::plan(&self.engine, statement).await {
+                    Ok(plan) => pg_direct::run(&self.engine, plan, client).await.map(|r| vec![r]),
+                    Err(e) => Err(e),
+                },
+                None => SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await,
+            }
+        })
+        .await;
         let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
         self.metrics.record(started, failed);
-        result.map(|responses| responses.into_iter().map(|r| with_deadline(r, deadline)).collect())
+        result.map(|responses| responses.into_iter().map(|r| bounded(r, deadline, Arc::clone(&budget))).collect())
     }
 }
 
@@ -180,6 +201,7 @@ impl SimpleQueryHandler for CountedSimple {
 /// exactly the parameters its statement has (datafusion-postgres ignores extra ones).
 struct CheckedExtended {
     inner: Arc<DfSessionService>,
+    engine: QueryEngine,
     parser: Arc<DirectParser<<DfSessionService as ExtendedQueryHandler>::QueryParser>>,
     metrics: Arc<QueryMetrics>,
     timeout_ms: u64,
@@ -213,9 +235,11 @@ impl ExtendedQueryHandler for CheckedExtended {
             }
         }
         let aligned = crate::pg_params::aligned(portal);
-        let result = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows).await;
+        let budget = self.engine.budget();
+        let query = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows);
+        let result = with_budget(Arc::clone(&budget), query).await;
         self.metrics.record(started, result.is_err());
-        result.map(|r| with_deadline(r, deadline))
+        result.map(|r| bounded(r, deadline, budget))
     }
 }
 
@@ -352,6 +376,7 @@ fn pg_error(e: &isobar_query::Error) -> PgWireError {
         isobar_query::Error::Unsupported(_) => "0A000", // feature_not_supported
         isobar_query::Error::InvalidRows(_) => "22000", // data_exception
         isobar_query::Error::Timeout(_) => "57014",     // query_canceled
+        isobar_query::Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => "53200", // out_of_memory
         isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
         isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
         isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded

@@ -139,3 +139,28 @@ async fn a_query_past_its_statement_timeout_is_cancelled_and_the_session_goes_on
     assert!(started.elapsed() < Duration::from_secs(20), "cancelled near its deadline, not at the end");
     assert_eq!(client.query_one("SELECT 9::BIGINT", &[]).await.expect("the session goes on").get::<_, i64>(0), 9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_memory_limit_fails_alone_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "[query]\nmemory_limit_bytes = 4194304\n", "");
+    let server = Server::start_config(&data, &config);
+    let client = server.client().await;
+    // A hash join keeps its whole build side in memory: a million rows need far more than 4 MiB.
+    let join = |rows: u32| {
+        format!("SELECT count(*) FROM generate_series(1, {rows}) a JOIN generate_series(1, {rows}) b ON a.value = b.value")
+    };
+    let err = client.simple_query(&join(1_000_000)).await.expect_err("past the limit");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::OUT_OF_MEMORY), "{err}");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("query memory limit of 4.0 MiB exceeded"), "{message}");
+    let err = client.query(&join(1_000_000), &[]).await.expect_err("past the limit, extended protocol");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::OUT_OF_MEMORY), "{err}");
+    // The memory of the failed queries came back: a smaller join fits, on this session and
+    // on another.
+    let other = server.client().await;
+    for client in [&client, &other] {
+        assert_eq!(client.query_one(&join(10_000), &[]).await.expect("within the limit").get::<_, i64>(0), 10_000);
+    }
+}

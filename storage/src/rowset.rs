@@ -79,6 +79,15 @@ impl Values {
             (a, b) => panic!("merging a {} column into {}", b.field_type(), a.field_type()),
         }
     }
+    fn extend_from(&mut self, other: &Self, rows: std::ops::Range<usize>) {
+        match (self, other) {
+            (Self::F64(a), Self::F64(b)) => a.extend_from_slice(&b[rows]),
+            (Self::I64(a), Self::I64(b)) => a.extend_from_slice(&b[rows]),
+            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(&b[rows]),
+            (Self::String(a), Self::String(b)) => a.extend_from_slice(&b[rows]),
+            (a, b) => panic!("merging a {} column into {}", b.field_type(), a.field_type()),
+        }
+    }
     /// The value at `i` as a [`FieldValue`].
     #[cfg(test)]
     pub(crate) fn get(&self, i: usize) -> FieldValue {
@@ -224,6 +233,27 @@ impl RowSet {
         loop {
             let next = sets.iter().zip(&cursors).filter_map(|(s, &c)| s.series.get(c).map(|r| r.series)).min();
             let Some(series) = next else { break };
+            let holders: Vec<usize> = (0..sets.len()).filter(|&k| sets[k].series.get(cursors[k]).is_some_and(|r| r.series == series)).collect();
+            if let [k] = holders[..] {
+                // Only one set has the series (the common case: chunks of other times or
+                // series): its rows are copied whole.
+                let run = sets[k].series[cursors[k]];
+                cursors[k] += 1;
+                let rows = run.row_start..run.row_start + run.rows;
+                out.series.push(SeriesRun { series, row_start: out.times.len(), rows: run.rows });
+                out.times.extend_from_slice(&sets[k].times[rows.clone()]);
+                for (col, map) in out.columns.iter_mut().zip(&maps[k]) {
+                    match map {
+                        Some(m) => {
+                            let src = &sets[k].columns[*m];
+                            col.values.extend_from(&src.values, rows.clone());
+                            col.valid.extend_from_slice(&src.valid[rows.clone()]);
+                        }
+                        None => col.push_null(run.rows),
+                    }
+                }
+                continue;
+            }
             picks.clear();
             for (k, set) in sets.iter().enumerate() {
                 if let Some(run) = set.series.get(cursors[k]).filter(|r| r.series == series) {
@@ -255,6 +285,17 @@ impl RowSet {
         out
     }
 
+    /// The rows of the series in `series` (sorted).
+    pub(crate) fn of_series(&self, series: &[SeriesId]) -> RowSet {
+        let indexes: Vec<usize> = self
+            .series
+            .iter()
+            .filter(|run| series.binary_search(&run.series).is_ok())
+            .flat_map(|run| run.row_start..run.row_start + run.rows)
+            .collect();
+        self.take(&indexes)
+    }
+
     /// The rows at `indexes` (ascending).
     pub(crate) fn take(&self, indexes: &[usize]) -> RowSet {
         let mut out = RowSet {
@@ -265,9 +306,9 @@ impl RowSet {
                 .iter()
                 .map(|c| {
                     let mut col = Column::new(c.id, c.values.field_type(), indexes.len());
-                    for &i in indexes {
-                        col.values.push_from(&c.values, i);
-                        col.valid.push(c.valid[i]);
+                    for rows in contiguous(indexes) {
+                        col.values.extend_from(&c.values, rows.clone());
+                        col.valid.extend_from_slice(&c.valid[rows]);
                     }
                     col
                 })
@@ -303,9 +344,7 @@ impl RowSet {
         self.times.extend(other.times);
         for (mine, theirs) in self.columns.iter_mut().zip(other.columns) {
             assert_eq!(mine.id, theirs.id, "appended row sets have the same columns");
-            for i in 0..theirs.valid.len() {
-                mine.values.push_from(&theirs.values, i);
-            }
+            mine.values.extend_from(&theirs.values, 0..theirs.valid.len());
             mine.valid.extend(theirs.valid);
         }
     }
@@ -339,6 +378,21 @@ impl RowSet {
         }
         out
     }
+}
+
+/// Ascending `indexes` as runs of consecutive rows, for copying by slices.
+fn contiguous(indexes: &[usize]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut k = 0;
+    std::iter::from_fn(move || {
+        let start = *indexes.get(k)?;
+        let mut end = start + 1;
+        k += 1;
+        while indexes.get(k) == Some(&end) {
+            end += 1;
+            k += 1;
+        }
+        Some(start..end)
+    })
 }
 
 #[cfg(test)]

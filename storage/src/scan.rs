@@ -3,9 +3,12 @@
 //! [`Storage::scan`] captures a snapshot (the buffered rows that match, copied, and the chunks
 //! that may match, by their footers) and returns a [`Scan`] that yields one partition at a
 //! time, merging chunks (oldest first), the frozen buffer and the active buffer with
-//! last-write-wins. Output rows are sorted by (series, time).
+//! last-write-wins. Output rows are sorted by (series, time). Within a partition, series are
+//! read in groups of about [`GROUP_ROWS_TARGET`] rows (counted from the chunk footers), so a
+//! scan holds one group's rows at a time and its consumer starts on the first group while the
+//! next is decoded.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -18,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
 use crate::rowset::{RowSet, Selection, Values};
 use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
+
+/// Rows one read of a partition aims at.
+const GROUP_ROWS_TARGET: u64 = 256 * 1024;
 
 /// Rows per output record batch, at most.
 const BATCH_ROWS_MAX: usize = 64 * 1024;
@@ -77,7 +83,21 @@ pub struct Scan {
     partition_ns: i64,
     /// Per partition: chunks oldest first, then buffered rows (frozen, then active).
     partitions: BTreeMap<i64, (Vec<Arc<ChunkHandle>>, Vec<RowSet>)>,
+    /// The partition being read.
+    current: Option<PartitionRead>,
     pending: Vec<RecordBatch>,
+}
+
+/// A partition being read, one group of series at a time.
+#[derive(Debug)]
+struct PartitionRead {
+    start_ns: i64,
+    /// Oldest first.
+    chunks: Vec<Arc<ChunkHandle>>,
+    /// Frozen, then active.
+    buffered: Vec<RowSet>,
+    /// Groups of series (each sorted) still to read.
+    groups: VecDeque<Vec<SeriesId>>,
 }
 
 impl Storage {
@@ -119,6 +139,7 @@ impl Storage {
             time_max: req.time_max_ns,
             partition_ns: shared.config.partition_ns(),
             partitions: BTreeMap::new(),
+            current: None,
             pending: Vec::new(),
         };
         let selection = scan.selection(scan.time_min, scan.time_max);
@@ -154,43 +175,94 @@ impl Scan {
         Selection { series: self.series.as_deref(), time_min, time_max, columns: Some(&self.fields) }
     }
 
-    fn next_partition(&mut self) -> Result<Option<RecordBatch>> {
-        let Some((partition, (chunks, buffered))) = self.partitions.pop_first() else { return Ok(None) };
-        let end = partition.saturating_add(self.partition_ns - 1);
-        let selection = self.selection(self.time_min.max(partition), self.time_max.min(end));
-        let mut sets = chunks.iter().map(|c| c.reader.read(&selection)).collect::<Result<Vec<_>>>()?;
-        sets.extend(buffered);
-        let merged = RowSet::merge(sets);
-        Ok(Some(self.to_batch(&merged)?))
+    /// The next group of series of the current partition, merged; the next partition's first
+    /// group when the current one is done; `None` at the end.
+    fn next_group(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(group) = self.current.as_mut().and_then(|read| read.groups.pop_front()) {
+                let Some(read) = &self.current else { continue };
+                let end = read.start_ns.saturating_add(self.partition_ns - 1);
+                let selection = Selection {
+                    series: Some(&group),
+                    time_min: self.time_min.max(read.start_ns),
+                    time_max: self.time_max.min(end),
+                    columns: Some(&self.fields),
+                };
+                let mut sets = Vec::with_capacity(read.chunks.len() + read.buffered.len());
+                for chunk in read.chunks.iter().filter(|c| c.reader.may_match(&selection)) {
+                    sets.push(chunk.reader.read(&selection)?);
+                }
+                sets.extend(read.buffered.iter().map(|set| set.of_series(&group)));
+                return Ok(Some(self.to_batch(RowSet::merge(sets))?));
+            }
+            let Some((start_ns, (chunks, buffered))) = self.partitions.pop_first() else { return Ok(None) };
+            let groups = self.series_groups(start_ns, &chunks, &buffered);
+            self.current = Some(PartitionRead { start_ns, chunks, buffered, groups });
+        }
     }
 
-    fn to_batch(&self, set: &RowSet) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = self.out.iter().map(|c| self.to_array(set, *c)).collect();
+    /// The series of one partition that the scan wants, in groups of about
+    /// [`GROUP_ROWS_TARGET`] rows, by the rows chunk footers and buffers list for each.
+    fn series_groups(&self, start_ns: i64, chunks: &[Arc<ChunkHandle>], buffered: &[RowSet]) -> VecDeque<Vec<SeriesId>> {
+        let end = start_ns.saturating_add(self.partition_ns - 1);
+        let selection = self.selection(self.time_min.max(start_ns), self.time_max.min(end));
+        let mut rows: BTreeMap<SeriesId, u64> = BTreeMap::new();
+        for chunk in chunks {
+            for s in &chunk.reader.footer.series {
+                if selection.wants_series(s.series) && selection.overlaps(s.time_min, s.time_max) {
+                    *rows.entry(s.series).or_default() += u64::from(s.rows);
+                }
+            }
+        }
+        for run in buffered.iter().flat_map(|set| &set.series) {
+            *rows.entry(run.series).or_default() += run.rows as u64;
+        }
+        let mut groups = VecDeque::new();
+        let (mut group, mut group_rows) = (Vec::new(), 0);
+        for (series, n) in rows {
+            group.push(series);
+            group_rows += n;
+            if group_rows >= GROUP_ROWS_TARGET {
+                groups.push_back(std::mem::take(&mut group));
+                group_rows = 0;
+            }
+        }
+        if !group.is_empty() {
+            groups.push_back(group);
+        }
+        groups
+    }
+
+    /// The rows of `set` as a batch; its vectors move into the arrays without copies.
+    fn to_batch(&self, mut set: RowSet) -> Result<RecordBatch> {
+        let rows = set.len();
+        let columns: Vec<ArrayRef> = self.out.iter().map(|c| self.to_array(&mut set, rows, *c)).collect();
         Ok(RecordBatch::try_new(self.schema(), columns)?)
     }
 
-    fn to_array(&self, set: &RowSet, column: OutColumn) -> ArrayRef {
+    /// One output column of `set`, which holds `rows` rows; takes the column's values out of
+    /// `set` (each column is output once).
+    fn to_array(&self, set: &mut RowSet, rows: usize, column: OutColumn) -> ArrayRef {
         match column {
-            OutColumn::Time => Arc::new(TimestampNanosecondArray::from(set.times.clone()).with_timezone("UTC")),
+            OutColumn::Time => Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut set.times)).with_timezone("UTC")),
             OutColumn::Tag(id) => {
-                let mut values: Vec<Option<&str>> = Vec::with_capacity(set.len());
+                let mut values: Vec<Option<&str>> = Vec::with_capacity(rows);
                 for run in &set.series {
                     let tag = self.tags.get(&run.series).and_then(|t| t.iter().find(|(c, _)| *c == id)).map(|(_, v)| v.as_str());
                     values.extend(std::iter::repeat_n(tag, run.rows));
                 }
                 Arc::new(StringArray::from(values))
             }
-            OutColumn::Field(id, ty) => match set.columns.iter().find(|c| c.id == id) {
-                None => arrow::array::new_null_array(&arrow_type(ty), set.len()),
+            OutColumn::Field(id, ty) => match set.columns.iter_mut().find(|c| c.id == id) {
+                None => arrow::array::new_null_array(&arrow_type(ty), rows),
                 Some(c) => {
-                    let nulls = Some(NullBuffer::from(c.valid.clone()));
-                    match &c.values {
-                        Values::F64(v) => Arc::new(Float64Array::new(v.clone().into(), nulls)),
-                        Values::I64(v) => Arc::new(Int64Array::new(v.clone().into(), nulls)),
-                        Values::Bool(v) => Arc::new(BooleanArray::new(v.as_slice().into(), nulls)),
-                        Values::String(v) => Arc::new(StringArray::from(
-                            v.iter().zip(&c.valid).map(|(s, ok)| ok.then_some(&**s)).collect::<Vec<_>>(),
-                        )),
+                    let valid = std::mem::take(&mut c.valid);
+                    let nulls = |valid: Vec<bool>| Some(NullBuffer::from(valid));
+                    match std::mem::replace(&mut c.values, Values::Bool(Vec::new())) {
+                        Values::F64(v) => Arc::new(Float64Array::new(v.into(), nulls(valid))),
+                        Values::I64(v) => Arc::new(Int64Array::new(v.into(), nulls(valid))),
+                        Values::Bool(v) => Arc::new(BooleanArray::new(v.as_slice().into(), nulls(valid))),
+                        Values::String(v) => Arc::new(v.iter().zip(&valid).map(|(s, ok)| ok.then_some(&**s)).collect::<StringArray>()),
                     }
                 }
             },
@@ -206,7 +278,7 @@ impl Iterator for Scan {
             if let Some(batch) = self.pending.pop() {
                 return Some(Ok(batch));
             }
-            match self.next_partition() {
+            match self.next_group() {
                 Err(e) => return Some(Err(e)),
                 Ok(None) => return None,
                 Ok(Some(batch)) if batch.num_rows() == 0 => {}

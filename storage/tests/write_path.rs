@@ -106,6 +106,37 @@ fn scans_project_and_filter() {
 }
 
 #[test]
+fn a_partition_larger_than_one_read_is_scanned_group_by_group_with_every_row_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(config(dir.path())).expect("open");
+    // 700 series × 500 times in one partition: more rows than one read takes, so the scan
+    // reads the series in several groups. Every 7th time is overwritten in the buffer, and
+    // one series has only buffered rows.
+    let (series, times) = (700, 500i64);
+    let write = |base: f64, step: usize, names: std::ops::Range<usize>| {
+        let mut batch = WriteBatch::new();
+        for s in names {
+            batch.extend("m", (0..times).step_by(step).map(|t| point(&format!("s{s:03}"), t, Some(base + t as f64), None)));
+        }
+        storage.write(&batch).expect("write");
+    };
+    write(0.0, 1, 0..series);
+    storage.persist().expect("persist");
+    write(1e6, 7, 0..series);
+    write(2e6, 1, series..series + 1);
+    let rows = read_all(&storage, "m").expect("scan");
+    assert_eq!(rows.len(), (series + 1) * times as usize);
+    for ((name, t), (a, _)) in &rows {
+        let base = match name.as_str() {
+            "s700" => 2e6,
+            _ if t % 7 == 0 => 1e6,
+            _ => 0.0,
+        };
+        assert_eq!(a.map(f64::from_bits), Some(base + *t as f64), "{name} at {t}");
+    }
+}
+
+#[test]
 fn a_full_buffer_makes_writers_wait_until_a_persist() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c: StorageConfig = config(dir.path());

@@ -20,6 +20,9 @@ use parquet::arrow::ArrowWriter;
 
 const START_NS: i64 = 1_700_000_000_000_000_000;
 
+/// Seconds of readings between two persists while loading.
+const PERSIST_EVERY_SECONDS: u64 = 1_000;
+
 /// (name, isobar SQL, DuckDB SQL); `{sensor}` is one sensor id. Both engines know
 /// `time_bucket`; "last value" is `last(v, time)` in isobar and `arg_max(v, time)` in DuckDB.
 const QUERIES: [(&str, &str, &str); 3] = [
@@ -48,6 +51,7 @@ const DUCKDB_SCRIPT: &str = r#"
 import sys, time, statistics, duckdb
 path, runs = sys.argv[1], int(sys.argv[2])
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute(f"CREATE VIEW weather AS SELECT * FROM read_parquet('{path}')")
 for sql in sys.stdin.read().split("\n;\n"):
     if not sql.strip():
@@ -104,14 +108,21 @@ fn main() -> Result<()> {
     let storage = Storage::open(config)?;
     let started = Instant::now();
     let mut fleet = SeedFleet::new(args.sensors, START_NS, 42);
-    for _ in 0..args.seconds {
+    for second in 1..=args.seconds {
         let mut batch = WriteBatch::new();
         fleet.tick("weather", &mut batch);
         storage.write(&batch)?;
+        // Background persists are off (the layout should not depend on timing), so the
+        // bench persists as the server would, before the write buffer fills.
+        if second % PERSIST_EVERY_SECONDS == 0 {
+            storage.persist()?;
+        }
     }
     storage.persist()?;
+    // And compacts, as the server does in the background, into the layout queries meet.
+    storage.compact()?;
     let rows = args.sensors as u64 * args.seconds;
-    println!("wrote and persisted {rows} rows in {:.1} s", started.elapsed().as_secs_f64());
+    println!("wrote, persisted and compacted {rows} rows in {:.1} s", started.elapsed().as_secs_f64());
 
     let parquet = dir.path().join("weather.parquet");
     let scan = storage.scan(&ScanRequest::all("weather"))?;
@@ -165,10 +176,13 @@ fn main() -> Result<()> {
     let duck: Vec<(f64, (usize, f64))> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
-            let mut parts = l.split(' ');
-            let ms = parts.next().context("time")?.parse()?;
-            let rows = parts.next().context("rows")?.parse()?;
-            Ok((ms, (rows, parts.next().context("checksum")?.parse()?)))
+            let parsed = || -> Result<(f64, (usize, f64))> {
+                let mut parts = l.split(' ');
+                let ms = parts.next().context("time")?.parse()?;
+                let rows = parts.next().context("rows")?.parse()?;
+                Ok((ms, (rows, parts.next().context("checksum")?.parse()?)))
+            };
+            parsed().with_context(|| format!("DuckDB printed {l:?}"))
         })
         .collect::<Result<_>>()?;
 
