@@ -4,19 +4,23 @@
 //! Sources write only through `isobar_storage::Storage::write` and acknowledge a message only
 //! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
 //! into rows; `router.rs` runs a batch of messages through them into one write batch;
-//! `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes; `simulator.rs` is the fleet simulator,
+//! `store.rs` writes it and the dead letters (`dead_letters.rs`, table `system.ingest_errors`)
+//! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes; `simulator.rs` is the fleet simulator,
 //! which also drives benchmarks and the demo.
 
+pub mod dead_letters;
 mod error;
 pub mod mqtt_codec;
 pub mod mqtt_listener;
 pub mod router;
 pub mod rule;
 pub mod simulator;
+mod store;
 pub mod topic;
 
 pub use error::{Error, Result};
 pub use router::{Routed, Router};
+pub use store::{Ingestor, Stored};
 pub use rule::{Message, Rule, RuleSpec, TimeUnit};
 
 pub use isobar_storage::{Point, WriteBatch};

@@ -23,7 +23,14 @@ pub enum Packet {
     Unsubscribe { pkid: u16, filters: Vec<String> },
     PingReq,
     Disconnect,
+    /// A PUBLISH above the packet limit: its topic, id and flags, and the head of its payload.
+    /// The reader must discard the next `skip_bytes` bytes, the rest of the packet.
+    Oversize { publish: Publish, body_bytes: usize, skip_bytes: usize },
 }
+
+/// Bytes of an oversize PUBLISH decoded before the rest is discarded: enough for any topic
+/// (at most 65,535 bytes), the packet id and the head of the payload.
+const OVERSIZE_HEAD_BYTES: usize = 70_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
@@ -58,7 +65,23 @@ fn err<T>(reason: impl Into<String>) -> Result<T, CodecError> {
 pub fn read(buf: &mut BytesMut, level: Option<u8>, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
     let Some((header_len, body_len)) = fixed_header(buf)? else { return Ok(None) };
     if body_len > packet_bytes_max {
-        return err(format!("a packet of {body_len} bytes, above the {packet_bytes_max} limit"));
+        // A publish too large to store is read in part, so that it can be acknowledged and
+        // kept as a dead letter; any other packet that large ends the connection.
+        if buf[0] >> 4 != 3 {
+            return err(format!("a packet of {body_len} bytes, above the {packet_bytes_max} limit"));
+        }
+        let head = body_len.min(OVERSIZE_HEAD_BYTES);
+        if buf.len() < header_len + head {
+            buf.reserve(header_len + head - buf.len());
+            return Ok(None);
+        }
+        let first = buf[0];
+        buf.advance(header_len);
+        let body = buf.split_to(head).freeze();
+        let Packet::Publish(publish) = decode(first, body, level == Some(LEVEL_V5))? else {
+            return err("a publish that does not decode as one");
+        };
+        return Ok(Some(Packet::Oversize { publish, body_bytes: body_len, skip_bytes: body_len - head }));
     }
     if buf.len() < header_len + body_len {
         buf.reserve(header_len + body_len - buf.len());
@@ -327,13 +350,31 @@ mod tests {
     }
 
     #[test]
+    fn an_oversize_publish_is_read_in_part_and_the_rest_skipped() {
+        let mut body = Vec::new();
+        string(&mut body, b"weather/big");
+        body.extend_from_slice(&9u16.to_be_bytes());
+        body.extend(std::iter::repeat_n(b'x', 3 * OVERSIZE_HEAD_BYTES));
+        let mut buf = packet(0x32, &body);
+        buf.put_slice(&packet(0xc0, &[])); // a PINGREQ after it
+        let Ok(Some(Packet::Oversize { publish, body_bytes, skip_bytes })) = read(&mut buf, Some(LEVEL_V311), 1024) else {
+            panic!("an oversize publish");
+        };
+        assert_eq!((publish.topic.as_str(), publish.pkid, publish.qos), ("weather/big", 9, 1));
+        assert_eq!(body_bytes, body.len());
+        assert_eq!(OVERSIZE_HEAD_BYTES + skip_bytes, body.len());
+        buf.advance(skip_bytes);
+        assert_eq!(read(&mut buf, Some(LEVEL_V311), 1024), Ok(Some(Packet::PingReq)));
+    }
+
+    #[test]
     fn refusals() {
         let mut body = Vec::new();
         string(&mut body, b"a/+");
         body.extend_from_slice(b"x");
         assert!(read(&mut packet(0x30, &body), Some(LEVEL_V311), 1024).is_err(), "wildcard topic");
         assert!(read(&mut packet(0x36, &body), Some(LEVEL_V311), 1024).is_err(), "QoS 3");
-        assert!(read(&mut packet(0x30, &[0; 100]), Some(LEVEL_V311), 50).is_err(), "over the limit");
+        assert!(read(&mut packet(0x82, &[0; 100]), Some(LEVEL_V311), 50).is_err(), "a subscribe over the limit");
         let mut old = connect_body(LEVEL_V311);
         old[6] = 3;
         assert!(read(&mut packet(0x10, &old), None, 1024).is_err(), "MQTT 3.1");

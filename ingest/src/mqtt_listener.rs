@@ -3,7 +3,8 @@
 //! Each connection reads what the socket has, decodes every complete packet in it, routes the
 //! PUBLISHes of that read through the rules and writes their rows in one durable write, and only
 //! then sends PUBACK (QoS 1) or PUBREC (QoS 2). A message the rules refuse is acknowledged
-//! too (it is logged and counted), so one bad reading never makes a device resend it forever.
+//! too (it is a dead letter in `system.ingest_errors`), so one bad reading never makes a
+//! device resend it forever.
 //! While storage makes writers wait, the connection reads nothing more: TCP pushes back on
 //! the device and nothing is dropped.
 
@@ -11,15 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use isobar_storage::Storage;
-
 use crate::error::{Error, Result};
 use crate::mqtt_codec::{self as codec, Packet, Publish};
-use crate::router::Router;
+use crate::store::Ingestor;
 use crate::rule::Message;
 
 /// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
@@ -40,10 +39,12 @@ pub struct MqttMetrics {
 /// What every connection shares.
 #[derive(Debug, Clone)]
 pub struct MqttContext {
-    pub storage: Storage,
-    pub router: Arc<Router>,
+    pub ingestor: Ingestor,
     pub metrics: Arc<MqttMetrics>,
 }
+
+/// The `source` of the listener's dead letters.
+const SOURCE: &str = "mqtt";
 
 /// Accepts connections until the task is aborted, which also ends every connection.
 pub async fn serve(listener: TcpListener, cx: MqttContext) {
@@ -98,13 +99,29 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
     codec::connack(&mut out, level, 0);
     socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
 
+    // Bytes of an oversize publish still to throw away.
+    let mut discard = 0usize;
     loop {
         let mut publishes = Vec::new();
+        let mut oversize = Vec::new();
         let mut out = BytesMut::new();
         let mut disconnect = false;
-        while publishes.len() < PUBLISHES_PER_WRITE_MAX {
+        while publishes.len() + oversize.len() < PUBLISHES_PER_WRITE_MAX {
+            if discard > 0 {
+                let n = discard.min(buf.len());
+                buf.advance(n);
+                discard -= n;
+                if discard > 0 {
+                    break;
+                }
+            }
             match codec::read(&mut buf, Some(level), PACKET_BYTES_MAX).map_err(|e| protocol_error(e.0))? {
                 Some(Packet::Publish(p)) => publishes.push(p),
+                Some(Packet::Oversize { publish, body_bytes, skip_bytes }) => {
+                    discard = skip_bytes;
+                    let reason = format!("a publish of {body_bytes} bytes exceeds the {PACKET_BYTES_MAX}-byte packet limit");
+                    oversize.push((publish, reason));
+                }
                 Some(Packet::PingReq) => codec::pingresp(&mut out),
                 Some(Packet::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
                 Some(Packet::Subscribe { pkid, filters }) => {
@@ -121,9 +138,9 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
                 None => break,
             }
         }
-        if !publishes.is_empty() {
-            store(&publishes, &client_id, cx).await?;
-            for p in &publishes {
+        if !publishes.is_empty() || !oversize.is_empty() {
+            store(&publishes, &oversize, &client_id, cx).await?;
+            for p in publishes.iter().chain(oversize.iter().map(|(p, _)| p)) {
                 match p.qos {
                     0 => {}
                     1 => codec::ack(&mut out, codec::PUBACK, p.pkid),
@@ -137,7 +154,7 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
         if disconnect {
             return Ok(());
         }
-        if publishes.len() == PUBLISHES_PER_WRITE_MAX {
+        if publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX {
             continue;
         }
         let read = socket.read_buf(&mut buf);
@@ -152,30 +169,22 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
     }
 }
 
-/// Routes and durably writes one read's messages; returns once they are durable.
-async fn store(publishes: &[Publish], client_id: &str, cx: &MqttContext) -> Result<()> {
+impl Publish {
+    /// The message the rules see.
+    fn message<'a>(&'a self, client_id: &'a str, arrival_ns: i64) -> Message<'a> {
+        Message { topic: &self.topic, payload: &self.payload, client_id, arrival_ns }
+    }
+}
+
+/// Routes and durably writes one read's messages, and the dead letters of the publishes too
+/// large to store; returns once they are durable.
+async fn store(publishes: &[Publish], oversize: &[(Publish, String)], client_id: &str, cx: &MqttContext) -> Result<()> {
     let arrival_ns = now_ns();
-    let messages: Vec<Message<'_>> =
-        publishes.iter().map(|p| Message { topic: &p.topic, payload: &p.payload, client_id, arrival_ns }).collect();
-    let routed = cx.router.route(&messages);
-    cx.metrics.messages.fetch_add(publishes.len() as u64, Ordering::Relaxed);
-    for (i, reason) in &routed.rejected {
-        log::warn!("mqtt message on {} from {client_id} not stored: {reason}", messages[*i].topic);
-    }
-    if routed.batch.is_empty() {
-        cx.metrics.messages_rejected.fetch_add(routed.rejected.len() as u64, Ordering::Relaxed);
-        return Ok(());
-    }
-    let storage = cx.storage.clone();
-    let (receipt, routed) = tokio::task::spawn_blocking(move || (storage.write(&routed.batch), routed))
-        .await
-        .map_err(|e| protocol_error(format!("storage write task: {e}")))?;
-    let receipt = receipt?;
-    for r in &receipt.rejected {
-        let topic = routed.message_of(r).map_or("?", |i| messages[i].topic);
-        log::warn!("mqtt message on {topic} from {client_id} not stored: {}", r.reason);
-    }
-    cx.metrics.rows_written.fetch_add(receipt.rows_written, Ordering::Relaxed);
-    cx.metrics.messages_rejected.fetch_add((routed.rejected.len() + receipt.rejected.len()) as u64, Ordering::Relaxed);
+    let messages: Vec<Message<'_>> = publishes.iter().map(|p| p.message(client_id, arrival_ns)).collect();
+    let refused: Vec<(Message<'_>, &str)> = oversize.iter().map(|(p, reason)| (p.message(client_id, arrival_ns), reason.as_str())).collect();
+    cx.metrics.messages.fetch_add((messages.len() + refused.len()) as u64, Ordering::Relaxed);
+    let stored = cx.ingestor.store(SOURCE, &messages, &refused).await?;
+    cx.metrics.rows_written.fetch_add(stored.rows_written, Ordering::Relaxed);
+    cx.metrics.messages_rejected.fetch_add(stored.messages_rejected, Ordering::Relaxed);
     Ok(())
 }

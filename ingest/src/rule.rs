@@ -65,6 +65,19 @@ pub enum TimeUnit {
     Ns,
 }
 
+impl TimeUnit {
+    /// What a time in this unit is, for messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Auto => "seconds, milliseconds, microseconds or nanoseconds since 1970 (before 2262), or RFC 3339",
+            Self::S => "seconds since 1970 (before 2262)",
+            Self::Ms => "milliseconds since 1970 (before 2262)",
+            Self::Us => "microseconds since 1970 (before 2262)",
+            Self::Ns => "nanoseconds since 1970",
+        }
+    }
+}
+
 /// One message offered to the rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
@@ -165,7 +178,7 @@ impl Rule {
             None => message.arrival_ns,
             Some(name) => {
                 let value = take(name).ok_or_else(|| self.reject(format!("time {name} is missing")))?;
-                let time_ns = time_ns(&value, self.spec.time_unit).ok_or_else(|| self.reject(format!("time {name} = {value:?} is not a time")))?;
+                let time_ns = time_ns(&value, self.spec.time_unit).ok_or_else(|| self.reject(format!("time {name} = {value} is not a time in {}", self.spec.time_unit.describe())))?;
                 if time_ns < 0 {
                     return Err(self.reject(format!("time {name} is before 1970")));
                 }

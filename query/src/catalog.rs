@@ -1,5 +1,6 @@
 //! The SQL catalog: schema `public` lists storage's tables as they are now, so tables that
-//! ingest creates are queryable at once.
+//! ingest creates are queryable at once; schema `system` lists isobar's own tables (storage
+//! tables named `system.<name>`, such as `system.ingest_errors`).
 
 use std::sync::Arc;
 
@@ -7,32 +8,59 @@ use async_trait::async_trait;
 use datafusion::catalog::SchemaProvider;
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
-use isobar_storage::Storage;
+use isobar_storage::{SYSTEM_TABLE_PREFIX, Storage};
 
 use crate::table::StorageTable;
 
-/// Storage's tables, as a DataFusion schema.
+/// The schema of isobar's own tables.
+pub(crate) const SYSTEM_SCHEMA: &str = "system";
+
+/// Storage's tables, as a DataFusion schema: the users' tables, or isobar's own.
 #[derive(Debug)]
 pub(crate) struct StorageSchema {
     storage: Storage,
+    system: bool,
 }
 
 impl StorageSchema {
+    /// The users' tables (`public`).
     pub(crate) fn new(storage: Storage) -> Self {
-        Self { storage }
+        Self { storage, system: false }
+    }
+
+    /// isobar's own tables (`system`).
+    pub(crate) fn system(storage: Storage) -> Self {
+        Self { storage, system: true }
+    }
+
+    /// The storage name of the table SQL calls `name` in this schema.
+    fn storage_name(&self, name: &str) -> Option<String> {
+        match self.system {
+            true => Some(format!("{SYSTEM_TABLE_PREFIX}{name}")),
+            false => (!name.starts_with(SYSTEM_TABLE_PREFIX)).then(|| name.to_owned()),
+        }
+    }
+
+    /// The name SQL calls storage's `table` in this schema, if it is in it.
+    fn sql_name(&self, table: String) -> Option<String> {
+        match table.strip_prefix(SYSTEM_TABLE_PREFIX) {
+            Some(name) => self.system.then(|| name.to_owned()),
+            None => (!self.system).then_some(table),
+        }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for StorageSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.storage.tables().into_iter().map(|t| t.name).collect();
+        let mut names: Vec<String> = self.storage.tables().into_iter().filter_map(|t| self.sql_name(t.name)).collect();
         names.sort();
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.storage.table(name).map(|t| Arc::new(StorageTable::new(self.storage.clone(), t)) as Arc<dyn TableProvider>))
+        let table = self.storage_name(name).and_then(|name| self.storage.table(&name));
+        Ok(table.map(|t| Arc::new(StorageTable::new(self.storage.clone(), t)) as Arc<dyn TableProvider>))
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -42,6 +70,6 @@ impl SchemaProvider for StorageSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.storage.table(name).is_some()
+        self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
     }
 }

@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{CopyTarget, Set, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use isobar_storage::Storage;
 
-use crate::catalog::StorageSchema;
+use crate::catalog::{SYSTEM_SCHEMA, StorageSchema};
 use crate::ddl::{DEFAULT_SCHEMA, table_definition};
 use crate::error::{Error, Result};
 use crate::functions;
@@ -84,6 +84,7 @@ impl QueryEngine {
         let context = SessionContext::new_with_config_rt(session, runtime);
         let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone())))?;
+        catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone())))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;
         context.register_catalog(CATALOG, catalog);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use isobar_ingest::Router;
+use isobar_ingest::{Ingestor, Router};
 use isobar_ingest::mqtt_listener::{self, MqttContext, MqttMetrics};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
@@ -55,7 +55,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
 
     let mqtt_metrics = Arc::new(MqttMetrics::default());
     let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&mqtt_metrics)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { storage: storage.clone(), router, metrics: mqtt_metrics }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor: Ingestor::new(storage.clone(), router), metrics: mqtt_metrics }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

@@ -55,7 +55,7 @@ pub use model::{
     ChunkId, ColumnId, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs,
     WalSequence, WriteBatch, WriteReceipt,
 };
-pub use schema::{ColumnDef, ColumnKind, TIME_COLUMN, TableSchema};
+pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableSchema};
 #[cfg(feature = "engine")]
 pub use {
     engine::{Metrics, Storage},

@@ -176,6 +176,10 @@ impl WriteBatch {
     pub fn extend(&mut self, table: &str, points: impl IntoIterator<Item = Point>) {
         self.tables.entry(table.to_owned()).or_default().extend(points);
     }
+    /// The points for `table`, in the order they were added.
+    pub fn points(&self, table: &str) -> &[Point] {
+        self.tables.get(table).map_or(&[], Vec::as_slice)
+    }
     /// Commits `position` for `source` together with this batch's rows.
     pub fn set_position(&mut self, source: &str, position: Vec<u8>) {
         self.positions.push(SourcePosition { source: source.to_owned(), position });

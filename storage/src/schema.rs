@@ -11,6 +11,10 @@ use crate::error::DecodeError;
 use crate::model::{ColumnId, FieldType, FieldValue, Point, TableId};
 
 /// The name of every table's time column.
+/// Tables whose names start with this belong to isobar itself (`system.ingest_errors`); SQL
+/// sees them in schema `system`.
+pub const SYSTEM_TABLE_PREFIX: &str = "system.";
+
 pub const TIME_COLUMN: &str = "time";
 
 /// Whether a column is a tag (part of the series identity) or a field of a given type.

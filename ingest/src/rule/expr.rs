@@ -25,6 +25,21 @@ pub(crate) enum Val {
     Json(Json),
 }
 
+impl std::fmt::Display for Val {
+    /// As JSON would write it, for messages about a value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Null => f.write_str("null"),
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Num(n) => write!(f, "{n}"),
+            Self::Str(s) => write!(f, "{}", Json::String(s.clone())),
+            Self::Json(j) => write!(f, "{j}"),
+        }
+    }
+}
+
 impl Val {
     pub(crate) fn from_json(json: &Json) -> Self {
         match json {

@@ -1,0 +1,82 @@
+//! Storing a batch of messages, whatever source received them: rules, one durable write, dead
+//! letters for what could not be stored. A source acknowledges the batch once [`Ingestor::store`]
+//! returns `Ok`.
+
+use std::sync::Arc;
+
+use isobar_storage::{Storage, WriteBatch, WriteReceipt};
+
+use crate::dead_letters::{self, DeadLetters};
+use crate::error::Result;
+use crate::router::Router;
+use crate::rule::Message;
+
+/// What storing one batch of messages did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Rows the rules made that storage wrote.
+    pub rows_written: u64,
+    /// Messages that made no row, now dead letters.
+    pub messages_rejected: u64,
+}
+
+/// The rules and storage behind every source.
+#[derive(Debug, Clone)]
+pub struct Ingestor {
+    storage: Storage,
+    router: Arc<Router>,
+    dead_letters: Arc<DeadLetters>,
+}
+
+impl Ingestor {
+    /// Routes messages through `router` into `storage`.
+    pub fn new(storage: Storage, router: Arc<Router>) -> Self {
+        Self { storage, router, dead_letters: Arc::new(DeadLetters::default()) }
+    }
+
+    /// Routes `messages` (received by `source`, e.g. `mqtt`) and writes their rows and the
+    /// dead letters of those that made none, and of `refused`, which the source could not
+    /// take (with the reason); returns once all of it is durable.
+    pub async fn store(&self, source: &str, messages: &[Message<'_>], refused: &[(Message<'_>, &str)]) -> Result<Stored> {
+        let mut routed = self.router.route(messages);
+        let rejected = routed.rejected.iter().map(|(i, reason)| (&messages[*i], reason.as_str()));
+        let mut dead_letters_written = 0;
+        for (message, reason) in rejected.chain(refused.iter().map(|(m, reason)| (m, *reason))) {
+            log::warn!("{source} message on {} from {} not stored: {reason}", message.topic, message.client_id);
+            self.dead_letters.add(&mut routed.batch, source, message, reason);
+            dead_letters_written += 1;
+        }
+        let mut stored = Stored { rows_written: 0, messages_rejected: dead_letters_written };
+        if routed.batch.is_empty() {
+            return Ok(stored);
+        }
+        let receipt = self.write(std::mem::take(&mut routed.batch)).await?;
+        // Rows storage refused (a type conflict) become dead letters too, in a second write.
+        let mut late = WriteBatch::new();
+        for r in &receipt.rejected {
+            if r.table == dead_letters::TABLE {
+                log::error!("{source} dead letter not stored: {}", r.reason);
+                dead_letters_written -= 1;
+                continue;
+            }
+            let Some(message) = routed.message_of(r).map(|i| &messages[i]) else { continue };
+            log::warn!("{source} message on {} from {} not stored: {}", message.topic, message.client_id, r.reason);
+            self.dead_letters.add(&mut late, source, message, &r.reason);
+            stored.messages_rejected += 1;
+        }
+        stored.rows_written = receipt.rows_written - dead_letters_written;
+        if !late.is_empty() {
+            self.write(late).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Writes `batch` on a blocking thread, as storage waits for its fsync.
+    async fn write(&self, batch: WriteBatch) -> Result<WriteReceipt> {
+        let storage = self.storage.clone();
+        let receipt = tokio::task::spawn_blocking(move || storage.write(&batch))
+            .await
+            .map_err(|e| isobar_storage::Error::Internal(format!("storage write task: {e}")))?;
+        Ok(receipt?)
+    }
+}
