@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use isobar_storage::{FieldValue, Point, WriteBatch};
+use isobar_storage::{ColumnKind, FieldType, FieldValue, Point, Storage, WriteBatch};
 
 use crate::rule::Message;
 
@@ -28,6 +28,27 @@ pub const PAYLOAD_BYTES_KEPT: usize = 256;
 /// Bytes of a reason or topic kept: storage refuses longer strings, and a dead letter must not
 /// be refused.
 const TEXT_BYTES_KEPT: usize = 1024;
+
+/// Creates `system.ingest_errors` unless it exists, so it can be queried before the first
+/// dead letter.
+pub fn create_table(storage: &Storage) -> isobar_storage::Result<()> {
+    let text = ColumnKind::Field(FieldType::String);
+    let columns: Vec<(String, ColumnKind)> = [
+        ("source", ColumnKind::Tag),
+        ("topic", text),
+        ("client", text),
+        ("reason", text),
+        ("payload", text),
+        ("payload_bytes", ColumnKind::Field(FieldType::I64)),
+    ]
+    .into_iter()
+    .map(|(name, kind)| (name.to_owned(), kind))
+    .collect();
+    match storage.create_table(TABLE, &columns) {
+        Ok(_) | Err(isobar_storage::Error::TableExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// Makes dead-letter rows, each at its own time: rows share their series (one per source),
 /// so two at the same nanosecond would replace one another.

@@ -1,4 +1,5 @@
-//! The MQTT packets isobar's listener reads and writes, for MQTT 3.1.1 (level 4) and 5.
+//! The MQTT packets isobar's listener reads and writes, for MQTT 3.1.1 (level 4) and 5;
+//! [`client`] has the other side's, for when isobar is the client.
 //!
 //! Decoding never panics and never trusts a length: a packet is decoded only once all of it is
 //! buffered, its size is checked against a limit first, and every field is bounds-checked.
@@ -6,6 +7,8 @@
 //! service as a 3.1.1 one.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub mod client;
 
 /// Protocol levels isobar speaks.
 pub const LEVEL_V311: u8 = 4;

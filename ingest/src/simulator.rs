@@ -57,29 +57,59 @@ pub struct Reading {
     pub direction: i64,
 }
 
+impl Reading {
+    /// The JSON payload a seed device publishes, with its time in milliseconds.
+    pub fn payload(&self, time_ms: i64) -> String {
+        format!(
+            r#"{{"sensor_timestamp":{time_ms},"sensor_value":{},"sensor_value_smoothed":{},"direction":{}}}"#,
+            self.sensor_value, self.sensor_value_smoothed, self.direction
+        )
+    }
+}
+
 impl SeedFleet {
     /// `series` sensors (five per station), starting at `start_ns`.
     pub fn new(series: usize, start_ns: i64, seed: u64) -> Self {
+        let mut fleet = Self::stations(0..series.div_ceil(SENSORS.len()), SENSORS.len(), start_ns, seed);
+        fleet.sensors.truncate(series);
+        fleet
+    }
+
+    /// The stations numbered `stations`, with `per_station` sensors each (cycling through the
+    /// five sensor types), starting at `start_ns`.
+    pub fn stations(stations: std::ops::Range<usize>, per_station: usize, start_ns: i64, seed: u64) -> Self {
         let mut rng = SplitMix64::new(seed);
-        let sensors = (0..series)
-            .map(|i| {
-                let (state, city) = STATES[(i / SENSORS.len()) % STATES.len()];
-                let station = format!("st-{:05}", i / SENSORS.len());
-                let sensor = SENSORS[i % SENSORS.len()];
-                Sensor {
+        let mut sensors = Vec::with_capacity(stations.len() * per_station);
+        for station_no in stations {
+            let (state, city) = STATES[station_no % STATES.len()];
+            let station = format!("st-{station_no:05}");
+            for j in 0..per_station {
+                let sensor = SENSORS[j % SENSORS.len()];
+                let sensor_id = match j / SENSORS.len() {
+                    0 => format!("{station}-{sensor}"),
+                    n => format!("{station}-{sensor}-{n}"),
+                };
+                sensors.push(Sensor {
                     tags: [
                         ("state".into(), state.into()),
                         ("city".into(), city.into()),
                         ("station_id".into(), station.clone()),
                         ("sensor".into(), sensor.into()),
-                        ("sensor_id".into(), format!("{station}-{sensor}")),
+                        ("sensor_id".into(), sensor_id),
                     ],
                     value_e4: rng.range(0, 300_000),
                     recent: Vec::with_capacity(WINDOW),
-                }
-            })
-            .collect();
+                });
+            }
+        }
         Self { sensors, rng, time_ns: start_ns }
+    }
+
+    /// The MQTT topic sensor `i` publishes on, as in the seed talk:
+    /// `weather/<state>/<city>/<station_id>/<sensor_type>/<sensor_id>`.
+    pub fn topic(&self, i: usize) -> String {
+        let [state, city, station, sensor, sensor_id] = &self.sensors[i].tags;
+        format!("weather/{}/{}/{}/{}/{}", state.1, city.1, station.1, sensor.1, sensor_id.1)
     }
 
     pub fn series(&self) -> usize {

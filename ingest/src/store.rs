@@ -29,9 +29,10 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Routes messages through `router` into `storage`.
-    pub fn new(storage: Storage, router: Arc<Router>) -> Self {
-        Self { storage, router, dead_letters: Arc::new(DeadLetters::default()) }
+    /// Routes messages through `router` into `storage`; creates the dead letters' table.
+    pub fn new(storage: Storage, router: Arc<Router>) -> Result<Self> {
+        dead_letters::create_table(&storage)?;
+        Ok(Self { storage, router, dead_letters: Arc::new(DeadLetters::default()) })
     }
 
     /// Routes `messages` (received by `source`, e.g. `mqtt`) and writes their rows and the

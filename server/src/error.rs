@@ -15,6 +15,9 @@ pub(crate) enum Error {
     /// A listener could not bind or accept.
     #[error("{what} {addr}: {source}")]
     Listen { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    /// Ingest failed to start.
+    #[error(transparent)]
+    Ingest(#[from] isobar_ingest::Error),
     /// Setting up the Postgres catalog failed.
     #[error("postgres catalog: {0}")]
     Catalog(String),

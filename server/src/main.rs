@@ -6,6 +6,8 @@
 //! - `isobar demo [--data-dir DIR] [--sensors N] [--seconds S]` writes S seconds of readings
 //!   from a simulated fleet of N sensors straight into storage, persists them into chunks, and
 //!   reads them back.
+//! - `isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ ...` publishes
+//!   a simulated fleet over MQTT (`simulate.rs`).
 
 mod auth;
 mod config;
@@ -19,6 +21,7 @@ mod pg_direct;
 mod pg_functions;
 mod pg_params;
 mod serve;
+mod simulate;
 mod tls;
 
 use std::path::PathBuf;
@@ -117,6 +120,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") | None => serve_command(rest),
         Some("demo") => demo(&parse_demo_args(rest)?),
-        Some(other) => bail!("unknown command {other}; try `isobar serve` or `isobar demo`"),
+        Some("simulate") => simulate::command(rest),
+        Some(other) => bail!("unknown command {other}; try `isobar serve`, `isobar demo` or `isobar simulate`"),
     }
 }

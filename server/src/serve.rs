@@ -43,6 +43,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
         _ => return Err(Error::Config("postgres: set both tls_cert_path and tls_key_path, or neither".into())),
     };
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
+    let ingestor = Ingestor::new(storage.clone(), router)?;
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
@@ -55,7 +56,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
 
     let mqtt_metrics = Arc::new(MqttMetrics::default());
     let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&mqtt_metrics)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor: Ingestor::new(storage.clone(), router), metrics: mqtt_metrics }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: mqtt_metrics }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

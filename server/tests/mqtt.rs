@@ -7,15 +7,7 @@ use std::process::Command;
 
 use common::Server;
 
-const SEED_RULE: &str = r#"
-[[rules]]
-name = "weather"
-sql = "SELECT topic(6) AS sensor_id, topic(4) AS station_id, topic(5) AS sensor, sensor_timestamp, cast(sensor_value AS double) AS sensor_value, cast(direction AS int) AS direction FROM 'weather/+/+/+/+/+'"
-table = "weather"
-tags = ["station_id", "sensor", "sensor_id"]
-time = "sensor_timestamp"
-time_unit = "ms"
-"#;
+const SEED_RULE: &str = Server::SEED_RULE;
 
 fn publish(server: &Server, qos: u8, topic: &str, payload: &str) {
     let out = Command::new("mosquitto_pub")

@@ -3,6 +3,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod mosquitto;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +44,17 @@ impl Server {
     pub(crate) fn start_with(data_dir: &Path, postgres_extra: &str) -> Self {
         Self::start_config(data_dir, &Self::config(data_dir, "", postgres_extra))
     }
+
+    /// The seed fleet's rule (`../shared/seed/`), for `top_extra`.
+    pub(crate) const SEED_RULE: &str = r#"
+[[rules]]
+name = "weather"
+sql = "SELECT topic(6) AS sensor_id, topic(4) AS station_id, topic(5) AS sensor, sensor_timestamp, cast(sensor_value AS double) AS sensor_value, cast(sensor_value_smoothed AS double) AS sensor_value_smoothed, cast(direction AS int) AS direction FROM 'weather/+/+/+/+/+'"
+table = "weather"
+tags = ["station_id", "sensor", "sensor_id"]
+time = "sensor_timestamp"
+time_unit = "ms"
+"#;
 
     /// Starts `isobar serve` with `config`.
     pub(crate) fn start_config(data_dir: &Path, config: &Path) -> Self {
