@@ -7,9 +7,26 @@
 
 use isobar_storage::{FieldValue, Point, WriteBatch};
 
+use crate::rule::{RuleSpec, TimeUnit};
+
 const SENSORS: [&str; 5] = ["temperature", "humidity", "pressure", "wind_speed", "rain"];
 const STATES: [(&str, &str); 4] = [("wa", "seattle"), ("or", "portland"), ("ca", "oakland"), ("nv", "reno")];
 const WINDOW: usize = 10;
+
+/// The seed talk's IoT rule, as isobar configures it: what the demo runs.
+pub fn seed_rule() -> RuleSpec {
+    RuleSpec {
+        name: "weather".into(),
+        sql: "SELECT topic(6) AS sensor_id, topic(4) AS station_id, topic(5) AS sensor, sensor_timestamp, \
+              cast(sensor_value AS double) AS sensor_value, cast(sensor_value_smoothed AS double) AS sensor_value_smoothed, \
+              cast(direction AS int) AS direction FROM 'weather/+/+/+/+/+'"
+            .into(),
+        table: "weather".into(),
+        tags: vec!["station_id".into(), "sensor".into(), "sensor_id".into()],
+        time: Some("sensor_timestamp".into()),
+        time_unit: TimeUnit::Ms,
+    }
+}
 
 /// splitmix64: small, fast and the same on every platform.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use isobar_ingest::{Ingestor, Router};
 use isobar_ingest::mqtt_listener::{self, MqttContext, MqttMetrics};
+use isobar_ingest::publisher::{SimulateOptions, simulate};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
 use tokio::net::TcpListener;
@@ -25,8 +26,16 @@ use crate::pg::PgHandlers;
 /// Time connections get to finish after a shutdown signal, in milliseconds.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
 
-/// Runs the server until a shutdown signal.
-pub(crate) async fn serve(config: Config) -> Result<()> {
+/// A simulated fleet publishing to the server's own MQTT listener (`isobar demo`).
+#[derive(Debug, Clone)]
+pub(crate) struct Demo {
+    pub(crate) stations: usize,
+    pub(crate) sensors_per_station: usize,
+    pub(crate) rate_hz: f64,
+}
+
+/// Runs the server until a shutdown signal; with `demo`, a simulated fleet publishes to it.
+pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let storage_config = config.storage_config();
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))
         .await
@@ -56,6 +65,7 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
 
     let mqtt_metrics = Arc::new(MqttMetrics::default());
     let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&mqtt_metrics)));
+    let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
     let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: mqtt_metrics }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
@@ -83,6 +93,9 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     }
     drop(pg);
     // Unacknowledged publishes are resent by their devices; acknowledged ones are durable.
+    if let Some(task) = demo_task {
+        task.abort();
+    }
     mqtt_task.abort();
     http_task.abort();
     println!("shutting down: waiting up to {SHUTDOWN_GRACE_MS} ms for {} connections", connections.len());
@@ -97,4 +110,36 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     tokio::task::spawn_blocking(move || storage.close(true)).await.map_err(|e| Error::Config(format!("storage close task: {e}")))??;
     println!("isobar stopped");
     Ok(())
+}
+
+/// Starts the demo's fleet publishing to `mqtt` and tells the user how to look at it.
+fn start_demo(demo: Demo, mqtt: String, pg: String) -> tokio::task::JoinHandle<()> {
+    let sensors = demo.stations * demo.sensors_per_station;
+    let port = pg.rsplit(':').next().unwrap_or("5433").to_owned();
+    println!(
+        "\nisobar demo: {sensors} simulated weather sensors publish to the MQTT listener ({} Hz each);\n\
+         the seed rule turns them into rows of table weather. Look at them with psql:\n\n  \
+         psql -h 127.0.0.1 -p {port} -U isobar\n\n  \
+         SELECT sensor, count(*), round(avg(sensor_value), 2) AS avg FROM weather GROUP BY sensor ORDER BY sensor;\n  \
+         SELECT sensor_id, last(sensor_value, time) AS latest FROM weather WHERE sensor = 'temperature' GROUP BY sensor_id ORDER BY sensor_id LIMIT 5;\n  \
+         SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*), avg(sensor_value) FROM weather GROUP BY 1 ORDER BY 1 DESC LIMIT 5;\n\n\
+         Messages no rule could store are in system.ingest_errors. Ctrl-C stops isobar.\n",
+        demo.rate_hz
+    );
+    let options = SimulateOptions {
+        broker: mqtt,
+        stations: demo.stations,
+        sensors: demo.sensors_per_station,
+        rate_hz: demo.rate_hz,
+        duration_s: None,
+        seed: 42,
+        qos: 1,
+        connections: 1,
+        window: 1000,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = simulate(&options).await {
+            log::warn!("demo fleet stopped: {e}");
+        }
+    })
 }

@@ -75,3 +75,27 @@ fn the_simulator_publishes_to_mosquitto() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fills_the_seed_table_and_says_how_to_query_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_command("demo", &data, &Server::config(&data, "", ""));
+    let client = server.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let sensors = loop {
+        let found = client.query_one("SELECT count(DISTINCT sensor_id) FROM weather", &[]).await.map(|r| r.get::<_, i64>(0));
+        match found {
+            Ok(n) if n == 100 => break n,
+            _ if std::time::Instant::now() > deadline => panic!("the demo fleet's readings arrive: {found:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(sensors, 100);
+    let printed = server.output().join("\n");
+    assert!(printed.contains(&format!("psql -h 127.0.0.1 -p {} -U isobar", server.pg_port)), "{printed}");
+    // The example queries it prints run.
+    for query in printed.lines().map(str::trim).filter(|l| l.starts_with("SELECT")) {
+        client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+    }
+}

@@ -58,8 +58,13 @@ time_unit = "ms"
 
     /// Starts `isobar serve` with `config`.
     pub(crate) fn start_config(data_dir: &Path, config: &Path) -> Self {
+        Self::start_command("serve", data_dir, config)
+    }
+
+    /// Starts `isobar <command> --config <config>` (`serve` or `demo`).
+    pub(crate) fn start_command(command: &str, data_dir: &Path, config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_isobar"))
-            .args(["serve", "--config"])
+            .args([command, "--config"])
             .arg(config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
