@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     /// IoT rules mapping MQTT messages to table rows.
     pub(crate) rules: Vec<isobar_ingest::RuleSpec>,
+    /// External brokers to subscribe to; their messages go through the same rules.
+    pub(crate) subscriptions: Vec<isobar_ingest::mqtt_subscriber::SubscriptionSpec>,
     pub(crate) postgres: PostgresConfig,
     pub(crate) mqtt: MqttConfig,
     pub(crate) http: HttpConfig,
@@ -104,6 +106,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./isobar-data"),
             rules: Vec::new(),
+            subscriptions: Vec::new(),
             postgres: PostgresConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use isobar_ingest::mqtt_listener::MqttMetrics;
+
 use isobar_storage::Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::{QueryMetrics, render};
+use crate::metrics::{IngestMetrics, QueryMetrics, render};
 
 /// Largest request head read; longer requests get 431.
 const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -19,17 +19,17 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// Serves until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, storage: Storage, queries: Arc<QueryMetrics>, mqtt: Arc<MqttMetrics>) {
+pub(crate) async fn serve(listener: TcpListener, storage: Storage, queries: Arc<QueryMetrics>, ingest: Arc<IngestMetrics>) {
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
-        let (storage, queries, mqtt) = (storage.clone(), Arc::clone(&queries), Arc::clone(&mqtt));
+        let (storage, queries, ingest) = (storage.clone(), Arc::clone(&queries), Arc::clone(&ingest));
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage, &queries, &mqtt)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &storage, &queries, &ingest)).await;
         });
     }
 }
 
-async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics, mqtt: &MqttMetrics) -> std::io::Result<()> {
+async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics, ingest: &IngestMetrics) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -50,7 +50,7 @@ async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics
             None => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
             Some(e) => respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n")).await,
         },
-        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries, mqtt)).await,
+        (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries, ingest)).await,
         (b"GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
         _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,
     }

@@ -2,10 +2,19 @@
 //! persists), the query front end's (statements, errors, time to answer) and the MQTT
 //! listener's (connections, messages, messages not stored).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use isobar_ingest::mqtt_listener::MqttMetrics;
+use isobar_ingest::mqtt_subscriber::SubscriberMetrics;
+
+/// Ingest's counters: the MQTT listener's and the broker subscriptions'.
+#[derive(Debug, Default)]
+pub(crate) struct IngestMetrics {
+    pub(crate) mqtt: Arc<MqttMetrics>,
+    pub(crate) subscriptions: Arc<SubscriberMetrics>,
+}
 use isobar_storage::Storage;
 
 /// Statements run over the Postgres wire protocol.
@@ -32,7 +41,8 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The Prometheus exposition of every counter.
-pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, mqtt: &MqttMetrics) -> String {
+pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestMetrics) -> String {
+    let (mqtt, subs) = (&ingest.mqtt, &ingest.subscriptions);
     let m = storage.metrics();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
@@ -52,6 +62,10 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, mqtt: &MqttMetri
     counter(&mut out, "isobar_mqtt_connections_total", "MQTT connections accepted.", load(&mqtt.connections));
     counter(&mut out, "isobar_mqtt_messages_total", "MQTT publishes received.", load(&mqtt.messages));
     counter(&mut out, "isobar_mqtt_rows_written_total", "Rows the rules made from MQTT publishes, written durably.", load(&mqtt.rows_written));
-    counter(&mut out, "isobar_mqtt_messages_rejected_total", "MQTT publishes no rule could store (acknowledged and logged).", load(&mqtt.messages_rejected));
+    counter(&mut out, "isobar_mqtt_messages_rejected_total", "MQTT publishes no rule could store (dead letters).", load(&mqtt.messages_rejected));
+    counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connects));
+    counter(&mut out, "isobar_subscription_messages_total", "Messages delivered by external brokers.", load(&subs.messages));
+    counter(&mut out, "isobar_subscription_rows_written_total", "Rows the rules made from delivered messages, written durably.", load(&subs.rows_written));
+    counter(&mut out, "isobar_subscription_messages_rejected_total", "Delivered messages no rule could store (dead letters).", load(&subs.messages_rejected));
     out
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isobar_ingest::{Ingestor, Router};
-use isobar_ingest::mqtt_listener::{self, MqttContext, MqttMetrics};
+use isobar_ingest::mqtt_listener::{self, MqttContext};
+use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
@@ -20,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics::QueryMetrics;
+use crate::metrics::{IngestMetrics, QueryMetrics};
 use crate::pg::PgHandlers;
 
 /// Time connections get to finish after a shutdown signal, in milliseconds.
@@ -53,6 +54,9 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     };
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let ingestor = Ingestor::new(storage.clone(), router)?;
+    for spec in &config.subscriptions {
+        spec.check().map_err(|e| Error::Config(e.to_string()))?;
+    }
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
@@ -63,10 +67,14 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     println!("isobar http listening on {}", local(&http));
     println!("data in {}", config.data_dir.display());
 
-    let mqtt_metrics = Arc::new(MqttMetrics::default());
-    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&mqtt_metrics)));
+    let ingest_metrics = Arc::new(IngestMetrics::default());
+    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&ingest_metrics)));
+    let mut subscriptions = JoinSet::new();
+    for spec in &config.subscriptions {
+        subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
+    }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: mqtt_metrics }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: Arc::clone(&ingest_metrics.mqtt) }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));
@@ -96,6 +104,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     if let Some(task) = demo_task {
         task.abort();
     }
+    subscriptions.abort_all();
     mqtt_task.abort();
     http_task.abort();
     println!("shutting down: waiting up to {SHUTDOWN_GRACE_MS} ms for {} connections", connections.len());

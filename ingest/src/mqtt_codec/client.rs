@@ -14,6 +14,7 @@ pub enum BrokerPacket {
     ConnAck { session_present: bool, code: u8 },
     PubAck { pkid: u16 },
     PubRec { pkid: u16 },
+    PubRel { pkid: u16 },
     PubComp { pkid: u16 },
     /// One return code per filter: the granted QoS, or 0x80 for a refusal.
     SubAck { pkid: u16, codes: Vec<u8> },
@@ -47,6 +48,7 @@ pub fn read(buf: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Broker
         },
         4 => BrokerPacket::PubAck { pkid: pkid(&body)? },
         5 => BrokerPacket::PubRec { pkid: pkid(&body)? },
+        6 => BrokerPacket::PubRel { pkid: pkid(&body)? },
         7 => BrokerPacket::PubComp { pkid: pkid(&body)? },
         9 => {
             let mut b = Body(body);

@@ -1,6 +1,7 @@
 //! A real mosquitto broker on a free port (the Debian package `scripts/setup` installs).
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,34 @@ pub(crate) struct Mosquitto {
 impl Mosquitto {
     /// Starts mosquitto on a free loopback port and waits until it accepts connections.
     pub(crate) fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let binary = ["/usr/sbin/mosquitto", "mosquitto"].into_iter().find(|b| !b.starts_with('/') || std::path::Path::new(b).exists()).expect("mosquitto");
+        let port = free_port();
+        Self::spawn(port, &["-p".to_owned(), port.to_string()])
+    }
+
+    /// Starts mosquitto on `port`, keeping its sessions and queued messages in `dir` across
+    /// restarts (persistence on, saved when it stops).
+    pub(crate) fn start_persistent(dir: &Path, port: u16) -> Self {
+        let config = dir.join("mosquitto.conf");
+        // Started as root, mosquitto would switch to its own user, which cannot write `dir`.
+        let me = Command::new("id").arg("-un").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nuser {me}\n",
+            dir.display()
+        );
+        std::fs::write(&config, text).expect("write mosquitto.conf");
+        Self::spawn(port, &["-c".to_owned(), config.display().to_string()])
+    }
+
+    /// Stops mosquitto as a service manager would (SIGTERM: it saves its state) and waits.
+    pub(crate) fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(port: u16, args: &[String]) -> Self {
+        let binary = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
         let child = Command::new(binary)
-            .args(["-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -35,4 +60,9 @@ impl Drop for Mosquitto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port nothing listens on now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }

@@ -1,0 +1,209 @@
+//! Subscribing to an external MQTT broker (mosquitto, EMQX, AWS IoT Core's broker, ...).
+//!
+//! isobar connects as a client with a fixed client id and a persistent session (clean session
+//! off), subscribes at QoS 1, and acknowledges each delivery only after its rows (or its dead
+//! letter) are durable: what the broker delivers while isobar is down waits in the session,
+//! and what isobar received but had not acknowledged when it stopped is delivered again
+//! (a reading delivered twice replaces itself). Shared subscriptions (`$share/<group>/<filter>`)
+//! let several isobar nodes split one feed. When the connection drops, isobar reconnects with
+//! exponential backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+use crate::mqtt_codec::client::{self, BrokerPacket, ConnectOptions};
+use crate::mqtt_codec::{self as codec, Publish};
+use crate::rule::Message;
+use crate::store::Ingestor;
+
+/// Largest packet accepted from a broker, in bytes.
+const PACKET_BYTES_MAX: usize = 16 << 20;
+/// Deliveries written to storage together at most.
+const PUBLISHES_PER_WRITE_MAX: usize = 10_000;
+/// First wait before reconnecting.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// One broker subscription, as configured (`[[subscriptions]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    /// `mqtt://HOST:PORT`.
+    pub broker: String,
+    /// The session's client id; keep it fixed so the broker keeps the session across restarts.
+    pub client_id: String,
+    /// Topic filters, e.g. `weather/#` or `$share/isobar/weather/#`.
+    pub topics: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Seconds between keep-alive pings.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u16,
+}
+
+fn default_keep_alive_s() -> u16 {
+    30
+}
+
+impl SubscriptionSpec {
+    /// Refuses a subscription that cannot work, naming what is wrong.
+    pub fn check(&self) -> Result<()> {
+        self.address()?;
+        if self.client_id.is_empty() {
+            return Err(Error::Rule(format!("subscription to {}: client_id is empty (the broker keeps the session by it)", self.broker)));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(Error::Rule(format!("subscription {}: topics must list non-empty topic filters", self.client_id)));
+        }
+        Ok(())
+    }
+
+    /// `HOST:PORT` of the broker.
+    fn address(&self) -> Result<&str> {
+        let address = self.broker.strip_prefix("mqtt://").unwrap_or(&self.broker).trim_end_matches('/');
+        if address.is_empty() || address.contains("://") {
+            return Err(Error::Rule(format!("subscription {}: broker {} is not mqtt://HOST:PORT", self.client_id, self.broker)));
+        }
+        Ok(address)
+    }
+
+    /// The `source` of its dead letters.
+    fn source(&self) -> String {
+        format!("mqtt:{}", self.client_id)
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SubscriberMetrics {
+    pub connects: AtomicU64,
+    pub messages: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub messages_rejected: AtomicU64,
+}
+
+/// Keeps `spec`'s subscription alive until the task is aborted: connects, stores what arrives,
+/// and reconnects with backoff when the connection ends.
+pub async fn run(spec: SubscriptionSpec, ingestor: Ingestor, metrics: Arc<SubscriberMetrics>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut connected = false;
+        match session(&spec, &ingestor, &metrics, &mut connected).await {
+            Ok(()) => log::warn!("subscription {}: {} closed the connection", spec.client_id, spec.broker),
+            Err(e) => log::warn!("subscription {}: {e}", spec.client_id),
+        }
+        if connected {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Connection(e.to_string())
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// One connection: connect, subscribe, then store deliveries until it ends.
+/// Sets `connected` once the broker accepted the connection.
+async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &SubscriberMetrics, connected: &mut bool) -> Result<()> {
+    let mut socket = TcpStream::connect(spec.address()?).await.map_err(io_error)?;
+    socket.set_nodelay(true).map_err(io_error)?;
+    let mut out = BytesMut::new();
+    let options = ConnectOptions {
+        client_id: spec.client_id.clone(),
+        clean_session: false,
+        keep_alive_s: spec.keep_alive_s,
+        username: spec.username.clone(),
+        password: spec.password.clone(),
+    };
+    client::connect(&mut out, &options);
+    client::subscribe(&mut out, 1, &spec.topics.iter().map(|t| (t.clone(), 1)).collect::<Vec<_>>());
+    socket.write_all(&out).await.map_err(io_error)?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let source = spec.source();
+    let keep_alive = Duration::from_secs(u64::from(spec.keep_alive_s.max(1)));
+    loop {
+        let mut publishes: Vec<Publish> = Vec::new();
+        out.clear();
+        while publishes.len() < PUBLISHES_PER_WRITE_MAX {
+            match client::read(&mut buf, PACKET_BYTES_MAX).map_err(|e| Error::Connection(e.0))? {
+                None => break,
+                Some(BrokerPacket::ConnAck { code: 0, session_present }) => {
+                    *connected = true;
+                    metrics.connects.fetch_add(1, Ordering::Relaxed);
+                    log::info!("subscription {}: connected to {} (session present: {session_present})", spec.client_id, spec.broker);
+                }
+                Some(BrokerPacket::ConnAck { code, .. }) => {
+                    return Err(Error::Connection(format!("{} refused the connection (return code {code})", spec.broker)));
+                }
+                Some(BrokerPacket::SubAck { codes, .. }) => {
+                    for (topic, code) in spec.topics.iter().zip(&codes) {
+                        if *code == 0x80 {
+                            log::warn!("subscription {}: {} refused the subscription to {topic}", spec.client_id, spec.broker);
+                        }
+                    }
+                }
+                Some(BrokerPacket::Publish(p)) => publishes.push(p),
+                Some(BrokerPacket::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
+                Some(BrokerPacket::PingResp | BrokerPacket::PubAck { .. } | BrokerPacket::PubRec { .. } | BrokerPacket::PubComp { .. }) => {}
+            }
+        }
+        if !publishes.is_empty() {
+            let arrival_ns = now_ns();
+            let messages: Vec<Message<'_>> =
+                publishes.iter().map(|p| Message { topic: &p.topic, payload: &p.payload, client_id: &spec.client_id, arrival_ns }).collect();
+            metrics.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let stored = ingestor.store(&source, &messages, &[]).await?;
+            metrics.rows_written.fetch_add(stored.rows_written, Ordering::Relaxed);
+            metrics.messages_rejected.fetch_add(stored.messages_rejected, Ordering::Relaxed);
+            // Durable: now the broker may forget them.
+            for p in &publishes {
+                match p.qos {
+                    0 => {}
+                    1 => codec::ack(&mut out, codec::PUBACK, p.pkid),
+                    _ => codec::ack(&mut out, codec::PUBREC, p.pkid),
+                }
+            }
+        }
+        if !out.is_empty() {
+            socket.write_all(&out).await.map_err(io_error)?;
+        }
+        if publishes.len() == PUBLISHES_PER_WRITE_MAX {
+            continue;
+        }
+        match tokio::time::timeout(keep_alive, socket.read_buf(&mut buf)).await {
+            Ok(read) => {
+                if read.map_err(io_error)? == 0 {
+                    return Ok(());
+                }
+            }
+            Err(_) => {
+                // Idle for a keep-alive period: ping, and give the broker another one to answer.
+                out.clear();
+                client::pingreq(&mut out);
+                socket.write_all(&out).await.map_err(io_error)?;
+                let read = tokio::time::timeout(keep_alive, socket.read_buf(&mut buf))
+                    .await
+                    .map_err(|_| Error::Connection(format!("{} did not answer a ping", spec.broker)))?;
+                if read.map_err(io_error)? == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
