@@ -41,6 +41,25 @@ pub struct MqttMetrics {
 pub struct MqttContext {
     pub ingestor: Ingestor,
     pub metrics: Arc<MqttMetrics>,
+    /// Who may connect: (user name, password). Empty: anyone (the server allows that only on
+    /// a loopback listener).
+    pub users: Arc<Vec<(String, String)>>,
+}
+
+impl MqttContext {
+    /// Whether a CONNECT's credentials let it in.
+    fn admits(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
+        if self.users.is_empty() {
+            return true;
+        }
+        let (Some(username), Some(password)) = (username, password) else { return false };
+        // Every user is compared, in time that does not depend on where a password differs.
+        self.users.iter().fold(false, |found, (name, secret)| found | (name == username && same_bytes(secret.as_bytes(), password)))
+    }
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// The `source` of the listener's dead letters.
@@ -96,6 +115,12 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
         s => Some(Duration::from_millis(u64::from(s) * 1500)),
     };
     let mut out = BytesMut::new();
+    if !cx.admits(connect.username.as_deref(), connect.password.as_deref()) {
+        // "Bad user name or password", in each version's code.
+        codec::connack(&mut out, level, if level == codec::LEVEL_V5 { 0x86 } else { 0x04 });
+        socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+        return Err(protocol_error(format!("client {client_id}: bad user name or password")));
+    }
     codec::connack(&mut out, level, 0);
     socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
 

@@ -41,7 +41,7 @@ pub(crate) struct PostgresConfig {
     pub(crate) tls_key_path: Option<PathBuf>,
 }
 
-/// One user of the Postgres listener.
+/// One user of a listener (Postgres or MQTT).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserConfig {
@@ -54,11 +54,13 @@ pub(crate) struct UserConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct MqttConfig {
     pub(crate) listen: SocketAddr,
+    /// Devices that may connect, by user name and password; none: any device, on loopback only.
+    pub(crate) users: Vec<UserConfig>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)), users: Vec::new() }
     }
 }
 

@@ -57,6 +57,13 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     for spec in &config.subscriptions {
         spec.check().map_err(|e| Error::Config(e.to_string()))?;
     }
+    if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
+        return Err(Error::Config(format!(
+            "mqtt: listening on {} needs [[mqtt.users]]; isobar admits devices without a password only on loopback",
+            config.mqtt.listen
+        )));
+    }
+    let mqtt_users = Arc::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect());
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
@@ -74,7 +81,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: Arc::clone(&ingest_metrics.mqtt) }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

@@ -231,3 +231,36 @@ async fn messages_acknowledged_before_a_kill_9_survive_it_and_redelivery_adds_no
     publish_all(server.mqtt_port);
     assert_eq!(count(server.client().await).await.expect("count"), expected, "redelivered readings replace themselves");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_users_configured_only_devices_with_their_password_get_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("isobar.toml");
+    let toml = format!(
+        "data_dir = {:?}\n{SEED_RULE}\n[postgres]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n\
+         users = [{{ name = \"station-7\", password = \"s3cret\" }}]\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        data.display().to_string()
+    );
+    std::fs::write(&config, toml).expect("config");
+    let server = Server::start_config(&data, &config);
+    let reading = |ms: i64| format!(r#"{{"sensor_timestamp": {ms}, "sensor_value": 1, "direction": 1}}"#);
+    let attempt = |credentials: &[&str], ms: i64| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string(), "-q", "1", "-i", "station-7"])
+            .args(["-t", "weather/wa/seattle/st-7/temperature/t-7", "-m", &reading(ms)])
+            .args(credentials)
+            .output()
+            .expect("mosquitto_pub")
+            .status
+            .success()
+    };
+    assert!(!attempt(&[], 1_700_000_000_000), "no credentials");
+    assert!(!attempt(&["-u", "station-7", "-P", "wrong"], 1_700_000_001_000), "a wrong password");
+    assert!(!attempt(&["-u", "station-8", "-P", "s3cret"], 1_700_000_002_000), "an unknown user");
+    assert!(attempt(&["-u", "station-7", "-P", "s3cret"], 1_700_000_003_000), "the right pair");
+    let client = server.client().await;
+    let rows = client.query("SELECT CAST(extract(epoch FROM time) AS BIGINT) FROM weather", &[]).await.expect("rows");
+    let seconds: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seconds, [1_700_000_003], "only the admitted device's reading is stored");
+}
