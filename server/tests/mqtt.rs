@@ -1,4 +1,4 @@
-//! Devices publishing to isobar's MQTT listener with mosquitto_pub: rows appear with the rule's
+//! Devices publishing to isobar's MQTT listener with mosquitto_pub and paho-mqtt: rows appear with the rule's
 //! tags, times and types, and bad messages leave their neighbours alone.
 
 mod common;
@@ -263,4 +263,29 @@ async fn with_users_configured_only_devices_with_their_password_get_in() {
     let rows = client.query("SELECT CAST(extract(epoch FROM time) AS BIGINT) FROM weather", &[]).await.expect("rows");
     let seconds: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(seconds, [1_700_000_003], "only the admitted device's reading is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_mqtt_publishes_with_both_versions_and_every_qos() {
+    let python = std::env::var("ISOBAR_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.cache/isobar/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, SEED_RULE, ""));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mqtt_clients.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(server.mqtt_port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("run {python} (./scripts/setup installs paho-mqtt): {e}"));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let client = server.client().await;
+    let rows = client
+        .query("SELECT sensor_id, count(*), sum(sensor_value) FROM weather GROUP BY sensor_id ORDER BY sensor_id", &[])
+        .await
+        .expect("rows");
+    let got: Vec<(String, i64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    // 30 readings from each version; QoS 0 ones too, since the acknowledged ones after them
+    // were written after them.
+    assert_eq!(got, [("paho-311".to_owned(), 30, (0..30).sum::<i64>() as f64), ("paho-5".to_owned(), 30, (30..60).sum::<i64>() as f64)]);
 }
