@@ -1,5 +1,5 @@
-//! Devices publishing to isobar's MQTT listener with mosquitto_pub and paho-mqtt: rows appear with the rule's
-//! tags, times and types, and bad messages leave their neighbours alone.
+//! Devices publishing to isobar's MQTT listener with mosquitto_pub and paho-mqtt: rows appear
+//! with the rule's tags, times and types, and bad messages leave their neighbours alone.
 
 mod common;
 
