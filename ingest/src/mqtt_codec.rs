@@ -261,6 +261,22 @@ pub fn ack(out: &mut BytesMut, packet_type: u8, pkid: u16) {
     out.put_u16(pkid);
 }
 
+/// PUBLISH to a subscriber; `pkid` is ignored at QoS 0.
+pub fn publish(out: &mut BytesMut, level: u8, topic: &str, payload: &[u8], qos: u8, retain: bool, pkid: u16) {
+    let v5 = level == LEVEL_V5;
+    let body_len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + usize::from(v5) + payload.len();
+    header(out, 0x30 | (qos.min(2) << 1) | u8::from(retain), body_len);
+    out.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
+    out.put_slice(topic.as_bytes());
+    if qos > 0 {
+        out.put_u16(pkid);
+    }
+    if v5 {
+        out.put_u8(0); // no properties
+    }
+    out.put_slice(payload);
+}
+
 pub const PUBACK: u8 = 4;
 pub const PUBREC: u8 = 5;
 pub const PUBCOMP: u8 = 7;

@@ -6,7 +6,8 @@
 //! too (it is a dead letter in `system.ingest_errors`), so one bad reading never makes a
 //! device resend it forever.
 //! While storage makes writers wait, the connection reads nothing more: TCP pushes back on
-//! the device and nothing is dropped.
+//! the device and nothing is dropped. Clients may also subscribe: each durable publish goes to
+//! the matching subscriptions (`mqtt_broker.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, Result};
 use crate::mqtt_codec::{self as codec, Packet, Publish};
+use crate::mqtt_broker::{Broker, SUBSCRIBER_QUEUE_MAX, SubscriberId};
 use crate::store::Ingestor;
 use crate::rule::Message;
 
@@ -40,6 +42,8 @@ pub struct MqttMetrics {
 #[derive(Debug, Clone)]
 pub struct MqttContext {
     pub ingestor: Ingestor,
+    /// Subscriptions of the listener's clients.
+    pub broker: Arc<Broker>,
     pub metrics: Arc<MqttMetrics>,
     /// Who may connect: (user name, password). Empty: anyone (the server allows that only on
     /// a loopback listener).
@@ -124,6 +128,9 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
     codec::connack(&mut out, level, 0);
     socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
 
+    let (subscriber, mut deliveries) = cx.broker.register();
+    let _subscription = Subscription { broker: &cx.broker, id: subscriber };
+    let mut outbound_pkid = 0u16;
     // Bytes of an oversize publish still to throw away.
     let mut discard = 0usize;
     loop {
@@ -150,10 +157,13 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
                 Some(Packet::PingReq) => codec::pingresp(&mut out),
                 Some(Packet::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
                 Some(Packet::Subscribe { pkid, filters }) => {
-                    // Subscriptions to isobar's live data are not served yet: refuse each filter.
-                    codec::suback(&mut out, level, pkid, &vec![0x80; filters.len()]);
+                    let codes = cx.broker.subscribe(subscriber, &filters);
+                    codec::suback(&mut out, level, pkid, &codes);
                 }
-                Some(Packet::Unsubscribe { pkid, filters }) => codec::unsuback(&mut out, level, pkid, filters.len()),
+                Some(Packet::Unsubscribe { pkid, filters }) => {
+                    cx.broker.unsubscribe(subscriber, &filters);
+                    codec::unsuback(&mut out, level, pkid, filters.len());
+                }
                 Some(Packet::Disconnect) => {
                     disconnect = true;
                     break;
@@ -165,6 +175,7 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
         }
         if !publishes.is_empty() || !oversize.is_empty() {
             store(&publishes, &oversize, &client_id, cx).await?;
+            cx.broker.publish(&publishes);
             for p in publishes.iter().chain(oversize.iter().map(|(p, _)| p)) {
                 match p.qos {
                     0 => {}
@@ -182,15 +193,52 @@ async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
         if publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX {
             continue;
         }
-        let read = socket.read_buf(&mut buf);
-        let n = match keep_alive {
-            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| protocol_error("keep-alive expired"))?,
-            None => read.await,
+        // Wait for the client's next bytes, sending its subscriptions' deliveries meanwhile.
+        let deadline = keep_alive.map(|limit| tokio::time::Instant::now() + limit);
+        loop {
+            let expired = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = socket.read_buf(&mut buf) => {
+                    if read.map_err(|e| protocol_error(e.to_string()))? == 0 {
+                        return Ok(());
+                    }
+                    break;
+                }
+                delivery = deliveries.recv() => {
+                    let Some(delivery) = delivery else {
+                        return Err(protocol_error(format!("subscriber {client_id} fell {SUBSCRIBER_QUEUE_MAX} messages behind")));
+                    };
+                    let mut out = BytesMut::new();
+                    let mut next = Some(delivery);
+                    while let Some(d) = next.take() {
+                        outbound_pkid = outbound_pkid.checked_add(1).unwrap_or(1);
+                        codec::publish(&mut out, level, &d.topic, &d.payload, d.qos, d.retain, outbound_pkid);
+                        if out.len() < 64 * 1024 {
+                            next = deliveries.try_recv().ok();
+                        }
+                    }
+                    socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+                }
+                () = expired => return Err(protocol_error("keep-alive expired")),
+            }
         }
-        .map_err(|e| protocol_error(e.to_string()))?;
-        if n == 0 {
-            return Ok(());
-        }
+    }
+}
+
+/// Forgets a connection's subscriptions when it ends, however it ends.
+struct Subscription<'a> {
+    broker: &'a Broker,
+    id: SubscriberId,
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        self.broker.unregister(self.id);
     }
 }
 

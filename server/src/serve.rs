@@ -81,7 +81,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, broker: Arc::default(), metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

@@ -289,3 +289,38 @@ async fn paho_mqtt_publishes_with_both_versions_and_every_qos() {
     // were written after them.
     assert_eq!(got, [("paho-311".to_owned(), 30, (0..30).sum::<i64>() as f64), ("paho-5".to_owned(), 30, (30..60).sum::<i64>() as f64)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_live_readings_and_retained_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, SEED_RULE, ""));
+    let port = server.mqtt_port.to_string();
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-r", "-t", "devices/st-1/status", "-m", "online"])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(status.success());
+    let subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-v", "-C", "4", "-W", "30"])
+        .args(["-t", "weather/wa/+/st-1/#", "-t", "devices/+/status"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for i in 0..3 {
+        publish(&server, 1, "weather/wa/seattle/st-1/temperature/t-1", &format!(r#"{{"sensor_timestamp": {}, "sensor_value": {i}}}"#, 1_700_000_000_000i64 + i * 1000));
+        publish(&server, 1, "weather/or/portland/st-2/temperature/t-2", r#"{"sensor_timestamp": 1700000000000, "sensor_value": 9}"#);
+    }
+    let out = subscriber.wait_with_output().expect("mosquitto_sub gets 4 messages");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines,
+        [
+            "devices/st-1/status online".to_owned(),
+            r#"weather/wa/seattle/st-1/temperature/t-1 {"sensor_timestamp": 1700000000000, "sensor_value": 0}"#.to_owned(),
+            r#"weather/wa/seattle/st-1/temperature/t-1 {"sensor_timestamp": 1700000001000, "sensor_value": 1}"#.to_owned(),
+            r#"weather/wa/seattle/st-1/temperature/t-1 {"sensor_timestamp": 1700000002000, "sensor_value": 2}"#.to_owned(),
+        ]
+    );
+}

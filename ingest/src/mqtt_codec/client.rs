@@ -102,13 +102,7 @@ pub fn connect(out: &mut BytesMut, options: &ConnectOptions) {
 
 /// PUBLISH of `payload` to `topic`; `pkid` is ignored at QoS 0.
 pub fn publish(out: &mut BytesMut, topic: &str, payload: &[u8], qos: u8, pkid: u16) {
-    let body_len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-    header(out, 0x30 | (qos.min(2) << 1), body_len);
-    put_string(out, topic.as_bytes());
-    if qos > 0 {
-        out.put_u16(pkid);
-    }
-    out.put_slice(payload);
+    super::publish(out, LEVEL_V311, topic, payload, qos, false, pkid);
 }
 
 /// SUBSCRIBE to `filters`, each with its maximum QoS.
