@@ -74,27 +74,26 @@ pub fn read(buf: &mut BytesMut, level: Option<u8>, packet_bytes_max: usize) -> R
             return err(format!("a packet of {body_len} bytes, above the {packet_bytes_max} limit"));
         }
         let head = body_len.min(OVERSIZE_HEAD_BYTES);
-        if buf.len() < header_len + head {
-            buf.reserve(header_len + head - buf.len());
-            return Ok(None);
-        }
-        let first = buf[0];
-        buf.advance(header_len);
-        let body = buf.split_to(head).freeze();
+        let Some((first, body)) = take_packet(buf, header_len, head) else { return Ok(None) };
         let Packet::Publish(publish) = decode(first, body, level == Some(LEVEL_V5))? else {
             return err("a publish that does not decode as one");
         };
         return Ok(Some(Packet::Oversize { publish, body_bytes: body_len, skip_bytes: body_len - head }));
     }
+    let Some((first, body)) = take_packet(buf, header_len, body_len) else { return Ok(None) };
+    decode(first, body, level == Some(LEVEL_V5)).map(Some)
+}
+
+/// The first byte and the next `body_len` bytes after a `header_len`-byte fixed header,
+/// consumed from `buf`; `None` (with room reserved) until all of them are there.
+fn take_packet(buf: &mut BytesMut, header_len: usize, body_len: usize) -> Option<(u8, Bytes)> {
     if buf.len() < header_len + body_len {
         buf.reserve(header_len + body_len - buf.len());
-        return Ok(None);
+        return None;
     }
     let first = buf[0];
     buf.advance(header_len);
-    let body = buf.split_to(body_len).freeze();
-    let v5 = level == Some(LEVEL_V5);
-    decode(first, body, v5).map(Some)
+    Some((first, buf.split_to(body_len).freeze()))
 }
 
 /// `(fixed header bytes, remaining length)`, or `None` when the header is incomplete.

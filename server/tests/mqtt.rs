@@ -61,18 +61,9 @@ async fn published_readings_become_rows_and_bad_ones_do_not_block_them() {
         let wanted = ["not JSON", "time sensor_timestamp is missing", "no rule matches topic elsewhere/x"][i % 3];
         assert!(reason.contains(wanted), "{reason:?} lacks {wanted:?}");
     }
-    let metrics = http_get(server.http_port, "/metrics");
+    let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_mqtt_messages_total 16\n"), "{metrics}");
     assert!(metrics.contains("isobar_mqtt_messages_rejected_total 12\n"), "{metrics}");
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-    let mut out = String::new();
-    stream.read_to_string(&mut out).expect("read");
-    out
 }
 
 /// What should become of one published message.

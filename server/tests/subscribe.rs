@@ -81,15 +81,6 @@ async fn no_reading_is_lost_while_isobar_or_the_broker_is_away() {
     let _broker = Mosquitto::start_persistent(&broker_dir, port);
     publish(port, 1000, 1500);
     wait_for_rows(&server, 1500).await;
-    let metrics = http_get(server.http_port, "/metrics");
+    let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_subscription_connects_total 2\n"), "{metrics}");
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
-    let mut out = String::new();
-    stream.read_to_string(&mut out).expect("read");
-    out
 }

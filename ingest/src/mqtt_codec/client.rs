@@ -3,9 +3,9 @@
 //! with. Decoding follows the same rules as the listener's: whole packets only, every length
 //! checked.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Body, CodecError, LEVEL_V311, Packet, Publish, decode, err, fixed_header, header};
+use super::{Body, CodecError, LEVEL_V311, Packet, Publish, decode, err, fixed_header, header, take_packet};
 
 /// A packet a broker sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +29,7 @@ pub fn read(buf: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<Broker
     if body_len > packet_bytes_max {
         return err(format!("a packet of {body_len} bytes from the broker, above the {packet_bytes_max} limit"));
     }
-    if buf.len() < header_len + body_len {
-        buf.reserve(header_len + body_len - buf.len());
-        return Ok(None);
-    }
-    let first = buf[0];
-    buf.advance(header_len);
-    let body = buf.split_to(body_len).freeze();
+    let Some((first, body)) = take_packet(buf, header_len, body_len) else { return Ok(None) };
     let pkid = |body: &Bytes| Body(body.clone()).u16();
     Ok(Some(match first >> 4 {
         2 => {
