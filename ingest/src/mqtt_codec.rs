@@ -203,7 +203,8 @@ fn decode(first: u8, body: Bytes, v5: bool) -> Result<Packet, CodecError> {
             }
             let mut filters = Vec::new();
             while !b.0.is_empty() {
-                filters.push((b.string()?, b.u8()?));
+                // The low two bits are the QoS; v5 keeps subscription options above them.
+                filters.push((b.string()?, b.u8()? & 0x03));
             }
             if filters.is_empty() {
                 return err("SUBSCRIBE without a topic filter");

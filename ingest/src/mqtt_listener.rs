@@ -28,9 +28,10 @@ pub const PACKET_BYTES_MAX: usize = 1 << 20;
 /// Messages of one connection written to storage together at most.
 const PUBLISHES_PER_WRITE_MAX: usize = 10_000;
 
-/// Counters for `/metrics`.
+/// Counters for `/metrics`, of the listener or of the broker subscriptions.
 #[derive(Debug, Default)]
 pub struct MqttMetrics {
+    /// Connections accepted (listener) or made (subscriptions).
     pub connections: AtomicU64,
     pub messages: AtomicU64,
     pub rows_written: AtomicU64,

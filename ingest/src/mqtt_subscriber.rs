@@ -9,7 +9,7 @@
 //! exponential backoff.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use crate::error::{Error, Result};
 use crate::mqtt_codec::client::{self, BrokerPacket, ConnectOptions};
 use crate::mqtt_codec::{self as codec, Publish};
+use crate::mqtt_listener::MqttMetrics;
 use crate::rule::Message;
 use crate::store::Ingestor;
 
@@ -83,18 +84,9 @@ impl SubscriptionSpec {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct SubscriberMetrics {
-    pub connects: AtomicU64,
-    pub messages: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub messages_rejected: AtomicU64,
-}
-
 /// Keeps `spec`'s subscription alive until the task is aborted: connects, stores what arrives,
 /// and reconnects with backoff when the connection ends.
-pub async fn run(spec: SubscriptionSpec, ingestor: Ingestor, metrics: Arc<SubscriberMetrics>) {
+pub async fn run(spec: SubscriptionSpec, ingestor: Ingestor, metrics: Arc<MqttMetrics>) {
     let mut backoff = BACKOFF_MIN;
     loop {
         let mut connected = false;
@@ -120,7 +112,7 @@ fn now_ns() -> i64 {
 
 /// One connection: connect, subscribe, then store deliveries until it ends.
 /// Sets `connected` once the broker accepted the connection.
-async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &SubscriberMetrics, connected: &mut bool) -> Result<()> {
+async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMetrics, connected: &mut bool) -> Result<()> {
     let mut socket = TcpStream::connect(spec.address()?).await.map_err(io_error)?;
     socket.set_nodelay(true).map_err(io_error)?;
     let mut out = BytesMut::new();
@@ -145,7 +137,7 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &Subscri
                 None => break,
                 Some(BrokerPacket::ConnAck { code: 0, session_present }) => {
                     *connected = true;
-                    metrics.connects.fetch_add(1, Ordering::Relaxed);
+                    metrics.connections.fetch_add(1, Ordering::Relaxed);
                     log::info!("subscription {}: connected to {} (session present: {session_present})", spec.client_id, spec.broker);
                 }
                 Some(BrokerPacket::ConnAck { code, .. }) => {

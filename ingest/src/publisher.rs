@@ -131,7 +131,8 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
         other => return Err(Error::Connection(format!("the broker refused the connection: {other:?}"))),
     }
 
-    let window = Arc::new(Semaphore::new(options.window.clamp(1, usize::from(u16::MAX) - 1)));
+    let window_size = options.window.clamp(1, usize::from(u16::MAX) - 1);
+    let window = Arc::new(Semaphore::new(window_size));
     let shared: SharedAcks = Arc::new(Mutex::new(Acks { in_flight: vec![None; usize::from(u16::MAX) + 1], latencies: Vec::new() }));
     let reading = tokio::spawn(read_acks(reader, buf, Arc::clone(&window), Arc::clone(&shared)));
 
@@ -148,6 +149,11 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
         for (i, topic) in topics.iter().enumerate() {
             let payload = fleet.next_reading(i).payload(time_ms);
             if options.qos > 0 {
+                if window.available_permits() == 0 {
+                    // The window is full: what is buffered must go out, or no PUBACK frees it.
+                    writer.write_all(&out).await.map_err(io_error)?;
+                    out.clear();
+                }
                 window.acquire().await.map_err(|_| Error::Connection("the connection closed".into()))?.forget();
                 pkid = pkid.checked_add(1).unwrap_or(1);
                 lock(&shared).in_flight[usize::from(pkid)] = Some(Instant::now());
@@ -165,7 +171,7 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
     }
     // Wait for every outstanding PUBACK before hanging up.
     if options.qos > 0 {
-        let all = u32::try_from(options.window.clamp(1, usize::from(u16::MAX) - 1)).unwrap_or(u32::MAX);
+        let all = u32::try_from(window_size).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(60), window.acquire_many(all)).await;
     }
     out.clear();

@@ -43,8 +43,7 @@ impl Ingestor {
         let rejected = routed.rejected.iter().map(|(i, reason)| (&messages[*i], reason.as_str()));
         let mut dead_letters_written = 0;
         for (message, reason) in rejected.chain(refused.iter().map(|(m, reason)| (m, *reason))) {
-            log::warn!("{source} message on {} from {} not stored: {reason}", message.topic, message.client_id);
-            self.dead_letters.add(&mut routed.batch, source, message, reason);
+            self.dead_letter(&mut routed.batch, source, message, reason);
             dead_letters_written += 1;
         }
         let mut stored = Stored { rows_written: 0, messages_rejected: dead_letters_written };
@@ -61,8 +60,7 @@ impl Ingestor {
                 continue;
             }
             let Some(message) = routed.message_of(r).map(|i| &messages[i]) else { continue };
-            log::warn!("{source} message on {} from {} not stored: {}", message.topic, message.client_id, r.reason);
-            self.dead_letters.add(&mut late, source, message, &r.reason);
+            self.dead_letter(&mut late, source, message, &r.reason);
             stored.messages_rejected += 1;
         }
         stored.rows_written = receipt.rows_written - dead_letters_written;
@@ -70,6 +68,12 @@ impl Ingestor {
             self.write(late).await?;
         }
         Ok(stored)
+    }
+
+    /// Logs why `message` is not stored and adds its dead letter to `batch`.
+    fn dead_letter(&self, batch: &mut WriteBatch, source: &str, message: &Message<'_>, reason: &str) {
+        log::warn!("{source} message on {} from {} not stored: {reason}", message.topic, message.client_id);
+        self.dead_letters.add(batch, source, message, reason);
     }
 
     /// Writes `batch` on a blocking thread, as storage waits for its fsync.

@@ -166,9 +166,19 @@ impl Config {
         Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Parses a configuration file's text.
+    /// Parses a configuration file's text, and refuses settings that cannot work together.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        for spec in &config.subscriptions {
+            spec.check().map_err(|e| e.to_string())?;
+        }
+        if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
+            return Err(format!(
+                "mqtt: listening on {} needs users under [mqtt]; isobar admits devices without a password only on loopback",
+                config.mqtt.listen
+            ));
+        }
+        Ok(config)
     }
 
     /// The storage engine's configuration.
@@ -240,5 +250,18 @@ mod tests {
         let err = Config::parse("[query]\ntimeout_ms = \"soon\"\n").expect_err("wrong type");
         assert!(err.contains("timeout_ms"), "{err}");
         assert_eq!(Config::parse("").expect("empty is all defaults").data_dir, PathBuf::from("./isobar-data"));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_together_are_refused() {
+        let err = Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n").expect_err("open listener without users");
+        assert!(err.contains("needs users under [mqtt]"), "{err}");
+        Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\nusers = [{ name = \"d\", password = \"p\" }]\n").expect("with users");
+        let subscription = |broker: &str, topics: &str| {
+            format!("[[subscriptions]]\nbroker = \"{broker}\"\nclient_id = \"isobar-1\"\ntopics = {topics}\n")
+        };
+        assert!(Config::parse(&subscription("http://x:1", "[\"a/#\"]")).expect_err("not mqtt").contains("mqtt://HOST:PORT"));
+        assert!(Config::parse(&subscription("mqtt://x:1", "[]")).expect_err("no topics").contains("topics"));
+        Config::parse(&subscription("mqtt://broker.local:1883", "[\"$share/isobar/weather/#\"]")).expect("a shared subscription");
     }
 }

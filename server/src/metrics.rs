@@ -7,13 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use isobar_ingest::mqtt_listener::MqttMetrics;
-use isobar_ingest::mqtt_subscriber::SubscriberMetrics;
 
 /// Ingest's counters: the MQTT listener's and the broker subscriptions'.
 #[derive(Debug, Default)]
 pub(crate) struct IngestMetrics {
     pub(crate) mqtt: Arc<MqttMetrics>,
-    pub(crate) subscriptions: Arc<SubscriberMetrics>,
+    pub(crate) subscriptions: Arc<MqttMetrics>,
 }
 use isobar_storage::Storage;
 
@@ -63,7 +62,7 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     counter(&mut out, "isobar_mqtt_messages_total", "MQTT publishes received.", load(&mqtt.messages));
     counter(&mut out, "isobar_mqtt_rows_written_total", "Rows the rules made from MQTT publishes, written durably.", load(&mqtt.rows_written));
     counter(&mut out, "isobar_mqtt_messages_rejected_total", "MQTT publishes no rule could store (dead letters).", load(&mqtt.messages_rejected));
-    counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connects));
+    counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connections));
     counter(&mut out, "isobar_subscription_messages_total", "Messages delivered by external brokers.", load(&subs.messages));
     counter(&mut out, "isobar_subscription_rows_written_total", "Rows the rules made from delivered messages, written durably.", load(&subs.rows_written));
     counter(&mut out, "isobar_subscription_messages_rejected_total", "Delivered messages no rule could store (dead letters).", load(&subs.messages_rejected));

@@ -54,15 +54,6 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     };
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let ingestor = Ingestor::new(storage.clone(), router)?;
-    for spec in &config.subscriptions {
-        spec.check().map_err(|e| Error::Config(e.to_string()))?;
-    }
-    if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
-        return Err(Error::Config(format!(
-            "mqtt: listening on {} needs [[mqtt.users]]; isobar admits devices without a password only on loopback",
-            config.mqtt.listen
-        )));
-    }
     let mqtt_users = Arc::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect());
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
