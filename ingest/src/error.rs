@@ -9,6 +9,9 @@ pub enum Error {
     /// One message that no rule could turn into a row; its neighbours are unaffected.
     #[error("{0}")]
     Rejected(String),
+    /// A setting that cannot be used, such as a TLS file that does not load.
+    #[error("{0}")]
+    Config(String),
     /// A source connection ended: a protocol violation, a timeout or an I/O error.
     #[error("connection: {0}")]
     Connection(String),

@@ -5,7 +5,8 @@
 //! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
 //! into rows; `router.rs` runs a batch of messages through them into one write batch;
 //! `store.rs` writes it and the dead letters (`dead_letters.rs`, table `system.ingest_errors`)
-//! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes and serves subscribers through `mqtt_broker.rs`; `mqtt_subscriber.rs` subscribes to an external broker; `simulator.rs` is the fleet simulator and `publisher.rs` publishes it over MQTT (`isobar simulate`),
+//! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes and serves subscribers through `mqtt_broker.rs`; `mqtt_subscriber.rs` subscribes to an external broker; `tls.rs` loads certificates for
+//! both; `simulator.rs` is the fleet simulator and `publisher.rs` publishes it over MQTT (`isobar simulate`),
 //! which also drives benchmarks and the demo.
 
 pub mod dead_letters;
@@ -19,6 +20,7 @@ pub mod router;
 pub mod rule;
 pub mod simulator;
 mod store;
+pub mod tls;
 pub mod topic;
 
 pub use error::{Error, Result};

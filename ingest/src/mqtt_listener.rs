@@ -15,13 +15,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, Result};
 use crate::mqtt_codec::{self as codec, Packet, Publish};
 use crate::mqtt_broker::{Broker, SUBSCRIBER_QUEUE_MAX, SubscriberId};
 use crate::store::Ingestor;
 use crate::rule::Message;
+use crate::tls::Stream;
 
 /// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
 pub const PACKET_BYTES_MAX: usize = 1 << 20;
@@ -70,16 +72,30 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// The `source` of the listener's dead letters.
 const SOURCE: &str = "mqtt";
 
-/// Accepts connections until the task is aborted, which also ends every connection.
-pub async fn serve(listener: TcpListener, cx: MqttContext) {
+/// Longest wait for a device's CONNECT (and, on a TLS listener, its handshake before it).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until the task is aborted, which also ends every connection. With
+/// `tls`, every connection must begin with a TLS handshake (MQTT over TLS, port 8883 by
+/// custom).
+pub async fn serve(listener: TcpListener, cx: MqttContext, tls: Option<TlsAcceptor>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((socket, peer)) = listener.accept().await else { continue };
         while connections.try_join_next().is_some() {}
-        let cx = cx.clone();
+        let _ = socket.set_nodelay(true);
+        let (cx, tls) = (cx.clone(), tls.clone());
         connections.spawn(async move {
             cx.metrics.connections.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = connection(socket, &cx).await {
+            let served = match tls {
+                None => connection(socket, &cx).await,
+                Some(tls) => match tokio::time::timeout(CONNECT_WAIT, tls.accept(socket)).await {
+                    Ok(Ok(socket)) => connection(socket, &cx).await,
+                    Ok(Err(e)) => Err(protocol_error(format!("TLS handshake: {e}"))),
+                    Err(_) => Err(protocol_error("no TLS handshake within 10 s")),
+                },
+            };
+            if let Err(e) = served {
                 log::info!("mqtt connection from {peer} closed: {e}");
             }
         });
@@ -95,7 +111,7 @@ fn now_ns() -> i64 {
 }
 
 /// Reads until `buf` holds a whole packet or the peer closes.
-async fn read_packet(socket: &mut TcpStream, buf: &mut BytesMut, level: Option<u8>) -> Result<Option<Packet>> {
+async fn read_packet(socket: &mut impl Stream, buf: &mut BytesMut, level: Option<u8>) -> Result<Option<Packet>> {
     loop {
         if let Some(packet) = codec::read(buf, level, PACKET_BYTES_MAX).map_err(|e| protocol_error(e.0))? {
             return Ok(Some(packet));
@@ -106,10 +122,10 @@ async fn read_packet(socket: &mut TcpStream, buf: &mut BytesMut, level: Option<u
     }
 }
 
-async fn connection(mut socket: TcpStream, cx: &MqttContext) -> Result<()> {
+async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     // The first packet must be CONNECT, within a few seconds.
-    let first = tokio::time::timeout(Duration::from_secs(10), read_packet(&mut socket, &mut buf, None))
+    let first = tokio::time::timeout(CONNECT_WAIT, read_packet(&mut socket, &mut buf, None))
         .await
         .map_err(|_| protocol_error("no CONNECT within 10 s"))??;
     let Some(Packet::Connect(connect)) = first else { return Err(protocol_error("the first packet was not CONNECT")) };

@@ -6,8 +6,10 @@
 //! and what isobar received but had not acknowledged when it stopped is delivered again
 //! (a reading delivered twice replaces itself). Shared subscriptions (`$share/<group>/<filter>`)
 //! let several isobar nodes split one feed. When the connection drops, isobar reconnects with
-//! exponential backoff.
+//! exponential backoff. `mqtts://` brokers are reached over TLS, verified against the
+//! subscription's `ca_path` or the system's CA certificates.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +25,7 @@ use crate::mqtt_codec::{self as codec, Publish};
 use crate::mqtt_listener::MqttMetrics;
 use crate::rule::Message;
 use crate::store::Ingestor;
+use crate::tls::{self, Stream};
 
 /// Largest packet accepted from a broker, in bytes.
 const PACKET_BYTES_MAX: usize = 16 << 20;
@@ -37,7 +40,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionSpec {
-    /// `mqtt://HOST:PORT`.
+    /// `mqtt://HOST:PORT`, or `mqtts://HOST:PORT` for MQTT over TLS.
     pub broker: String,
     /// The session's client id; keep it fixed so the broker keeps the session across restarts.
     pub client_id: String,
@@ -47,6 +50,10 @@ pub struct SubscriptionSpec {
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// PEM file of the CA certificates that may sign an `mqtts://` broker's certificate;
+    /// unset: the system's (`/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<PathBuf>,
     /// Seconds between keep-alive pings.
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u16,
@@ -59,7 +66,12 @@ fn default_keep_alive_s() -> u16 {
 impl SubscriptionSpec {
     /// Refuses a subscription that cannot work, naming what is wrong.
     pub fn check(&self) -> Result<()> {
-        self.address()?;
+        let (_, secure) = self.address()?;
+        if secure {
+            tls::connector(self.ca_path.as_deref()).map_err(|e| Error::Rule(format!("subscription {}: {e}", self.client_id)))?;
+        } else if self.ca_path.is_some() {
+            return Err(Error::Rule(format!("subscription {}: ca_path is set but {} is not mqtts://", self.client_id, self.broker)));
+        }
         if self.client_id.is_empty() {
             return Err(Error::Rule(format!("subscription to {}: client_id is empty (the broker keeps the session by it)", self.broker)));
         }
@@ -69,13 +81,34 @@ impl SubscriptionSpec {
         Ok(())
     }
 
-    /// `HOST:PORT` of the broker.
-    fn address(&self) -> Result<&str> {
-        let address = self.broker.strip_prefix("mqtt://").unwrap_or(&self.broker).trim_end_matches('/');
-        if address.is_empty() || address.contains("://") {
-            return Err(Error::Rule(format!("subscription {}: broker {} is not mqtt://HOST:PORT", self.client_id, self.broker)));
+    /// `HOST:PORT` of the broker, and whether it speaks TLS.
+    fn address(&self) -> Result<(&str, bool)> {
+        let (address, secure) = match self.broker.strip_prefix("mqtts://") {
+            Some(address) => (address, true),
+            None => (self.broker.strip_prefix("mqtt://").unwrap_or(&self.broker), false),
+        };
+        let address = address.trim_end_matches('/');
+        let host = address.rsplit_once(':').map(|(host, _)| host).unwrap_or_default();
+        if host.is_empty() || address.contains("://") {
+            return Err(Error::Rule(format!("subscription {}: broker {} is not mqtt://HOST:PORT or mqtts://HOST:PORT", self.client_id, self.broker)));
         }
-        Ok(address)
+        Ok((address, secure))
+    }
+
+    /// A connection to the broker, over TLS for `mqtts://`.
+    async fn connect(&self) -> Result<Box<dyn Stream>> {
+        let (address, secure) = self.address()?;
+        let socket = TcpStream::connect(address).await.map_err(io_error)?;
+        socket.set_nodelay(true).map_err(io_error)?;
+        if !secure {
+            return Ok(Box::new(socket));
+        }
+        let host = address.rsplit_once(':').map(|(host, _)| host).unwrap_or(address);
+        let socket = tls::connector(self.ca_path.as_deref())?
+            .connect(tls::server_name(host)?, socket)
+            .await
+            .map_err(|e| Error::Connection(format!("TLS with {}: {e}", self.broker)))?;
+        Ok(Box::new(socket))
     }
 
     /// The `source` of its dead letters.
@@ -113,8 +146,7 @@ fn now_ns() -> i64 {
 /// One connection: connect, subscribe, then store deliveries until it ends.
 /// Sets `connected` once the broker accepted the connection.
 async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMetrics, connected: &mut bool) -> Result<()> {
-    let mut socket = TcpStream::connect(spec.address()?).await.map_err(io_error)?;
-    socket.set_nodelay(true).map_err(io_error)?;
+    let mut socket = spec.connect().await?;
     let mut out = BytesMut::new();
     let options = ConnectOptions {
         client_id: spec.client_id.clone(),

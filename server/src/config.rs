@@ -56,11 +56,15 @@ pub(crate) struct MqttConfig {
     pub(crate) listen: SocketAddr,
     /// Devices that may connect, by user name and password; none: any device, on loopback only.
     pub(crate) users: Vec<UserConfig>,
+    /// PEM certificate chain; with `tls_key_path`, the listener speaks only MQTT over TLS.
+    pub(crate) tls_cert_path: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub(crate) tls_key_path: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)), users: Vec::new() }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)), users: Vec::new(), tls_cert_path: None, tls_key_path: None }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Log lines on stderr: warnings and errors from everything, and isobar's own information
 //! (connections closed, messages not stored) as well. One line each, with the UTC time, level
-//! and the module that logged it.
+//! and the module that logged it. rustls logs only errors: its warnings are about what a
+//! client sent (an IP address as the TLS server name, say), one line per connection.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -8,7 +9,13 @@ struct Stderr;
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= Level::Warn || (metadata.level() <= Level::Info && metadata.target().starts_with("isobar"))
+        let target = metadata.target();
+        match metadata.level() {
+            Level::Error => true,
+            Level::Warn => !target.starts_with("rustls"),
+            Level::Info => target.starts_with("isobar"),
+            Level::Debug | Level::Trace => false,
+        }
     }
 
     fn log(&self, record: &Record<'_>) {

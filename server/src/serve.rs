@@ -47,11 +47,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
     };
-    let tls = match (&config.postgres.tls_cert_path, &config.postgres.tls_key_path) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
-        (None, None) => None,
-        _ => return Err(Error::Config("postgres: set both tls_cert_path and tls_key_path, or neither".into())),
-    };
+    let tls = crate::tls::acceptor("postgres", config.postgres.tls_cert_path.as_ref(), config.postgres.tls_key_path.as_ref())?;
+    let mqtt_tls = crate::tls::acceptor("mqtt", config.mqtt.tls_cert_path.as_ref(), config.mqtt.tls_key_path.as_ref())?;
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let ingestor = Ingestor::new(storage.clone(), router)?;
     let mqtt_users = Arc::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect());
@@ -72,7 +69,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, broker: Arc::default(), metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }));
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, broker: Arc::default(), metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }, mqtt_tls));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

@@ -1,33 +1,18 @@
-//! TLS for the Postgres listener: a certificate chain and private key in PEM files, served
-//! to clients that ask for it (`sslmode=require`); clients that do not ask stay in the clear.
+//! TLS for the Postgres and MQTT listeners: on when a listener's configuration names both a
+//! PEM certificate chain and its private key. Postgres clients that do not ask for TLS
+//! (`sslmode=disable`) stay in the clear; the MQTT listener then speaks only MQTT over TLS.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 
-/// The acceptor for `cert_path` and `key_path`; errors name the file at fault.
-pub(crate) fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor> {
-    let open = |path: &Path| File::open(path).map(BufReader::new).map_err(|e| Error::Config(format!("TLS: read {}: {e}", path.display())));
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut open(cert_path)?)
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::Config(format!("TLS: {}: {e}", cert_path.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Config(format!("TLS: no certificate in {}", cert_path.display())));
+/// The acceptor of `listener` (`postgres` or `mqtt`, for errors), if it has TLS.
+pub(crate) fn acceptor(listener: &str, cert_path: Option<&PathBuf>, key_path: Option<&PathBuf>) -> Result<Option<TlsAcceptor>> {
+    match (cert_path, key_path) {
+        (Some(cert), Some(key)) => isobar_ingest::tls::acceptor(cert, key).map(Some).map_err(|e| Error::Config(format!("{listener}: {e}"))),
+        (None, None) => Ok(None),
+        _ => Err(Error::Config(format!("{listener}: set both tls_cert_path and tls_key_path, or neither"))),
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut open(key_path)?)
-        .map_err(|e| Error::Config(format!("TLS: {}: {e}", key_path.display())))?
-        .ok_or_else(|| Error::Config(format!("TLS: no private key in {}", key_path.display())))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -1,5 +1,6 @@
 //! isobar subscribing to a real mosquitto with a persistent session: readings published to the
-//! broker become rows, and none published while isobar or the broker was away is lost.
+//! broker become rows, none published while isobar or the broker was away is lost, and two
+//! nodes split one feed with a shared subscription.
 
 mod common;
 
@@ -83,4 +84,75 @@ async fn no_reading_is_lost_while_isobar_or_the_broker_is_away() {
     wait_for_rows(&server, 1500).await;
     let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_subscription_connects_total 2\n"), "{metrics}");
+}
+
+/// Rows of `weather` on `server`, and the sum of their readings; none before the table exists.
+async fn rows_and_sum(server: &Server) -> (i64, f64) {
+    let client = server.client().await;
+    let row = client.query_one("SELECT count(*), coalesce(sum(sensor_value), 0) FROM weather", &[]).await;
+    row.map_or((0, 0.0), |row| (row.get(0), row.get(1)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_split_one_feed_with_a_shared_subscription() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Mosquitto::start();
+    let broker_port = broker.port;
+    let node = |name: &str| {
+        let data = dir.path().join(name);
+        let subscription = format!(
+            "[[subscriptions]]\nbroker = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"isobar-{name}\"\ntopics = [\"$share/isobar/weather/#\"]\n"
+        );
+        Server::start_config(&data, &Server::config(&data, &format!("{}{subscription}", Server::SEED_RULE), ""))
+    };
+    let (a, b) = (node("a"), node("b"));
+    // Both nodes are in the group once each has taken a reading of a probe feed, which is
+    // not counted below (its times are far from the readings').
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut probes = 0;
+    while rows_and_sum(&a).await.0 == 0 || rows_and_sum(&b).await.0 == 0 {
+        let payload = format!("{{\"sensor_timestamp\": {}, \"sensor_value\": 0, \"direction\": 1}}", 1_600_000_000_000i64 + probes * 1000);
+        let out = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker_port.to_string(), "-q", "1", "-t", "weather/wa/probe/st-0/temperature/t-0", "-m", &payload])
+            .output()
+            .expect("mosquitto_pub");
+        assert!(out.status.success());
+        probes += 1;
+        assert!(Instant::now() < deadline, "both nodes join the shared subscription");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (before_a, before_b) = (rows_and_sum(&a).await, rows_and_sum(&b).await);
+    publish(broker_port, 1, 1001);
+    // Every reading lands on exactly one node: together they hold each once, and each node
+    // took a share.
+    let (now_a, now_b) = wait_for_split(&a, before_a, &b, before_b, 1001).await;
+    assert!(now_a.0 - before_a.0 >= 100 && now_b.0 - before_b.0 >= 100, "both nodes take a share: {now_a:?} {now_b:?}");
+
+    // Node b goes down. Its persistent session stays in the group, so the broker keeps b's
+    // share for it (compat-checklist MQ2); b takes it when it comes back under its client id.
+    let mut b = b;
+    b.signal("KILL");
+    let a_alone = rows_and_sum(&a).await.0;
+    publish(broker_port, 1001, 2001);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken = rows_and_sum(&a).await.0 - a_alone;
+    assert!(taken < 900, "a takes only its share while b is away; it took {taken} of 1000");
+    let b = node("b");
+    wait_for_split(&a, before_a, &b, before_b, 2001).await;
+}
+
+/// Waits until nodes `a` and `b` together hold readings `1..to` once each beyond the counts
+/// `before_a` and `before_b`, and returns the nodes' counts.
+async fn wait_for_split(a: &Server, before_a: (i64, f64), b: &Server, before_b: (i64, f64), to: i64) -> ((i64, f64), (i64, f64)) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (now_a, now_b) = (rows_and_sum(a).await, rows_and_sum(b).await);
+        let (rows, sum) = (now_a.0 - before_a.0 + now_b.0 - before_b.0, now_a.1 - before_a.1 + now_b.1 - before_b.1);
+        if rows == to - 1 {
+            assert_eq!(sum, (1..to).sum::<i64>() as f64, "each reading once");
+            return (now_a, now_b);
+        }
+        assert!(rows < to - 1 && Instant::now() < deadline, "{} readings across the nodes; found {rows}", to - 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod mosquitto;
+pub(crate) mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

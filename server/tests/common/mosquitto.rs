@@ -21,13 +21,17 @@ impl Mosquitto {
     /// Starts mosquitto on `port`, keeping its sessions and queued messages in `dir` across
     /// restarts (persistence on, saved when it stops).
     pub(crate) fn start_persistent(dir: &Path, port: u16) -> Self {
+        let settings = format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display());
+        Self::start_configured(dir, port, &settings)
+    }
+
+    /// Starts mosquitto with a listener on loopback `port` and `settings` for it, its
+    /// configuration file in `dir`.
+    pub(crate) fn start_configured(dir: &Path, port: u16, settings: &str) -> Self {
         let config = dir.join("mosquitto.conf");
-        // Started as root, mosquitto would switch to its own user, which cannot write `dir`.
+        // Started as root, mosquitto would switch to its own user, which cannot read `dir`.
         let me = Command::new("id").arg("-un").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-        let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nuser {me}\n",
-            dir.display()
-        );
+        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser {me}\n{settings}");
         std::fs::write(&config, text).expect("write mosquitto.conf");
         Self::spawn(port, &["-c".to_owned(), config.display().to_string()])
     }
