@@ -105,6 +105,10 @@ pub(crate) struct StorageSection {
     pub(crate) series_per_table_max: usize,
     /// Bytes of one string value (tag or field).
     pub(crate) string_bytes_max: usize,
+    /// Window of every table's rollup table, in milliseconds; 0 turns rollups off.
+    pub(crate) rollup_interval_ms: u64,
+    /// How far behind the newest event time a rollup window still takes rows before it is final.
+    pub(crate) rollup_lateness_ms: u64,
 }
 
 impl Default for Config {
@@ -158,6 +162,8 @@ impl Default for StorageSection {
             partition_duration_ms: s.partition_duration_ms,
             series_per_table_max: s.series_per_table_max,
             string_bytes_max: s.string_bytes_max,
+            rollup_interval_ms: s.rollup_interval_ms,
+            rollup_lateness_ms: s.rollup_lateness_ms,
         }
     }
 }
@@ -195,6 +201,8 @@ impl Config {
         c.persist_interval_ms = s.persist_interval_ms;
         c.partition_duration_ms = s.partition_duration_ms;
         c.series_per_table_max = s.series_per_table_max;
+        c.rollup_interval_ms = s.rollup_interval_ms;
+        c.rollup_lateness_ms = s.rollup_lateness_ms;
         c.string_bytes_max = s.string_bytes_max;
         c
     }

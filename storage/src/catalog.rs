@@ -8,6 +8,8 @@
 //! | `series` | series id u64 BE | table id, tag column ids and values |
 //! | `chunks` | chunk id u64 BE | [`ChunkEntry`] |
 //! | `positions` | source name | opaque position bytes |
+//! | `rollups` | `E`, rollup table id u32 BE | [`RollupEntry`] |
+//! | `rollups` | `D`, rollup table u32, series u64, window start i64, WAL sequence u64 (BE, the window's sign bit flipped) | late rows u64 BE |
 //!
 //! Writes that acknowledge data use `sync = true`. RocksDB's own log is replayed with
 //! `TolerateCorruptedTailRecords`: a torn last record (a write that never returned) is cut, and
@@ -20,6 +22,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, IteratorMode, Options,
 use crate::bytes::{Reader, Writer};
 use crate::error::{DecodeError, Error, Result};
 use crate::model::{ChunkId, ColumnId, SeriesId, TableId, WalSequence};
+use crate::rollup::{DirtyKey, RollupEntry};
 use crate::schema::TableSchema;
 
 const CF_WAL: &str = "wal";
@@ -27,7 +30,10 @@ const CF_TABLES: &str = "tables";
 const CF_SERIES: &str = "series";
 const CF_CHUNKS: &str = "chunks";
 const CF_POSITIONS: &str = "positions";
-const COLUMN_FAMILIES: [&str; 5] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS];
+const CF_ROLLUPS: &str = "rollups";
+const COLUMN_FAMILIES: [&str; 6] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS];
+const ROLLUP_ENTRY: u8 = b'E';
+const ROLLUP_DIRTY: u8 = b'D';
 
 /// One change to the catalog, staged for an atomic commit.
 #[derive(Debug, Clone)]
@@ -40,6 +46,34 @@ pub(crate) enum Op {
     PutChunk(ChunkId, Vec<u8>),
     DeleteChunk(ChunkId),
     Position(String, Vec<u8>),
+    /// A rollup table's entry, by the rollup table's id.
+    Rollup(TableId, RollupEntry),
+    /// A window marked for recomputation, with the late rows it took.
+    RollupDirty(DirtyKey, u64),
+    DeleteRollupDirty(DirtyKey),
+}
+
+impl DirtyKey {
+    fn encode(&self) -> [u8; 29] {
+        let mut key = [0u8; 29];
+        key[0] = ROLLUP_DIRTY;
+        key[1..5].copy_from_slice(&self.table.0.to_be_bytes());
+        key[5..13].copy_from_slice(&self.series.0.to_be_bytes());
+        key[13..21].copy_from_slice(&((self.window_ns as u64) ^ (1 << 63)).to_be_bytes());
+        key[21..29].copy_from_slice(&self.sequence.to_be_bytes());
+        key
+    }
+
+    fn decode(key: &[u8]) -> Option<Self> {
+        let key: &[u8; 29] = key.try_into().ok()?;
+        let u64_at = |i: usize| key[i..i + 8].try_into().ok().map(u64::from_be_bytes);
+        Some(Self {
+            table: TableId(u32::from_be_bytes(key[1..5].try_into().ok()?)),
+            series: SeriesId(u64_at(5)?),
+            window_ns: (u64_at(13)? ^ (1 << 63)) as i64,
+            sequence: u64_at(21)?,
+        })
+    }
 }
 
 impl Op {
@@ -47,7 +81,8 @@ impl Op {
         match self {
             Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) => v.len() + 8,
             Self::Position(k, v) => k.len() + v.len(),
-            Self::TruncateWal(_) | Self::DeleteChunk(_) => 16,
+            Self::TruncateWal(_) | Self::DeleteChunk(_) | Self::Rollup(..) => 16,
+            Self::RollupDirty(..) | Self::DeleteRollupDirty(_) => 40,
         }
     }
 }
@@ -127,6 +162,12 @@ impl SeriesEntry {
     }
 }
 
+fn rollup_key(table: TableId) -> [u8; 5] {
+    let mut key = [ROLLUP_ENTRY; 5];
+    key[1..].copy_from_slice(&table.0.to_be_bytes());
+    key
+}
+
 /// The RocksDB instance behind the catalog and the WAL.
 #[derive(Debug)]
 pub(crate) struct CatalogStore {
@@ -172,6 +213,9 @@ impl CatalogStore {
                 Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
                 Op::DeleteChunk(id) => batch.delete_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes()),
                 Op::Position(k, v) => batch.put_cf(self.cf(CF_POSITIONS), k.as_bytes(), v),
+                Op::Rollup(id, entry) => batch.put_cf(self.cf(CF_ROLLUPS), rollup_key(*id), entry.encode()),
+                Op::RollupDirty(key, late) => batch.put_cf(self.cf(CF_ROLLUPS), key.encode(), late.to_be_bytes()),
+                Op::DeleteRollupDirty(key) => batch.delete_cf(self.cf(CF_ROLLUPS), key.encode()),
             }
         }
         let mut opts = WriteOptions::default();
@@ -254,6 +298,29 @@ impl CatalogStore {
         self.db.flush_cf(self.cf(CF_WAL))?;
         self.db.compact_range_cf(self.cf(CF_WAL), None::<&[u8]>, None::<&[u8]>);
         Ok(())
+    }
+
+    /// Every rollup's entry by rollup table, and every window marked for recomputation.
+    pub(crate) fn rollups(&self) -> Result<(Vec<(TableId, RollupEntry)>, Vec<(DirtyKey, u64)>)> {
+        let (mut entries, mut dirty) = (Vec::new(), Vec::new());
+        for item in self.db.iterator_cf(self.cf(CF_ROLLUPS), IteratorMode::Start) {
+            let (k, v) = item?;
+            let bad = |reason: String| Error::Corrupt { file: self.path.join(CF_ROLLUPS), offset: 0, reason };
+            match k.first() {
+                Some(&ROLLUP_ENTRY) => {
+                    let id = <[u8; 4]>::try_from(&k[1..]).map(u32::from_be_bytes).map_err(|_| bad(format!("rollup key of {} bytes", k.len())))?;
+                    let entry = RollupEntry::decode(&v).map_err(|e| self.corrupt(CF_ROLLUPS, u64::from(id), e))?;
+                    entries.push((TableId(id), entry));
+                }
+                Some(&ROLLUP_DIRTY) => {
+                    let key = DirtyKey::decode(&k).ok_or_else(|| bad(format!("dirty window key of {} bytes", k.len())))?;
+                    let late = <[u8; 8]>::try_from(&v[..]).map(u64::from_be_bytes).map_err(|_| bad("dirty window value".into()))?;
+                    dirty.push((key, late));
+                }
+                _ => return Err(bad(format!("unknown rollup key {:?}", k.first()))),
+            }
+        }
+        Ok((entries, dirty))
     }
 
     pub(crate) fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {

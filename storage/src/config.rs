@@ -37,6 +37,11 @@ pub struct StorageConfig {
     pub name_bytes_max: usize,
     pub string_bytes_max: usize,
     pub series_per_table_max: usize,
+    /// Window of every raw table's rollup table (`weather_1m` for 60 s); 0 turns rollups off.
+    pub rollup_interval_ms: u64,
+    /// How far behind the newest event time a rollup window may still take rows before it is
+    /// final; later rows still update it, by recomputation, and are counted.
+    pub rollup_lateness_ms: u64,
 }
 
 impl StorageConfig {
@@ -59,16 +64,20 @@ impl StorageConfig {
             name_bytes_max: 256,
             string_bytes_max: 64 * 1024,
             series_per_table_max: 10_000_000,
+            rollup_interval_ms: 60_000,
+            rollup_lateness_ms: 5_000,
         }
     }
 
-    /// Small buffers and no background work: tests decide when to persist and compact.
+    /// Small buffers, no background work and no rollups: tests decide when to persist and
+    /// compact, and turn rollups on when they test them.
     pub fn test_config(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             group_commit_window_us: 0,
             write_buffer_bytes_max: 64 << 20,
             persist_buffer_bytes: 16 << 20,
             background_persist: false,
+            rollup_interval_ms: 0,
             chunk: ChunkOptions { row_group_rows_max: 64, codec: crate::codec::CodecOptions { pco_level: 4, zstd_level: 1 } },
             ..Self::new(data_dir)
         }
@@ -92,6 +101,9 @@ impl StorageConfig {
         if self.chunk.codec.pco_level > crate::codec::PCO_LEVEL_MAX {
             return bad("chunk pco level is above pco's maximum");
         }
+        if self.rollup_interval_ms > 0 && 86_400_000 % self.rollup_interval_ms != 0 {
+            return bad("rollup_interval_ms must divide a day (e.g. 10000, 60000, 300000, 3600000)");
+        }
         if self.columns_per_table_max >= usize::from(u16::MAX) {
             return bad("columns_per_table_max must be below 65535");
         }
@@ -100,6 +112,14 @@ impl StorageConfig {
 
     pub(crate) fn partition_ns(&self) -> i64 {
         i64::try_from(self.partition_duration_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    }
+
+    pub(crate) fn rollup_interval_ns(&self) -> i64 {
+        i64::try_from(self.rollup_interval_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    }
+
+    pub(crate) fn rollup_lateness_ns(&self) -> i64 {
+        i64::try_from(self.rollup_lateness_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
     }
 
     pub(crate) fn point_limits(&self) -> PointLimits {

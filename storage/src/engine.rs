@@ -1,8 +1,9 @@
 //! [`Storage`]: opening, recovery, the write path's entry point and background work.
 //!
-//! Threads: the committer (see [`crate::commit`]) and, when `background_persist` is on, a
+//! Threads: the committer (see [`crate::commit`]); when `background_persist` is on, a
 //! persister that persists the buffer when it is full or old and compacts partitions with many
-//! chunks. Everything else runs on the caller's thread: the API is synchronous.
+//! chunks; and, when rollups are on, the rollup maintainer (see [`crate::rollup::maintain`]).
+//! Everything else runs on the caller's thread: the API is synchronous.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -87,6 +88,10 @@ pub(crate) struct Shared {
     memory: Mutex<()>,
     memory_freed: Condvar,
     persist_kick: Sender<()>,
+    /// Wakes the rollup maintainer.
+    pub(crate) rollup_kick: Sender<()>,
+    /// Held by a round of rollup maintenance; one at a time.
+    pub(crate) rollup_maintenance: Mutex<()>,
 }
 
 impl Shared {
@@ -174,8 +179,10 @@ impl Storage {
         let store = CatalogStore::open(&root.join("catalog"))?;
         let chunk_dir = root.join("chunks");
         fs::create_dir_all(&chunk_dir).map_err(io_err("create directory", &chunk_dir))?;
-        let mut registry = Registry::load(store.tables()?, store.series()?);
+        let (rollups, dirty) = store.rollups()?;
+        let (mut registry, reopened) = Registry::load(store.tables()?, store.series()?, rollups, dirty, &config);
         let (persist_kick, kick_rx) = bounded(1);
+        let (rollup_kick, rollup_kick_rx) = bounded(1);
         let (commit_tx, commit_rx) = bounded(config.commit_queue_len_max);
         let shared = Arc::new(Shared {
             config,
@@ -191,6 +198,8 @@ impl Storage {
             memory: Mutex::new(()),
             memory_freed: Condvar::new(),
             persist_kick,
+            rollup_kick,
+            rollup_maintenance: Mutex::new(()),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
         let mut state = State { chunks, ..State::default() };
@@ -213,15 +222,21 @@ impl Storage {
         threads.push(spawn("isobar-commit", move || run_committer(committer, commit_rx))?);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         if shared.config.background_persist {
-            let persister = Arc::clone(&shared);
+            let (persister, stop_rx) = (Arc::clone(&shared), stop_rx.clone());
             threads.push(spawn("isobar-persist", move || run_persister(&persister, &kick_rx, &stop_rx))?);
+        }
+        if shared.config.rollup_interval_ms > 0 && shared.config.background_persist {
+            let (maintainer, tx) = (Arc::clone(&shared), commit_tx.clone());
+            threads.push(spawn("isobar-rollup", move || run_rollups(&maintainer, &tx, &rollup_kick_rx, &stop_rx))?);
         }
         let handle = Handle {
             commit_tx: Mutex::new(Some(commit_tx)),
             stop_tx: Mutex::new(Some(stop_tx)),
             threads: Mutex::new(threads),
         };
-        Ok(Self { shared, handle: Arc::new(handle) })
+        let storage = Self { shared, handle: Arc::new(handle) };
+        crate::rollup::maintain::start(&storage, reopened)?;
+        Ok(storage)
     }
 
     /// Writes `batch` and returns once it is durable: its rows and source positions are in
@@ -250,21 +265,13 @@ impl Storage {
         self.table(table).ok_or_else(|| Error::Internal(format!("table {table} missing after its creation")))
     }
 
-    /// Prepares a write under the registry lock (which fixes its WAL sequence), queues it for
-    /// the committer in sequence order, and waits until it is durable.
     fn commit(&self, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
-        let (done_tx, done_rx) = bounded(1);
-        let mut registry = self.shared.registry.lock();
-        let prepared = prepare(&mut registry)?;
-        if prepared.ops.is_empty() {
-            return Ok(prepared.receipt);
-        }
-        let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
-        let tx = self.handle.commit_tx.lock().clone().ok_or(Error::Closed)?;
-        tx.send(request).map_err(|_| Error::Closed)?;
-        drop(registry);
-        done_rx.recv().map_err(|_| Error::Closed)??;
-        Ok(prepared.receipt)
+        commit(&self.shared, &self.commit_sender()?, prepare)
+    }
+
+    /// The committer's queue.
+    pub(crate) fn commit_sender(&self) -> Result<Sender<CommitRequest>> {
+        self.handle.commit_tx.lock().clone().ok_or(Error::Closed)
     }
 
     /// The schema of `table`.
@@ -329,6 +336,44 @@ impl Storage {
         self.shared.store.flush()?;
         drop(self);
         Ok(())
+    }
+}
+
+/// Prepares a write under the registry lock (which fixes its WAL sequence), queues it on `tx`
+/// for the committer in sequence order, and waits until it is durable. Wakes the rollup
+/// maintainer when the write made windows due.
+pub(crate) fn commit(shared: &Shared, tx: &Sender<CommitRequest>, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
+    let (done_tx, done_rx) = bounded(1);
+    let mut registry = shared.registry.lock();
+    let prepared = prepare(&mut registry)?;
+    if prepared.ops.is_empty() {
+        return Ok(prepared.receipt);
+    }
+    let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
+    tx.send(request).map_err(|_| Error::Closed)?;
+    drop(registry);
+    done_rx.recv().map_err(|_| Error::Closed)??;
+    if prepared.rollups_due {
+        let _ = shared.rollup_kick.try_send(());
+    }
+    Ok(prepared.receipt)
+}
+
+/// Maintains rollups when woken by a write, and every second, until stopped.
+fn run_rollups(shared: &Shared, tx: &Sender<CommitRequest>, kick: &Receiver<()>, stop: &Receiver<()>) {
+    loop {
+        crossbeam_channel::select! {
+            recv(stop) -> _ => return,
+            recv(kick) -> _ => {},
+            default(Duration::from_secs(1)) => {},
+        }
+        if shared.poisoned().is_some() {
+            continue;
+        }
+        if let Err(e) = crate::rollup::maintain::round(shared, tx) {
+            shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
+            *shared.background_error.lock() = Some(format!("rollup maintenance: {e}"));
+        }
     }
 }
 

@@ -45,6 +45,8 @@ mod persist;
 #[cfg(feature = "engine")]
 mod registry;
 #[cfg(feature = "engine")]
+mod rollup;
+#[cfg(feature = "engine")]
 mod scan;
 
 pub use arrow;
@@ -60,6 +62,7 @@ pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableS
 pub use {
     engine::{Metrics, Storage},
     persist::MaintenanceReport,
+    rollup::{FINAL_COLUMN, LATE_UPDATES_COLUMN},
     scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
 };
 

@@ -2,10 +2,12 @@
 //! batch into a WAL record plus the catalog changes it brings.
 //!
 //! Preparation runs under one lock, which also hands out WAL sequence numbers, so records
-//! reach the committer in sequence order.
+//! reach the committer in sequence order. The rollups' in-memory state lives here too, so a
+//! raw row reaches its rollup window in the same order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::fxhash::{FxHashMap, FxHasher};
 
@@ -13,7 +15,8 @@ use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, RejectedPoint, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
-use crate::schema::{ColumnKind, TableSchema, check_table_name};
+use crate::rollup::{DirtyKey, Observed, Rollup, RollupEntry, rollup_table_name, sync_schema};
+use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
 use crate::wal::{self, Row, TableRows};
 
 /// Tables and series known to the engine.
@@ -28,6 +31,15 @@ pub(crate) struct Registry {
     next_table: u32,
     next_series: u64,
     pub(crate) next_sequence: u64,
+    /// Rollups by raw table.
+    pub(crate) rollups: FxHashMap<TableId, Rollup>,
+    /// Raw tables by rollup table.
+    pub(crate) rollup_sources: FxHashMap<TableId, TableId>,
+}
+
+/// The wall clock, in nanoseconds since 1970.
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A batch ready for the committer.
@@ -37,10 +49,21 @@ pub(crate) struct Prepared {
     pub(crate) ops: Vec<Op>,
     pub(crate) tables: Vec<TableRows>,
     pub(crate) receipt: WriteReceipt,
+    /// A rollup has windows to finalize or recompute.
+    pub(crate) rollups_due: bool,
 }
 
 impl Registry {
-    pub(crate) fn load(tables: Vec<TableSchema>, series: Vec<SeriesEntry>) -> Self {
+    /// The registry of the catalog's tables, series and rollups, with rollup windows marked
+    /// for recomputation (`dirty`). Returns the marks of windows that are open again (the
+    /// frontier never got past them), for deletion.
+    pub(crate) fn load(
+        tables: Vec<TableSchema>,
+        series: Vec<SeriesEntry>,
+        rollups: Vec<(TableId, RollupEntry)>,
+        dirty: Vec<(DirtyKey, u64)>,
+        config: &StorageConfig,
+    ) -> (Self, Vec<DirtyKey>) {
         let mut r = Self::default();
         for t in tables {
             r.next_table = r.next_table.max(t.id.0 + 1);
@@ -50,7 +73,50 @@ impl Registry {
         for s in series {
             r.insert_series(s);
         }
-        r
+        for (table, entry) in rollups {
+            let (Some(source), Some(rollup)) = (r.table_by_id(entry.source), r.table_by_id(table)) else { continue };
+            let mut rollup_state = Rollup::new(entry, config.rollup_lateness_ns(), source, rollup);
+            rollup_state.series = r.rollup_series_of(source.id, rollup.id);
+            r.rollup_sources.insert(table, entry.source);
+            r.rollups.insert(entry.source, rollup_state);
+        }
+        let mut reopened = Vec::new();
+        for (key, late_rows) in dirty {
+            let Some(source) = r.rollup_sources.get(&key.table).copied() else { continue };
+            let Some(rollup) = r.rollups.get_mut(&source) else { continue };
+            let raw = rollup.series.iter().find(|(_, s)| **s == key.series).map(|(raw, _)| *raw);
+            match raw {
+                Some(raw) if key.window_ns < rollup.entry.frontier_ns => rollup.mark_dirty(key.series, raw, key.window_ns, late_rows, key.sequence),
+                _ => reopened.push(key),
+            }
+        }
+        (r, reopened)
+    }
+
+    /// The rollup series of each series of raw table `source` that has one, by tags.
+    fn rollup_series_of(&self, source: TableId, rollup: TableId) -> FxHashMap<SeriesId, SeriesId> {
+        let mut out = FxHashMap::default();
+        for s in self.series.values().filter(|s| s.table == source) {
+            if let Some(tags) = self.rollup_tags(source, rollup, s.id) {
+                let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+                if let Some(id) = self.find_series(rollup, &tags) {
+                    out.insert(s.id, id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The tags of raw series `series` as rollup table `rollup`'s columns, sorted by id.
+    fn rollup_tags(&self, source: TableId, rollup: TableId, series: SeriesId) -> Option<Vec<(ColumnId, String)>> {
+        let (source, rollup, entry) = (self.table_by_id(source)?, self.table_by_id(rollup)?, self.series.get(&series)?);
+        let mut tags: Vec<(ColumnId, String)> = entry
+            .tags
+            .iter()
+            .map(|(c, v)| Some((rollup.column(&source.column_by_id(*c)?.name)?.id, v.clone())))
+            .collect::<Option<_>>()?;
+        tags.sort_by_key(|(c, _)| *c);
+        Some(tags)
     }
 
     fn insert_series(&mut self, s: SeriesEntry) {
@@ -109,8 +175,12 @@ impl Registry {
         let mut ops = Vec::new();
         let mut tables = Vec::new();
         let mut receipt = WriteReceipt::default();
+        let sequence = WalSequence(self.next_sequence);
+        let mut rollups_due = false;
+        let now_ns = now_ns();
         for (name, points) in &batch.tables {
-            if let Err(reason) = check_table_name(name, &limits) {
+            let refused = check_table_name(name, &limits).err().or_else(|| self.refuse_rollup_write(name));
+            if let Some(reason) = refused {
                 let rejected = (0..points.len()).map(|index| RejectedPoint { table: name.clone(), index, reason: reason.clone() });
                 receipt.rejected.extend(rejected);
                 continue;
@@ -144,17 +214,151 @@ impl Registry {
             }
             if !rows.is_empty() {
                 receipt.rows_written += rows.len() as u64;
+                rollups_due |= self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
                 tables.push(TableRows { table: schema.id, rows });
             }
         }
         ops.extend(batch.positions.iter().map(|p| Op::Position(p.source.clone(), p.position.clone())));
-        let sequence = WalSequence(self.next_sequence);
         if !tables.is_empty() || !batch.positions.is_empty() {
             self.next_sequence += 1;
             ops.push(Op::Wal(sequence, wal::encode(&tables)));
             receipt.sequence = Some(sequence);
         }
-        Ok(Prepared { sequence, ops, tables, receipt })
+        Ok(Prepared { sequence, ops, tables, receipt, rollups_due })
+    }
+
+    /// Why points may not be written to table `name`: it is a rollup, which isobar maintains.
+    fn refuse_rollup_write(&self, name: &str) -> Option<String> {
+        let table = self.tables.get(name)?;
+        let source = self.rollup_sources.get(&table.id).and_then(|s| self.table_names.get(s))?;
+        Some(format!("table {name} is the rollup of {source}; isobar maintains it from {source}'s rows"))
+    }
+
+    /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
+    /// commit.
+    pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>) -> Prepared {
+        let sequence = WalSequence(self.next_sequence);
+        self.next_sequence += 1;
+        ops.push(Op::Wal(sequence, wal::encode(&tables)));
+        let receipt = WriteReceipt { sequence: Some(sequence), rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(), ..WriteReceipt::default() };
+        Prepared { sequence, ops, tables, receipt, rollups_due: false }
+    }
+
+    /// Feeds the rows just prepared for raw table `source` to its rollup, creating the rollup
+    /// table on the table's first rows and keeping its columns and series in step. Late rows
+    /// mark their windows dirty in the same commit. Returns whether windows are due.
+    #[allow(clippy::too_many_arguments)]
+    fn roll_up(
+        &mut self,
+        source: TableId,
+        schema_changed: bool,
+        rows: &[Row],
+        sequence: u64,
+        now_ns: i64,
+        config: &StorageConfig,
+        ops: &mut Vec<Op>,
+    ) -> Result<bool> {
+        if config.rollup_interval_ms == 0 || self.rollup_sources.contains_key(&source) {
+            return Ok(false);
+        }
+        if !self.rollups.contains_key(&source) && !self.create_rollup(source, config, ops)? {
+            return Ok(false);
+        }
+        let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { return Ok(false) };
+        if schema_changed {
+            self.sync_rollup_schema(source, rollup_id, ops);
+        }
+        for row in rows {
+            if self.rollups.get(&source).is_some_and(|r| !r.series.contains_key(&row.series)) {
+                let Some(tags) = self.rollup_tags(source, rollup_id, row.series) else { continue };
+                let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+                // At the series limit the rollup skips the series; its raw rows are written.
+                if let Ok(id) = self.series_for(rollup_id, tags, config, ops) {
+                    if let Some(r) = self.rollups.get_mut(&source) {
+                        r.series.insert(row.series, id);
+                    }
+                }
+            }
+        }
+        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
+        let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
+        for row in rows {
+            let Some(series) = rollup.series.get(&row.series).copied() else { continue };
+            if let Observed::Late(window_ns) = rollup.observe(row, series, now_ns) {
+                late.entry((series, window_ns)).or_insert((row.series, 0)).1 += 1;
+            }
+        }
+        for ((series, window_ns), (raw, late_rows)) in &late {
+            ops.push(Op::RollupDirty(DirtyKey { table: rollup_id, series: *series, window_ns: *window_ns, sequence }, *late_rows));
+            rollup.mark_dirty(*series, *raw, *window_ns, *late_rows, sequence);
+        }
+        Ok(!late.is_empty() || rollup.due_frontier().is_some())
+    }
+
+    /// Creates the rollup table of raw table `source`, unless it is isobar's own or the name
+    /// is taken. Returns whether it exists now.
+    pub(crate) fn create_rollup(&mut self, source: TableId, config: &StorageConfig, ops: &mut Vec<Op>) -> Result<bool> {
+        let Some(source_schema) = self.table_by_id(source).cloned() else { return Ok(false) };
+        let interval_ns = config.rollup_interval_ns();
+        let name = rollup_table_name(&source_schema.name, interval_ns);
+        if source_schema.name.starts_with(SYSTEM_TABLE_PREFIX) || self.tables.contains_key(&name) || self.rollup_sources.contains_key(&source) {
+            return Ok(false);
+        }
+        let mut schema = TableSchema::new(TableId(self.next_table), &name);
+        self.next_table = schema.id.0.checked_add(1).ok_or_else(|| Error::LimitExceeded("table ids".into()))?;
+        sync_schema(&source_schema, &mut schema);
+        let entry = RollupEntry { source, interval_ns, frontier_ns: i64::MIN };
+        ops.push(Op::Table(schema.id, schema.encode()));
+        ops.push(Op::Rollup(schema.id, entry));
+        let rollup = Rollup::new(entry, config.rollup_lateness_ns(), &source_schema, &schema);
+        self.table_names.insert(schema.id, name.clone());
+        self.rollup_sources.insert(schema.id, source);
+        self.tables.insert(name, schema);
+        self.rollups.insert(source, rollup);
+        Ok(true)
+    }
+
+    /// Adds to the rollup table the columns new tags and fields of `source` need.
+    fn sync_rollup_schema(&mut self, source: TableId, rollup_id: TableId, ops: &mut Vec<Op>) {
+        let (Some(source_schema), Some(mut schema)) = (self.table_by_id(source).cloned(), self.table_by_id(rollup_id).cloned()) else { return };
+        if !sync_schema(&source_schema, &mut schema) {
+            return;
+        }
+        ops.push(Op::Table(schema.id, schema.encode()));
+        if let Some(r) = self.rollups.get_mut(&source) {
+            r.resolve_columns(&source_schema, &schema);
+        }
+        self.tables.insert(schema.name.clone(), schema);
+    }
+
+    /// Creates what rollups need for tables and series that predate them (a data directory
+    /// from before rollups were on): rollup tables, their columns and their series.
+    pub(crate) fn prepare_rollups(&mut self, config: &StorageConfig) -> Result<Prepared> {
+        let mut ops = Vec::new();
+        if config.rollup_interval_ms > 0 {
+            let sources: Vec<TableId> = self.tables.values().map(|t| t.id).filter(|id| !self.rollup_sources.contains_key(id)).collect();
+            for source in sources {
+                if !self.rollups.contains_key(&source) && !self.create_rollup(source, config, &mut ops)? {
+                    continue;
+                }
+                let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { continue };
+                self.sync_rollup_schema(source, rollup_id, &mut ops);
+                let raw_series: Vec<SeriesId> = self.series.values().filter(|s| s.table == source).map(|s| s.id).collect();
+                for raw in raw_series {
+                    if self.rollups.get(&source).is_some_and(|r| r.series.contains_key(&raw)) {
+                        continue;
+                    }
+                    let Some(tags) = self.rollup_tags(source, rollup_id, raw) else { continue };
+                    let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+                    if let Ok(id) = self.series_for(rollup_id, tags, config, &mut ops) {
+                        if let Some(r) = self.rollups.get_mut(&source) {
+                            r.series.insert(raw, id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(self.prepare_rows(Vec::new(), ops))
     }
 
     /// Stages a new table with declared tag and field columns, in their order.
@@ -173,7 +377,8 @@ impl Registry {
         let ops = vec![Op::Table(schema.id, schema.encode()), Op::Wal(sequence, wal::encode(&[]))];
         self.table_names.insert(schema.id, name.to_owned());
         self.tables.insert(name.to_owned(), schema);
-        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt { sequence: Some(sequence), ..WriteReceipt::default() } })
+        let receipt = WriteReceipt { sequence: Some(sequence), ..WriteReceipt::default() };
+        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt, rollups_due: false })
     }
 
     /// The id of the series with `tags` in `table`, creating it (and staging its catalog entry).
@@ -184,11 +389,8 @@ impl Registry {
         config: &StorageConfig,
         ops: &mut Vec<Op>,
     ) -> Result<SeriesId, String> {
-        let same = |s: &SeriesEntry| s.table == table && s.tags.iter().map(|(c, v)| (*c, v.as_str())).eq(tags.iter().copied());
-        if let Some(ids) = self.series_ids.get(&series_hash(table, &tags)) {
-            if let Some(id) = ids.iter().find(|id| self.series.get(id).is_some_and(same)) {
-                return Ok(*id);
-            }
+        if let Some(id) = self.find_series(table, &tags) {
+            return Ok(id);
         }
         if self.series_per_table.get(&table).copied().unwrap_or(0) >= config.series_per_table_max {
             return Err(format!("table has {} series, the limit", config.series_per_table_max));
@@ -198,6 +400,14 @@ impl Registry {
         ops.push(Op::Series(id, entry.encode()));
         self.insert_series(entry);
         Ok(id)
+    }
+}
+
+impl Registry {
+    /// The series of `table` with exactly `tags` (sorted by column id), if there is one.
+    fn find_series(&self, table: TableId, tags: &[(ColumnId, &str)]) -> Option<SeriesId> {
+        let same = |s: &SeriesEntry| s.table == table && s.tags.iter().map(|(c, v)| (*c, v.as_str())).eq(tags.iter().copied());
+        self.series_ids.get(&series_hash(table, tags))?.iter().find(|id| self.series.get(id).is_some_and(same)).copied()
     }
 }
 

@@ -88,6 +88,14 @@ impl Values {
             (a, b) => panic!("merging a {} column into {}", b.field_type(), a.field_type()),
         }
     }
+    /// The value at `i` of a numeric column, as a [`FieldValue`].
+    pub(crate) fn number(&self, i: usize) -> Option<FieldValue> {
+        match self {
+            Self::F64(v) => v.get(i).map(|x| FieldValue::F64(*x)),
+            Self::I64(v) => v.get(i).map(|x| FieldValue::I64(*x)),
+            Self::Bool(_) | Self::String(_) => None,
+        }
+    }
     /// The value at `i` as a [`FieldValue`].
     #[cfg(test)]
     pub(crate) fn get(&self, i: usize) -> FieldValue {

@@ -16,7 +16,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::buffer::partition_start;
-use crate::engine::{ChunkHandle, Storage};
+use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
 use crate::rowset::{RowSet, Selection, Values};
@@ -81,7 +81,8 @@ pub struct Scan {
     time_min: i64,
     time_max: i64,
     partition_ns: i64,
-    /// Per partition: chunks oldest first, then buffered rows (frozen, then active).
+    /// Per partition: chunks oldest first, then buffered rows (frozen, then active, then a
+    /// rollup table's open windows).
     partitions: BTreeMap<i64, (Vec<Arc<ChunkHandle>>, Vec<RowSet>)>,
     /// The partition being read.
     current: Option<PartitionRead>,
@@ -94,75 +95,88 @@ struct PartitionRead {
     start_ns: i64,
     /// Oldest first.
     chunks: Vec<Arc<ChunkHandle>>,
-    /// Frozen, then active.
+    /// Frozen, active, open rollup windows.
     buffered: Vec<RowSet>,
     /// Groups of series (each sorted) still to read.
     groups: VecDeque<Vec<SeriesId>>,
 }
 
 impl Storage {
-    /// Starts a scan of a snapshot taken now. Writes after this call are not seen.
+    /// Starts a scan of a snapshot taken now. Writes after this call are not seen. A rollup
+    /// table's scan returns its final windows and, with `final` false, its open ones.
     pub fn scan(&self, req: &ScanRequest) -> Result<Scan> {
-        if req.time_min_ns > req.time_max_ns {
-            return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
-        }
-        let shared = &self.shared;
-        let (schema, series, tags) = {
-            let registry = shared.registry.lock();
-            let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
-            let all = registry.series_of(schema.id);
-            let selected: Vec<_> = match &req.series {
-                SeriesFilter::All => all,
-                SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
-                SeriesFilter::TagsEqual(pairs) => {
-                    let wanted: Option<Vec<(ColumnId, &str)>> =
-                        pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-                    match wanted {
-                        None => Vec::new(),
-                        Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
-                    }
-                }
-            };
-            let ids = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect::<Vec<_>>());
-            let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
-            (schema, ids, tags)
-        };
-        let out = output_columns(&schema, req.columns.as_deref())?;
-        let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
-        let mut scan = Scan {
-            schema: arrow_schema(&schema, &out),
-            out,
-            tags,
-            series,
-            fields,
-            time_min: req.time_min_ns,
-            time_max: req.time_max_ns,
-            partition_ns: shared.config.partition_ns(),
-            partitions: BTreeMap::new(),
-            current: None,
-            pending: Vec::new(),
-        };
-        let selection = scan.selection(scan.time_min, scan.time_max);
-        let (chunks, frozen, active) = {
-            let state = shared.state.read();
-            let chunks: Vec<Arc<ChunkHandle>> =
-                state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(&selection)).cloned().collect();
-            (chunks, state.frozen.clone(), state.active.select(schema.id, &schema, &selection))
-        };
-        let frozen = frozen.map(|f| f.select(schema.id, &schema, &selection)).unwrap_or_default();
-        for chunk in chunks {
-            scan.partitions.entry(chunk.partition_start_ns()).or_default().0.push(chunk);
-        }
-        for set in [frozen, active] {
-            for (partition, part) in split_partitions(set, scan.partition_ns) {
-                scan.partitions.entry(partition).or_default().1.push(part);
-            }
-        }
-        for (chunks, _) in scan.partitions.values_mut() {
-            chunks.sort_by_key(|c| c.age_key());
-        }
-        Ok(scan)
+        scan(&self.shared, req)
     }
+}
+
+/// [`Storage::scan`], for the engine's own readers.
+pub(crate) fn scan(shared: &Shared, req: &ScanRequest) -> Result<Scan> {
+    if req.time_min_ns > req.time_max_ns {
+        return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
+    }
+    let (schema, series, tags, open_windows) = {
+        let registry = shared.registry.lock();
+        let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
+        let all = registry.series_of(schema.id);
+        let selected: Vec<_> = match &req.series {
+            SeriesFilter::All => all,
+            SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
+            SeriesFilter::TagsEqual(pairs) => {
+                let wanted: Option<Vec<(ColumnId, &str)>> =
+                    pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
+                match wanted {
+                    None => Vec::new(),
+                    Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
+                }
+            }
+        };
+        let ids = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect::<Vec<_>>());
+        let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
+        let rollup = registry.rollup_sources.get(&schema.id).and_then(|source| registry.rollups.get(source));
+        let (time_min, time_max) = (req.time_min_ns, req.time_max_ns);
+        let open_windows = rollup.map(|r| {
+            r.overlay(|series, time| (time_min..=time_max).contains(&time) && ids.as_ref().is_none_or(|ids| ids.contains(&series)))
+        });
+        (schema, ids, tags, open_windows)
+    };
+    let out = output_columns(&schema, req.columns.as_deref())?;
+    let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+    let mut scan = Scan {
+        schema: arrow_schema(&schema, &out),
+        out,
+        tags,
+        series,
+        fields,
+        time_min: req.time_min_ns,
+        time_max: req.time_max_ns,
+        partition_ns: shared.config.partition_ns(),
+        partitions: BTreeMap::new(),
+        current: None,
+        pending: Vec::new(),
+    };
+    let selection = scan.selection(scan.time_min, scan.time_max);
+    let (chunks, frozen, active) = {
+        let state = shared.state.read();
+        let chunks: Vec<Arc<ChunkHandle>> =
+            state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(&selection)).cloned().collect();
+        (chunks, state.frozen.clone(), state.active.select(schema.id, &schema, &selection))
+    };
+    let frozen = frozen.map(|f| f.select(schema.id, &schema, &selection)).unwrap_or_default();
+    let open_windows = open_windows
+        .map(|rows| RowSet::from_rows(&rows, &crate::buffer::field_types(&schema, |id| selection.wants_column(id))).select(&selection))
+        .unwrap_or_default();
+    for chunk in chunks {
+        scan.partitions.entry(chunk.partition_start_ns()).or_default().0.push(chunk);
+    }
+    for set in [frozen, active, open_windows] {
+        for (partition, part) in split_partitions(set, scan.partition_ns) {
+            scan.partitions.entry(partition).or_default().1.push(part);
+        }
+    }
+    for (chunks, _) in scan.partitions.values_mut() {
+        chunks.sort_by_key(|c| c.age_key());
+    }
+    Ok(scan)
 }
 
 impl Scan {
@@ -178,6 +192,14 @@ impl Scan {
     /// The next group of series of the current partition, merged; the next partition's first
     /// group when the current one is done; `None` at the end.
     fn next_group(&mut self) -> Result<Option<RecordBatch>> {
+        match self.next_rows()? {
+            Some(set) => Ok(Some(self.to_batch(set)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::next_group`] as rows with series ids, for the engine's own readers.
+    pub(crate) fn next_rows(&mut self) -> Result<Option<RowSet>> {
         loop {
             if let Some(group) = self.current.as_mut().and_then(|read| read.groups.pop_front()) {
                 let Some(read) = &self.current else { continue };
@@ -193,7 +215,7 @@ impl Scan {
                     sets.push(chunk.reader.read(&selection)?);
                 }
                 sets.extend(read.buffered.iter().map(|set| set.of_series(&group)));
-                return Ok(Some(self.to_batch(RowSet::merge(sets))?));
+                return Ok(Some(RowSet::merge(sets)));
             }
             let Some((start_ns, (chunks, buffered))) = self.partitions.pop_first() else { return Ok(None) };
             let groups = self.series_groups(start_ns, &chunks, &buffered);

@@ -84,7 +84,7 @@ impl TableSchema {
         self.columns.iter().filter(|c| matches!(c.kind, ColumnKind::Field(_)))
     }
 
-    fn add_column(&mut self, name: &str, kind: ColumnKind) -> ColumnId {
+    pub(crate) fn add_column(&mut self, name: &str, kind: ColumnKind) -> ColumnId {
         let id = ColumnId(u16::try_from(self.columns.len()).expect("column count is limited below u16::MAX"));
         self.by_name.insert(name.to_owned(), self.columns.len());
         self.columns.push(ColumnDef { id, name: name.to_owned(), kind });

@@ -4,4 +4,5 @@ mod common;
 mod corruption;
 mod crash;
 mod model;
+mod rollups;
 mod write_path;

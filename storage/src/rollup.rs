@@ -1,0 +1,448 @@
+//! Continuous rollups: for every raw table (`weather`) a rollup table (`weather_1m`) with one
+//! row per series and event-time window holding `count`, `sum`, `min`, `max` and `avg` of
+//! each numeric field, whether the window is `final`, and its `late_updates`.
+//!
+//! This module is the in-memory state, kept under the registry lock so that it changes in
+//! WAL order with the raw rows:
+//!
+//! - A raw row whose window is still open merges into that window's partial aggregates. Each
+//!   open window also keeps its times, so a row that replaces an existing (series, time) value
+//!   marks the window `replaced`: its aggregates are provisional until it is recomputed from
+//!   raw data when it becomes final.
+//! - The watermark is the newest event time seen (never ahead of the wall clock, so one bogus
+//!   future timestamp cannot close every window) minus the allowed lateness. Windows that end
+//!   at or before it are due: `maintain.rs` writes them to the rollup table and moves the
+//!   `frontier` (the start of the first window that is not final) in the same commit.
+//! - A raw row for a window before the frontier is late: the window is marked dirty, durably
+//!   in the same commit as the row, and recomputed from raw data by `maintain.rs`.
+//!
+//! Open windows are not persisted: on open they are rebuilt from the raw rows at and after
+//! the durable frontier, so they survive a crash exactly as the raw data does.
+
+use std::collections::BTreeMap;
+
+use crate::bytes::{Reader, Writer};
+use crate::error::DecodeError;
+use crate::fxhash::FxHashMap;
+use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
+use crate::schema::{ColumnKind, TableSchema};
+use crate::wal::Row;
+
+pub(crate) mod maintain;
+
+/// Column of a rollup table saying whether its window is final.
+pub const FINAL_COLUMN: &str = "final";
+/// Column of a rollup table counting the raw rows that arrived after its window was final.
+pub const LATE_UPDATES_COLUMN: &str = "late_updates";
+
+/// The aggregates of each numeric field, as rollup column name suffixes.
+const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
+
+/// Start of the window of `interval_ns` that holds `time`.
+pub(crate) fn window_start(time: i64, interval_ns: i64) -> i64 {
+    time.div_euclid(interval_ns).saturating_mul(interval_ns)
+}
+
+/// The rollup table's name for a raw table and interval: `weather_1m`, `weather_30s`.
+pub(crate) fn rollup_table_name(table: &str, interval_ns: i64) -> String {
+    let s = interval_ns / 1_000_000_000;
+    let suffix = match s {
+        _ if interval_ns % 1_000_000_000 != 0 => format!("{}ms", interval_ns / 1_000_000),
+        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    };
+    format!("{table}_{suffix}")
+}
+
+/// The rollup of one raw table as the catalog records it (column family `rollups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RollupEntry {
+    pub(crate) source: TableId,
+    pub(crate) interval_ns: i64,
+    /// Windows starting before this are final; `i64::MIN` while none is.
+    pub(crate) frontier_ns: i64,
+}
+
+impl RollupEntry {
+    const VERSION: u8 = 1;
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(Self::VERSION);
+        w.u32(self.source.0);
+        w.i64(self.interval_ns);
+        w.i64(self.frontier_ns);
+        w.into_inner()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != Self::VERSION {
+            return Err(r.err(format!("unknown rollup entry version {version}")));
+        }
+        let entry = Self { source: TableId(r.u32()?), interval_ns: r.i64()?, frontier_ns: r.i64()? };
+        r.finish()?;
+        if entry.interval_ns <= 0 {
+            return Err(DecodeError::new(5, format!("rollup interval of {} ns", entry.interval_ns)));
+        }
+        Ok(entry)
+    }
+}
+
+/// A window marked for recomputation, durably: key of column family `rollups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct DirtyKey {
+    pub(crate) table: TableId,
+    pub(crate) series: SeriesId,
+    pub(crate) window_ns: i64,
+    /// The WAL sequence of the write that brought the late rows.
+    pub(crate) sequence: u64,
+}
+
+/// Aggregates of one numeric field over one window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Agg {
+    F64 { count: i64, sum: f64, min: f64, max: f64 },
+    /// Sums wrap on overflow, as SQL's `sum` over `bigint` does in DataFusion.
+    I64 { count: i64, sum: i64, min: i64, max: i64 },
+}
+
+impl Agg {
+    fn of(value: &FieldValue) -> Option<Self> {
+        match *value {
+            FieldValue::F64(x) => Some(Self::F64 { count: 1, sum: x, min: x, max: x }),
+            FieldValue::I64(x) => Some(Self::I64 { count: 1, sum: x, min: x, max: x }),
+            FieldValue::Bool(_) | FieldValue::String(_) => None,
+        }
+    }
+
+    fn add(&mut self, value: &FieldValue) {
+        match (self, value) {
+            (Self::F64 { count, sum, min, max }, FieldValue::F64(x)) => {
+                *count += 1;
+                *sum += x;
+                *min = min.min(*x);
+                *max = max.max(*x);
+            }
+            (Self::I64 { count, sum, min, max }, FieldValue::I64(x)) => {
+                *count += 1;
+                *sum = sum.wrapping_add(*x);
+                *min = (*min).min(*x);
+                *max = (*max).max(*x);
+            }
+            // Schemas never change a column's type.
+            _ => {}
+        }
+    }
+
+    /// (count, sum, min, max, avg) as field values.
+    fn values(&self) -> [FieldValue; 5] {
+        match *self {
+            Self::F64 { count, sum, min, max } => [
+                FieldValue::I64(count),
+                FieldValue::F64(sum),
+                FieldValue::F64(min),
+                FieldValue::F64(max),
+                FieldValue::F64(sum / count as f64),
+            ],
+            Self::I64 { count, sum, min, max } => [
+                FieldValue::I64(count),
+                FieldValue::I64(sum),
+                FieldValue::I64(min),
+                FieldValue::I64(max),
+                FieldValue::F64(sum as f64 / count as f64),
+            ],
+        }
+    }
+}
+
+/// The partial aggregates of one series over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Window {
+    pub(crate) raw_series: SeriesId,
+    /// Times seen, sorted, to tell a new row from one that replaces an existing value.
+    times: Vec<i64>,
+    /// By raw field column, sorted.
+    aggs: Vec<(ColumnId, Agg)>,
+    /// A row replaced an existing value: the aggregates are provisional.
+    pub(crate) replaced: bool,
+}
+
+impl Window {
+    pub(crate) fn new(raw_series: SeriesId) -> Self {
+        Self { raw_series, times: Vec::new(), aggs: Vec::new(), replaced: false }
+    }
+
+    /// Merges one raw row (time and fields sorted by column id).
+    pub(crate) fn add(&mut self, time: i64, fields: &[(ColumnId, FieldValue)]) {
+        match self.times.last() {
+            Some(last) if *last >= time => match self.times.binary_search(&time) {
+                Ok(_) => {
+                    self.replaced = true;
+                    return;
+                }
+                Err(i) => self.times.insert(i, time),
+            },
+            _ => self.times.push(time),
+        }
+        for (column, value) in fields {
+            match self.aggs.binary_search_by_key(column, |(c, _)| *c) {
+                Ok(i) => self.aggs[i].1.add(value),
+                Err(i) => {
+                    if let Some(agg) = Agg::of(value) {
+                        self.aggs.insert(i, (*column, agg));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The rollup table's columns for one raw field's aggregates, in [`AGGREGATES`] order.
+type AggColumns = [ColumnId; 5];
+
+/// The rollup of one raw table.
+#[derive(Debug)]
+pub(crate) struct Rollup {
+    pub(crate) table: TableId,
+    pub(crate) entry: RollupEntry,
+    lateness_ns: i64,
+    /// Newest event time seen, capped at the wall clock when it was seen.
+    newest_ns: i64,
+    /// Rollup series by raw series.
+    pub(crate) series: FxHashMap<SeriesId, SeriesId>,
+    /// Rollup columns by raw field column.
+    columns: FxHashMap<ColumnId, AggColumns>,
+    final_column: ColumnId,
+    late_column: ColumnId,
+    /// Open windows by start, then by rollup series.
+    pub(crate) open: BTreeMap<i64, FxHashMap<SeriesId, Window>>,
+    /// Final rows being written, by (window, rollup series): scans see them until the write
+    /// that stores them is applied.
+    pub(crate) pending: BTreeMap<(i64, SeriesId), Row>,
+    /// Windows before the frontier to recompute, by (rollup series, window).
+    pub(crate) dirty: BTreeMap<(SeriesId, i64), Dirty>,
+}
+
+/// A final window that took late rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dirty {
+    pub(crate) raw_series: SeriesId,
+    pub(crate) late_rows: u64,
+    /// The WAL sequences of the writes that brought them (their durable marks).
+    pub(crate) sequences: Vec<u64>,
+}
+
+/// What became of a raw row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    Open,
+    /// Its window (start) was final: it is late.
+    Late(i64),
+}
+
+impl Rollup {
+    /// The rollup in table `rollup` (whose columns [`sync_schema`] made) of `source`.
+    pub(crate) fn new(entry: RollupEntry, lateness_ns: i64, source: &TableSchema, rollup: &TableSchema) -> Self {
+        let mut r = Self {
+            table: rollup.id,
+            entry,
+            lateness_ns,
+            newest_ns: i64::MIN,
+            series: FxHashMap::default(),
+            columns: FxHashMap::default(),
+            final_column: ColumnId(0),
+            late_column: ColumnId(0),
+            open: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            dirty: BTreeMap::new(),
+        };
+        r.resolve_columns(source, rollup);
+        r
+    }
+
+    /// Looks up the rollup columns of every numeric field of `source`; call after
+    /// [`sync_schema`] changed `rollup`.
+    pub(crate) fn resolve_columns(&mut self, source: &TableSchema, rollup: &TableSchema) {
+        let id = |name: &str| rollup.column(name).map(|c| c.id);
+        self.final_column = id(FINAL_COLUMN).unwrap_or(ColumnId(0));
+        self.late_column = id(LATE_UPDATES_COLUMN).unwrap_or(ColumnId(0));
+        self.columns.clear();
+        for field in source.fields() {
+            let Some(ids) = AGGREGATES.iter().map(|a| id(&format!("{}_{a}", field.name))).collect::<Option<Vec<_>>>() else { continue };
+            if let Ok(ids) = <AggColumns>::try_from(ids) {
+                self.columns.insert(field.id, ids);
+            }
+        }
+    }
+
+    /// Merges a raw row of rollup series `series` into its window, or reports it late.
+    pub(crate) fn observe(&mut self, row: &Row, series: SeriesId, now_ns: i64) -> Observed {
+        self.newest_ns = self.newest_ns.max(row.time.min(now_ns));
+        let start = window_start(row.time, self.entry.interval_ns);
+        if start < self.entry.frontier_ns {
+            return Observed::Late(start);
+        }
+        let window = self.open.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series));
+        let columns = &self.columns;
+        // Only numeric fields with rollup columns are aggregated.
+        if row.fields.iter().all(|(c, _)| columns.contains_key(c)) {
+            window.add(row.time, &row.fields);
+        } else {
+            let fields: Vec<(ColumnId, FieldValue)> = row.fields.iter().filter(|(c, _)| columns.contains_key(c)).cloned().collect();
+            window.add(row.time, &fields);
+        }
+        Observed::Open
+    }
+
+    /// Marks rollup series `series`'s window at `window_ns` for recomputation.
+    pub(crate) fn mark_dirty(&mut self, series: SeriesId, raw_series: SeriesId, window_ns: i64, late_rows: u64, sequence: u64) {
+        let dirty = self.dirty.entry((series, window_ns)).or_insert_with(|| Dirty { raw_series, late_rows: 0, sequences: Vec::new() });
+        dirty.late_rows += late_rows;
+        if dirty.sequences.last() != Some(&sequence) {
+            dirty.sequences.push(sequence);
+        }
+    }
+
+    /// The frontier the watermark allows, when it is past the current one.
+    pub(crate) fn due_frontier(&self) -> Option<i64> {
+        if self.newest_ns == i64::MIN {
+            return None;
+        }
+        let watermark = self.newest_ns.saturating_sub(self.lateness_ns);
+        let frontier = window_start(watermark, self.entry.interval_ns);
+        (frontier > self.entry.frontier_ns).then_some(frontier)
+    }
+
+    /// The rollup row of `window` of rollup series `series`.
+    pub(crate) fn row(&self, series: SeriesId, start_ns: i64, window: &Window, is_final: bool, late_updates: i64) -> Row {
+        let mut fields = Vec::with_capacity(2 + window.aggs.len() * AGGREGATES.len());
+        fields.push((self.final_column, FieldValue::Bool(is_final)));
+        fields.push((self.late_column, FieldValue::I64(late_updates)));
+        for (column, ids) in &self.columns {
+            match window.aggs.binary_search_by_key(column, |(c, _)| *c) {
+                Ok(i) => fields.extend(ids.iter().copied().zip(window.aggs[i].1.values())),
+                // No value in the window: a count of 0, and no sum, min, max or avg (as SQL).
+                Err(_) => fields.push((ids[0], FieldValue::I64(0))),
+            }
+        }
+        fields.sort_by_key(|(id, _)| *id);
+        Row { series, time: start_ns, fields: fields.into_boxed_slice() }
+    }
+
+    /// Moves the windows before `frontier` out of the open set and makes `frontier` the
+    /// in-memory frontier: rows for those windows are late from now on. Their rows stay
+    /// visible to scans as pending until the write that stores them is applied.
+    pub(crate) fn take_due(&mut self, frontier_ns: i64) -> Vec<(i64, SeriesId, Window)> {
+        let open = self.open.split_off(&frontier_ns);
+        let due = std::mem::replace(&mut self.open, open);
+        self.entry.frontier_ns = frontier_ns;
+        let mut out = Vec::new();
+        for (start, windows) in due {
+            for (series, window) in windows {
+                self.pending.insert((start, series), self.row(series, start, &window, true, 0));
+                out.push((start, series, window));
+            }
+        }
+        out
+    }
+
+    /// Takes up to `max` dirty windows, oldest marks first within a series.
+    pub(crate) fn take_dirty(&mut self, max: usize) -> Vec<((SeriesId, i64), Dirty)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(next) = self.dirty.pop_first() else { break };
+            out.push(next);
+        }
+        out
+    }
+
+    /// Rows of the open and pending windows, for scans.
+    pub(crate) fn overlay(&self, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
+        let mut rows: Vec<Row> = self.pending.iter().filter(|((t, s), _)| wants(*s, *t)).map(|(_, row)| row.clone()).collect();
+        for (start, windows) in &self.open {
+            rows.extend(windows.iter().filter(|(s, _)| wants(**s, *start)).map(|(s, w)| self.row(*s, *start, w, false, 0)));
+        }
+        rows
+    }
+}
+
+/// Adds to `rollup` the columns that `source`'s tags and numeric fields need: the tags,
+/// `final`, `late_updates`, and `<field>_count`, `_sum`, `_min`, `_max`, `_avg` per numeric
+/// field. Returns whether it changed. A name already taken by a column of another kind is
+/// left alone (that aggregate is then not kept).
+pub(crate) fn sync_schema(source: &TableSchema, rollup: &mut TableSchema) -> bool {
+    let mut changed = false;
+    let mut add = |rollup: &mut TableSchema, name: &str, kind: ColumnKind| {
+        if rollup.column(name).is_none() {
+            rollup.add_column(name, kind);
+            changed = true;
+        }
+    };
+    for tag in source.tags() {
+        add(rollup, &tag.name, ColumnKind::Tag);
+    }
+    add(rollup, FINAL_COLUMN, ColumnKind::Field(FieldType::Bool));
+    add(rollup, LATE_UPDATES_COLUMN, ColumnKind::Field(FieldType::I64));
+    for field in source.fields() {
+        let ColumnKind::Field(ty @ (FieldType::F64 | FieldType::I64)) = field.kind else { continue };
+        let kinds = [FieldType::I64, ty, ty, ty, FieldType::F64];
+        let names: Vec<String> = AGGREGATES.iter().map(|a| format!("{}_{a}", field.name)).collect();
+        let free = names.iter().zip(kinds).all(|(n, k)| rollup.column(n).is_none_or(|c| c.kind == ColumnKind::Field(k)));
+        if free {
+            for (name, kind) in names.iter().zip(kinds) {
+                add(rollup, name, ColumnKind::Field(kind));
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_the_interval() {
+        let s = 1_000_000_000;
+        assert_eq!(rollup_table_name("weather", 60 * s), "weather_1m");
+        assert_eq!(rollup_table_name("weather", 3_600 * s), "weather_1h");
+        assert_eq!(rollup_table_name("weather", 30 * s), "weather_30s");
+        assert_eq!(rollup_table_name("weather", 90 * s), "weather_90s");
+        assert_eq!(rollup_table_name("weather", 86_400 * s), "weather_1d");
+        assert_eq!(rollup_table_name("weather", 1_500_000_000), "weather_1500ms");
+    }
+
+    #[test]
+    fn windows_tell_new_rows_from_replacements() {
+        let mut w = Window::new(SeriesId(1));
+        let v = |x: f64| [(ColumnId(1), FieldValue::F64(x))];
+        w.add(10, &v(1.0));
+        w.add(30, &v(3.0));
+        w.add(20, &v(2.0));
+        assert!(!w.replaced);
+        assert_eq!(w.aggs, [(ColumnId(1), Agg::F64 { count: 3, sum: 6.0, min: 1.0, max: 3.0 })]);
+        w.add(20, &v(5.0));
+        assert!(w.replaced, "a second value at 20 replaces the first");
+        assert_eq!(w.aggs[0].1, Agg::F64 { count: 3, sum: 6.0, min: 1.0, max: 3.0 }, "provisional until recomputed");
+    }
+
+    #[test]
+    fn entries_round_trip_and_refuse_bad_bytes() {
+        let e = RollupEntry { source: TableId(3), interval_ns: 60_000_000_000, frontier_ns: -120_000_000_000 };
+        assert_eq!(RollupEntry::decode(&e.encode()), Ok(e));
+        assert!(RollupEntry::decode(&e.encode()[..10]).is_err());
+        let zero = RollupEntry { interval_ns: 0, ..e };
+        assert!(RollupEntry::decode(&zero.encode()).is_err());
+    }
+
+    #[test]
+    fn windows_start_on_interval_multiples() {
+        assert_eq!(window_start(119, 60), 60);
+        assert_eq!(window_start(-1, 60), -60);
+        assert_eq!(window_start(120, 60), 120);
+    }
+}

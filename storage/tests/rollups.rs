@@ -1,0 +1,235 @@
+//! Rollups against a model: random streams with out-of-order rows, duplicates, overwrites,
+//! late rows, persists and reopens. After every settled step, each final window of the rollup
+//! table equals the aggregates of the raw rows as a `GROUP BY` window would compute them,
+//! counts the late rows it took, and every window the watermark passed is final.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
+use isobar_storage::{ScanRequest, Storage, StorageConfig, WriteBatch};
+use proptest::prelude::*;
+
+use crate::common::point;
+
+const SECOND_NS: i64 = 1_000_000_000;
+const INTERVAL_NS: i64 = 60 * SECOND_NS;
+const LATENESS_NS: i64 = 5 * SECOND_NS;
+/// 2023-11-14, a whole minute.
+const BASE_NS: i64 = 1_699_999_980 * SECOND_NS;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// The stream's clock moves on by this many seconds, then rows arrive at clock + offset.
+    Write(i64, Vec<(u8, i64, Option<i32>, Option<i64>)>),
+    Persist,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let row = (0u8..3, -150i64..20, prop::option::of(-1000i32..1000), prop::option::of(-50i64..50))
+        .prop_filter("at least one field", |(_, _, a, b)| a.is_some() || b.is_some());
+    prop_oneof![
+        8 => (0i64..40, prop::collection::vec(row, 1..10)).prop_map(|(advance, rows)| Op::Write(advance, rows)),
+        1 => Just(Op::Persist),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    let mut c = StorageConfig::test_config(dir);
+    c.rollup_interval_ms = 60_000;
+    c.rollup_lateness_ms = 5_000;
+    c.partition_duration_ms = 10 * 60 * 1000;
+    c
+}
+
+/// What the raw rows say, kept as the test writes them.
+#[derive(Debug, Default)]
+struct Model {
+    raw: BTreeMap<(String, i64), (Option<f64>, Option<i64>)>,
+    late: BTreeMap<(String, i64), i64>,
+    newest_ns: i64,
+    frontier_ns: i64,
+}
+
+impl Model {
+    /// The frontier once maintenance has run: windows ending at or before the watermark.
+    fn settle(&mut self) {
+        if self.newest_ns == i64::MIN {
+            return;
+        }
+        let frontier = (self.newest_ns - LATENESS_NS).div_euclid(INTERVAL_NS) * INTERVAL_NS;
+        self.frontier_ns = self.frontier_ns.max(frontier);
+    }
+
+    /// `SELECT count(a), sum(a), min(a), max(a), avg(a), count(b), ... GROUP BY s, date_bin(60 s, time)`.
+    fn windows(&self) -> BTreeMap<(String, i64), Aggregates> {
+        let mut out: BTreeMap<(String, i64), Aggregates> = BTreeMap::new();
+        for ((s, t), (a, b)) in &self.raw {
+            let w = out.entry((s.clone(), t.div_euclid(INTERVAL_NS) * INTERVAL_NS)).or_default();
+            if let Some(a) = a {
+                w.a.push(*a);
+            }
+            if let Some(b) = b {
+                w.b.push(*b);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+struct Aggregates {
+    a: Vec<f64>,
+    b: Vec<i64>,
+}
+
+/// One row of the rollup table.
+#[derive(Debug)]
+struct RollupRow {
+    is_final: bool,
+    late_updates: i64,
+    /// count, sum, min, max, avg.
+    a: (i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+    b: (i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>),
+}
+
+fn read_rollups(storage: &Storage) -> BTreeMap<(String, i64), RollupRow> {
+    let mut out = BTreeMap::new();
+    if storage.table("m_1m").is_none() {
+        return out;
+    }
+    for batch in storage.scan(&ScanRequest::all("m_1m")).expect("scan rollups") {
+        let batch: RecordBatch = batch.expect("batch");
+        let time = batch.column_by_name("time").expect("time").as_primitive::<TimestampNanosecondType>();
+        let s = batch.column_by_name("s").expect("tag s").as_string::<i32>();
+        let is_final = batch.column_by_name("final").expect("final").as_boolean();
+        let late = batch.column_by_name("late_updates").expect("late_updates").as_primitive::<Int64Type>();
+        let f = |name: &str, i: usize| {
+            batch.column_by_name(name).map(|c| c.as_primitive::<Float64Type>().clone()).and_then(|c| c.is_valid(i).then(|| c.value(i)))
+        };
+        let n = |name: &str, i: usize| {
+            batch.column_by_name(name).map(|c| c.as_primitive::<Int64Type>().clone()).and_then(|c| c.is_valid(i).then(|| c.value(i)))
+        };
+        for i in 0..batch.num_rows() {
+            let row = RollupRow {
+                is_final: is_final.value(i),
+                late_updates: late.value(i),
+                a: (n("a_count", i).unwrap_or(0), f("a_sum", i), f("a_min", i), f("a_max", i), f("a_avg", i)),
+                b: (n("b_count", i).unwrap_or(0), n("b_sum", i), n("b_min", i), n("b_max", i), f("b_avg", i)),
+            };
+            let key = (s.value(i).to_owned(), time.value(i));
+            assert!(out.insert(key.clone(), row).is_none(), "window {key:?} returned twice");
+        }
+    }
+    out
+}
+
+fn close(x: Option<f64>, y: Option<f64>) -> bool {
+    match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        (x, y) => x == y,
+    }
+}
+
+/// Every final window equals the model's aggregates and late count; every window before the
+/// frontier is final, and every other window is open.
+fn check(storage: &Storage, model: &Model) {
+    let rollups = read_rollups(storage);
+    let windows = model.windows();
+    for (key, w) in &windows {
+        let row = rollups.get(key).unwrap_or_else(|| panic!("window {key:?} is missing"));
+        assert_eq!(row.is_final, key.1 < model.frontier_ns, "window {key:?} final iff before the frontier {}", model.frontier_ns);
+        if !row.is_final {
+            continue;
+        }
+        let late = model.late.get(key).copied().unwrap_or(0);
+        assert_eq!(row.late_updates, late, "late updates of {key:?}");
+        let sum_a: f64 = w.a.iter().sum();
+        let count_a = w.a.len() as i64;
+        let a_min = w.a.iter().copied().reduce(f64::min);
+        let a_max = w.a.iter().copied().reduce(f64::max);
+        assert_eq!(row.a.0, count_a, "count(a) of {key:?}");
+        assert!(close(row.a.1, (count_a > 0).then_some(sum_a)), "sum(a) of {key:?}: {:?} vs {sum_a}", row.a.1);
+        assert_eq!((row.a.2, row.a.3), (a_min, a_max), "min/max(a) of {key:?}");
+        assert!(close(row.a.4, (count_a > 0).then(|| sum_a / count_a as f64)), "avg(a) of {key:?}");
+        let count_b = w.b.len() as i64;
+        let sum_b: i64 = w.b.iter().sum();
+        assert_eq!(row.b.0, count_b, "count(b) of {key:?}");
+        assert_eq!(row.b.1, (count_b > 0).then_some(sum_b), "sum(b) of {key:?}");
+        assert_eq!((row.b.2, row.b.3), (w.b.iter().copied().min(), w.b.iter().copied().max()), "min/max(b) of {key:?}");
+        assert!(close(row.b.4, (count_b > 0).then(|| sum_b as f64 / count_b as f64)), "avg(b) of {key:?}");
+    }
+    for key in rollups.keys() {
+        assert!(windows.contains_key(key), "window {key:?} has no raw rows");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn final_rollup_windows_equal_group_by_over_raw_rows(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = Some(Storage::open(config(dir.path())).expect("open"));
+        let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, ..Model::default() };
+        let mut clock_ns = BASE_NS;
+        for op in &ops {
+            match op {
+                Op::Write(advance_s, rows) => {
+                    clock_ns += advance_s * SECOND_NS;
+                    let mut batch = WriteBatch::new();
+                    for (s, offset_s, a, b) in rows {
+                        let (series, time) = (format!("s{s}"), clock_ns + offset_s * SECOND_NS);
+                        let a = a.map(|a| f64::from(a) / 8.0);
+                        batch.push("m", point(&series, time, a, *b));
+                        let window = time.div_euclid(INTERVAL_NS) * INTERVAL_NS;
+                        if window < model.frontier_ns {
+                            *model.late.entry((series.clone(), window)).or_default() += 1;
+                        }
+                        model.newest_ns = model.newest_ns.max(time);
+                        model.raw.insert((series, time), (a, *b));
+                    }
+                    storage.as_ref().expect("open").write(&batch).expect("write");
+                }
+                Op::Persist => {
+                    storage.as_ref().expect("open").persist().expect("persist");
+                }
+                Op::Reopen => {
+                    storage.take().expect("open").close(false).expect("close");
+                    storage = Some(Storage::open(config(dir.path())).expect("reopen"));
+                }
+            }
+            let storage = storage.as_ref().expect("open");
+            storage.settle_rollups().expect("settle");
+            model.settle();
+            check(storage, &model);
+        }
+        // The watermark moves far on: every window of the stream is final and exact.
+        let storage = storage.as_ref().expect("open");
+        let far = clock_ns + 3_600 * SECOND_NS;
+        let mut batch = WriteBatch::new();
+        batch.push("m", point("s9", far, Some(0.0), None));
+        storage.write(&batch).expect("write");
+        model.raw.insert(("s9".into(), far), (Some(0.0), None));
+        model.newest_ns = far;
+        storage.settle_rollups().expect("settle");
+        model.settle();
+        check(storage, &model);
+    }
+}
+
+#[test]
+fn writes_to_a_rollup_table_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(config(dir.path())).expect("open");
+    let mut batch = WriteBatch::new();
+    batch.push("m", point("s0", BASE_NS, Some(1.0), None));
+    storage.write(&batch).expect("write");
+    let mut batch = WriteBatch::new();
+    batch.push("m_1m", point("s0", BASE_NS, Some(1.0), None));
+    let receipt = storage.write(&batch).expect("write");
+    assert_eq!(receipt.rows_written, 0);
+    assert!(receipt.rejected[0].reason.contains("is the rollup of m"), "{:?}", receipt.rejected);
+}
