@@ -37,6 +37,9 @@ pub struct SimulateOptions {
     pub connections: usize,
     /// Unacknowledged QoS 1 publishes per connection, at most.
     pub window: usize,
+    /// Seconds of readings published per second of wall clock. Above 1, the readings replay
+    /// `duration_s` of the past, ending about now (event times never run ahead of the clock).
+    pub time_scale: f64,
 }
 
 /// What a simulation did.
@@ -79,7 +82,11 @@ fn io_error(e: std::io::Error) -> Error {
 /// Runs the simulation and reports what it achieved.
 pub async fn simulate(options: &SimulateOptions) -> Result<SimulateReport> {
     let started = Instant::now();
-    let start_ms = chrono::Utc::now().timestamp_millis();
+    let replayed_ms = match options.duration_s {
+        Some(s) if options.time_scale > 1.0 => (s * 1000.0) as i64,
+        _ => 0,
+    };
+    let start_ms = chrono::Utc::now().timestamp_millis() - replayed_ms;
     let connections = options.connections.clamp(1, options.stations.max(1));
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..connections {
@@ -136,7 +143,7 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
     let shared: SharedAcks = Arc::new(Mutex::new(Acks { in_flight: vec![None; usize::from(u16::MAX) + 1], latencies: Vec::new() }));
     let reading = tokio::spawn(read_acks(reader, buf, Arc::clone(&window), Arc::clone(&shared)));
 
-    let period = Duration::from_secs_f64(1.0 / options.rate_hz.max(1e-6));
+    let period = Duration::from_secs_f64(1.0 / (options.rate_hz * options.time_scale.max(1e-6)).max(1e-6));
     let ticks = options.duration_s.map(|s| (s * options.rate_hz).round() as u64);
     let topics: Vec<String> = (0..fleet.series()).map(|i| fleet.topic(i)).collect();
     let clock = tokio::time::Instant::now();

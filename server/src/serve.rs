@@ -126,8 +126,9 @@ fn start_demo(demo: Demo, mqtt: String, pg: String) -> tokio::task::JoinHandle<(
          psql -h 127.0.0.1 -p {port} -U isobar\n\n  \
          SELECT sensor, count(*), round(avg(sensor_value), 2) AS avg FROM weather GROUP BY sensor ORDER BY sensor;\n  \
          SELECT sensor_id, last(sensor_value, time) AS latest FROM weather WHERE sensor = 'temperature' GROUP BY sensor_id ORDER BY sensor_id LIMIT 5;\n  \
-         SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*), avg(sensor_value) FROM weather GROUP BY 1 ORDER BY 1 DESC LIMIT 5;\n\n\
-         Messages no rule could store are in system.ingest_errors. Ctrl-C stops isobar.\n",
+         SELECT time, sensor_id, sensor_value_avg, sensor_value_count, final FROM weather_1m ORDER BY time DESC, sensor_id LIMIT 5;\n\n\
+         weather_1m is the continuous 1-minute rollup of weather. Messages no rule could store are in\n  \
+         system.ingest_errors. Ctrl-C stops isobar.\n",
         demo.rate_hz
     );
     let options = SimulateOptions {
@@ -140,6 +141,7 @@ fn start_demo(demo: Demo, mqtt: String, pg: String) -> tokio::task::JoinHandle<(
         qos: 1,
         connections: 1,
         window: 1000,
+        time_scale: 1.0,
     };
     tokio::spawn(async move {
         if let Err(e) = simulate(&options).await {

@@ -2,13 +2,16 @@
 //! achieved and the publish-to-PUBACK times.
 //!
 //! `isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ
-//! [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W]`
+//! [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W] [--time-scale X]`
+//!
+//! `--time-scale X` publishes X seconds of readings per second, replaying the last
+//! `--duration` seconds up to now: a quick way to fill hours of history or close rollup windows.
 
 use anyhow::{Context, Result, bail};
 use isobar_ingest::publisher::{SimulateOptions, simulate};
 
 const USAGE: &str = "usage: isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ \
-                     [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W]";
+                     [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W] [--time-scale X]";
 
 fn parse(args: &[String]) -> Result<SimulateOptions> {
     let mut o = SimulateOptions {
@@ -21,6 +24,7 @@ fn parse(args: &[String]) -> Result<SimulateOptions> {
         qos: 1,
         connections: 4,
         window: 1000,
+        time_scale: 1.0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -36,6 +40,7 @@ fn parse(args: &[String]) -> Result<SimulateOptions> {
             "--qos" => o.qos = u8::try_from(number()?)?,
             "--connections" => o.connections = usize::try_from(number()?)?,
             "--window" => o.window = usize::try_from(number()?)?,
+            "--time-scale" => o.time_scale = value.parse().with_context(|| format!("--time-scale takes a factor, not {value}"))?,
             _ => bail!("unknown option {flag}\n{USAGE}"),
         }
     }
@@ -44,6 +49,12 @@ fn parse(args: &[String]) -> Result<SimulateOptions> {
     }
     if !(o.rate_hz > 0.0 && o.rate_hz.is_finite()) {
         bail!("--rate must be above 0");
+    }
+    if !(o.time_scale > 0.0 && o.time_scale.is_finite()) {
+        bail!("--time-scale must be above 0");
+    }
+    if o.time_scale > 1.0 && o.duration_s.is_none() {
+        bail!("--time-scale above 1 replays the past and needs --duration");
     }
     if o.stations == 0 || o.sensors == 0 {
         bail!("--stations and --sensors must be above 0");
