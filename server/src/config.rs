@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub(crate) rules: Vec<isobar_ingest::RuleSpec>,
     /// External brokers to subscribe to; their messages go through the same rules.
     pub(crate) subscriptions: Vec<isobar_ingest::mqtt_subscriber::SubscriptionSpec>,
+    /// Final rollup windows published as JSON to the MQTT listener's subscribers.
+    pub(crate) emit: Vec<isobar_ingest::emit::EmitSpec>,
     pub(crate) postgres: PostgresConfig,
     pub(crate) mqtt: MqttConfig,
     pub(crate) http: HttpConfig,
@@ -117,6 +119,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./isobar-data"),
             rules: Vec::new(),
             subscriptions: Vec::new(),
+            emit: Vec::new(),
             postgres: PostgresConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
@@ -180,6 +183,9 @@ impl Config {
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
         for spec in &config.subscriptions {
+            spec.check().map_err(|e| e.to_string())?;
+        }
+        for spec in &config.emit {
             spec.check().map_err(|e| e.to_string())?;
         }
         if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {

@@ -50,8 +50,15 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     counter(&mut out, "isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", load(&m.wal_fsyncs));
     counter(&mut out, "isobar_persists_total", "Write buffer persists into chunks.", load(&m.persists));
     counter(&mut out, "isobar_compactions_total", "Chunk compactions.", load(&m.compactions));
-    counter(&mut out, "isobar_background_failures_total", "Persists or compactions that failed.", load(&m.background_failures));
+    counter(&mut out, "isobar_background_failures_total", "Persists, compactions or rollup rounds that failed.", load(&m.background_failures));
     counter(&mut out, "isobar_writer_waits_total", "Writes that waited for the write buffer to drain.", load(&m.writer_waits));
+    counter(&mut out, "isobar_rollup_windows_final_total", "Rollup windows written final, and again after late rows.", load(&m.rollup_windows_final));
+    counter(
+        &mut out,
+        "isobar_rollup_windows_unpublished_total",
+        "Final rollup windows not published because the emit queue was full.",
+        load(&m.rollup_windows_unwatched),
+    );
     counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
     counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));
     let seconds = load(&queries.duration_us) as f64 / 1e6;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use isobar_ingest::{Ingestor, Router};
 use isobar_ingest::mqtt_listener::{self, MqttContext};
+use isobar_ingest::emit;
+use isobar_ingest::mqtt_broker::Broker;
 use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
 use isobar_query::QueryEngine;
@@ -26,6 +28,8 @@ use crate::pg::PgHandlers;
 
 /// Time connections get to finish after a shutdown signal, in milliseconds.
 const SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Final rollup windows waiting to be published; more are counted and not published.
+const EMIT_QUEUE_MAX: usize = 100_000;
 
 /// A simulated fleet publishing to the server's own MQTT listener (`isobar demo`).
 #[derive(Debug, Clone)]
@@ -69,7 +73,16 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, MqttContext { ingestor, broker: Arc::default(), metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users }, mqtt_tls));
+    let broker: Arc<Broker> = Arc::default();
+    if !config.emit.is_empty() {
+        let (specs, windows, broker) = (Arc::new(config.emit.clone()), storage.final_windows(EMIT_QUEUE_MAX), Arc::clone(&broker));
+        std::thread::Builder::new()
+            .name("isobar-emit".into())
+            .spawn(move || emit::run(specs, windows, broker))
+            .map_err(|e| Error::Config(format!("start the rollup emitter: {e}")))?;
+    }
+    let context = MqttContext { ingestor, broker, metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users };
+    let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, context, mqtt_tls));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;
     let slots = Arc::new(Semaphore::new(config.postgres.connections_max));

@@ -126,3 +126,61 @@ async fn rollups_equal_the_raw_rows_after_a_kill_mid_stream() {
     let server = Server::start_config(&data, &config);
     wait_for_finals(&server, 12 * 2, true).await;
 }
+
+/// The seed's output shape (`../shared/seed/`), as an `[[emit]]` entry.
+const SEED_EMIT: &str = r#"
+[[emit]]
+table = "weather_1m"
+topic = "rollups/{station_id}/{sensor_id}"
+qos = 1
+[emit.fields]
+sensor_id = "sensor_id"
+sensor = "sensor"
+station_id = "station_id"
+sensor_avg_value = "sensor_value_avg"
+sensor_smooth_avg_value = "sensor_value_smoothed_avg"
+"60sec_sum_of_sensor_value" = "sensor_value_sum"
+"60sec_number_of_msg" = "sensor_value_count"
+record_timestamp = "time"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_windows_are_published_in_the_seed_shape() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, &format!("{}{SEED_EMIT}", Server::SEED_RULE), ""));
+    // A dashboard subscribes to isobar's listener before the fleet starts.
+    let subscriber = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string(), "-t", "rollups/#", "-v", "-q", "1"])
+        .args(["-C", "24", "-W", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(simulate(&server, 4).wait().expect("simulate").success());
+    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let client = server.client().await;
+    let rollup = rollup_minutes(&client).await;
+    let metrics = common::http_get(server.http_port, "/metrics");
+    assert!(metrics.contains("isobar_rollup_windows_unpublished_total 0\n"), "{metrics}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 24, "24 final windows published:\n{text}");
+    for line in lines {
+        let (topic, payload) = line.split_once(' ').expect("topic and payload");
+        let json: serde_json::Value = serde_json::from_str(payload).expect("JSON payload");
+        let sensor_id = json["sensor_id"].as_str().expect("sensor_id");
+        assert_eq!(topic, format!("rollups/{}/{sensor_id}", json["station_id"].as_str().expect("station_id")));
+        for key in ["sensor", "sensor_avg_value", "sensor_smooth_avg_value", "60sec_sum_of_sensor_value", "60sec_number_of_msg"] {
+            assert!(!json[key].is_null(), "{key} in {payload}");
+        }
+        let minute = chrono::NaiveDateTime::parse_from_str(json["record_timestamp"].as_str().expect("time"), "%Y-%m-%d %H:%M:%S%.3f")
+            .expect("the seed's time format")
+            .and_utc();
+        let key = (sensor_id.to_owned(), SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(minute.timestamp()).expect("after 1970")));
+        let ((avg, _, sum, count), is_final) = rollup.get(&key).unwrap_or_else(|| panic!("published window {key:?} is in weather_1m"));
+        assert!(is_final);
+        assert_eq!(json["60sec_number_of_msg"].as_i64(), Some(*count));
+        assert!(close(json["sensor_avg_value"].as_f64().expect("avg"), *avg) && close(json["60sec_sum_of_sensor_value"].as_f64().expect("sum"), *sum));
+    }
+}

@@ -69,6 +69,11 @@ pub struct Metrics {
     /// Background persists or compactions that failed; see [`Storage::background_error`].
     pub background_failures: AtomicU64,
     pub writer_waits: AtomicU64,
+    /// Rollup windows written final, and again after late rows.
+    pub rollup_windows_final: AtomicU64,
+    /// Final windows not handed to the watcher of [`Storage::final_windows`] because its queue
+    /// was full.
+    pub rollup_windows_unwatched: AtomicU64,
 }
 
 /// State shared by the API and the background threads.
@@ -92,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) rollup_kick: Sender<()>,
     /// Held by a round of rollup maintenance; one at a time.
     pub(crate) rollup_maintenance: Mutex<()>,
+    /// Where final rollup windows go, if anyone watches them.
+    pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
 }
 
 impl Shared {
@@ -200,6 +207,7 @@ impl Storage {
             persist_kick,
             rollup_kick,
             rollup_maintenance: Mutex::new(()),
+            final_windows: Mutex::new(None),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
         let mut state = State { chunks, ..State::default() };

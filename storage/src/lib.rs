@@ -62,7 +62,7 @@ pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableS
 pub use {
     engine::{Metrics, Storage},
     persist::MaintenanceReport,
-    rollup::{FINAL_COLUMN, LATE_UPDATES_COLUMN},
+    rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
 };
 

@@ -139,6 +139,11 @@ impl Registry {
         self.tables.values()
     }
 
+    /// The tags of series `id`, by column id.
+    pub(crate) fn series_tags(&self, id: SeriesId) -> &[(ColumnId, String)] {
+        self.series.get(&id).map_or(&[], |s| s.tags.as_slice())
+    }
+
     /// Series of `table`, in id order.
     pub(crate) fn series_of(&self, table: TableId) -> Vec<&SeriesEntry> {
         let mut out: Vec<&SeriesEntry> = self.series.values().filter(|s| s.table == table).collect();

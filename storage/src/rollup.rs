@@ -38,6 +38,19 @@ pub const LATE_UPDATES_COLUMN: &str = "late_updates";
 /// The aggregates of each numeric field, as rollup column name suffixes.
 const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
 
+/// A rollup window as it was written final (or final again, after late rows), for those who
+/// publish rollups (see [`crate::Storage::final_windows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalWindow {
+    /// The rollup table, e.g. `weather_1m`.
+    pub table: String,
+    pub start_ns: i64,
+    /// The series' tags, by name.
+    pub tags: Vec<(String, String)>,
+    /// `final`, `late_updates` and the aggregates, by column name in table order.
+    pub fields: Vec<(String, FieldValue)>,
+}
+
 /// Start of the window of `interval_ns` that holds `time`.
 pub(crate) fn window_start(time: i64, interval_ns: i64) -> i64 {
     time.div_euclid(interval_ns).saturating_mul(interval_ns)

@@ -31,6 +31,16 @@ use crate::wal::{Row, TableRows};
 const DIRTY_PER_ROUND_MAX: usize = 10_000;
 
 impl Storage {
+    /// Hands every rollup window written final from now on (and again after late rows) to the
+    /// returned queue of `capacity` windows; a window that finds the queue full is counted in
+    /// [`crate::Metrics::rollup_windows_unwatched`] and not handed over. A second call replaces
+    /// the first watcher.
+    pub fn final_windows(&self, capacity: usize) -> crossbeam_channel::Receiver<crate::rollup::FinalWindow> {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        *self.shared.final_windows.lock() = Some(tx);
+        rx
+    }
+
     /// Finalizes every window the watermark has passed and recomputes every window that took
     /// late rows, and returns once their rows are durable. The background thread does the same
     /// within moments of each write; this is for callers that must see the result now.
@@ -85,11 +95,12 @@ fn finalize(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
                 *window = recompute(shared, &d.raw_table, window.raw_series, *start, d.interval_ns)?;
             }
         }
+        let mut written = Vec::new();
         commit(shared, tx, |registry| {
             let rollup = registry.rollups.get(&d.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
-            let rows: Vec<Row> = d.windows.iter().map(|(start, series, w)| rollup.row(*series, *start, w, true, 0)).collect();
+            written = d.windows.iter().map(|(start, series, w)| rollup.row(*series, *start, w, true, 0)).collect();
             let entry = crate::rollup::RollupEntry { frontier_ns: d.frontier_ns, ..rollup.entry };
-            let tables = if rows.is_empty() { Vec::new() } else { vec![TableRows { table: d.table, rows }] };
+            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows { table: d.table, rows: written.clone() }] };
             Ok(registry.prepare_rows(tables, vec![Op::Rollup(d.table, entry)]))
         })?;
         let mut registry = shared.registry.lock();
@@ -98,8 +109,26 @@ fn finalize(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
                 rollup.pending.remove(&(*start, *series));
             }
         }
+        hand_over(shared, &registry, d.table, &written);
     }
     Ok(true)
+}
+
+/// Gives the rows just written final to the watcher of [`Storage::final_windows`], if any.
+fn hand_over(shared: &Shared, registry: &crate::registry::Registry, table: TableId, rows: &[Row]) {
+    use std::sync::atomic::Ordering;
+    shared.metrics.rollup_windows_final.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let watcher = shared.final_windows.lock();
+    let (Some(watcher), Some(schema)) = (watcher.as_ref(), registry.table_by_id(table)) else { return };
+    let name = |id| schema.column_by_id(id).map(|c| c.name.clone()).unwrap_or_default();
+    for row in rows {
+        let tags = registry.series_tags(row.series).iter().map(|(c, v)| (name(*c), v.clone())).collect();
+        let fields = row.fields.iter().map(|(c, v)| (name(*c), v.clone())).collect();
+        let window = crate::rollup::FinalWindow { table: schema.name.clone(), start_ns: row.time, tags, fields };
+        if watcher.try_send(window).is_err() {
+            shared.metrics.rollup_windows_unwatched.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
@@ -134,11 +163,13 @@ fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> 
             ops.extend(d.sequences.iter().map(|&sequence| Op::DeleteRollupDirty(DirtyKey { table, series, window_ns, sequence })));
             recomputed.push((series, window_ns, window, late));
         }
+        let mut written = Vec::new();
         commit(shared, tx, |registry| {
             let rollup = registry.rollups.get(&source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
-            let rows = recomputed.iter().map(|(series, start, w, late)| rollup.row(*series, *start, w, true, *late)).collect();
-            Ok(registry.prepare_rows(vec![TableRows { table, rows }], ops))
+            written = recomputed.iter().map(|(series, start, w, late)| rollup.row(*series, *start, w, true, *late)).collect();
+            Ok(registry.prepare_rows(vec![TableRows { table, rows: written.clone() }], ops))
         })?;
+        hand_over(shared, &shared.registry.lock(), table, &written);
     }
     Ok(true)
 }

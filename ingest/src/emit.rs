@@ -1,0 +1,202 @@
+//! Publishing final rollup windows as JSON over MQTT, as the seed's stream processor emitted
+//! its 60-second aggregates: each window that becomes final (and again after late rows
+//! changed it) goes to the subscribers of isobar's listener on a topic made from its tags.
+//!
+//! An `[[emit]]` entry names the rollup table, a topic template (`{tag}` is replaced by the
+//! series' value of that tag, `{table}` by the table) and optionally the JSON object's keys,
+//! each mapped to a rollup column or `time` (the window's start, `YYYY-MM-DD HH:MM:SS.sss`
+//! UTC as in the seed). Without `fields`, every tag, `time` (RFC 3339) and every column goes
+//! out under its own name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use isobar_storage::{FieldValue, FinalWindow};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::mqtt_broker::Broker;
+use crate::mqtt_codec::Publish;
+
+/// One emission rule, as configured (`[[emit]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitSpec {
+    /// The rollup table whose final windows go out, e.g. `weather_1m`.
+    pub table: String,
+    /// Topic template, e.g. `rollups/weather/{station_id}/{sensor_id}`.
+    pub topic: String,
+    /// JSON key → rollup column (a tag, an aggregate such as `sensor_value_avg`, or `time`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    /// QoS of the deliveries to subscribers (0 or 1).
+    #[serde(default)]
+    pub qos: u8,
+    /// Keep the newest window per topic for subscribers that arrive later.
+    #[serde(default)]
+    pub retain: bool,
+}
+
+impl EmitSpec {
+    /// Refuses an entry that cannot work, naming what is wrong.
+    pub fn check(&self) -> Result<()> {
+        if self.table.is_empty() || self.topic.is_empty() {
+            return Err(Error::Config(format!("emit: table and topic are required (table {:?}, topic {:?})", self.table, self.topic)));
+        }
+        if self.topic.contains(['+', '#']) {
+            return Err(Error::Config(format!("emit {}: topic {} has a wildcard", self.table, self.topic)));
+        }
+        if self.qos > 1 {
+            return Err(Error::Config(format!("emit {}: qos is 0 or 1", self.table)));
+        }
+        Ok(())
+    }
+
+    /// The topic of `window`; `None` when the window lacks a tag the template names.
+    pub fn topic_of(&self, window: &FinalWindow) -> Option<String> {
+        let mut out = String::with_capacity(self.topic.len() + 32);
+        let mut rest = self.topic.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}')? + open;
+            out.push_str(&rest[..open]);
+            let name = &rest[open + 1..close];
+            let value = if name == "table" { Some(window.table.as_str()) } else { tag(window, name) };
+            // A tag value may not open new topic levels or wildcards.
+            out.push_str(&value?.replace(['/', '+', '#'], "_"));
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    /// The JSON payload of `window`.
+    pub fn payload(&self, window: &FinalWindow) -> String {
+        let mut object = Map::new();
+        if self.fields.is_empty() {
+            object.insert("time".into(), Value::String(time_rfc3339(window.start_ns)));
+            for (name, value) in &window.tags {
+                object.insert(name.clone(), Value::String(value.clone()));
+            }
+            for (name, value) in &window.fields {
+                object.insert(name.clone(), json(value));
+            }
+        } else {
+            for (key, column) in &self.fields {
+                let value = match column.as_str() {
+                    "time" => Value::String(time_seed(window.start_ns)),
+                    column => match tag(window, column) {
+                        Some(tag) => Value::String(tag.to_owned()),
+                        None => window.fields.iter().find(|(n, _)| n == column).map_or(Value::Null, |(_, v)| json(v)),
+                    },
+                };
+                object.insert(key.clone(), value);
+            }
+        }
+        Value::Object(object).to_string()
+    }
+}
+
+fn tag<'a>(window: &'a FinalWindow, name: &str) -> Option<&'a str> {
+    window.tags.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn json(value: &FieldValue) -> Value {
+    match value {
+        FieldValue::F64(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
+        FieldValue::I64(x) => Value::from(*x),
+        FieldValue::Bool(x) => Value::Bool(*x),
+        FieldValue::String(s) => Value::String(s.to_string()),
+    }
+}
+
+fn time_rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The seed's `record_timestamp` format.
+fn time_seed(ns: i64) -> String {
+    chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// Publishes every window from `windows` that an entry of `specs` names to the listener's
+/// subscribers, until storage closes the queue. Blocking: run it on its own thread.
+pub fn run(specs: Arc<Vec<EmitSpec>>, windows: crossbeam_channel::Receiver<FinalWindow>, broker: Arc<Broker>) {
+    for window in windows {
+        let publishes: Vec<Publish> = specs
+            .iter()
+            .filter(|s| s.table == window.table)
+            .filter_map(|s| {
+                let topic = s.topic_of(&window)?;
+                Some(Publish { qos: s.qos, dup: false, retain: s.retain, topic, pkid: 0, payload: Bytes::from(s.payload(&window)) })
+            })
+            .collect();
+        if !publishes.is_empty() {
+            broker.publish(&publishes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> FinalWindow {
+        FinalWindow {
+            table: "weather_1m".into(),
+            start_ns: 1_478_672_940_000_000_000,
+            tags: vec![("sensor_id".into(), "dc2b8383eb79fe49".into()), ("station_id".into(), "qwb/KAM".into()), ("sensor".into(), "vib".into())],
+            fields: vec![
+                ("final".into(), FieldValue::Bool(true)),
+                ("late_updates".into(), FieldValue::I64(0)),
+                ("sensor_value_count".into(), FieldValue::I64(60)),
+                ("sensor_value_sum".into(), FieldValue::F64(64.5)),
+                ("sensor_value_avg".into(), FieldValue::F64(1.075)),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_seed_shape_comes_from_a_field_map() {
+        let spec = EmitSpec {
+            table: "weather_1m".into(),
+            topic: "rollups/{station_id}/{sensor_id}".into(),
+            fields: [
+                ("sensor_id", "sensor_id"),
+                ("sensor", "sensor"),
+                ("sensor_avg_value", "sensor_value_avg"),
+                ("60sec_sum_of_sensor_value", "sensor_value_sum"),
+                ("60sec_number_of_msg", "sensor_value_count"),
+                ("record_timestamp", "time"),
+                ("missing", "no_such_column"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            qos: 0,
+            retain: false,
+        };
+        assert_eq!(spec.topic_of(&window()).as_deref(), Some("rollups/qwb_KAM/dc2b8383eb79fe49"));
+        let payload: Value = serde_json::from_str(&spec.payload(&window())).expect("JSON");
+        assert_eq!(payload["sensor_avg_value"], 1.075);
+        assert_eq!(payload["60sec_number_of_msg"], 60);
+        assert_eq!(payload["record_timestamp"], "2016-11-09 06:29:00.000");
+        assert_eq!(payload["sensor"], "vib");
+        assert_eq!(payload["missing"], Value::Null);
+        let unknown = EmitSpec { topic: "r/{nope}".into(), ..spec };
+        assert_eq!(unknown.topic_of(&window()), None);
+    }
+
+    #[test]
+    fn without_fields_everything_goes_out() {
+        let spec = EmitSpec { table: "weather_1m".into(), topic: "{table}".into(), fields: BTreeMap::new(), qos: 1, retain: true };
+        let payload: Value = serde_json::from_str(&spec.payload(&window())).expect("JSON");
+        assert_eq!(payload["time"], "2016-11-09T06:29:00Z");
+        assert_eq!(payload["final"], true);
+        assert_eq!(payload["sensor_value_sum"], 64.5);
+        assert_eq!(spec.topic_of(&window()).as_deref(), Some("weather_1m"));
+        assert!(EmitSpec { topic: "a/#".into(), ..spec.clone() }.check().is_err());
+        assert!(spec.check().is_ok());
+    }
+}
