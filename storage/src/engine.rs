@@ -27,6 +27,9 @@ use crate::registry::{Prepared, Registry};
 use crate::schema::{ColumnKind, TableSchema};
 use crate::wal;
 
+/// Least time between two rewrites of the rollup windows that took late rows.
+const ROLLUP_DIRTY_PERIOD: Duration = Duration::from_millis(250);
+
 /// A chunk file in use, with its catalog identity.
 #[derive(Debug)]
 pub(crate) struct ChunkHandle {
@@ -367,18 +370,24 @@ pub(crate) fn commit(shared: &Shared, tx: &Sender<CommitRequest>, prepare: impl 
     Ok(prepared.receipt)
 }
 
-/// Maintains rollups when woken by a write, and every second, until stopped.
+/// Maintains rollups until stopped: finalizes due windows as soon as a write wakes it, and
+/// rewrites windows that took late rows every [`ROLLUP_DIRTY_PERIOD`] at most.
 fn run_rollups(shared: &Shared, tx: &Sender<CommitRequest>, kick: &Receiver<()>, stop: &Receiver<()>) {
+    let mut dirty_done = std::time::Instant::now();
     loop {
         crossbeam_channel::select! {
             recv(stop) -> _ => return,
             recv(kick) -> _ => {},
-            default(Duration::from_secs(1)) => {},
+            default(ROLLUP_DIRTY_PERIOD) => {},
         }
         if shared.poisoned().is_some() {
             continue;
         }
-        if let Err(e) = crate::rollup::maintain::round(shared, tx) {
+        let dirty = dirty_done.elapsed() >= ROLLUP_DIRTY_PERIOD;
+        if dirty {
+            dirty_done = std::time::Instant::now();
+        }
+        if let Err(e) = crate::rollup::maintain::round(shared, tx, dirty) {
             shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
             *shared.background_error.lock() = Some(format!("rollup maintenance: {e}"));
         }

@@ -81,11 +81,14 @@ impl Registry {
             r.rollups.insert(entry.source, rollup_state);
         }
         let mut reopened = Vec::new();
+        let mut raw_series: FxHashMap<SeriesId, SeriesId> = FxHashMap::default();
+        if !dirty.is_empty() {
+            raw_series = r.rollups.values().flat_map(|rollup| rollup.series.iter().map(|(raw, s)| (*s, *raw))).collect();
+        }
         for (key, late_rows) in dirty {
             let Some(source) = r.rollup_sources.get(&key.table).copied() else { continue };
             let Some(rollup) = r.rollups.get_mut(&source) else { continue };
-            let raw = rollup.series.iter().find(|(_, s)| **s == key.series).map(|(raw, _)| *raw);
-            match raw {
+            match raw_series.get(&key.series).copied() {
                 Some(raw) if key.window_ns < rollup.entry.frontier_ns => rollup.mark_dirty(key.series, raw, key.window_ns, late_rows, key.sequence),
                 _ => reopened.push(key),
             }
@@ -273,26 +276,38 @@ impl Registry {
         if schema_changed {
             self.sync_rollup_schema(source, rollup_id, ops);
         }
-        for row in rows {
-            if self.rollups.get(&source).is_some_and(|r| !r.series.contains_key(&row.series)) {
-                let Some(tags) = self.rollup_tags(source, rollup_id, row.series) else { continue };
-                let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
-                // At the series limit the rollup skips the series; its raw rows are written.
-                if let Ok(id) = self.series_for(rollup_id, tags, config, ops) {
-                    if let Some(r) = self.rollups.get_mut(&source) {
-                        r.series.insert(row.series, id);
-                    }
-                }
-            }
-        }
-        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
         let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
-        for row in rows {
-            let Some(series) = rollup.series.get(&row.series).copied() else { continue };
+        let mut observe = |rollup: &mut Rollup, row: &Row, series: SeriesId| {
             if let Observed::Late(window_ns) = rollup.observe(row, series, now_ns) {
                 late.entry((series, window_ns)).or_insert((row.series, 0)).1 += 1;
             }
+        };
+        // Rows of series that have their rollup series; then the others, once it exists.
+        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
+        let mut unmapped = Vec::new();
+        for row in rows {
+            match rollup.series.get(&row.series) {
+                Some(series) => observe(rollup, row, *series),
+                None => unmapped.push(row),
+            }
         }
+        for row in unmapped {
+            let mapped = self.rollups.get(&source).and_then(|r| r.series.get(&row.series)).copied();
+            let series = match mapped {
+                Some(series) => series,
+                None => {
+                    let Some(tags) = self.rollup_tags(source, rollup_id, row.series) else { continue };
+                    let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+                    // At the series limit the rollup skips the series; its raw rows are written.
+                    let Ok(id) = self.series_for(rollup_id, tags, config, ops) else { continue };
+                    id
+                }
+            };
+            let Some(rollup) = self.rollups.get_mut(&source) else { continue };
+            rollup.series.insert(row.series, series);
+            observe(rollup, row, series);
+        }
+        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
         for ((series, window_ns), (raw, late_rows)) in &late {
             ops.push(Op::RollupDirty(DirtyKey { table: rollup_id, series: *series, window_ns: *window_ns, sequence }, *late_rows));
             rollup.mark_dirty(*series, *raw, *window_ns, *late_rows, sequence);
@@ -303,12 +318,13 @@ impl Registry {
     /// Creates the rollup table of raw table `source`, unless it is isobar's own or the name
     /// is taken. Returns whether it exists now.
     pub(crate) fn create_rollup(&mut self, source: TableId, config: &StorageConfig, ops: &mut Vec<Op>) -> Result<bool> {
-        let Some(source_schema) = self.table_by_id(source).cloned() else { return Ok(false) };
+        let Some(source_name) = self.table_names.get(&source) else { return Ok(false) };
         let interval_ns = config.rollup_interval_ns();
-        let name = rollup_table_name(&source_schema.name, interval_ns);
-        if source_schema.name.starts_with(SYSTEM_TABLE_PREFIX) || self.tables.contains_key(&name) || self.rollup_sources.contains_key(&source) {
+        let name = rollup_table_name(source_name, interval_ns);
+        if source_name.starts_with(SYSTEM_TABLE_PREFIX) || self.tables.contains_key(&name) || self.rollup_sources.contains_key(&source) {
             return Ok(false);
         }
+        let Some(source_schema) = self.table_by_id(source).cloned() else { return Ok(false) };
         let mut schema = TableSchema::new(TableId(self.next_table), &name);
         self.next_table = schema.id.0.checked_add(1).ok_or_else(|| Error::LimitExceeded("table ids".into()))?;
         sync_schema(&source_schema, &mut schema);
@@ -337,9 +353,10 @@ impl Registry {
     }
 
     /// Creates what rollups need for tables and series that predate them (a data directory
-    /// from before rollups were on): rollup tables, their columns and their series.
-    pub(crate) fn prepare_rollups(&mut self, config: &StorageConfig) -> Result<Prepared> {
-        let mut ops = Vec::new();
+    /// from before rollups were on): rollup tables, their columns and their series; and
+    /// deletes the dirty marks of `reopened` windows. Stages nothing when nothing is missing.
+    pub(crate) fn prepare_rollups(&mut self, config: &StorageConfig, reopened: &[DirtyKey]) -> Result<Prepared> {
+        let mut ops: Vec<Op> = reopened.iter().map(|key| Op::DeleteRollupDirty(*key)).collect();
         if config.rollup_interval_ms > 0 {
             let sources: Vec<TableId> = self.tables.values().map(|t| t.id).filter(|id| !self.rollup_sources.contains_key(id)).collect();
             for source in sources {
@@ -362,6 +379,10 @@ impl Registry {
                     }
                 }
             }
+        }
+        if ops.is_empty() {
+            let sequence = WalSequence(self.next_sequence);
+            return Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt::default(), rollups_due: false });
         }
         Ok(self.prepare_rows(Vec::new(), ops))
     }

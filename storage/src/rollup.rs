@@ -14,7 +14,10 @@
 //!   at or before it are due: `maintain.rs` writes them to the rollup table and moves the
 //!   `frontier` (the start of the first window that is not final) in the same commit.
 //! - A raw row for a window before the frontier is late: the window is marked dirty, durably
-//!   in the same commit as the row, and recomputed from raw data by `maintain.rs`.
+//!   in the same commit as the row, and written again by `maintain.rs`. Windows that became
+//!   final in the last [`RECENT_WINDOWS`] intervals keep their state, so a late row that adds
+//!   a new time merges into it and the new row comes from memory; otherwise (an older window,
+//!   or a late row that replaces a value) the window is recomputed from raw rows.
 //!
 //! Open windows are not persisted: on open they are rebuilt from the raw rows at and after
 //! the durable frontier, so they survive a crash exactly as the raw data does.
@@ -34,6 +37,9 @@ pub(crate) mod maintain;
 pub const FINAL_COLUMN: &str = "final";
 /// Column of a rollup table counting the raw rows that arrived after its window was final.
 pub const LATE_UPDATES_COLUMN: &str = "late_updates";
+
+/// Intervals behind the frontier whose final windows keep their state for late rows.
+pub(crate) const RECENT_WINDOWS: i64 = 5;
 
 /// The aggregates of each numeric field, as rollup column name suffixes.
 const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
@@ -182,11 +188,13 @@ pub(crate) struct Window {
     aggs: Vec<(ColumnId, Agg)>,
     /// A row replaced an existing value: the aggregates are provisional.
     pub(crate) replaced: bool,
+    /// Rows merged after the window was final.
+    late_updates: i64,
 }
 
 impl Window {
     pub(crate) fn new(raw_series: SeriesId) -> Self {
-        Self { raw_series, times: Vec::new(), aggs: Vec::new(), replaced: false }
+        Self { raw_series, times: Vec::with_capacity(64), aggs: Vec::with_capacity(4), replaced: false, late_updates: 0 }
     }
 
     /// Merges one raw row (time and fields sorted by column id).
@@ -233,6 +241,8 @@ pub(crate) struct Rollup {
     late_column: ColumnId,
     /// Open windows by start, then by rollup series.
     pub(crate) open: BTreeMap<i64, FxHashMap<SeriesId, Window>>,
+    /// Windows final for fewer than [`RECENT_WINDOWS`] intervals, whose state is complete.
+    recent: BTreeMap<i64, FxHashMap<SeriesId, Window>>,
     /// Final rows being written, by (window, rollup series): scans see them until the write
     /// that stores them is applied.
     pub(crate) pending: BTreeMap<(i64, SeriesId), Row>,
@@ -270,6 +280,7 @@ impl Rollup {
             final_column: ColumnId(0),
             late_column: ColumnId(0),
             open: BTreeMap::new(),
+            recent: BTreeMap::new(),
             pending: BTreeMap::new(),
             dirty: BTreeMap::new(),
         };
@@ -297,17 +308,17 @@ impl Rollup {
         self.newest_ns = self.newest_ns.max(row.time.min(now_ns));
         let start = window_start(row.time, self.entry.interval_ns);
         if start < self.entry.frontier_ns {
+            if let Some(window) = self.recent.get_mut(&start).and_then(|w| w.get_mut(&series)) {
+                if !window.replaced {
+                    window.add(row.time, &row.fields);
+                    window.late_updates += 1;
+                }
+            }
             return Observed::Late(start);
         }
+        // Every numeric field is aggregated; `row` writes those that have rollup columns.
         let window = self.open.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series));
-        let columns = &self.columns;
-        // Only numeric fields with rollup columns are aggregated.
-        if row.fields.iter().all(|(c, _)| columns.contains_key(c)) {
-            window.add(row.time, &row.fields);
-        } else {
-            let fields: Vec<(ColumnId, FieldValue)> = row.fields.iter().filter(|(c, _)| columns.contains_key(c)).cloned().collect();
-            window.add(row.time, &fields);
-        }
+        window.add(row.time, &row.fields);
         Observed::Open
     }
 
@@ -347,20 +358,36 @@ impl Rollup {
     }
 
     /// Moves the windows before `frontier` out of the open set and makes `frontier` the
-    /// in-memory frontier: rows for those windows are late from now on. Their rows stay
-    /// visible to scans as pending until the write that stores them is applied.
-    pub(crate) fn take_due(&mut self, frontier_ns: i64) -> Vec<(i64, SeriesId, Window)> {
+    /// in-memory frontier: rows for those windows are late from now on. Returns their final
+    /// rows, and the windows whose values were replaced (rollup series, start, raw series), to
+    /// recompute from raw rows. The rows stay visible to scans as pending until the write that
+    /// stores them is applied.
+    pub(crate) fn take_due(&mut self, frontier_ns: i64) -> (Vec<Row>, Vec<(SeriesId, i64, SeriesId)>) {
         let open = self.open.split_off(&frontier_ns);
         let due = std::mem::replace(&mut self.open, open);
         self.entry.frontier_ns = frontier_ns;
-        let mut out = Vec::new();
+        let (mut rows, mut replaced) = (Vec::new(), Vec::new());
         for (start, windows) in due {
-            for (series, window) in windows {
-                self.pending.insert((start, series), self.row(series, start, &window, true, 0));
-                out.push((start, series, window));
+            for (series, window) in &windows {
+                let row = self.row(*series, start, window, true, 0);
+                self.pending.insert((start, *series), row.clone());
+                if window.replaced {
+                    replaced.push((*series, start, window.raw_series));
+                } else {
+                    rows.push(row);
+                }
             }
+            self.recent.insert(start, windows);
         }
-        out
+        let keep_from = frontier_ns.saturating_sub(RECENT_WINDOWS.saturating_mul(self.entry.interval_ns));
+        self.recent = self.recent.split_off(&keep_from);
+        (rows, replaced)
+    }
+
+    /// The row of a recent final window, from memory, unless a value of it was replaced.
+    pub(crate) fn recent_row(&self, series: SeriesId, start_ns: i64) -> Option<Row> {
+        let window = self.recent.get(&start_ns)?.get(&series).filter(|w| !w.replaced)?;
+        Some(self.row(series, start_ns, window, true, window.late_updates))
     }
 
     /// Takes up to `max` dirty windows, oldest marks first within a series.

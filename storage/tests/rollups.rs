@@ -1,7 +1,8 @@
 //! Rollups against a model: random streams with out-of-order rows, duplicates, overwrites,
-//! late rows, persists and reopens. After every settled step, each final window of the rollup
-//! table equals the aggregates of the raw rows as a `GROUP BY` window would compute them,
-//! counts the late rows it took, and every window the watermark passed is final.
+//! late rows, persists and reopens (also while windows are marked dirty and not yet
+//! recomputed). Whenever maintenance has run, each final window of the rollup table equals the
+//! aggregates of the raw rows as a `GROUP BY` window would compute them and counts the late
+//! rows it took, and every window the watermark passed is final.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,8 @@ enum Op {
     Write(i64, Vec<(u8, i64, Option<i32>, Option<i64>)>),
     Persist,
     Reopen,
+    /// Maintenance runs: due windows become final, dirty ones are recomputed.
+    Settle,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0i64..40, prop::collection::vec(row, 1..10)).prop_map(|(advance, rows)| Op::Write(advance, rows)),
         1 => Just(Op::Persist),
         1 => Just(Op::Reopen),
+        3 => Just(Op::Settle),
     ]
 }
 
@@ -200,11 +204,13 @@ proptest! {
                     storage.take().expect("open").close(false).expect("close");
                     storage = Some(Storage::open(config(dir.path())).expect("reopen"));
                 }
+                Op::Settle => {
+                    let storage = storage.as_ref().expect("open");
+                    storage.settle_rollups().expect("settle");
+                    model.settle();
+                    check(storage, &model);
+                }
             }
-            let storage = storage.as_ref().expect("open");
-            storage.settle_rollups().expect("settle");
-            model.settle();
-            check(storage, &model);
         }
         // The watermark moves far on: every window of the stream is final and exact.
         let storage = storage.as_ref().expect("open");

@@ -46,70 +46,145 @@ impl Storage {
     /// within moments of each write; this is for callers that must see the result now.
     pub fn settle_rollups(&self) -> Result<()> {
         let tx = self.commit_sender()?;
-        while round(&self.shared, &tx)? {}
+        while round(&self.shared, &tx, true)? {}
         Ok(())
     }
 }
 
-/// One round of maintenance; returns whether it found work.
-pub(crate) fn round(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
+/// One round of maintenance; returns whether it found work. Without `dirty`, windows that
+/// took late rows wait for a later round, so that a burst of late rows rewrites each window
+/// once instead of once per write.
+pub(crate) fn round(shared: &Shared, tx: &Sender<CommitRequest>, dirty: bool) -> Result<bool> {
     let _one_at_a_time = shared.rollup_maintenance.lock();
     let finalized = finalize(shared, tx)?;
-    let recomputed = recompute_dirty(shared, tx)?;
+    let recomputed = dirty && recompute_dirty(shared, tx)?;
     Ok(finalized || recomputed)
 }
 
-/// Windows of one rollup that became final, with what their commit records.
-struct Due {
+/// Rows of one rollup to write in one commit.
+struct Work {
     source: TableId,
     table: TableId,
     raw_table: String,
     interval_ns: i64,
-    frontier_ns: i64,
-    windows: Vec<(i64, SeriesId, Window)>,
+    /// The frontier the commit records, when it moves.
+    frontier_ns: Option<i64>,
+    /// Rows built from memory.
+    rows: Vec<Row>,
+    /// Windows to recompute from raw rows.
+    recompute: Vec<Recompute>,
+    /// Dirty marks the commit deletes.
+    done: Vec<DirtyKey>,
+}
+
+/// A window to recompute from raw rows.
+struct Recompute {
+    series: SeriesId,
+    start_ns: i64,
+    raw_series: SeriesId,
+    /// Late rows since the stored row was written, added to its count; `None` for a window
+    /// becoming final (none yet).
+    late_rows: Option<u64>,
 }
 
 fn finalize(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
-    let (due, prepared_sequence) = {
+    let (work, prepared_sequence) = {
         let mut registry = shared.registry.lock();
         let names: Vec<(TableId, String)> =
             registry.rollups.keys().filter_map(|id| Some((*id, registry.table_by_id(*id)?.name.clone()))).collect();
-        let mut due = Vec::new();
+        let mut work = Vec::new();
         for (source, raw_table) in names {
             let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
             let Some(frontier_ns) = rollup.due_frontier() else { continue };
-            let windows = rollup.take_due(frontier_ns);
-            due.push(Due { source, table: rollup.table, raw_table, interval_ns: rollup.entry.interval_ns, frontier_ns, windows });
+            let (rows, replaced) = rollup.take_due(frontier_ns);
+            let recompute = replaced.into_iter().map(|(series, start_ns, raw_series)| Recompute { series, start_ns, raw_series, late_rows: None });
+            work.push(Work {
+                source,
+                table: rollup.table,
+                raw_table,
+                interval_ns: rollup.entry.interval_ns,
+                frontier_ns: Some(frontier_ns),
+                rows,
+                recompute: recompute.collect(),
+                done: Vec::new(),
+            });
         }
-        (due, registry.next_sequence.saturating_sub(1))
+        (work, registry.next_sequence.saturating_sub(1))
     };
-    if due.is_empty() {
+    write(shared, tx, work, prepared_sequence)
+}
+
+fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
+    let (work, prepared_sequence) = {
+        let mut registry = shared.registry.lock();
+        let sources: Vec<TableId> = registry.rollups.keys().copied().collect();
+        let mut work = Vec::new();
+        for source in sources {
+            let raw_table = registry.table_by_id(source).map(|t| t.name.clone()).unwrap_or_default();
+            let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
+            let dirty = rollup.take_dirty(DIRTY_PER_ROUND_MAX);
+            if dirty.is_empty() {
+                continue;
+            }
+            let (table, interval_ns) = (rollup.table, rollup.entry.interval_ns);
+            let mut w = Work { source, table, raw_table, interval_ns, frontier_ns: None, rows: Vec::new(), recompute: Vec::new(), done: Vec::new() };
+            for ((series, start_ns), d) in dirty {
+                w.done.extend(d.sequences.iter().map(|&sequence| DirtyKey { table, series, window_ns: start_ns, sequence }));
+                // A recent window merged its late rows in memory; an older one, or one whose
+                // values were replaced, is recomputed.
+                match rollup.recent_row(series, start_ns) {
+                    Some(row) => w.rows.push(row),
+                    None => w.recompute.push(Recompute { series, start_ns, raw_series: d.raw_series, late_rows: Some(d.late_rows) }),
+                }
+            }
+            work.push(w);
+        }
+        (work, registry.next_sequence.saturating_sub(1))
+    };
+    write(shared, tx, work, prepared_sequence)
+}
+
+/// Recomputes what `work` needs from raw rows (once every write prepared up to
+/// `prepared_sequence` is applied), writes each rollup's rows with its frontier and dirty-mark
+/// deletions in one commit, and hands them to the watcher. Rows built from memory become
+/// durable after the raw rows they summarize, since commits are durable in sequence order.
+/// Returns whether there was work.
+fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_sequence: u64) -> Result<bool> {
+    if work.is_empty() {
         return Ok(false);
     }
-    if due.iter().any(|d| d.windows.iter().any(|(_, _, w)| w.replaced)) {
+    if work.iter().any(|w| !w.recompute.is_empty()) {
         wait_applied(shared, prepared_sequence)?;
     }
-    for mut d in due {
-        for (start, _, window) in &mut d.windows {
-            if window.replaced {
-                *window = recompute(shared, &d.raw_table, window.raw_series, *start, d.interval_ns)?;
-            }
+    for w in work {
+        let rollup_table = shared.registry.lock().table_by_id(w.table).map(|t| t.name.clone()).unwrap_or_default();
+        let mut recomputed = Vec::with_capacity(w.recompute.len());
+        for r in &w.recompute {
+            let window = recompute(shared, &w.raw_table, r.raw_series, r.start_ns, w.interval_ns)?;
+            let late = match r.late_rows {
+                None => 0,
+                Some(n) => late_updates(shared, &rollup_table, r.series, r.start_ns)?.saturating_add(i64::try_from(n).unwrap_or(i64::MAX)),
+            };
+            recomputed.push((r.series, r.start_ns, window, late));
         }
-        let mut written = Vec::new();
+        let mut written = w.rows;
         commit(shared, tx, |registry| {
-            let rollup = registry.rollups.get(&d.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
-            written = d.windows.iter().map(|(start, series, w)| rollup.row(*series, *start, w, true, 0)).collect();
-            let entry = crate::rollup::RollupEntry { frontier_ns: d.frontier_ns, ..rollup.entry };
-            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows { table: d.table, rows: written.clone() }] };
-            Ok(registry.prepare_rows(tables, vec![Op::Rollup(d.table, entry)]))
+            let rollup = registry.rollups.get(&w.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
+            written.extend(recomputed.iter().map(|(series, start, window, late)| rollup.row(*series, *start, window, true, *late)));
+            let mut ops: Vec<Op> = w.done.iter().map(|key| Op::DeleteRollupDirty(*key)).collect();
+            if let Some(frontier_ns) = w.frontier_ns {
+                ops.push(Op::Rollup(w.table, crate::rollup::RollupEntry { frontier_ns, ..rollup.entry }));
+            }
+            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows { table: w.table, rows: written.clone() }] };
+            Ok(registry.prepare_rows(tables, ops))
         })?;
         let mut registry = shared.registry.lock();
-        if let Some(rollup) = registry.rollups.get_mut(&d.source) {
-            for (start, series, _) in &d.windows {
-                rollup.pending.remove(&(*start, *series));
+        if let Some(rollup) = registry.rollups.get_mut(&w.source) {
+            for row in &written {
+                rollup.pending.remove(&(row.time, row.series));
             }
         }
-        hand_over(shared, &registry, d.table, &written);
+        hand_over(shared, &registry, w.table, &written);
     }
     Ok(true)
 }
@@ -129,49 +204,6 @@ fn hand_over(shared: &Shared, registry: &crate::registry::Registry, table: Table
             shared.metrics.rollup_windows_unwatched.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
-    let (work, prepared_sequence) = {
-        let mut registry = shared.registry.lock();
-        let sources: Vec<TableId> = registry.rollups.keys().copied().collect();
-        let mut work = Vec::new();
-        for source in sources {
-            let raw_table = registry.table_by_id(source).map(|t| t.name.clone()).unwrap_or_default();
-            let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
-            let dirty = rollup.take_dirty(DIRTY_PER_ROUND_MAX);
-            if dirty.is_empty() {
-                continue;
-            }
-            let rollup_table = (rollup.table, rollup.entry.interval_ns);
-            work.push((source, raw_table, rollup_table, dirty));
-        }
-        (work, registry.next_sequence.saturating_sub(1))
-    };
-    if work.is_empty() {
-        return Ok(false);
-    }
-    wait_applied(shared, prepared_sequence)?;
-    for (source, raw_table, (table, interval_ns), dirty) in work {
-        let rollup_name = shared.registry.lock().table_by_id(table).map(|t| t.name.clone()).unwrap_or_default();
-        let mut recomputed = Vec::with_capacity(dirty.len());
-        let mut ops = Vec::new();
-        for ((series, window_ns), d) in dirty {
-            let window = recompute(shared, &raw_table, d.raw_series, window_ns, interval_ns)?;
-            let late_before = late_updates(shared, &rollup_name, series, window_ns)?;
-            let late = late_before.saturating_add(i64::try_from(d.late_rows).unwrap_or(i64::MAX));
-            ops.extend(d.sequences.iter().map(|&sequence| Op::DeleteRollupDirty(DirtyKey { table, series, window_ns, sequence })));
-            recomputed.push((series, window_ns, window, late));
-        }
-        let mut written = Vec::new();
-        commit(shared, tx, |registry| {
-            let rollup = registry.rollups.get(&source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
-            written = recomputed.iter().map(|(series, start, w, late)| rollup.row(*series, *start, w, true, *late)).collect();
-            Ok(registry.prepare_rows(vec![TableRows { table, rows: written.clone() }], ops))
-        })?;
-        hand_over(shared, &shared.registry.lock(), table, &written);
-    }
-    Ok(true)
 }
 
 /// Waits until every write prepared up to `sequence` is in the write buffer.
@@ -240,11 +272,7 @@ fn late_updates(shared: &Shared, rollup_table: &str, series: SeriesId, start_ns:
 pub(crate) fn start(storage: &Storage, reopened: Vec<DirtyKey>) -> Result<()> {
     let shared = &storage.shared;
     let tx = storage.commit_sender()?;
-    commit(shared, &tx, |registry| {
-        let mut prepared = registry.prepare_rollups(&shared.config)?;
-        prepared.ops.extend(reopened.iter().map(|key| Op::DeleteRollupDirty(*key)));
-        Ok(prepared)
-    })?;
+    commit(shared, &tx, |registry| registry.prepare_rollups(&shared.config, &reopened))?;
     let rollups: Vec<(TableId, String, i64)> = {
         let registry = shared.registry.lock();
         registry
