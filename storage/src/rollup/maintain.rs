@@ -4,9 +4,10 @@
 //!
 //! A round finalizes due windows (those the watermark passed), recomputing from raw rows any
 //! whose values were replaced, and writes them with the new frontier in one commit; then it
-//! recomputes dirty windows (final windows that took late rows) from raw rows and writes them
-//! with the removal of their dirty marks in one commit. Before reading raw rows it waits until
-//! every write prepared before the round is applied, so a recomputation sees them all.
+//! writes dirty windows (final windows that took late rows) again, from memory for recent
+//! windows that merged their late rows and from raw rows for the others, with the removal of
+//! their dirty marks in one commit. Before reading raw rows it waits until every write
+//! prepared before the round is applied, so a recomputation sees them all.
 //!
 //! On open, [`start`] creates what rollups need for tables that predate them and rebuilds the
 //! open windows from the raw rows at and after each durable frontier.
