@@ -1,5 +1,6 @@
 //! MQTT over TLS, both ways: devices publishing to isobar's TLS listener with mosquitto_pub,
-//! and isobar subscribing to a mosquitto that speaks only TLS (`mqtts://`).
+//! and isobar subscribing, with a user name and password, to a mosquitto that speaks only TLS
+//! (`mqtts://`) and admits no anonymous client.
 
 mod common;
 
@@ -13,6 +14,11 @@ use common::tls::make_certs;
 
 /// Publishes reading `i` with mosquitto_pub at QoS 1, over TLS when `ca` is given.
 fn publish(port: u16, ca: Option<&Path>, i: i64) -> Output {
+    publish_as(port, ca, i, &[])
+}
+
+/// [`publish`] with extra mosquitto_pub arguments (credentials).
+fn publish_as(port: u16, ca: Option<&Path>, i: i64, extra: &[&str]) -> Output {
     let payload = format!("{{\"sensor_timestamp\": {}, \"sensor_value\": {i}, \"direction\": 1}}", 1_700_000_000_000 + i * 1000);
     let mut command = Command::new("mosquitto_pub");
     command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-i", "station-9"]);
@@ -20,7 +26,7 @@ fn publish(port: u16, ca: Option<&Path>, i: i64) -> Output {
     if let Some(ca) = ca {
         command.arg("--cafile").arg(ca);
     }
-    command.output().expect("mosquitto_pub runs")
+    command.args(extra).output().expect("mosquitto_pub runs")
 }
 
 /// Waits until `weather` holds `n` rows.
@@ -68,11 +74,27 @@ async fn isobar_subscribes_to_a_tls_broker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = make_certs(&dir.path().join("certs"));
     let port = free_port();
-    let settings = format!("certfile {}\nkeyfile {}\n", certs.cert.display(), certs.key.display());
+    let passwords = dir.path().join("passwords");
+    for (user, password) in [("isobar", "s3cret"), ("station", "pw")] {
+        let mut add = Command::new("mosquitto_passwd");
+        if !passwords.exists() {
+            add.arg("-c");
+        }
+        assert!(add.arg("-b").arg(&passwords).args([user, password]).status().expect("mosquitto_passwd").success());
+    }
+    let settings = format!(
+        "allow_anonymous false\npassword_file {}\ncertfile {}\nkeyfile {}\n",
+        passwords.display(),
+        certs.cert.display(),
+        certs.key.display()
+    );
     let _broker = Mosquitto::start_configured(dir.path(), port, &settings);
+    let station = ["-u", "station", "-P", "pw"];
+    assert!(!publish(port, Some(&certs.ca), 0).status.success(), "the broker admits no anonymous client");
     let data = dir.path().join("data");
     let subscription = format!(
-        "[[subscriptions]]\nbroker = \"mqtts://127.0.0.1:{port}\"\nclient_id = \"isobar-tls\"\ntopics = [\"weather/#\"]\nca_path = {:?}\n",
+        "[[subscriptions]]\nbroker = \"mqtts://127.0.0.1:{port}\"\nclient_id = \"isobar-tls\"\ntopics = [\"weather/#\"]\nca_path = {:?}\n\
+         username = \"isobar\"\npassword = \"s3cret\"\n",
         certs.ca.display().to_string()
     );
     let server = Server::start_config(&data, &Server::config(&data, &format!("{}{subscription}", Server::SEED_RULE), ""));
@@ -82,13 +104,13 @@ async fn isobar_subscribes_to_a_tls_broker() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut sent = 0;
     while client.query_one("SELECT count(*) FROM weather", &[]).await.map(|r| r.get::<_, i64>(0)).unwrap_or(0) == 0 {
-        assert!(publish(port, Some(&certs.ca), sent).status.success(), "publish to the TLS broker");
+        assert!(publish_as(port, Some(&certs.ca), sent, &station).status.success(), "publish to the TLS broker");
         sent += 1;
         assert!(Instant::now() < deadline, "isobar subscribes over TLS");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for i in sent..sent + 20 {
-        assert!(publish(port, Some(&certs.ca), i).status.success());
+        assert!(publish_as(port, Some(&certs.ca), i, &station).status.success());
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let query = format!("SELECT count(*) FROM weather WHERE sensor_value >= {sent}");

@@ -31,7 +31,8 @@ impl Mosquitto {
         let config = dir.join("mosquitto.conf");
         // Started as root, mosquitto would switch to its own user, which cannot read `dir`.
         let me = Command::new("id").arg("-un").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
-        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser {me}\n{settings}");
+        let anonymous = if settings.contains("allow_anonymous") { "" } else { "allow_anonymous true\n" };
+        let text = format!("listener {port} 127.0.0.1\n{anonymous}user {me}\n{settings}");
         std::fs::write(&config, text).expect("write mosquitto.conf");
         Self::spawn(port, &["-c".to_owned(), config.display().to_string()])
     }
