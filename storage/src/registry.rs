@@ -292,19 +292,8 @@ impl Registry {
             }
         }
         for row in unmapped {
-            let mapped = self.rollups.get(&source).and_then(|r| r.series.get(&row.series)).copied();
-            let series = match mapped {
-                Some(series) => series,
-                None => {
-                    let Some(tags) = self.rollup_tags(source, rollup_id, row.series) else { continue };
-                    let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
-                    // At the series limit the rollup skips the series; its raw rows are written.
-                    let Ok(id) = self.series_for(rollup_id, tags, config, ops) else { continue };
-                    id
-                }
-            };
+            let Some(series) = self.rollup_series_for(source, rollup_id, row.series, config, ops) else { continue };
             let Some(rollup) = self.rollups.get_mut(&source) else { continue };
-            rollup.series.insert(row.series, series);
             observe(rollup, row, series);
         }
         let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
@@ -313,6 +302,20 @@ impl Registry {
             rollup.mark_dirty(*series, *raw, *window_ns, *late_rows, sequence);
         }
         Ok(!late.is_empty() || rollup.due_frontier().is_some())
+    }
+
+    /// The rollup series of raw series `raw` of `source`, creating it (and staging its catalog
+    /// entry) when it does not exist. `None` at the series limit: the rollup then skips the
+    /// series, whose raw rows are still written.
+    fn rollup_series_for(&mut self, source: TableId, rollup_id: TableId, raw: SeriesId, config: &StorageConfig, ops: &mut Vec<Op>) -> Option<SeriesId> {
+        if let Some(series) = self.rollups.get(&source)?.series.get(&raw) {
+            return Some(*series);
+        }
+        let tags = self.rollup_tags(source, rollup_id, raw)?;
+        let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        let series = self.series_for(rollup_id, tags, config, ops).ok()?;
+        self.rollups.get_mut(&source)?.series.insert(raw, series);
+        Some(series)
     }
 
     /// Creates the rollup table of raw table `source`, unless it is isobar's own or the name
@@ -367,16 +370,7 @@ impl Registry {
                 self.sync_rollup_schema(source, rollup_id, &mut ops);
                 let raw_series: Vec<SeriesId> = self.series.values().filter(|s| s.table == source).map(|s| s.id).collect();
                 for raw in raw_series {
-                    if self.rollups.get(&source).is_some_and(|r| r.series.contains_key(&raw)) {
-                        continue;
-                    }
-                    let Some(tags) = self.rollup_tags(source, rollup_id, raw) else { continue };
-                    let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
-                    if let Ok(id) = self.series_for(rollup_id, tags, config, &mut ops) {
-                        if let Some(r) = self.rollups.get_mut(&source) {
-                            r.series.insert(raw, id);
-                        }
-                    }
+                    self.rollup_series_for(source, rollup_id, raw, config, &mut ops);
                 }
             }
         }

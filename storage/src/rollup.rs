@@ -390,7 +390,7 @@ impl Rollup {
         Some(self.row(series, start_ns, window, true, window.late_updates))
     }
 
-    /// Takes up to `max` dirty windows, oldest marks first within a series.
+    /// Takes up to `max` dirty windows, in (series, window) order.
     pub(crate) fn take_dirty(&mut self, max: usize) -> Vec<((SeriesId, i64), Dirty)> {
         let mut out = Vec::new();
         while out.len() < max {
