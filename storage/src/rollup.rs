@@ -32,6 +32,7 @@ use crate::schema::{ColumnKind, TableSchema};
 use crate::wal::Row;
 
 pub(crate) mod maintain;
+pub(crate) mod recompute;
 
 /// Column of a rollup table saying whether its window is final.
 pub const FINAL_COLUMN: &str = "final";
@@ -248,6 +249,10 @@ pub(crate) struct Rollup {
     pub(crate) pending: BTreeMap<(i64, SeriesId), Row>,
     /// Windows before the frontier to recompute, by (rollup series, window).
     pub(crate) dirty: BTreeMap<(SeriesId, i64), Dirty>,
+    /// Windows the maintainer is recomputing (taken from `dirty`, or becoming final after a
+    /// value was replaced), until the write of their rows is prepared and they move to
+    /// `pending`. Scans recompute them, so a final window reads exact at every instant.
+    rewriting: BTreeMap<(SeriesId, i64), Dirty>,
 }
 
 /// A final window that took late rows.
@@ -257,6 +262,23 @@ pub(crate) struct Dirty {
     pub(crate) late_rows: u64,
     /// The WAL sequences of the writes that brought them (their durable marks).
     pub(crate) sequences: Vec<u64>,
+}
+
+impl Dirty {
+    fn new(raw_series: SeriesId) -> Self {
+        Self { raw_series, late_rows: 0, sequences: Vec::new() }
+    }
+}
+
+/// A final window a scan recomputes from raw rows: its stored (or pending) row lacks late rows,
+/// or holds provisional aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fix {
+    pub(crate) series: SeriesId,
+    pub(crate) start_ns: i64,
+    pub(crate) raw_series: SeriesId,
+    /// Late rows the stored row does not count yet.
+    pub(crate) late_rows: i64,
 }
 
 /// What became of a raw row.
@@ -283,6 +305,7 @@ impl Rollup {
             recent: BTreeMap::new(),
             pending: BTreeMap::new(),
             dirty: BTreeMap::new(),
+            rewriting: BTreeMap::new(),
         };
         r.resolve_columns(source, rollup);
         r
@@ -324,7 +347,7 @@ impl Rollup {
 
     /// Marks rollup series `series`'s window at `window_ns` for recomputation.
     pub(crate) fn mark_dirty(&mut self, series: SeriesId, raw_series: SeriesId, window_ns: i64, late_rows: u64, sequence: u64) {
-        let dirty = self.dirty.entry((series, window_ns)).or_insert_with(|| Dirty { raw_series, late_rows: 0, sequences: Vec::new() });
+        let dirty = self.dirty.entry((series, window_ns)).or_insert_with(|| Dirty::new(raw_series));
         dirty.late_rows += late_rows;
         if dirty.sequences.last() != Some(&sequence) {
             dirty.sequences.push(sequence);
@@ -359,9 +382,9 @@ impl Rollup {
 
     /// Moves the windows before `frontier` out of the open set and makes `frontier` the
     /// in-memory frontier: rows for those windows are late from now on. Returns their final
-    /// rows, and the windows whose values were replaced (rollup series, start, raw series), to
-    /// recompute from raw rows. The rows stay visible to scans as pending until the write that
-    /// stores them is applied.
+    /// rows, which stay visible to scans as pending until the write that stores them is
+    /// applied, and the windows whose values were replaced (rollup series, start, raw series),
+    /// to recompute from raw rows, which scans recompute too until then.
     pub(crate) fn take_due(&mut self, frontier_ns: i64) -> (Vec<Row>, Vec<(SeriesId, i64, SeriesId)>) {
         let open = self.open.split_off(&frontier_ns);
         let due = std::mem::replace(&mut self.open, open);
@@ -369,11 +392,12 @@ impl Rollup {
         let (mut rows, mut replaced) = (Vec::new(), Vec::new());
         for (start, windows) in due {
             for (series, window) in &windows {
-                let row = self.row(*series, start, window, true, 0);
-                self.pending.insert((start, *series), row.clone());
                 if window.replaced {
                     replaced.push((*series, start, window.raw_series));
+                    self.rewriting.insert((*series, start), Dirty::new(window.raw_series));
                 } else {
+                    let row = self.row(*series, start, window, true, 0);
+                    self.pending.insert((start, *series), row.clone());
                     rows.push(row);
                 }
             }
@@ -390,17 +414,53 @@ impl Rollup {
         Some(self.row(series, start_ns, window, true, window.late_updates))
     }
 
-    /// Takes up to `max` dirty windows, in (series, window) order.
+    /// Takes up to `max` dirty windows, in (series, window) order, for the maintainer to
+    /// rewrite. Windows a failed round left in `rewriting` are dirty again first.
     pub(crate) fn take_dirty(&mut self, max: usize) -> Vec<((SeriesId, i64), Dirty)> {
+        for (key, left) in std::mem::take(&mut self.rewriting) {
+            let dirty = self.dirty.entry(key).or_insert_with(|| Dirty::new(left.raw_series));
+            dirty.late_rows += left.late_rows;
+            dirty.sequences.extend(left.sequences);
+            dirty.sequences.sort_unstable();
+            dirty.sequences.dedup();
+        }
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(next) = self.dirty.pop_first() else { break };
-            out.push(next);
+            let Some((key, dirty)) = self.dirty.pop_first() else { break };
+            self.rewriting.insert(key, dirty.clone());
+            out.push((key, dirty));
         }
         out
     }
 
-    /// Rows of the open and pending windows, for scans.
+    /// The maintainer is about to write `rows` (final rows of this rollup): scans see them as
+    /// pending, instead of recomputing their windows, until the write is applied.
+    pub(crate) fn writing(&mut self, rows: &[Row]) {
+        for row in rows {
+            self.rewriting.remove(&(row.series, row.time));
+            self.pending.insert((row.time, row.series), row.clone());
+        }
+    }
+
+    /// The windows before the frontier that scans must not take from the stored rows: those
+    /// that took late rows since, or are being recomputed. Returns rows of recent windows,
+    /// complete from memory, and for the others what to recompute from raw rows.
+    pub(crate) fn fixes(&self, wants: impl Fn(SeriesId, i64) -> bool) -> (Vec<Row>, Vec<Fix>) {
+        let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
+        for (key, d) in self.dirty.iter().chain(&self.rewriting).filter(|((s, t), _)| wants(*s, *t)) {
+            late.entry(*key).or_insert((d.raw_series, 0)).1 += d.late_rows;
+        }
+        let (mut rows, mut fixes) = (Vec::new(), Vec::new());
+        for ((series, start_ns), (raw_series, late_rows)) in late {
+            match self.recent_row(series, start_ns) {
+                Some(row) => rows.push(row),
+                None => fixes.push(Fix { series, start_ns, raw_series, late_rows: i64::try_from(late_rows).unwrap_or(i64::MAX) }),
+            }
+        }
+        (rows, fixes)
+    }
+
+    /// Rows of the open windows and of final rows being written, for scans.
     pub(crate) fn overlay(&self, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
         let mut rows: Vec<Row> = self.pending.iter().filter(|((t, s), _)| wants(*s, *t)).map(|(_, row)| row.clone()).collect();
         for (start, windows) in &self.open {

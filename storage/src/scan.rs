@@ -19,7 +19,9 @@ use crate::buffer::partition_start;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
+use crate::rollup::recompute::{correct, corrections};
 use crate::rowset::{RowSet, Selection, Values};
+use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
 
 /// Rows one read of a partition aims at.
@@ -81,22 +83,30 @@ pub struct Scan {
     time_min: i64,
     time_max: i64,
     partition_ns: i64,
-    /// Per partition: chunks oldest first, then buffered rows (frozen, then active, then a
-    /// rollup table's open windows).
-    partitions: BTreeMap<i64, (Vec<Arc<ChunkHandle>>, Vec<RowSet>)>,
+    partitions: BTreeMap<i64, Parts>,
     /// The partition being read.
     current: Option<PartitionRead>,
     pending: Vec<RecordBatch>,
+    /// A rollup table's `late_updates` column, which [`correct`] adds to.
+    late_column: Option<ColumnId>,
+}
+
+/// What one partition's rows are merged from.
+#[derive(Debug, Default)]
+struct Parts {
+    /// Oldest first.
+    chunks: Vec<Arc<ChunkHandle>>,
+    /// Frozen, active; for a rollup table then its unwritten windows.
+    buffered: Vec<RowSet>,
+    /// A rollup table's windows being rewritten, recomputed (see [`correct`]).
+    fixed: RowSet,
 }
 
 /// A partition being read, one group of series at a time.
 #[derive(Debug)]
 struct PartitionRead {
     start_ns: i64,
-    /// Oldest first.
-    chunks: Vec<Arc<ChunkHandle>>,
-    /// Frozen, active, open rollup windows.
-    buffered: Vec<RowSet>,
+    parts: Parts,
     /// Groups of series (each sorted) still to read.
     groups: VecDeque<Vec<SeriesId>>,
 }
@@ -109,38 +119,74 @@ impl Storage {
     }
 }
 
+/// What a scan of a rollup table shows of the windows the maintainer has yet to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RollupView {
+    /// Open windows, and final windows exact at the instant the scan starts: rows being
+    /// written, and windows that took late rows or are being recomputed, recomputed.
+    Exact,
+    /// The stored rows and those being written: what the maintainer rewrites from.
+    Written,
+}
+
 /// [`Storage::scan`], for the engine's own readers.
 pub(crate) fn scan(shared: &Shared, req: &ScanRequest) -> Result<Scan> {
+    scan_view(shared, req, RollupView::Exact)
+}
+
+/// A scan; of a rollup table, with `view` of its unwritten windows.
+pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) -> Result<Scan> {
     if req.time_min_ns > req.time_max_ns {
         return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
     }
-    let (schema, series, tags, open_windows) = {
-        let registry = shared.registry.lock();
-        let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
-        let all = registry.series_of(schema.id);
-        let selected: Vec<_> = match &req.series {
-            SeriesFilter::All => all,
-            SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
-            SeriesFilter::TagsEqual(pairs) => {
-                let wanted: Option<Vec<(ColumnId, &str)>> =
-                    pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-                match wanted {
-                    None => Vec::new(),
-                    Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
-                }
+    let registry = shared.registry.lock();
+    let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
+    let all = registry.series_of(schema.id);
+    let selected: Vec<_> = match &req.series {
+        SeriesFilter::All => all,
+        SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
+        SeriesFilter::TagsEqual(pairs) => {
+            let wanted: Option<Vec<(ColumnId, &str)>> =
+                pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
+            match wanted {
+                None => Vec::new(),
+                Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
             }
-        };
-        let ids = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect::<Vec<_>>());
-        let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
-        let rollup = registry.rollup_sources.get(&schema.id).and_then(|source| registry.rollups.get(source));
-        let (time_min, time_max) = (req.time_min_ns, req.time_max_ns);
-        let open_windows = rollup.map(|r| {
-            r.overlay(|series, time| (time_min..=time_max).contains(&time) && ids.as_ref().is_none_or(|ids| ids.contains(&series)))
-        });
-        (schema, ids, tags, open_windows)
+        }
     };
     let out = output_columns(&schema, req.columns.as_deref())?;
     let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+    let series: Option<Vec<SeriesId>> = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
+    let tags: HashMap<SeriesId, Vec<(ColumnId, String)>> = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
+    let selection = Selection { series: series.as_deref(), time_min: req.time_min_ns, time_max: req.time_max_ns, columns: Some(&fields) };
+    let column_types = crate::buffer::field_types(&schema, |id| selection.wants_column(id));
+    let source = registry.rollup_sources.get(&schema.id).copied();
+    let (chunks, frozen, active, unwritten, fixed, late_column) = match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
+        None => {
+            drop(registry);
+            let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
+            (chunks, frozen, active, RowSet::default(), RowSet::default(), None)
+        }
+        Some((source, rollup)) => {
+            // The stored rows and the rollup's memory at one instant, so that each late row is
+            // counted once: in a stored (or pending) row, or among those still to write.
+            let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
+            let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
+            let mut unwritten = rollup.overlay(&wants);
+            let mut fixes = Vec::new();
+            if view == RollupView::Exact {
+                let (rows, recompute) = rollup.fixes(&wants);
+                unwritten.extend(rows);
+                fixes = recompute;
+            }
+            let prepared_sequence = registry.next_sequence.saturating_sub(1);
+            drop(registry);
+            let unwritten = RowSet::from_rows(&unwritten, &column_types).select(&selection);
+            let late_column = schema.column(LATE_UPDATES_COLUMN).map(|c| c.id);
+            let fixed = corrections(shared, source, &fixes, prepared_sequence, &column_types, &selection)?;
+            (chunks, frozen, active, unwritten, fixed, late_column)
+        }
+    };
     let mut scan = Scan {
         schema: arrow_schema(&schema, &out),
         out,
@@ -153,30 +199,35 @@ pub(crate) fn scan(shared: &Shared, req: &ScanRequest) -> Result<Scan> {
         partitions: BTreeMap::new(),
         current: None,
         pending: Vec::new(),
+        late_column,
     };
-    let selection = scan.selection(scan.time_min, scan.time_max);
+    for chunk in chunks {
+        scan.partitions.entry(chunk.partition_start_ns()).or_default().chunks.push(chunk);
+    }
+    for set in [frozen, active, unwritten] {
+        for (partition, part) in split_partitions(set, scan.partition_ns) {
+            scan.partitions.entry(partition).or_default().buffered.push(part);
+        }
+    }
+    for (partition, part) in split_partitions(fixed, scan.partition_ns) {
+        scan.partitions.entry(partition).or_default().fixed = part;
+    }
+    for parts in scan.partitions.values_mut() {
+        parts.chunks.sort_by_key(|c| c.age_key());
+    }
+    Ok(scan)
+}
+
+/// The chunks that may hold rows of `selection`, and the buffered rows that do.
+fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Selection<'_>) -> (Vec<Arc<ChunkHandle>>, RowSet, RowSet) {
     let (chunks, frozen, active) = {
         let state = shared.state.read();
         let chunks: Vec<Arc<ChunkHandle>> =
-            state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(&selection)).cloned().collect();
-        (chunks, state.frozen.clone(), state.active.select(schema.id, &schema, &selection))
+            state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(selection)).cloned().collect();
+        (chunks, state.frozen.clone(), state.active.select(schema.id, schema, selection))
     };
-    let frozen = frozen.map(|f| f.select(schema.id, &schema, &selection)).unwrap_or_default();
-    let open_windows = open_windows
-        .map(|rows| RowSet::from_rows(&rows, &crate::buffer::field_types(&schema, |id| selection.wants_column(id))).select(&selection))
-        .unwrap_or_default();
-    for chunk in chunks {
-        scan.partitions.entry(chunk.partition_start_ns()).or_default().0.push(chunk);
-    }
-    for set in [frozen, active, open_windows] {
-        for (partition, part) in split_partitions(set, scan.partition_ns) {
-            scan.partitions.entry(partition).or_default().1.push(part);
-        }
-    }
-    for (chunks, _) in scan.partitions.values_mut() {
-        chunks.sort_by_key(|c| c.age_key());
-    }
-    Ok(scan)
+    let frozen = frozen.map(|f| f.select(schema.id, schema, selection)).unwrap_or_default();
+    (chunks, frozen, active)
 }
 
 impl Scan {
@@ -210,33 +261,38 @@ impl Scan {
                     time_max: self.time_max.min(end),
                     columns: Some(&self.fields),
                 };
-                let mut sets = Vec::with_capacity(read.chunks.len() + read.buffered.len());
-                for chunk in read.chunks.iter().filter(|c| c.reader.may_match(&selection)) {
+                let Parts { chunks, buffered, fixed } = &read.parts;
+                let mut sets = Vec::with_capacity(chunks.len() + buffered.len());
+                for chunk in chunks.iter().filter(|c| c.reader.may_match(&selection)) {
                     sets.push(chunk.reader.read(&selection)?);
                 }
-                sets.extend(read.buffered.iter().map(|set| set.of_series(&group)));
-                return Ok(Some(RowSet::merge(sets)));
+                sets.extend(buffered.iter().map(|set| set.of_series(&group)));
+                let merged = RowSet::merge(sets);
+                return Ok(Some(match self.late_column {
+                    Some(late_column) => correct(merged, fixed.of_series(&group), late_column),
+                    None => merged,
+                }));
             }
-            let Some((start_ns, (chunks, buffered))) = self.partitions.pop_first() else { return Ok(None) };
-            let groups = self.series_groups(start_ns, &chunks, &buffered);
-            self.current = Some(PartitionRead { start_ns, chunks, buffered, groups });
+            let Some((start_ns, parts)) = self.partitions.pop_first() else { return Ok(None) };
+            let groups = self.series_groups(start_ns, &parts);
+            self.current = Some(PartitionRead { start_ns, parts, groups });
         }
     }
 
     /// The series of one partition that the scan wants, in groups of about
     /// [`GROUP_ROWS_TARGET`] rows, by the rows chunk footers and buffers list for each.
-    fn series_groups(&self, start_ns: i64, chunks: &[Arc<ChunkHandle>], buffered: &[RowSet]) -> VecDeque<Vec<SeriesId>> {
+    fn series_groups(&self, start_ns: i64, parts: &Parts) -> VecDeque<Vec<SeriesId>> {
         let end = start_ns.saturating_add(self.partition_ns - 1);
         let selection = self.selection(self.time_min.max(start_ns), self.time_max.min(end));
         let mut rows: BTreeMap<SeriesId, u64> = BTreeMap::new();
-        for chunk in chunks {
+        for chunk in &parts.chunks {
             for s in &chunk.reader.footer.series {
                 if selection.wants_series(s.series) && selection.overlaps(s.time_min, s.time_max) {
                     *rows.entry(s.series).or_default() += u64::from(s.rows);
                 }
             }
         }
-        for run in buffered.iter().flat_map(|set| &set.series) {
+        for run in parts.buffered.iter().chain([&parts.fixed]).flat_map(|set| &set.series) {
             *rows.entry(run.series).or_default() += run.rows as u64;
         }
         let mut groups = VecDeque::new();

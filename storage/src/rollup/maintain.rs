@@ -12,8 +12,6 @@
 //! On open, [`start`] creates what rollups need for tables that predate them and rebuilds the
 //! open windows from the raw rows at and after each durable frontier.
 
-use std::time::Duration;
-
 use crossbeam_channel::Sender;
 
 use crate::catalog::Op;
@@ -22,9 +20,9 @@ use crate::engine::{Shared, Storage, commit};
 use crate::error::{Error, Result};
 use crate::model::{FieldValue, SeriesId, TableId};
 use crate::registry::now_ns;
+use crate::rollup::recompute::{for_each_row, recompute, wait_applied};
 use crate::rollup::{DirtyKey, LATE_UPDATES_COLUMN, Window};
-use crate::rowset::RowSet;
-use crate::scan::{ScanRequest, SeriesFilter, scan};
+use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan, scan_view};
 use crate::wal::{Row, TableRows};
 
 /// Dirty windows one round recomputes at most, so a large backfill is worked off in bounded
@@ -159,9 +157,11 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
     }
     for w in work {
         let rollup_table = shared.registry.lock().table_by_id(w.table).map(|t| t.name.clone()).unwrap_or_default();
+        let wanted: Vec<(SeriesId, i64)> = w.recompute.iter().map(|r| (r.raw_series, r.start_ns)).collect();
+        let mut windows = recompute(shared, &w.raw_table, w.interval_ns, &wanted)?;
         let mut recomputed = Vec::with_capacity(w.recompute.len());
         for r in &w.recompute {
-            let window = recompute(shared, &w.raw_table, r.raw_series, r.start_ns, w.interval_ns)?;
+            let window = windows.remove(&(r.raw_series, r.start_ns)).unwrap_or_else(|| Window::new(r.raw_series));
             let late = match r.late_rows {
                 None => 0,
                 Some(n) => late_updates(shared, &rollup_table, r.series, r.start_ns)?.saturating_add(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -170,8 +170,9 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
         }
         let mut written = w.rows;
         commit(shared, tx, |registry| {
-            let rollup = registry.rollups.get(&w.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
+            let rollup = registry.rollups.get_mut(&w.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
             written.extend(recomputed.iter().map(|(series, start, window, late)| rollup.row(*series, *start, window, true, *late)));
+            rollup.writing(&written);
             let mut ops: Vec<Op> = w.done.iter().map(|key| Op::DeleteRollupDirty(*key)).collect();
             if let Some(frontier_ns) = w.frontier_ns {
                 ops.push(Op::Rollup(w.table, crate::rollup::RollupEntry { frontier_ns, ..rollup.entry }));
@@ -207,47 +208,7 @@ fn hand_over(shared: &Shared, registry: &crate::registry::Registry, table: Table
     }
 }
 
-/// Waits until every write prepared up to `sequence` is in the write buffer.
-fn wait_applied(shared: &Shared, sequence: u64) -> Result<()> {
-    while shared.state.read().applied_sequence.0 < sequence {
-        if let Some(reason) = shared.poisoned() {
-            return Err(Error::Poisoned(reason));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Every row of `rows` as a raw row, for [`Window::add`] and rebuilding.
-fn for_each_row(rows: &RowSet, mut f: impl FnMut(SeriesId, i64, &[(crate::model::ColumnId, FieldValue)])) {
-    let mut fields = Vec::with_capacity(rows.columns.len());
-    for run in &rows.series {
-        for i in run.row_start..run.row_start + run.rows {
-            fields.clear();
-            fields.extend(rows.columns.iter().filter(|c| c.valid[i]).filter_map(|c| Some((c.id, c.values.number(i)?))));
-            f(run.series, rows.times[i], &fields);
-        }
-    }
-}
-
-/// The window of raw series `raw_series` at `start_ns`, from the raw rows as they are now.
-fn recompute(shared: &Shared, raw_table: &str, raw_series: SeriesId, start_ns: i64, interval_ns: i64) -> Result<Window> {
-    let request = ScanRequest {
-        table: raw_table.to_owned(),
-        time_min_ns: start_ns,
-        time_max_ns: start_ns.saturating_add(interval_ns - 1),
-        series: SeriesFilter::Ids(vec![raw_series]),
-        columns: None,
-    };
-    let mut window = Window::new(raw_series);
-    let mut rows = scan(shared, &request)?;
-    while let Some(set) = rows.next_rows()? {
-        for_each_row(&set, |_, time, fields| window.add(time, fields));
-    }
-    Ok(window)
-}
-
-/// The late updates a stored rollup row already counts.
+/// The late updates the stored (or pending) rollup row already counts.
 fn late_updates(shared: &Shared, rollup_table: &str, series: SeriesId, start_ns: i64) -> Result<i64> {
     let request = ScanRequest {
         table: rollup_table.to_owned(),
@@ -256,7 +217,7 @@ fn late_updates(shared: &Shared, rollup_table: &str, series: SeriesId, start_ns:
         series: SeriesFilter::Ids(vec![series]),
         columns: Some(vec![LATE_UPDATES_COLUMN.to_owned()]),
     };
-    let mut rows = scan(shared, &request)?;
+    let mut rows = scan_view(shared, &request, RollupView::Written)?;
     let mut late = 0;
     while let Some(set) = rows.next_rows()? {
         for_each_row(&set, |_, _, fields| {
