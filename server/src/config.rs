@@ -109,6 +109,10 @@ pub(crate) struct StorageSection {
     pub(crate) string_bytes_max: usize,
     /// Window of every table's rollup table, in milliseconds; 0 turns rollups off.
     pub(crate) rollup_interval_ms: u64,
+    /// Coarser rollups of every table, each built from the one before, in milliseconds.
+    pub(crate) rollup_coarser_intervals_ms: Vec<u64>,
+    /// Per table, its own chain of rollup intervals (finest first) in place of the above.
+    pub(crate) rollup_table_intervals_ms: std::collections::BTreeMap<String, Vec<u64>>,
     /// How far behind the newest event time a rollup window still takes rows before it is final.
     pub(crate) rollup_lateness_ms: u64,
 }
@@ -166,6 +170,8 @@ impl Default for StorageSection {
             series_per_table_max: s.series_per_table_max,
             string_bytes_max: s.string_bytes_max,
             rollup_interval_ms: s.rollup_interval_ms,
+            rollup_coarser_intervals_ms: s.rollup_coarser_intervals_ms,
+            rollup_table_intervals_ms: s.rollup_table_intervals_ms,
             rollup_lateness_ms: s.rollup_lateness_ms,
         }
     }
@@ -208,6 +214,8 @@ impl Config {
         c.partition_duration_ms = s.partition_duration_ms;
         c.series_per_table_max = s.series_per_table_max;
         c.rollup_interval_ms = s.rollup_interval_ms;
+        c.rollup_coarser_intervals_ms = s.rollup_coarser_intervals_ms.clone();
+        c.rollup_table_intervals_ms = s.rollup_table_intervals_ms.clone();
         c.rollup_lateness_ms = s.rollup_lateness_ms;
         c.string_bytes_max = s.string_bytes_max;
         c

@@ -1,5 +1,6 @@
 //! Storage configuration: every limit and interval of the engine, with units in the names.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::chunk::ChunkOptions;
@@ -39,6 +40,12 @@ pub struct StorageConfig {
     pub series_per_table_max: usize,
     /// Window of every raw table's rollup table (`weather_1m` for 60 s); 0 turns rollups off.
     pub rollup_interval_ms: u64,
+    /// Coarser rollups of every raw table, each built from the one before it: `[3600000]`
+    /// keeps `weather_1h` from `weather_1m`. Each is a multiple of the one before.
+    pub rollup_coarser_intervals_ms: Vec<u64>,
+    /// Per raw table, its own chain of rollup intervals in place of the two settings above,
+    /// finest first (the first from raw rows, each next from the one before); empty for none.
+    pub rollup_table_intervals_ms: BTreeMap<String, Vec<u64>>,
     /// How far behind the newest event time a rollup window may still take rows before it is
     /// final; later rows still update it, by recomputation, and are counted.
     pub rollup_lateness_ms: u64,
@@ -65,6 +72,8 @@ impl StorageConfig {
             string_bytes_max: 64 * 1024,
             series_per_table_max: 10_000_000,
             rollup_interval_ms: 60_000,
+            rollup_coarser_intervals_ms: Vec::new(),
+            rollup_table_intervals_ms: BTreeMap::new(),
             rollup_lateness_ms: 5_000,
         }
     }
@@ -101,8 +110,15 @@ impl StorageConfig {
         if self.chunk.codec.pco_level > crate::codec::PCO_LEVEL_MAX {
             return bad("chunk pco level is above pco's maximum");
         }
-        if self.rollup_interval_ms > 0 && 86_400_000 % self.rollup_interval_ms != 0 {
-            return bad("rollup_interval_ms must divide a day (e.g. 10000, 60000, 300000, 3600000)");
+        let default_chain = (self.rollup_interval_ms > 0).then(|| (String::from("rollup_interval_ms"), self.default_rollup_chain_ms()));
+        let tables = self.rollup_table_intervals_ms.iter().map(|(table, chain)| (format!("rollup_table_intervals_ms.{table}"), chain.clone()));
+        for (name, chain) in default_chain.into_iter().chain(tables) {
+            if let Some(i) = chain.iter().find(|i| **i == 0 || 86_400_000 % **i != 0) {
+                return bad(&format!("{name}: {i} ms does not divide a day (e.g. 10000, 60000, 300000, 3600000)"));
+            }
+            if let Some(w) = chain.windows(2).find(|w| w[1] <= w[0] || w[1] % w[0] != 0) {
+                return bad(&format!("{name}: {} ms is not a larger multiple of {} ms, the rollup it is built from", w[1], w[0]));
+            }
         }
         if self.columns_per_table_max >= usize::from(u16::MAX) {
             return bad("columns_per_table_max must be below 65535");
@@ -111,15 +127,30 @@ impl StorageConfig {
     }
 
     pub(crate) fn partition_ns(&self) -> i64 {
-        i64::try_from(self.partition_duration_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+        ms_to_ns(self.partition_duration_ms)
     }
 
-    pub(crate) fn rollup_interval_ns(&self) -> i64 {
-        i64::try_from(self.rollup_interval_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    fn default_rollup_chain_ms(&self) -> Vec<u64> {
+        std::iter::once(self.rollup_interval_ms).chain(self.rollup_coarser_intervals_ms.iter().copied()).collect()
+    }
+
+    /// Whether any table may have rollups.
+    pub(crate) fn has_rollups(&self) -> bool {
+        self.rollup_interval_ms > 0 || self.rollup_table_intervals_ms.values().any(|chain| !chain.is_empty())
+    }
+
+    /// The rollup intervals of raw table `table`, finest first; empty when it has none.
+    pub(crate) fn rollup_chain_ns(&self, table: &str) -> Vec<i64> {
+        let chain = match self.rollup_table_intervals_ms.get(table) {
+            Some(chain) => chain.clone(),
+            None if self.rollup_interval_ms == 0 => Vec::new(),
+            None => self.default_rollup_chain_ms(),
+        };
+        chain.into_iter().map(ms_to_ns).collect()
     }
 
     pub(crate) fn rollup_lateness_ns(&self) -> i64 {
-        i64::try_from(self.rollup_lateness_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+        ms_to_ns(self.rollup_lateness_ms)
     }
 
     pub(crate) fn point_limits(&self) -> PointLimits {
@@ -130,4 +161,8 @@ impl StorageConfig {
             string_bytes_max: self.string_bytes_max,
         }
     }
+}
+
+fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
 }

@@ -236,7 +236,7 @@ impl Storage {
             let (persister, stop_rx) = (Arc::clone(&shared), stop_rx.clone());
             threads.push(spawn("isobar-persist", move || run_persister(&persister, &kick_rx, &stop_rx))?);
         }
-        if shared.config.rollup_interval_ms > 0 && shared.config.background_persist {
+        if shared.config.has_rollups() && shared.config.background_persist {
             let (maintainer, tx) = (Arc::clone(&shared), commit_tx.clone());
             threads.push(spawn("isobar-rollup", move || run_rollups(&maintainer, &tx, &rollup_kick_rx, &stop_rx))?);
         }

@@ -73,9 +73,11 @@ impl Registry {
         for s in series {
             r.insert_series(s);
         }
+        let intervals: FxHashMap<TableId, i64> = rollups.iter().map(|(table, entry)| (*table, entry.interval_ns)).collect();
         for (table, entry) in rollups {
             let (Some(source), Some(rollup)) = (r.table_by_id(entry.source), r.table_by_id(table)) else { continue };
-            let mut rollup_state = Rollup::new(entry, config.rollup_lateness_ns(), source, rollup);
+            let finer_ns = intervals.get(&entry.source).copied();
+            let mut rollup_state = Rollup::new(entry, lateness_ns(finer_ns, config), source, rollup, finer_ns.is_some());
             rollup_state.series = r.rollup_series_of(source.id, rollup.id);
             r.rollup_sources.insert(table, entry.source);
             r.rollups.insert(entry.source, rollup_state);
@@ -242,6 +244,17 @@ impl Registry {
         Some(format!("table {name} is the rollup of {source}; isobar maintains it from {source}'s rows"))
     }
 
+    /// Stages rollup rows the maintainer wrote, with `ops`, in one WAL record, and feeds them to
+    /// the coarser rollups built from them.
+    pub(crate) fn prepare_rollup_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>, config: &StorageConfig) -> Result<Prepared> {
+        let (sequence, now_ns) = (self.next_sequence, now_ns());
+        let mut rollups_due = false;
+        for t in &tables {
+            rollups_due |= self.roll_up(t.table, false, &t.rows, sequence, now_ns, config, &mut ops)?;
+        }
+        Ok(Prepared { rollups_due, ..self.prepare_rows(tables, ops) })
+    }
+
     /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
     /// commit.
     pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>) -> Prepared {
@@ -266,10 +279,12 @@ impl Registry {
         config: &StorageConfig,
         ops: &mut Vec<Op>,
     ) -> Result<bool> {
-        if config.rollup_interval_ms == 0 || self.rollup_sources.contains_key(&source) {
+        if !config.has_rollups() {
             return Ok(false);
         }
-        if !self.rollups.contains_key(&source) && !self.create_rollup(source, config, ops)? {
+        // A raw table gets its rollups on its first rows; a rollup table has its coarser one
+        // from the start, or none.
+        if !self.rollups.contains_key(&source) && (self.rollup_sources.contains_key(&source) || !self.create_rollups(source, config, ops)?) {
             return Ok(false);
         }
         let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { return Ok(false) };
@@ -318,34 +333,68 @@ impl Registry {
         Some(series)
     }
 
-    /// Creates the rollup table of raw table `source`, unless it is isobar's own or the name
-    /// is taken. Returns whether it exists now.
-    pub(crate) fn create_rollup(&mut self, source: TableId, config: &StorageConfig, ops: &mut Vec<Op>) -> Result<bool> {
-        let Some(source_name) = self.table_names.get(&source) else { return Ok(false) };
-        let interval_ns = config.rollup_interval_ns();
-        let name = rollup_table_name(source_name, interval_ns);
-        if source_name.starts_with(SYSTEM_TABLE_PREFIX) || self.tables.contains_key(&name) || self.rollup_sources.contains_key(&source) {
+    /// Creates the rollups of raw table `raw` that its configuration asks for and that do not
+    /// exist yet, each from the one before it, and stages their catalog entries. A rollup that
+    /// exists keeps its interval; a coarser one is only built on an interval it divides.
+    /// Returns whether `raw` has a rollup.
+    pub(crate) fn create_rollups(&mut self, raw: TableId, config: &StorageConfig, ops: &mut Vec<Op>) -> Result<bool> {
+        let Some(raw_name) = self.table_names.get(&raw).cloned() else { return Ok(false) };
+        if raw_name.starts_with(SYSTEM_TABLE_PREFIX) || self.rollup_sources.contains_key(&raw) {
             return Ok(false);
         }
-        let Some(source_schema) = self.table_by_id(source).cloned() else { return Ok(false) };
+        let (mut source, mut finer_ns) = (raw, None);
+        for interval_ns in config.rollup_chain_ns(&raw_name) {
+            let table = match self.rollups.get(&source) {
+                Some(rollup) => rollup.table,
+                None if finer_ns.is_some_and(|f: i64| interval_ns <= f || interval_ns % f != 0) => break,
+                None => match self.create_rollup(source, &raw_name, interval_ns, finer_ns, config, ops)? {
+                    Some(table) => table,
+                    None => break,
+                },
+            };
+            finer_ns = self.rollups.get(&source).map(|r| r.entry.interval_ns);
+            source = table;
+        }
+        Ok(self.rollups.contains_key(&raw))
+    }
+
+    /// Creates the rollup of `source` (raw table `raw_name`, or its rollup of interval
+    /// `finer_ns`) at `interval_ns`; `None` when its name is taken.
+    fn create_rollup(
+        &mut self,
+        source: TableId,
+        raw_name: &str,
+        interval_ns: i64,
+        finer_ns: Option<i64>,
+        config: &StorageConfig,
+        ops: &mut Vec<Op>,
+    ) -> Result<Option<TableId>> {
+        let name = rollup_table_name(raw_name, interval_ns);
+        let Some(source_schema) = self.table_by_id(source).cloned() else { return Ok(None) };
+        if self.tables.contains_key(&name) {
+            return Ok(None);
+        }
         let mut schema = TableSchema::new(TableId(self.next_table), &name);
         self.next_table = schema.id.0.checked_add(1).ok_or_else(|| Error::LimitExceeded("table ids".into()))?;
-        sync_schema(&source_schema, &mut schema);
+        sync_schema(&source_schema, &mut schema, finer_ns.is_some());
         let entry = RollupEntry { source, interval_ns, frontier_ns: i64::MIN };
         ops.push(Op::Table(schema.id, schema.encode()));
         ops.push(Op::Rollup(schema.id, entry));
-        let rollup = Rollup::new(entry, config.rollup_lateness_ns(), &source_schema, &schema);
-        self.table_names.insert(schema.id, name.clone());
-        self.rollup_sources.insert(schema.id, source);
+        let rollup = Rollup::new(entry, lateness_ns(finer_ns, config), &source_schema, &schema, finer_ns.is_some());
+        let id = schema.id;
+        self.table_names.insert(id, name.clone());
+        self.rollup_sources.insert(id, source);
         self.tables.insert(name, schema);
         self.rollups.insert(source, rollup);
-        Ok(true)
+        Ok(Some(id))
     }
 
-    /// Adds to the rollup table the columns new tags and fields of `source` need.
+    /// Adds to the rollup table the columns new tags and fields of `source` need, and so on
+    /// down to the coarsest rollup.
     fn sync_rollup_schema(&mut self, source: TableId, rollup_id: TableId, ops: &mut Vec<Op>) {
+        let finer = self.rollups.get(&source).is_some_and(|r| r.finer);
         let (Some(source_schema), Some(mut schema)) = (self.table_by_id(source).cloned(), self.table_by_id(rollup_id).cloned()) else { return };
-        if !sync_schema(&source_schema, &mut schema) {
+        if !sync_schema(&source_schema, &mut schema, finer) {
             return;
         }
         ops.push(Op::Table(schema.id, schema.encode()));
@@ -353,24 +402,31 @@ impl Registry {
             r.resolve_columns(&source_schema, &schema);
         }
         self.tables.insert(schema.name.clone(), schema);
+        if let Some(coarser) = self.rollups.get(&rollup_id).map(|r| r.table) {
+            self.sync_rollup_schema(rollup_id, coarser, ops);
+        }
     }
 
     /// Creates what rollups need for tables and series that predate them (a data directory
-    /// from before rollups were on): rollup tables, their columns and their series; and
-    /// deletes the dirty marks of `reopened` windows. Stages nothing when nothing is missing.
+    /// from before rollups were on, or before a coarser rollup was configured): rollup tables,
+    /// their columns and their series; and deletes the dirty marks of `reopened` windows.
+    /// Stages nothing when nothing is missing.
     pub(crate) fn prepare_rollups(&mut self, config: &StorageConfig, reopened: &[DirtyKey]) -> Result<Prepared> {
         let mut ops: Vec<Op> = reopened.iter().map(|key| Op::DeleteRollupDirty(*key)).collect();
-        if config.rollup_interval_ms > 0 {
-            let sources: Vec<TableId> = self.tables.values().map(|t| t.id).filter(|id| !self.rollup_sources.contains_key(id)).collect();
-            for source in sources {
-                if !self.rollups.contains_key(&source) && !self.create_rollup(source, config, &mut ops)? {
+        if config.has_rollups() {
+            let raw_tables: Vec<TableId> = self.tables.values().map(|t| t.id).filter(|id| !self.rollup_sources.contains_key(id)).collect();
+            for raw in raw_tables {
+                if !self.create_rollups(raw, config, &mut ops)? {
                     continue;
                 }
-                let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { continue };
-                self.sync_rollup_schema(source, rollup_id, &mut ops);
-                let raw_series: Vec<SeriesId> = self.series.values().filter(|s| s.table == source).map(|s| s.id).collect();
-                for raw in raw_series {
-                    self.rollup_series_for(source, rollup_id, raw, config, &mut ops);
+                let mut source = raw;
+                while let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) {
+                    self.sync_rollup_schema(source, rollup_id, &mut ops);
+                    let source_series: Vec<SeriesId> = self.series.values().filter(|s| s.table == source).map(|s| s.id).collect();
+                    for s in source_series {
+                        self.rollup_series_for(source, rollup_id, s, config, &mut ops);
+                    }
+                    source = rollup_id;
                 }
             }
         }
@@ -436,4 +492,11 @@ fn series_hash(table: TableId, tags: &[(ColumnId, &str)]) -> u64 {
     table.hash(&mut h);
     tags.hash(&mut h);
     h.finish()
+}
+
+/// The allowed lateness of a rollup: the configured one for a rollup of raw rows; for one of a
+/// finer rollup (of interval `finer_ns`), minus that interval, so a window is final as soon as
+/// the finer windows in it are.
+fn lateness_ns(finer_ns: Option<i64>, config: &StorageConfig) -> i64 {
+    finer_ns.map_or(config.rollup_lateness_ns(), |finer| finer.saturating_neg())
 }

@@ -158,6 +158,27 @@ impl Agg {
         }
     }
 
+    fn sum(&self) -> FieldValue {
+        match *self {
+            Self::F64 { sum, .. } => FieldValue::F64(sum),
+            Self::I64 { sum, .. } => FieldValue::I64(sum),
+        }
+    }
+
+    fn min(&self) -> FieldValue {
+        match *self {
+            Self::F64 { min, .. } => FieldValue::F64(min),
+            Self::I64 { min, .. } => FieldValue::I64(min),
+        }
+    }
+
+    fn max(&self) -> FieldValue {
+        match *self {
+            Self::F64 { max, .. } => FieldValue::F64(max),
+            Self::I64 { max, .. } => FieldValue::I64(max),
+        }
+    }
+
     /// (count, sum, min, max, avg) as field values.
     fn values(&self) -> [FieldValue; 5] {
         match *self {
@@ -223,8 +244,65 @@ impl Window {
     }
 }
 
-/// The rollup table's columns for one raw field's aggregates, in [`AGGREGATES`] order.
+/// The rollup table's columns for one field's aggregates, in [`AGGREGATES`] order.
 type AggColumns = [ColumnId; 5];
+
+/// Where the aggregates of one field of a rollup come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inputs {
+    /// A raw table's numeric field: count, sum, min, max and avg of its values.
+    Raw(ColumnId),
+    /// A finer rollup's `<field>_count`, `_sum`, `_min` and `_max`: the sum of the counts, the
+    /// sum of the sums, the least minimum and the greatest maximum; avg is sum / count.
+    Finer([ColumnId; 4]),
+}
+
+impl Inputs {
+    /// The aggregates of a window's partial aggregates (by source column, sorted); `None` when
+    /// the window holds no value of the field.
+    fn values(&self, aggs: &[(ColumnId, Agg)]) -> Option<[FieldValue; 5]> {
+        let agg = |column: ColumnId| aggs.binary_search_by_key(&column, |(c, _)| *c).ok().map(|i| aggs[i].1);
+        match *self {
+            Self::Raw(column) => Some(agg(column)?.values()),
+            Self::Finer([count, sum, min, max]) => {
+                let count = match agg(count)?.sum() {
+                    FieldValue::I64(n) if n > 0 => n,
+                    _ => return None,
+                };
+                let sum = agg(sum)?.sum();
+                let avg = match sum {
+                    FieldValue::F64(x) => x / count as f64,
+                    FieldValue::I64(x) => x as f64 / count as f64,
+                    _ => f64::NAN,
+                };
+                Some([FieldValue::I64(count), sum, agg(min)?.min(), agg(max)?.max(), FieldValue::F64(avg)])
+            }
+        }
+    }
+}
+
+/// The fields a rollup of `source` keeps: name, type of sum, min and max, and their inputs.
+/// From a raw table (`finer` false), its numeric fields; from a finer rollup, the fields whose
+/// `_count`, `_sum`, `_min` and `_max` it holds.
+fn rolled_up_fields(source: &TableSchema, finer: bool) -> Vec<(String, FieldType, Inputs)> {
+    let numeric = |kind: ColumnKind| match kind {
+        ColumnKind::Field(ty @ (FieldType::F64 | FieldType::I64)) => Some(ty),
+        _ => None,
+    };
+    if !finer {
+        return source.fields().filter_map(|f| Some((f.name.clone(), numeric(f.kind)?, Inputs::Raw(f.id)))).collect();
+    }
+    source
+        .fields()
+        .filter(|f| f.kind == ColumnKind::Field(FieldType::I64))
+        .filter_map(|count| {
+            let name = count.name.strip_suffix("_count")?;
+            let part = |a: &str| source.column(&format!("{name}_{a}")).and_then(|c| Some((c.id, numeric(c.kind)?)));
+            let ((sum, ty), (min, min_ty), (max, max_ty)) = (part("sum")?, part("min")?, part("max")?);
+            (ty == min_ty && ty == max_ty).then(|| (name.to_owned(), ty, Inputs::Finer([count.id, sum, min, max])))
+        })
+        .collect()
+}
 
 /// The rollup of one raw table.
 #[derive(Debug)]
@@ -236,8 +314,10 @@ pub(crate) struct Rollup {
     newest_ns: i64,
     /// Rollup series by raw series.
     pub(crate) series: FxHashMap<SeriesId, SeriesId>,
-    /// Rollup columns by raw field column.
-    columns: FxHashMap<ColumnId, AggColumns>,
+    /// Whether the source is a finer rollup rather than a raw table.
+    pub(crate) finer: bool,
+    /// Each field's inputs and rollup columns.
+    columns: Vec<(Inputs, AggColumns)>,
     final_column: ColumnId,
     late_column: ColumnId,
     /// Open windows by start, then by rollup series.
@@ -290,15 +370,18 @@ pub(crate) enum Observed {
 }
 
 impl Rollup {
-    /// The rollup in table `rollup` (whose columns [`sync_schema`] made) of `source`.
-    pub(crate) fn new(entry: RollupEntry, lateness_ns: i64, source: &TableSchema, rollup: &TableSchema) -> Self {
+    /// The rollup in table `rollup` (whose columns [`sync_schema`] made) of `source`, a raw
+    /// table or (`finer`) a finer rollup. A rollup of a finer one finalizes a window once the
+    /// finer rollup's windows in it are final.
+    pub(crate) fn new(entry: RollupEntry, lateness_ns: i64, source: &TableSchema, rollup: &TableSchema, finer: bool) -> Self {
         let mut r = Self {
             table: rollup.id,
             entry,
             lateness_ns,
             newest_ns: i64::MIN,
             series: FxHashMap::default(),
-            columns: FxHashMap::default(),
+            finer,
+            columns: Vec::new(),
             final_column: ColumnId(0),
             late_column: ColumnId(0),
             open: BTreeMap::new(),
@@ -318,10 +401,10 @@ impl Rollup {
         self.final_column = id(FINAL_COLUMN).unwrap_or(ColumnId(0));
         self.late_column = id(LATE_UPDATES_COLUMN).unwrap_or(ColumnId(0));
         self.columns.clear();
-        for field in source.fields() {
-            let Some(ids) = AGGREGATES.iter().map(|a| id(&format!("{}_{a}", field.name))).collect::<Option<Vec<_>>>() else { continue };
+        for (name, _, inputs) in rolled_up_fields(source, self.finer) {
+            let Some(ids) = AGGREGATES.iter().map(|a| id(&format!("{name}_{a}"))).collect::<Option<Vec<_>>>() else { continue };
             if let Ok(ids) = <AggColumns>::try_from(ids) {
-                self.columns.insert(field.id, ids);
+                self.columns.push((inputs, ids));
             }
         }
     }
@@ -369,11 +452,11 @@ impl Rollup {
         let mut fields = Vec::with_capacity(2 + window.aggs.len() * AGGREGATES.len());
         fields.push((self.final_column, FieldValue::Bool(is_final)));
         fields.push((self.late_column, FieldValue::I64(late_updates)));
-        for (column, ids) in &self.columns {
-            match window.aggs.binary_search_by_key(column, |(c, _)| *c) {
-                Ok(i) => fields.extend(ids.iter().copied().zip(window.aggs[i].1.values())),
+        for (inputs, ids) in &self.columns {
+            match inputs.values(&window.aggs) {
+                Some(values) => fields.extend(ids.iter().copied().zip(values)),
                 // No value in the window: a count of 0, and no sum, min, max or avg (as SQL).
-                Err(_) => fields.push((ids[0], FieldValue::I64(0))),
+                None => fields.push((ids[0], FieldValue::I64(0))),
             }
         }
         fields.sort_by_key(|(id, _)| *id);
@@ -460,21 +543,21 @@ impl Rollup {
         (rows, fixes)
     }
 
-    /// Rows of the open windows and of final rows being written, for scans.
-    pub(crate) fn overlay(&self, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
+    /// Rows of final rows being written and (with `open`) of the open windows, for scans.
+    pub(crate) fn overlay(&self, open: bool, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
         let mut rows: Vec<Row> = self.pending.iter().filter(|((t, s), _)| wants(*s, *t)).map(|(_, row)| row.clone()).collect();
-        for (start, windows) in &self.open {
+        for (start, windows) in self.open.iter().filter(|_| open) {
             rows.extend(windows.iter().filter(|(s, _)| wants(**s, *start)).map(|(s, w)| self.row(*s, *start, w, false, 0)));
         }
         rows
     }
 }
 
-/// Adds to `rollup` the columns that `source`'s tags and numeric fields need: the tags,
-/// `final`, `late_updates`, and `<field>_count`, `_sum`, `_min`, `_max`, `_avg` per numeric
-/// field. Returns whether it changed. A name already taken by a column of another kind is
-/// left alone (that aggregate is then not kept).
-pub(crate) fn sync_schema(source: &TableSchema, rollup: &mut TableSchema) -> bool {
+/// Adds to `rollup` the columns that `source`'s tags and fields need: the tags, `final`,
+/// `late_updates`, and `<field>_count`, `_sum`, `_min`, `_max`, `_avg` per field rolled up
+/// (see [`rolled_up_fields`]). Returns whether it changed. A name already taken by a column of
+/// another kind is left alone (that aggregate is then not kept).
+pub(crate) fn sync_schema(source: &TableSchema, rollup: &mut TableSchema, finer: bool) -> bool {
     let mut changed = false;
     let mut add = |rollup: &mut TableSchema, name: &str, kind: ColumnKind| {
         if rollup.column(name).is_none() {
@@ -487,10 +570,9 @@ pub(crate) fn sync_schema(source: &TableSchema, rollup: &mut TableSchema) -> boo
     }
     add(rollup, FINAL_COLUMN, ColumnKind::Field(FieldType::Bool));
     add(rollup, LATE_UPDATES_COLUMN, ColumnKind::Field(FieldType::I64));
-    for field in source.fields() {
-        let ColumnKind::Field(ty @ (FieldType::F64 | FieldType::I64)) = field.kind else { continue };
+    for (name, ty, _) in rolled_up_fields(source, finer) {
         let kinds = [FieldType::I64, ty, ty, ty, FieldType::F64];
-        let names: Vec<String> = AGGREGATES.iter().map(|a| format!("{}_{a}", field.name)).collect();
+        let names: Vec<String> = AGGREGATES.iter().map(|a| format!("{name}_{a}")).collect();
         let free = names.iter().zip(kinds).all(|(n, k)| rollup.column(n).is_none_or(|c| c.kind == ColumnKind::Field(k)));
         if free {
             for (name, kind) in names.iter().zip(kinds) {

@@ -125,6 +125,8 @@ pub(crate) enum RollupView {
     /// Open windows, and final windows exact at the instant the scan starts: rows being
     /// written, and windows that took late rows or are being recomputed, recomputed.
     Exact,
+    /// [`RollupView::Exact`] without the open windows: what a coarser rollup is built from.
+    Final,
     /// The stored rows and those being written: what the maintainer rewrites from.
     Written,
 }
@@ -172,9 +174,9 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
             // counted once: in a stored (or pending) row, or among those still to write.
             let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
             let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
-            let mut unwritten = rollup.overlay(&wants);
+            let mut unwritten = rollup.overlay(view == RollupView::Exact, &wants);
             let mut fixes = Vec::new();
-            if view == RollupView::Exact {
+            if view != RollupView::Written {
                 let (rows, recompute) = rollup.fixes(&wants);
                 unwritten.extend(rows);
                 fixes = recompute;

@@ -16,6 +16,8 @@ use crate::common::point;
 
 const SECOND_NS: i64 = 1_000_000_000;
 const INTERVAL_NS: i64 = 60 * SECOND_NS;
+/// The coarser rollup, `m_5m`, built from `m_1m`.
+const COARSE_NS: i64 = 5 * INTERVAL_NS;
 const LATENESS_NS: i64 = 5 * SECOND_NS;
 /// 2023-11-14, a whole minute.
 const BASE_NS: i64 = 1_699_999_980 * SECOND_NS;
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn config(dir: &std::path::Path) -> StorageConfig {
     let mut c = StorageConfig::test_config(dir);
     c.rollup_interval_ms = 60_000;
+    c.rollup_coarser_intervals_ms = vec![300_000];
     c.rollup_lateness_ms = 5_000;
     c.partition_duration_ms = 10 * 60 * 1000;
     c
@@ -56,6 +59,8 @@ struct Model {
     late: BTreeMap<(String, i64), i64>,
     newest_ns: i64,
     frontier_ns: i64,
+    /// Of the coarser rollup.
+    coarse_frontier_ns: i64,
 }
 
 impl Model {
@@ -66,13 +71,19 @@ impl Model {
         }
         let frontier = (self.newest_ns - LATENESS_NS).div_euclid(INTERVAL_NS) * INTERVAL_NS;
         self.frontier_ns = self.frontier_ns.max(frontier);
+        // The coarser rollup's windows are final once the finer windows in them are: its
+        // newest time is that of the newest final finer window.
+        let newest_final = self.windows(INTERVAL_NS).keys().map(|(_, w)| *w).filter(|w| *w < self.frontier_ns).max();
+        if let Some(newest) = newest_final {
+            self.coarse_frontier_ns = self.coarse_frontier_ns.max((newest + INTERVAL_NS).div_euclid(COARSE_NS) * COARSE_NS);
+        }
     }
 
-    /// `SELECT count(a), sum(a), min(a), max(a), avg(a), count(b), ... GROUP BY s, date_bin(60 s, time)`.
-    fn windows(&self) -> BTreeMap<(String, i64), Aggregates> {
+    /// `SELECT count(a), sum(a), min(a), max(a), avg(a), count(b), ... GROUP BY s, date_bin(interval, time)`.
+    fn windows(&self, interval_ns: i64) -> BTreeMap<(String, i64), Aggregates> {
         let mut out: BTreeMap<(String, i64), Aggregates> = BTreeMap::new();
         for ((s, t), (a, b)) in &self.raw {
-            let w = out.entry((s.clone(), t.div_euclid(INTERVAL_NS) * INTERVAL_NS)).or_default();
+            let w = out.entry((s.clone(), t.div_euclid(interval_ns) * interval_ns)).or_default();
             if let Some(a) = a {
                 w.a.push(*a);
             }
@@ -100,12 +111,12 @@ struct RollupRow {
     b: (i64, Option<i64>, Option<i64>, Option<i64>, Option<f64>),
 }
 
-fn read_rollups(storage: &Storage) -> BTreeMap<(String, i64), RollupRow> {
+fn read_rollups(storage: &Storage, table: &str) -> BTreeMap<(String, i64), RollupRow> {
     let mut out = BTreeMap::new();
-    if storage.table("m_1m").is_none() {
+    if storage.table(table).is_none() {
         return out;
     }
-    for batch in storage.scan(&ScanRequest::all("m_1m")).expect("scan rollups") {
+    for batch in storage.scan(&ScanRequest::all(table)).expect("scan rollups") {
         let batch: RecordBatch = batch.expect("batch");
         let time = batch.column_by_name("time").expect("time").as_primitive::<TimestampNanosecondType>();
         let s = batch.column_by_name("s").expect("tag s").as_string::<i32>();
@@ -141,13 +152,13 @@ fn close(x: Option<f64>, y: Option<f64>) -> bool {
 /// Every final window equals the model's aggregates and late count; every window before the
 /// frontier is final, and every other window is open.
 fn check(storage: &Storage, model: &Model) {
-    let rollups = read_rollups(storage);
-    let windows = model.windows();
+    let rollups = read_rollups(storage, "m_1m");
+    let windows = model.windows(INTERVAL_NS);
     for (key, w) in &windows {
         let row = rollups.get(key).unwrap_or_else(|| panic!("window {key:?} is missing"));
         assert_eq!(row.is_final, key.1 < model.frontier_ns, "window {key:?} final iff before the frontier {}", model.frontier_ns);
         if row.is_final {
-            check_window(key, row, w, model.late.get(key).copied().unwrap_or(0));
+            check_window(key, row, w, Some(model.late.get(key).copied().unwrap_or(0)));
         }
     }
     for key in rollups.keys() {
@@ -155,9 +166,34 @@ fn check(storage: &Storage, model: &Model) {
     }
 }
 
-/// The rollup row of window `key` holds the aggregates of `w` and `late` late updates.
-fn check_window(key: &(String, i64), row: &RollupRow, w: &Aggregates, late: i64) {
-    assert_eq!(row.late_updates, late, "late updates of {key:?}");
+/// Once maintenance has run, every final window of the coarser rollup equals the aggregates of
+/// the raw rows over its interval; windows before its frontier are final, the others open.
+fn check_coarse(storage: &Storage, model: &Model) {
+    let rollups = read_rollups(storage, "m_5m");
+    let windows = model.windows(COARSE_NS);
+    for (key, w) in &windows {
+        let Some(row) = rollups.get(key) else {
+            // Only the finer rollup's final rows reach the coarser one.
+            let finer_final = |(s, t): &(String, i64)| *s == key.0 && t.div_euclid(COARSE_NS) * COARSE_NS == key.1 && t.div_euclid(INTERVAL_NS) * INTERVAL_NS < model.frontier_ns;
+            assert!(!model.raw.keys().any(finer_final), "coarse window {key:?} is missing");
+            continue;
+        };
+        assert_eq!(row.is_final, key.1 < model.coarse_frontier_ns, "coarse window {key:?} final iff before {}", model.coarse_frontier_ns);
+        if row.is_final {
+            check_window(key, row, w, None);
+        }
+    }
+    for key in rollups.keys() {
+        assert!(windows.contains_key(key), "coarse window {key:?} has no raw rows");
+    }
+}
+
+/// The rollup row of window `key` holds the aggregates of `w` and, when given, `late` late
+/// updates.
+fn check_window(key: &(String, i64), row: &RollupRow, w: &Aggregates, late: Option<i64>) {
+    if let Some(late) = late {
+        assert_eq!(row.late_updates, late, "late updates of {key:?}");
+    }
     let sum_a: f64 = w.a.iter().sum();
     let count_a = w.a.len() as i64;
     let a_min = w.a.iter().copied().reduce(f64::min);
@@ -181,7 +217,7 @@ proptest! {
     fn final_rollup_windows_equal_group_by_over_raw_rows(ops in prop::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = Some(Storage::open(config(dir.path())).expect("open"));
-        let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, ..Model::default() };
+        let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
         let mut clock_ns = BASE_NS;
         for op in &ops {
             match op {
@@ -211,6 +247,8 @@ proptest! {
                 Op::Settle => {
                     storage.as_ref().expect("open").settle_rollups().expect("settle");
                     model.settle();
+                    // The coarser rollup follows the finer one's stored rows, as of maintenance.
+                    check_coarse(storage.as_ref().expect("open"), &model);
                 }
             }
             check(storage.as_ref().expect("open"), &model);
@@ -226,6 +264,7 @@ proptest! {
         storage.settle_rollups().expect("settle");
         model.settle();
         check(storage, &model);
+        check_coarse(storage, &model);
     }
 }
 
@@ -253,7 +292,7 @@ fn final_windows_are_exact_while_the_maintainer_runs() {
     c.background_persist = true;
     c.persist_buffer_bytes = 256 * 1024;
     let storage = Storage::open(c).expect("open");
-    let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, ..Model::default() };
+    let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
     // A small deterministic generator, so a failure repeats.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: u64| {
@@ -291,15 +330,44 @@ fn final_windows_are_exact_while_the_maintainer_runs() {
             model.raw.insert((series, time), (a, b));
         }
         storage.write(&batch).expect("write");
-        let rollups = read_rollups(&storage);
-        let windows = model.windows();
+        let rollups = read_rollups(&storage, "m_1m");
+        let windows = model.windows(INTERVAL_NS);
         finals.clear();
         for (key, row) in rollups.iter().filter(|(_, row)| row.is_final) {
             let w = windows.get(key).unwrap_or_else(|| panic!("window {key:?} has no raw rows"));
-            check_window(key, row, w, model.late.get(key).copied().unwrap_or(0));
+            check_window(key, row, w, Some(model.late.get(key).copied().unwrap_or(0)));
             finals.push(key.clone());
         }
     }
     assert!(finals.len() > 100, "windows became final: {}", finals.len());
     assert!(late_rows > 100, "late rows written: {late_rows}");
+}
+
+#[test]
+fn tables_have_their_own_rollup_intervals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.rollup_table_intervals_ms = BTreeMap::from([("fast".to_owned(), vec![10_000, 60_000]), ("quiet".to_owned(), vec![])]);
+    let storage = Storage::open(c.clone()).expect("open");
+    let mut batch = WriteBatch::new();
+    for table in ["m", "fast", "quiet"] {
+        batch.push(table, point("s0", BASE_NS, Some(1.0), None));
+    }
+    storage.write(&batch).expect("write");
+    let names: Vec<String> = storage.tables().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["fast", "fast_10s", "fast_1m", "m", "m_1m", "m_5m", "quiet"]);
+    storage.close(false).expect("close");
+
+    // A coarser interval configured later is built from the rollup the table has.
+    c.rollup_table_intervals_ms.insert("fast".to_owned(), vec![10_000, 60_000, 600_000]);
+    let storage = Storage::open(c.clone()).expect("reopen");
+    assert!(storage.table("fast_10m").is_some(), "the new coarser rollup exists on open");
+    storage.close(false).expect("close");
+
+    for bad in [vec![60_000, 90_000], vec![7_000], vec![60_000, 60_000]] {
+        let mut c = config(dir.path());
+        c.rollup_table_intervals_ms.insert("fast".to_owned(), bad.clone());
+        let err = c.validate().expect_err("a chain that cannot work").to_string();
+        assert!(err.contains("rollup_table_intervals_ms.fast"), "{bad:?}: {err}");
+    }
 }

@@ -22,7 +22,7 @@ use crate::model::{FieldValue, SeriesId, TableId};
 use crate::registry::now_ns;
 use crate::rollup::recompute::{for_each_row, recompute, wait_applied};
 use crate::rollup::{DirtyKey, LATE_UPDATES_COLUMN, Window};
-use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan, scan_view};
+use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan_view};
 use crate::wal::{Row, TableRows};
 
 /// Dirty windows one round recomputes at most, so a large backfill is worked off in bounded
@@ -178,7 +178,7 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
                 ops.push(Op::Rollup(w.table, crate::rollup::RollupEntry { frontier_ns, ..rollup.entry }));
             }
             let tables = if written.is_empty() { Vec::new() } else { vec![TableRows { table: w.table, rows: written.clone() }] };
-            Ok(registry.prepare_rows(tables, ops))
+            registry.prepare_rollup_rows(tables, ops, &shared.config)
         })?;
         let mut registry = shared.registry.lock();
         if let Some(rollup) = registry.rollups.get_mut(&w.source) {
@@ -246,7 +246,7 @@ pub(crate) fn start(storage: &Storage, reopened: Vec<DirtyKey>) -> Result<()> {
     let now = now_ns();
     for (source, raw_table, frontier_ns) in rollups {
         let request = ScanRequest { time_min_ns: frontier_ns, ..ScanRequest::all(&raw_table) };
-        let mut rows = scan(shared, &request)?;
+        let mut rows = scan_view(shared, &request, RollupView::Final)?;
         while let Some(set) = rows.next_rows()? {
             let mut registry = shared.registry.lock();
             let Some(rollup) = registry.rollups.get_mut(&source) else { break };

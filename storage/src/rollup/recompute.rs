@@ -11,7 +11,7 @@ use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
 use crate::rollup::{Fix, Window, window_start};
 use crate::rowset::{RowSet, Selection, Values};
-use crate::scan::{ScanRequest, SeriesFilter, scan};
+use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan_view};
 use crate::wal::Row;
 
 /// Waits until every write prepared up to `sequence` is in the write buffer.
@@ -37,8 +37,9 @@ pub(crate) fn for_each_row(rows: &RowSet, mut f: impl FnMut(SeriesId, i64, &[(Co
     }
 }
 
-/// The windows (raw series, start) of `wanted`, from the raw rows of `raw_table` as they are
-/// now, in one scan. A window without raw rows comes back empty.
+/// The windows (source series, start) of `wanted`, from the rows of `raw_table` (raw rows, or
+/// a finer rollup's final rows) as they are now, in one scan. A window without rows comes back
+/// empty.
 pub(crate) fn recompute(shared: &Shared, raw_table: &str, interval_ns: i64, wanted: &[(SeriesId, i64)]) -> Result<FxHashMap<(SeriesId, i64), Window>> {
     let mut windows: FxHashMap<(SeriesId, i64), Window> = wanted.iter().map(|&(raw, start)| ((raw, start), Window::new(raw))).collect();
     let (Some(first), Some(last)) = (wanted.iter().map(|w| w.1).min(), wanted.iter().map(|w| w.1).max()) else { return Ok(windows) };
@@ -52,7 +53,7 @@ pub(crate) fn recompute(shared: &Shared, raw_table: &str, interval_ns: i64, want
         series: SeriesFilter::Ids(series),
         columns: None,
     };
-    let mut rows = scan(shared, &request)?;
+    let mut rows = scan_view(shared, &request, RollupView::Final)?;
     while let Some(set) = rows.next_rows()? {
         for_each_row(&set, |raw, time, fields| {
             if let Some(window) = windows.get_mut(&(raw, window_start(time, interval_ns))) {
