@@ -1,6 +1,7 @@
 //! The SQL catalog: schema `public` lists storage's tables as they are now, so tables that
 //! ingest creates are queryable at once; schema `system` lists isobar's own tables (storage
-//! tables named `system.<name>`, such as `system.ingest_errors`).
+//! tables named `system.<name>`, such as `system.ingest_errors`, and `system.rollups`, made
+//! from storage's memory).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use isobar_storage::{SYSTEM_TABLE_PREFIX, Storage};
 
+use crate::system_rollups;
 use crate::table::StorageTable;
 
 /// The schema of isobar's own tables.
@@ -54,11 +56,17 @@ impl StorageSchema {
 impl SchemaProvider for StorageSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.storage.tables().into_iter().filter_map(|t| self.sql_name(t.name)).collect();
+        if self.system {
+            names.push(system_rollups::NAME.to_owned());
+        }
         names.sort();
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.system && name == system_rollups::NAME {
+            return system_rollups::table(&self.storage).map(Some);
+        }
         let table = self.storage_name(name).and_then(|name| self.storage.table(&name));
         Ok(table.map(|t| Arc::new(StorageTable::new(self.storage.clone(), t)) as Arc<dyn TableProvider>))
     }
@@ -70,6 +78,6 @@ impl SchemaProvider for StorageSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
+        (self.system && name == system_rollups::NAME) || self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
     }
 }

@@ -22,6 +22,7 @@ mod insert;
 mod memory;
 mod pushdown;
 mod subquery;
+mod system_rollups;
 mod table;
 
 pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};

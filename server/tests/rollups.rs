@@ -109,6 +109,18 @@ async fn the_rollup_table_answers_the_seed_aggregation() {
     // Five minutes of 12 sensors: at least four whole minutes each are behind the watermark.
     let finals = wait_for_finals(&server, 12 * 4, true).await;
     assert!(finals <= 12 * 6, "{finals} final minutes of a 5-minute run");
+
+    // system.rollups says how far weather_1m is final: up to the end of its newest final minute.
+    let client = server.client().await;
+    let status = client
+        .query_one("SELECT rollup, source, interval_ms, final_before, stale_windows FROM system.rollups", &[])
+        .await
+        .expect("system.rollups");
+    assert_eq!((status.get::<_, String>(0), status.get::<_, String>(1), status.get::<_, i64>(2)), ("weather_1m".into(), "weather".into(), 60_000));
+    let newest_final = client.query_one("SELECT max(time) FROM weather_1m WHERE final", &[]).await.expect("newest final minute");
+    let final_before: SystemTime = status.get(3);
+    assert_eq!(final_before, newest_final.get::<_, SystemTime>(0) + Duration::from_secs(60));
+    assert_eq!(status.get::<_, i64>(4), 0, "no window waits to be written again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

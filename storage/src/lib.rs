@@ -63,6 +63,7 @@ pub use {
     engine::{Metrics, Storage},
     persist::MaintenanceReport,
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
+    rollup::maintain::RollupStatus,
     scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
 };
 

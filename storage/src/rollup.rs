@@ -437,6 +437,16 @@ impl Rollup {
         }
     }
 
+    /// The newest event time seen, if any.
+    pub(crate) fn newest_ns(&self) -> Option<i64> {
+        (self.newest_ns != i64::MIN).then_some(self.newest_ns)
+    }
+
+    /// Final windows whose stored rows lack late rows or hold provisional aggregates.
+    pub(crate) fn stale_windows(&self) -> usize {
+        self.dirty.len() + self.rewriting.keys().filter(|k| !self.dirty.contains_key(k)).count()
+    }
+
     /// The frontier the watermark allows, when it is past the current one.
     pub(crate) fn due_frontier(&self) -> Option<i64> {
         if self.newest_ns == i64::MIN {

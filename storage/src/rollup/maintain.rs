@@ -29,7 +29,47 @@ use crate::wal::{Row, TableRows};
 /// steps.
 const DIRTY_PER_ROUND_MAX: usize = 10_000;
 
+/// What a rollup is doing, for `system.rollups`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupStatus {
+    /// The rollup table, e.g. `weather_1m`.
+    pub table: String,
+    /// The table it is built from: the raw table, or a finer rollup.
+    pub source: String,
+    pub interval_ns: i64,
+    /// Windows starting before this are final; `None` while none is.
+    pub frontier_ns: Option<i64>,
+    /// The newest event time the rollup has seen (never ahead of the wall clock).
+    pub newest_ns: Option<i64>,
+    /// Windows still taking rows, one per series and window.
+    pub open_windows: u64,
+    /// Final windows that took late rows or are being recomputed, whose stored rows scans
+    /// correct until the maintainer writes them again.
+    pub stale_windows: u64,
+}
+
 impl Storage {
+    /// Every rollup's state, by table name.
+    pub fn rollups(&self) -> Vec<RollupStatus> {
+        let registry = self.shared.registry.lock();
+        let name = |id| registry.table_by_id(id).map(|t| t.name.clone()).unwrap_or_default();
+        let mut out: Vec<RollupStatus> = registry
+            .rollups
+            .iter()
+            .map(|(source, r)| RollupStatus {
+                table: name(r.table),
+                source: name(*source),
+                interval_ns: r.entry.interval_ns,
+                frontier_ns: (r.entry.frontier_ns != i64::MIN).then_some(r.entry.frontier_ns),
+                newest_ns: r.newest_ns(),
+                open_windows: r.open.values().map(|w| w.len() as u64).sum(),
+                stale_windows: r.stale_windows() as u64,
+            })
+            .collect();
+        out.sort_by(|a, b| a.table.cmp(&b.table));
+        out
+    }
+
     /// Hands every rollup window written final from now on (and again after late rows) to the
     /// returned queue of `capacity` windows; a window that finds the queue full is counted in
     /// [`crate::Metrics::rollup_windows_unwatched`] and not handed over. A second call replaces

@@ -1,0 +1,44 @@
+//! `system.rollups`: one row per rollup table, read from storage's memory when a query is
+//! planned. It shows how far each rollup is final (`final_before`), the newest event time it
+//! has seen, and how many windows are open or stale (final windows that took late rows and
+//! wait to be written again; queries correct them meanwhile), so an operator sees a rollup
+//! falling behind instead of trusting stale numbers.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::Result;
+use isobar_storage::Storage;
+
+/// The table's name in schema `system`.
+pub(crate) const NAME: &str = "rollups";
+
+/// The rollups as they are now.
+pub(crate) fn table(storage: &Storage) -> Result<Arc<dyn TableProvider>> {
+    let rollups = storage.rollups();
+    let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("rollup", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("interval_ms", DataType::Int64, false),
+        Field::new("final_before", time(), true),
+        Field::new("newest_event", time(), true),
+        Field::new("open_windows", DataType::Int64, false),
+        Field::new("stale_windows", DataType::Int64, false),
+    ]));
+    let timestamps = |values: Vec<Option<i64>>| Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC")) as ArrayRef;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rollups.iter().map(|r| r.table.as_str()))),
+        Arc::new(StringArray::from_iter_values(rollups.iter().map(|r| r.source.as_str()))),
+        Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| r.interval_ns / 1_000_000))),
+        timestamps(rollups.iter().map(|r| r.frontier_ns).collect()),
+        timestamps(rollups.iter().map(|r| r.newest_ns).collect()),
+        Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.open_windows)))),
+        Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.stale_windows)))),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
