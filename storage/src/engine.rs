@@ -360,9 +360,20 @@ pub(crate) fn commit(shared: &Shared, tx: &Sender<CommitRequest>, prepare: impl 
     if prepared.ops.is_empty() {
         return Ok(prepared.receipt);
     }
+    // The rows for open rollup windows merge after the registry lock, while the next writer
+    // prepares: the open windows' lock, taken before the registry's is let go and held until
+    // the request is queued, keeps both the merges and the queue in sequence order.
+    let open_windows = Arc::clone(&registry.open_windows);
+    let mut open = open_windows.lock();
+    drop(registry);
+    for rows in &prepared.open_rows {
+        if let Some(table) = prepared.tables.get(rows.table_index) {
+            rows.merge(&table.rows, &mut open);
+        }
+    }
     let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
     tx.send(request).map_err(|_| Error::Closed)?;
-    drop(registry);
+    drop(open);
     done_rx.recv().map_err(|_| Error::Closed)??;
     if prepared.rollups_due {
         let _ = shared.rollup_kick.try_send(());

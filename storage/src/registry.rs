@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 use crate::fxhash::{FxHashMap, FxHasher};
 
@@ -15,7 +18,7 @@ use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, RejectedPoint, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
-use crate::rollup::{DirtyKey, Observed, Rollup, RollupEntry, rollup_table_name, sync_schema};
+use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
 use crate::wal::{self, Row, TableRows};
 
@@ -35,6 +38,8 @@ pub(crate) struct Registry {
     pub(crate) rollups: FxHashMap<TableId, Rollup>,
     /// Raw tables by rollup table.
     pub(crate) rollup_sources: FxHashMap<TableId, TableId>,
+    /// The rollups' open windows, behind their own lock (see [`OpenWindows`]).
+    pub(crate) open_windows: Arc<Mutex<OpenWindows>>,
 }
 
 /// The wall clock, in nanoseconds since 1970.
@@ -51,6 +56,8 @@ pub(crate) struct Prepared {
     pub(crate) receipt: WriteReceipt,
     /// A rollup has windows to finalize or recompute.
     pub(crate) rollups_due: bool,
+    /// Rows for open rollup windows, merged by `engine::commit` after the registry lock.
+    pub(crate) open_rows: Vec<OpenRows>,
 }
 
 impl Registry {
@@ -187,6 +194,7 @@ impl Registry {
         let mut receipt = WriteReceipt::default();
         let sequence = WalSequence(self.next_sequence);
         let mut rollups_due = false;
+        let mut open_rows = Vec::new();
         let now_ns = now_ns();
         for (name, points) in &batch.tables {
             let refused = check_table_name(name, &limits).err().or_else(|| self.refuse_rollup_write(name));
@@ -224,7 +232,9 @@ impl Registry {
             }
             if !rows.is_empty() {
                 receipt.rows_written += rows.len() as u64;
-                rollups_due |= self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
+                let rolled = self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
+                rollups_due |= rolled.due;
+                open_rows.extend(rolled.open_rows(tables.len()));
                 tables.push(TableRows { table: schema.id, rows });
             }
         }
@@ -234,7 +244,7 @@ impl Registry {
             ops.push(Op::Wal(sequence, wal::encode(&tables)));
             receipt.sequence = Some(sequence);
         }
-        Ok(Prepared { sequence, ops, tables, receipt, rollups_due })
+        Ok(Prepared { sequence, ops, tables, receipt, rollups_due, open_rows })
     }
 
     /// Why points may not be written to table `name`: it is a rollup, which isobar maintains.
@@ -248,11 +258,13 @@ impl Registry {
     /// the coarser rollups built from them.
     pub(crate) fn prepare_rollup_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>, config: &StorageConfig) -> Result<Prepared> {
         let (sequence, now_ns) = (self.next_sequence, now_ns());
-        let mut rollups_due = false;
-        for t in &tables {
-            rollups_due |= self.roll_up(t.table, false, &t.rows, sequence, now_ns, config, &mut ops)?;
+        let (mut rollups_due, mut open_rows) = (false, Vec::new());
+        for (i, t) in tables.iter().enumerate() {
+            let rolled = self.roll_up(t.table, false, &t.rows, sequence, now_ns, config, &mut ops)?;
+            rollups_due |= rolled.due;
+            open_rows.extend(rolled.open_rows(i));
         }
-        Ok(Prepared { rollups_due, ..self.prepare_rows(tables, ops) })
+        Ok(Prepared { rollups_due, open_rows, ..self.prepare_rows(tables, ops) })
     }
 
     /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
@@ -262,12 +274,13 @@ impl Registry {
         self.next_sequence += 1;
         ops.push(Op::Wal(sequence, wal::encode(&tables)));
         let receipt = WriteReceipt { sequence: Some(sequence), rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(), ..WriteReceipt::default() };
-        Prepared { sequence, ops, tables, receipt, rollups_due: false }
+        Prepared { sequence, ops, tables, receipt, rollups_due: false, open_rows: Vec::new() }
     }
 
-    /// Feeds the rows just prepared for raw table `source` to its rollup, creating the rollup
+    /// Feeds the rows just prepared for table `source` to its rollup, creating the rollup
     /// table on the table's first rows and keeping its columns and series in step. Late rows
-    /// mark their windows dirty in the same commit. Returns whether windows are due.
+    /// mark their windows dirty in the same commit; rows for open windows are returned, for
+    /// the caller to merge (in WAL order) after the registry lock.
     #[allow(clippy::too_many_arguments)]
     fn roll_up(
         &mut self,
@@ -278,45 +291,46 @@ impl Registry {
         now_ns: i64,
         config: &StorageConfig,
         ops: &mut Vec<Op>,
-    ) -> Result<bool> {
+    ) -> Result<RolledUp> {
+        let mut out = RolledUp { source, due: false, open: Vec::new() };
         if !config.has_rollups() {
-            return Ok(false);
+            return Ok(out);
         }
         // A raw table gets its rollups on its first rows; a rollup table has its coarser one
         // from the start, or none.
         if !self.rollups.contains_key(&source) && (self.rollup_sources.contains_key(&source) || !self.create_rollups(source, config, ops)?) {
-            return Ok(false);
+            return Ok(out);
         }
-        let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { return Ok(false) };
+        let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { return Ok(out) };
         if schema_changed {
             self.sync_rollup_schema(source, rollup_id, ops);
         }
         let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
-        let mut observe = |rollup: &mut Rollup, row: &Row, series: SeriesId| {
-            if let Observed::Late(window_ns) = rollup.observe(row, series, now_ns) {
-                late.entry((series, window_ns)).or_insert((row.series, 0)).1 += 1;
-            }
+        let mut observe = |rollup: &mut Rollup, i: usize, row: &Row, series: SeriesId| match rollup.observe(row, series, now_ns) {
+            Observed::Open(start) => out.open.push((i, series, start)),
+            Observed::Late(window_ns) => late.entry((series, window_ns)).or_insert((row.series, 0)).1 += 1,
         };
         // Rows of series that have their rollup series; then the others, once it exists.
-        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
+        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(out) };
         let mut unmapped = Vec::new();
-        for row in rows {
+        for (i, row) in rows.iter().enumerate() {
             match rollup.series.get(&row.series) {
-                Some(series) => observe(rollup, row, *series),
-                None => unmapped.push(row),
+                Some(series) => observe(rollup, i, row, *series),
+                None => unmapped.push(i),
             }
         }
-        for row in unmapped {
-            let Some(series) = self.rollup_series_for(source, rollup_id, row.series, config, ops) else { continue };
+        for i in unmapped {
+            let Some(series) = self.rollup_series_for(source, rollup_id, rows[i].series, config, ops) else { continue };
             let Some(rollup) = self.rollups.get_mut(&source) else { continue };
-            observe(rollup, row, series);
+            observe(rollup, i, &rows[i], series);
         }
-        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(false) };
+        let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(out) };
         for ((series, window_ns), (raw, late_rows)) in &late {
             ops.push(Op::RollupDirty(DirtyKey { table: rollup_id, series: *series, window_ns: *window_ns, sequence }, *late_rows));
             rollup.mark_dirty(*series, *raw, *window_ns, *late_rows, sequence);
         }
-        Ok(!late.is_empty() || rollup.due_frontier().is_some())
+        out.due = !late.is_empty() || rollup.due_frontier().is_some();
+        Ok(out)
     }
 
     /// The rollup series of raw series `raw` of `source`, creating it (and staging its catalog
@@ -432,7 +446,7 @@ impl Registry {
         }
         if ops.is_empty() {
             let sequence = WalSequence(self.next_sequence);
-            return Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt::default(), rollups_due: false });
+            return Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt::default(), rollups_due: false, open_rows: Vec::new() });
         }
         Ok(self.prepare_rows(Vec::new(), ops))
     }
@@ -454,7 +468,7 @@ impl Registry {
         self.table_names.insert(schema.id, name.to_owned());
         self.tables.insert(name.to_owned(), schema);
         let receipt = WriteReceipt { sequence: Some(sequence), ..WriteReceipt::default() };
-        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt, rollups_due: false })
+        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt, rollups_due: false, open_rows: Vec::new() })
     }
 
     /// The id of the series with `tags` in `table`, creating it (and staging its catalog entry).
@@ -492,6 +506,22 @@ fn series_hash(table: TableId, tags: &[(ColumnId, &str)]) -> u64 {
     table.hash(&mut h);
     tags.hash(&mut h);
     h.finish()
+}
+
+/// What [`Registry::roll_up`] made of one table's rows.
+struct RolledUp {
+    source: TableId,
+    /// Windows are due (to finalize, or to recompute after late rows).
+    due: bool,
+    /// Rows for open windows: (row index, rollup series, window start).
+    open: Vec<(usize, SeriesId, i64)>,
+}
+
+impl RolledUp {
+    /// The rows to merge, when there are any, as rows of the prepared write's table `table_index`.
+    fn open_rows(self, table_index: usize) -> Option<OpenRows> {
+        (!self.open.is_empty()).then_some(OpenRows { source: self.source, table_index, rows: self.open })
+    }
 }
 
 /// The allowed lateness of a rollup: the configured one for a rollup of raw rows; for one of a

@@ -320,8 +320,6 @@ pub(crate) struct Rollup {
     columns: Vec<(Inputs, AggColumns)>,
     final_column: ColumnId,
     late_column: ColumnId,
-    /// Open windows by start, then by rollup series.
-    pub(crate) open: BTreeMap<i64, FxHashMap<SeriesId, Window>>,
     /// Windows final for fewer than [`RECENT_WINDOWS`] intervals, whose state is complete.
     recent: BTreeMap<i64, FxHashMap<SeriesId, Window>>,
     /// Final rows being written, by (window, rollup series): scans see them until the write
@@ -361,10 +359,41 @@ pub(crate) struct Fix {
     pub(crate) late_rows: i64,
 }
 
+/// The open windows of one rollup, by start, then by rollup series.
+pub(crate) type Open = BTreeMap<i64, FxHashMap<SeriesId, Window>>;
+
+/// Every rollup's open windows, by source table. They live behind their own lock, which a
+/// writer takes before it lets go of the registry lock and holds while it merges its rows and
+/// queues its commit, so rows reach their windows in WAL order while the next writer already
+/// prepares (see `engine::commit`). Lock order: registry, then open windows.
+pub(crate) type OpenWindows = FxHashMap<TableId, Open>;
+
+/// Rows of one table to merge into its rollup's open windows once the registry lock is
+/// released: (row index, rollup series, window start).
+#[derive(Debug)]
+pub(crate) struct OpenRows {
+    pub(crate) source: TableId,
+    /// The index of the rows' table in the prepared write.
+    pub(crate) table_index: usize,
+    pub(crate) rows: Vec<(usize, SeriesId, i64)>,
+}
+
+impl OpenRows {
+    /// Merges the rows (of `rows`, the table's prepared rows) into their windows.
+    pub(crate) fn merge(&self, rows: &[Row], open: &mut OpenWindows) {
+        let windows = open.entry(self.source).or_default();
+        for &(i, series, start) in &self.rows {
+            let Some(row) = rows.get(i) else { continue };
+            windows.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series)).add(row.time, &row.fields);
+        }
+    }
+}
+
 /// What became of a raw row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Observed {
-    Open,
+    /// Its window (start) is open: merge it there.
+    Open(i64),
     /// Its window (start) was final: it is late.
     Late(i64),
 }
@@ -384,7 +413,6 @@ impl Rollup {
             columns: Vec::new(),
             final_column: ColumnId(0),
             late_column: ColumnId(0),
-            open: BTreeMap::new(),
             recent: BTreeMap::new(),
             pending: BTreeMap::new(),
             dirty: BTreeMap::new(),
@@ -409,7 +437,9 @@ impl Rollup {
         }
     }
 
-    /// Merges a raw row of rollup series `series` into its window, or reports it late.
+    /// Tells whether a raw row of rollup series `series` is for an open window (which the
+    /// caller merges it into, in WAL order) or late; a late row for a recent window merges
+    /// into that window's state.
     pub(crate) fn observe(&mut self, row: &Row, series: SeriesId, now_ns: i64) -> Observed {
         self.newest_ns = self.newest_ns.max(row.time.min(now_ns));
         let start = window_start(row.time, self.entry.interval_ns);
@@ -422,10 +452,7 @@ impl Rollup {
             }
             return Observed::Late(start);
         }
-        // Every numeric field is aggregated; `row` writes those that have rollup columns.
-        let window = self.open.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series));
-        window.add(row.time, &row.fields);
-        Observed::Open
+        Observed::Open(start)
     }
 
     /// Marks rollup series `series`'s window at `window_ns` for recomputation.
@@ -478,9 +505,9 @@ impl Rollup {
     /// rows, which stay visible to scans as pending until the write that stores them is
     /// applied, and the windows whose values were replaced (rollup series, start, raw series),
     /// to recompute from raw rows, which scans recompute too until then.
-    pub(crate) fn take_due(&mut self, frontier_ns: i64) -> (Vec<Row>, Vec<(SeriesId, i64, SeriesId)>) {
-        let open = self.open.split_off(&frontier_ns);
-        let due = std::mem::replace(&mut self.open, open);
+    pub(crate) fn take_due(&mut self, frontier_ns: i64, open: &mut Open) -> (Vec<Row>, Vec<(SeriesId, i64, SeriesId)>) {
+        let still_open = open.split_off(&frontier_ns);
+        let due = std::mem::replace(open, still_open);
         self.entry.frontier_ns = frontier_ns;
         let (mut rows, mut replaced) = (Vec::new(), Vec::new());
         for (start, windows) in due {
@@ -553,10 +580,10 @@ impl Rollup {
         (rows, fixes)
     }
 
-    /// Rows of final rows being written and (with `open`) of the open windows, for scans.
-    pub(crate) fn overlay(&self, open: bool, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
+    /// Rows of final rows being written and of the `open` windows, for scans.
+    pub(crate) fn overlay(&self, open: Option<&Open>, wants: impl Fn(SeriesId, i64) -> bool) -> Vec<Row> {
         let mut rows: Vec<Row> = self.pending.iter().filter(|((t, s), _)| wants(*s, *t)).map(|(_, row)| row.clone()).collect();
-        for (start, windows) in self.open.iter().filter(|_| open) {
+        for (start, windows) in open.into_iter().flatten() {
             rows.extend(windows.iter().filter(|(s, _)| wants(**s, *start)).map(|(s, w)| self.row(*s, *start, w, false, 0)));
         }
         rows

@@ -174,7 +174,9 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
             // counted once: in a stored (or pending) row, or among those still to write.
             let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
             let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
-            let mut unwritten = rollup.overlay(view == RollupView::Exact, &wants);
+            let open = registry.open_windows.lock();
+            let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), &wants);
+            drop(open);
             let mut fixes = Vec::new();
             if view != RollupView::Written {
                 let (rows, recompute) = rollup.fixes(&wants);

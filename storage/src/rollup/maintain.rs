@@ -12,6 +12,8 @@
 //! On open, [`start`] creates what rollups need for tables that predate them and rebuilds the
 //! open windows from the raw rows at and after each durable frontier.
 
+use std::sync::Arc;
+
 use crossbeam_channel::Sender;
 
 use crate::catalog::Op;
@@ -21,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::{FieldValue, SeriesId, TableId};
 use crate::registry::now_ns;
 use crate::rollup::recompute::{for_each_row, recompute, wait_applied};
-use crate::rollup::{DirtyKey, LATE_UPDATES_COLUMN, Window};
+use crate::rollup::{DirtyKey, LATE_UPDATES_COLUMN, Observed, Window};
 use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan_view};
 use crate::wal::{Row, TableRows};
 
@@ -52,6 +54,7 @@ impl Storage {
     /// Every rollup's state, by table name.
     pub fn rollups(&self) -> Vec<RollupStatus> {
         let registry = self.shared.registry.lock();
+        let open = registry.open_windows.lock();
         let name = |id| registry.table_by_id(id).map(|t| t.name.clone()).unwrap_or_default();
         let mut out: Vec<RollupStatus> = registry
             .rollups
@@ -62,7 +65,7 @@ impl Storage {
                 interval_ns: r.entry.interval_ns,
                 frontier_ns: (r.entry.frontier_ns != i64::MIN).then_some(r.entry.frontier_ns),
                 newest_ns: r.newest_ns(),
-                open_windows: r.open.values().map(|w| w.len() as u64).sum(),
+                open_windows: open.get(source).map_or(0, |o| o.values().map(|w| w.len() as u64).sum()),
                 stale_windows: r.stale_windows() as u64,
             })
             .collect();
@@ -132,10 +135,12 @@ fn finalize(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
         let names: Vec<(TableId, String)> =
             registry.rollups.keys().filter_map(|id| Some((*id, registry.table_by_id(*id)?.name.clone()))).collect();
         let mut work = Vec::new();
+        let open_windows = Arc::clone(&registry.open_windows);
+        let mut open = open_windows.lock();
         for (source, raw_table) in names {
             let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
             let Some(frontier_ns) = rollup.due_frontier() else { continue };
-            let (rows, replaced) = rollup.take_due(frontier_ns);
+            let (rows, replaced) = rollup.take_due(frontier_ns, open.entry(source).or_default());
             let recompute = replaced.into_iter().map(|(series, start_ns, raw_series)| Recompute { series, start_ns, raw_series, late_rows: None });
             work.push(Work {
                 source,
@@ -289,11 +294,16 @@ pub(crate) fn start(storage: &Storage, reopened: Vec<DirtyKey>) -> Result<()> {
         let mut rows = scan_view(shared, &request, RollupView::Final)?;
         while let Some(set) = rows.next_rows()? {
             let mut registry = shared.registry.lock();
+            let open_windows = Arc::clone(&registry.open_windows);
+            let mut open = open_windows.lock();
             let Some(rollup) = registry.rollups.get_mut(&source) else { break };
+            let windows = open.entry(source).or_default();
             for_each_row(&set, |raw_series, time, fields| {
                 let Some(series) = rollup.series.get(&raw_series).copied() else { return };
                 let row = Row { series: raw_series, time, fields: fields.to_vec().into_boxed_slice() };
-                rollup.observe(&row, series, now);
+                if let Observed::Open(start) = rollup.observe(&row, series, now) {
+                    windows.entry(start).or_default().entry(series).or_insert_with(|| Window::new(raw_series)).add(time, fields);
+                }
             });
         }
     }
