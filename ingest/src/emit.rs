@@ -1,6 +1,7 @@
 //! Publishing final rollup windows as JSON over MQTT, as the seed's stream processor emitted
 //! its 60-second aggregates: each window that becomes final (and again after late rows
-//! changed it) goes to the subscribers of isobar's listener on a topic made from its tags.
+//! changed it) goes on a topic made from its tags to the subscribers of isobar's listener, or
+//! with `broker` to an external broker (`broker.rs`).
 //!
 //! An `[[emit]]` entry names the rollup table, a topic template (`{tag}` is replaced by the
 //! series' value of that tag, `{table}` by the table) and optionally the JSON object's keys,
@@ -9,7 +10,9 @@
 //! out under its own name.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use isobar_storage::{FieldValue, FinalWindow};
@@ -20,8 +23,10 @@ use crate::error::{Error, Result};
 use crate::mqtt_broker::Broker;
 use crate::mqtt_codec::Publish;
 
+pub mod broker;
+
 /// One emission rule, as configured (`[[emit]]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmitSpec {
     /// The rollup table whose final windows go out, e.g. `weather_1m`.
@@ -37,6 +42,21 @@ pub struct EmitSpec {
     /// Keep the newest window per topic for subscribers that arrive later.
     #[serde(default)]
     pub retain: bool,
+    /// An external broker to publish to, `mqtt://HOST:PORT` or `mqtts://HOST:PORT`; unset, the
+    /// windows go to the subscribers of isobar's own listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The client id isobar publishes to `broker` with; unset: `isobar-emit-<table>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// PEM file of the CA certificates that may sign an `mqtts://` broker's certificate;
+    /// unset: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<PathBuf>,
 }
 
 impl EmitSpec {
@@ -50,6 +70,13 @@ impl EmitSpec {
         }
         if self.qos > 1 {
             return Err(Error::Config(format!("emit {}: qos is 0 or 1", self.table)));
+        }
+        match &self.broker {
+            Some(broker) => crate::remote::check(broker, self.ca_path.as_deref(), &format!("emit {}", self.table))?,
+            None if self.client_id.is_some() || self.username.is_some() || self.password.is_some() || self.ca_path.is_some() => {
+                return Err(Error::Config(format!("emit {}: client_id, username, password and ca_path need a broker", self.table)));
+            }
+            None => {}
         }
         Ok(())
     }
@@ -120,20 +147,32 @@ fn time_seed(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
-/// Publishes every window from `windows` that an entry of `specs` names to the listener's
-/// subscribers, until storage closes the queue. Blocking: run it on its own thread.
-pub fn run(specs: Arc<Vec<EmitSpec>>, windows: crossbeam_channel::Receiver<FinalWindow>, broker: Arc<Broker>) {
+/// Where an entry's windows go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The subscribers of isobar's listener.
+    Listener(Arc<Broker>),
+    /// The outbox of an external broker's connection ([`broker::spawn`]).
+    Broker(tokio::sync::mpsc::Sender<Publish>),
+}
+
+/// Publishes every window from `windows` that an entry of `specs` names to the entry's
+/// target (`targets`, one per entry), until storage closes the queue. A window an external
+/// broker's full outbox cannot take is counted in `dropped`. Blocking: run it on its own
+/// thread.
+pub fn run(specs: Arc<Vec<EmitSpec>>, targets: Vec<Target>, windows: crossbeam_channel::Receiver<FinalWindow>, dropped: Arc<AtomicU64>) {
     for window in windows {
-        let publishes: Vec<Publish> = specs
-            .iter()
-            .filter(|s| s.table == window.table)
-            .filter_map(|s| {
-                let topic = s.topic_of(&window)?;
-                Some(Publish { qos: s.qos, dup: false, retain: s.retain, topic, pkid: 0, payload: Bytes::from(s.payload(&window)) })
-            })
-            .collect();
-        if !publishes.is_empty() {
-            broker.publish(&publishes);
+        for (spec, target) in specs.iter().zip(&targets).filter(|(s, _)| s.table == window.table) {
+            let Some(topic) = spec.topic_of(&window) else { continue };
+            let publish = Publish { qos: spec.qos, dup: false, retain: spec.retain, topic, pkid: 0, payload: Bytes::from(spec.payload(&window)) };
+            match target {
+                Target::Listener(listener) => listener.publish(&[publish]),
+                Target::Broker(outbox) => {
+                    if outbox.try_send(publish).is_err() {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 }
@@ -174,8 +213,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
-            qos: 0,
-            retain: false,
+            ..EmitSpec::default()
         };
         assert_eq!(spec.topic_of(&window()).as_deref(), Some("rollups/qwb_KAM/dc2b8383eb79fe49"));
         let payload: Value = serde_json::from_str(&spec.payload(&window())).expect("JSON");
@@ -190,7 +228,7 @@ mod tests {
 
     #[test]
     fn without_fields_everything_goes_out() {
-        let spec = EmitSpec { table: "weather_1m".into(), topic: "{table}".into(), fields: BTreeMap::new(), qos: 1, retain: true };
+        let spec = EmitSpec { table: "weather_1m".into(), topic: "{table}".into(), qos: 1, retain: true, ..EmitSpec::default() };
         let payload: Value = serde_json::from_str(&spec.payload(&window())).expect("JSON");
         assert_eq!(payload["time"], "2016-11-09T06:29:00Z");
         assert_eq!(payload["final"], true);
@@ -198,5 +236,18 @@ mod tests {
         assert_eq!(spec.topic_of(&window()).as_deref(), Some("weather_1m"));
         assert!(EmitSpec { topic: "a/#".into(), ..spec.clone() }.check().is_err());
         assert!(spec.check().is_ok());
+    }
+
+    #[test]
+    fn an_external_broker_is_checked() {
+        let spec = EmitSpec { table: "weather_1m".into(), topic: "{table}".into(), ..EmitSpec::default() };
+        let to = |broker: &str| EmitSpec { broker: Some(broker.into()), ..spec.clone() };
+        assert!(to("mqtt://broker.local:1883").check().is_ok());
+        let err = to("http://broker.local:1883").check().expect_err("not mqtt").to_string();
+        assert!(err.contains("mqtt://HOST:PORT"), "{err}");
+        let err = EmitSpec { username: Some("u".into()), ..spec.clone() }.check().expect_err("no broker").to_string();
+        assert!(err.contains("need a broker"), "{err}");
+        let err = EmitSpec { ca_path: Some("/ca.pem".into()), ..to("mqtt://b:1") }.check().expect_err("ca_path without TLS").to_string();
+        assert!(err.contains("not mqtts://"), "{err}");
     }
 }

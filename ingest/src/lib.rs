@@ -17,6 +17,7 @@ pub mod mqtt_codec;
 pub mod mqtt_listener;
 pub mod mqtt_subscriber;
 pub mod publisher;
+mod remote;
 pub mod router;
 pub mod rule;
 pub mod simulator;

@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 use crate::mqtt_codec::client::{self, BrokerPacket, ConnectOptions};
@@ -25,7 +24,7 @@ use crate::mqtt_codec::{self as codec, Publish};
 use crate::mqtt_listener::MqttMetrics;
 use crate::rule::Message;
 use crate::store::Ingestor;
-use crate::tls::{self, Stream};
+use crate::remote;
 
 /// Largest packet accepted from a broker, in bytes.
 const PACKET_BYTES_MAX: usize = 16 << 20;
@@ -66,12 +65,7 @@ fn default_keep_alive_s() -> u16 {
 impl SubscriptionSpec {
     /// Refuses a subscription that cannot work, naming what is wrong.
     pub fn check(&self) -> Result<()> {
-        let (_, secure) = self.address()?;
-        if secure {
-            tls::connector(self.ca_path.as_deref()).map_err(|e| Error::Rule(format!("subscription {}: {e}", self.client_id)))?;
-        } else if self.ca_path.is_some() {
-            return Err(Error::Rule(format!("subscription {}: ca_path is set but {} is not mqtts://", self.client_id, self.broker)));
-        }
+        remote::check(&self.broker, self.ca_path.as_deref(), &format!("subscription {}", self.client_id)).map_err(|e| Error::Rule(e.to_string()))?;
         if self.client_id.is_empty() {
             return Err(Error::Rule(format!("subscription to {}: client_id is empty (the broker keeps the session by it)", self.broker)));
         }
@@ -79,36 +73,6 @@ impl SubscriptionSpec {
             return Err(Error::Rule(format!("subscription {}: topics must list non-empty topic filters", self.client_id)));
         }
         Ok(())
-    }
-
-    /// `HOST:PORT` of the broker, and whether it speaks TLS.
-    fn address(&self) -> Result<(&str, bool)> {
-        let (address, secure) = match self.broker.strip_prefix("mqtts://") {
-            Some(address) => (address, true),
-            None => (self.broker.strip_prefix("mqtt://").unwrap_or(&self.broker), false),
-        };
-        let address = address.trim_end_matches('/');
-        let host = address.rsplit_once(':').map(|(host, _)| host).unwrap_or_default();
-        if host.is_empty() || address.contains("://") {
-            return Err(Error::Rule(format!("subscription {}: broker {} is not mqtt://HOST:PORT or mqtts://HOST:PORT", self.client_id, self.broker)));
-        }
-        Ok((address, secure))
-    }
-
-    /// A connection to the broker, over TLS for `mqtts://`.
-    async fn connect(&self) -> Result<Box<dyn Stream>> {
-        let (address, secure) = self.address()?;
-        let socket = TcpStream::connect(address).await.map_err(io_error)?;
-        socket.set_nodelay(true).map_err(io_error)?;
-        if !secure {
-            return Ok(Box::new(socket));
-        }
-        let host = address.rsplit_once(':').map(|(host, _)| host).unwrap_or(address);
-        let socket = tls::connector(self.ca_path.as_deref())?
-            .connect(tls::server_name(host)?, socket)
-            .await
-            .map_err(|e| Error::Connection(format!("TLS with {}: {e}", self.broker)))?;
-        Ok(Box::new(socket))
     }
 
     /// The `source` of its dead letters.
@@ -146,7 +110,7 @@ fn now_ns() -> i64 {
 /// One connection: connect, subscribe, then store deliveries until it ends.
 /// Sets `connected` once the broker accepted the connection.
 async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMetrics, connected: &mut bool) -> Result<()> {
-    let mut socket = spec.connect().await?;
+    let mut socket = remote::connect(&spec.broker, spec.ca_path.as_deref()).await?;
     let mut out = BytesMut::new();
     let options = ConnectOptions {
         client_id: spec.client_id.clone(),

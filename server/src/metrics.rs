@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use isobar_ingest::mqtt_listener::MqttMetrics;
 
-/// Ingest's counters: the MQTT listener's and the broker subscriptions'.
+/// Ingest's counters: the MQTT listener's and the broker subscriptions'; and the emitter's.
 #[derive(Debug, Default)]
 pub(crate) struct IngestMetrics {
     pub(crate) mqtt: Arc<MqttMetrics>,
     pub(crate) subscriptions: Arc<MqttMetrics>,
+    /// Final rollup windows an external broker's full outbox could not take.
+    pub(crate) emit_dropped: Arc<AtomicU64>,
 }
 use isobar_storage::Storage;
 
@@ -58,6 +60,12 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
         "isobar_rollup_windows_unpublished_total",
         "Final rollup windows not published because the emit queue was full.",
         load(&m.rollup_windows_unwatched),
+    );
+    counter(
+        &mut out,
+        "isobar_emit_windows_dropped_total",
+        "Final rollup windows not published because an external broker was away long enough to fill its outbox.",
+        load(&ingest.emit_dropped),
     );
     counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
     counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));

@@ -75,10 +75,18 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
     let broker: Arc<Broker> = Arc::default();
     if !config.emit.is_empty() {
-        let (specs, windows, broker) = (Arc::new(config.emit.clone()), storage.final_windows(EMIT_QUEUE_MAX), Arc::clone(&broker));
+        let targets = config
+            .emit
+            .iter()
+            .map(|spec| match spec.broker {
+                Some(_) => emit::Target::Broker(emit::broker::spawn(spec.clone())),
+                None => emit::Target::Listener(Arc::clone(&broker)),
+            })
+            .collect();
+        let (specs, windows, dropped) = (Arc::new(config.emit.clone()), storage.final_windows(EMIT_QUEUE_MAX), Arc::clone(&ingest_metrics.emit_dropped));
         std::thread::Builder::new()
             .name("isobar-emit".into())
-            .spawn(move || emit::run(specs, windows, broker))
+            .spawn(move || emit::run(specs, targets, windows, dropped))
             .map_err(|e| Error::Config(format!("start the rollup emitter: {e}")))?;
     }
     let context = MqttContext { ingestor, broker, metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users };

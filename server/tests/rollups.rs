@@ -162,23 +162,64 @@ async fn final_windows_are_published_in_the_seed_shape() {
     let data = dir.path().join("data");
     let server = Server::start_config(&data, &Server::config(&data, &format!("{}{SEED_EMIT}", Server::SEED_RULE), ""));
     // A dashboard subscribes to isobar's listener before the fleet starts.
-    let subscriber = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string(), "-t", "rollups/#", "-v", "-q", "1"])
-        .args(["-C", "24", "-W", "60"])
+    let subscriber = subscribe(server.mqtt_port, 24, &[]);
+    assert!(simulate(&server, 4).wait().expect("simulate").success());
+    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
+    let published = check_published(&server, &String::from_utf8_lossy(&out.stdout)).await;
+    assert_eq!(published, 24, "24 final windows published");
+    let metrics = common::http_get(server.http_port, "/metrics");
+    assert!(metrics.contains("isobar_rollup_windows_unpublished_total 0\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_windows_reach_an_external_broker_that_was_away() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let port = common::mosquitto::free_port();
+    let mosquitto_dir = dir.path().join("mosquitto");
+    std::fs::create_dir_all(&mosquitto_dir).expect("mosquitto dir");
+    // A dashboard has a persistent session on the external broker, which is down while the
+    // fleet publishes to isobar.
+    let mut mosquitto = common::mosquitto::Mosquitto::start_persistent(&mosquitto_dir, port);
+    let dashboard = ["-i", "dashboard", "-c"];
+    let _ = subscribe(port, 1, &[&dashboard[..], &["-W", "1"]].concat()).wait();
+    mosquitto.stop();
+    let emit = SEED_EMIT.replace("qos = 1\n", &format!("qos = 1\nbroker = \"mqtt://127.0.0.1:{port}\"\n"));
+    let server = Server::start_config(&data, &Server::config(&data, &format!("{}{emit}", Server::SEED_RULE), ""));
+    assert!(simulate(&server, 3).wait().expect("simulate").success());
+    let finals = wait_for_finals(&server, 12 * 2, true).await;
+    // Once the broker is back, isobar publishes every window that became final meanwhile.
+    let _mosquitto = common::mosquitto::Mosquitto::start_persistent(&mosquitto_dir, port);
+    let subscriber = subscribe(port, finals, &[&dashboard[..], &["-W", "40"]].concat());
+    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
+    let published = check_published(&server, &String::from_utf8_lossy(&out.stdout)).await;
+    assert_eq!(published, finals, "every final window reached the broker");
+    let metrics = common::http_get(server.http_port, "/metrics");
+    assert!(metrics.contains("isobar_emit_windows_dropped_total 0\n"), "{metrics}");
+}
+
+/// `mosquitto_sub` on `rollups/#` of the broker on `port` with `options`, until `count`
+/// messages (or 60 s).
+fn subscribe(port: u16, count: usize, options: &[&str]) -> Child {
+    let child = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "rollups/#", "-v", "-q", "1"])
+        .args(["-C", &count.to_string(), "-W", "60"])
+        .args(options)
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(simulate(&server, 4).wait().expect("simulate").success());
-    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    child
+}
+
+/// Checks that each line of `text` (mosquitto_sub -v: topic, then payload) is a final window
+/// of `weather_1m` in the seed's shape, with its numbers; returns how many distinct windows
+/// it holds.
+async fn check_published(server: &Server, text: &str) -> usize {
     let client = server.client().await;
     let rollup = rollup_minutes(&client).await;
-    let metrics = common::http_get(server.http_port, "/metrics");
-    assert!(metrics.contains("isobar_rollup_windows_unpublished_total 0\n"), "{metrics}");
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 24, "24 final windows published:\n{text}");
-    for line in lines {
+    let mut windows = std::collections::BTreeSet::new();
+    for line in text.lines() {
         let (topic, payload) = line.split_once(' ').expect("topic and payload");
         let json: serde_json::Value = serde_json::from_str(payload).expect("JSON payload");
         let sensor_id = json["sensor_id"].as_str().expect("sensor_id");
@@ -194,5 +235,7 @@ async fn final_windows_are_published_in_the_seed_shape() {
         assert!(is_final);
         assert_eq!(json["60sec_number_of_msg"].as_i64(), Some(*count));
         assert!(close(json["sensor_avg_value"].as_f64().expect("avg"), *avg) && close(json["60sec_sum_of_sensor_value"].as_f64().expect("sum"), *sum));
+        windows.insert(key);
     }
+    windows.len()
 }
