@@ -115,6 +115,12 @@ pub(crate) struct StorageSection {
     pub(crate) rollup_table_intervals_ms: std::collections::BTreeMap<String, Vec<u64>>,
     /// How far behind the newest event time a rollup window still takes rows before it is final.
     pub(crate) rollup_lateness_ms: u64,
+    /// How long raw tables keep rows, in milliseconds; 0 keeps them forever.
+    pub(crate) retention_ms: u64,
+    /// How long rollup tables keep windows, in milliseconds; 0 keeps them forever.
+    pub(crate) rollup_retention_ms: u64,
+    /// Per table, its own retention in milliseconds in place of the two above.
+    pub(crate) table_retention_ms: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for Config {
@@ -173,6 +179,9 @@ impl Default for StorageSection {
             rollup_coarser_intervals_ms: s.rollup_coarser_intervals_ms,
             rollup_table_intervals_ms: s.rollup_table_intervals_ms,
             rollup_lateness_ms: s.rollup_lateness_ms,
+            retention_ms: s.retention_ms,
+            rollup_retention_ms: s.rollup_retention_ms,
+            table_retention_ms: s.table_retention_ms,
         }
     }
 }
@@ -217,6 +226,9 @@ impl Config {
         c.rollup_coarser_intervals_ms = s.rollup_coarser_intervals_ms.clone();
         c.rollup_table_intervals_ms = s.rollup_table_intervals_ms.clone();
         c.rollup_lateness_ms = s.rollup_lateness_ms;
+        c.retention_ms = s.retention_ms;
+        c.rollup_retention_ms = s.rollup_retention_ms;
+        c.table_retention_ms = s.table_retention_ms.clone();
         c.string_bytes_max = s.string_bytes_max;
         c
     }

@@ -49,6 +49,13 @@ pub struct StorageConfig {
     /// How far behind the newest event time a rollup window may still take rows before it is
     /// final; later rows still update it, by recomputation, and are counted.
     pub rollup_lateness_ms: u64,
+    /// How long raw tables keep rows, measured back from the retention clock: the newest event
+    /// time of the table, never ahead of the wall clock. 0 keeps them forever.
+    pub retention_ms: u64,
+    /// The same for rollup tables, which usually keep their windows much longer.
+    pub rollup_retention_ms: u64,
+    /// Per table (raw or rollup, by name), its own retention in place of the two above.
+    pub table_retention_ms: BTreeMap<String, u64>,
 }
 
 impl StorageConfig {
@@ -75,6 +82,9 @@ impl StorageConfig {
             rollup_coarser_intervals_ms: Vec::new(),
             rollup_table_intervals_ms: BTreeMap::new(),
             rollup_lateness_ms: 5_000,
+            retention_ms: 0,
+            rollup_retention_ms: 0,
+            table_retention_ms: BTreeMap::new(),
         }
     }
 
@@ -132,6 +142,16 @@ impl StorageConfig {
 
     fn default_rollup_chain_ms(&self) -> Vec<u64> {
         std::iter::once(self.rollup_interval_ms).chain(self.rollup_coarser_intervals_ms.iter().copied()).collect()
+    }
+
+    /// How long table `table` (a rollup table when `rollup`) keeps rows; `None`: forever.
+    pub(crate) fn retention_ns(&self, table: &str, rollup: bool) -> Option<i64> {
+        let ms = match self.table_retention_ms.get(table) {
+            Some(ms) => *ms,
+            None if rollup => self.rollup_retention_ms,
+            None => self.retention_ms,
+        };
+        (ms > 0).then(|| ms_to_ns(ms))
     }
 
     /// Whether any table may have rollups.

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub wal_fsyncs: AtomicU64,
     pub persists: AtomicU64,
     pub compactions: AtomicU64,
+    /// Chunks deleted because all their rows were past their table's retention.
+    pub chunks_expired: AtomicU64,
     /// Background persists or compactions that failed; see [`Storage::background_error`].
     pub background_failures: AtomicU64,
     pub writer_waits: AtomicU64,
@@ -213,11 +215,17 @@ impl Storage {
             final_windows: Mutex::new(None),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
+        for chunk in chunks.values() {
+            registry.note_time(chunk.table(), chunk.reader.footer.time_max);
+        }
         let mut state = State { chunks, ..State::default() };
         let mut last = WalSequence(newest_generation);
         shared.store.replay_wal(|seq, bytes| {
             let tables = wal::decode(bytes)?;
             registry.check_logged(&tables).map_err(|reason| crate::error::DecodeError::new(0, reason))?;
+            for t in &tables {
+                registry.note_rows(t.table, &t.rows);
+            }
             state.active.apply(tables);
             last = last.max(seq);
             Ok(())
@@ -448,7 +456,8 @@ fn open_chunks(shared: &Shared, registry: &Registry) -> Result<(BTreeMap<ChunkId
 }
 
 /// Persists when kicked (buffer full) or when the oldest buffered row is older than the
-/// persist interval; then compacts partitions that reached the trigger.
+/// persist interval; then compacts partitions that reached the trigger. Each tick, deletes the
+/// chunks whose rows have all expired.
 fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
     let interval = Duration::from_millis(shared.config.persist_interval_ms);
     let tick = interval.min(Duration::from_secs(1));
@@ -457,6 +466,10 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
             recv(stop) -> _ => return,
             recv(kick) -> _ => {},
             default(tick) => {
+                if let Err(e) = crate::persist::expire(shared) {
+                    shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
+                    *shared.background_error.lock() = Some(e.to_string());
+                }
                 let old = shared.state.read().active.oldest.is_some_and(|t| t.elapsed() >= interval);
                 if !old { continue; }
             },

@@ -79,6 +79,12 @@ impl Storage {
     pub fn compact(&self) -> Result<MaintenanceReport> {
         persist::compact(&self.shared, 2)
     }
+
+    /// Deletes the chunks whose rows are all past their table's retention, as the background
+    /// thread does every second; returns how many.
+    pub fn expire(&self) -> Result<usize> {
+        persist::expire(&self.shared)
+    }
 }
 
 /// Decoders exposed for fuzzing: each must return an error, never panic, on any input.

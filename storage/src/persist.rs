@@ -17,6 +17,7 @@ use crate::chunk::write::ChunkIdentity;
 use crate::chunk::{ChunkReader, write_chunk};
 use crate::engine::{ChunkHandle, Shared};
 use crate::error::{Error, Result};
+use crate::fxhash::FxHashMap;
 use crate::model::{ChunkId, TableId};
 use crate::rowset::{RowSet, Selection};
 use crate::schema::TableSchema;
@@ -167,6 +168,41 @@ fn compact_run(
         rows_written: entry.row_count,
         bytes_written: entry.size_bytes,
     })
+}
+
+/// Deletes the chunks whose rows have all expired (see [`Registry::retention_cutoff_ns`]):
+/// their catalog entries in one commit, then their files. Scans already hide expired rows of
+/// the chunks that remain and of the buffer. Returns how many chunks it deleted.
+///
+/// [`Registry::retention_cutoff_ns`]: crate::registry::Registry::retention_cutoff_ns
+pub(crate) fn expire(shared: &Shared) -> Result<usize> {
+    let cutoffs: FxHashMap<TableId, i64> = {
+        let registry = shared.registry.lock();
+        registry.tables().filter_map(|t| Some((t.id, registry.retention_cutoff_ns(t.id, &shared.config)?))).collect()
+    };
+    if cutoffs.is_empty() {
+        return Ok(0);
+    }
+    let _maintenance = shared.maintenance.lock();
+    let expired: Vec<Arc<ChunkHandle>> = {
+        let state = shared.state.read();
+        let gone = |c: &&Arc<ChunkHandle>| cutoffs.get(&c.table()).is_some_and(|cutoff| c.reader.footer.time_max < *cutoff);
+        state.chunks.values().filter(gone).cloned().collect()
+    };
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let ops: Vec<Op> = expired.iter().map(|c| Op::DeleteChunk(c.id)).collect();
+    shared.store.commit(&ops, true)?;
+    {
+        let mut state = shared.state.write();
+        for c in &expired {
+            state.chunks.remove(&c.id);
+        }
+    }
+    remove_files(shared, expired.iter().map(|c| (c.table(), c.id)));
+    shared.metrics.chunks_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+    Ok(expired.len())
 }
 
 fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {

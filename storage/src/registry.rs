@@ -40,6 +40,8 @@ pub(crate) struct Registry {
     pub(crate) rollup_sources: FxHashMap<TableId, TableId>,
     /// The rollups' open windows, behind their own lock (see [`OpenWindows`]).
     pub(crate) open_windows: Arc<Mutex<OpenWindows>>,
+    /// Newest event time written to each table: with the wall clock, its retention clock.
+    newest_ns: FxHashMap<TableId, i64>,
 }
 
 /// The wall clock, in nanoseconds since 1970.
@@ -209,7 +211,12 @@ impl Registry {
             };
             let mut schema_changed = !self.tables.contains_key(name);
             let mut rows = Vec::with_capacity(points.len());
+            let expired_before = self.retention_cutoff_ns(schema.id, config);
             for (index, point) in points.iter().enumerate() {
+                if let Some(reason) = expired_before.and_then(|cutoff| expired(name, point.time.0, cutoff)) {
+                    receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
+                    continue;
+                }
                 let resolved = schema.resolve(point, &limits).and_then(|(resolved, changed)| {
                     let series = self.series_for(schema.id, resolved.tags, config, &mut ops)?;
                     Ok((Row { series, time: resolved.time, fields: resolved.fields.into_boxed_slice() }, changed))
@@ -231,6 +238,7 @@ impl Registry {
                 self.tables.insert(name.clone(), schema.clone());
             }
             if !rows.is_empty() {
+                self.note_rows(schema.id, &rows);
                 receipt.rows_written += rows.len() as u64;
                 let rolled = self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
                 rollups_due |= rolled.due;
@@ -245,6 +253,28 @@ impl Registry {
             receipt.sequence = Some(sequence);
         }
         Ok(Prepared { sequence, ops, tables, receipt, rollups_due, open_rows })
+    }
+
+    /// Takes `rows` of `table` into its retention clock.
+    pub(crate) fn note_rows(&mut self, table: TableId, rows: &[Row]) {
+        if let Some(time) = rows.iter().map(|r| r.time).max() {
+            self.note_time(table, time);
+        }
+    }
+
+    /// Takes `time` of a row of `table` into its retention clock.
+    pub(crate) fn note_time(&mut self, table: TableId, time: i64) {
+        let newest = self.newest_ns.entry(table).or_insert(time);
+        *newest = (*newest).max(time);
+    }
+
+    /// The time before which `table`'s rows have expired, when it has a retention: its
+    /// retention clock (its newest event time, never ahead of the wall clock) minus the
+    /// retention, so one reading from the far future cannot expire a table.
+    pub(crate) fn retention_cutoff_ns(&self, table: TableId, config: &StorageConfig) -> Option<i64> {
+        let retention = config.retention_ns(self.table_names.get(&table)?, self.rollup_sources.contains_key(&table))?;
+        let clock = (*self.newest_ns.get(&table)?).min(now_ns());
+        Some(clock.saturating_sub(retention))
     }
 
     /// Why points may not be written to table `name`: it is a rollup, which isobar maintains.
@@ -270,6 +300,9 @@ impl Registry {
     /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
     /// commit.
     pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>) -> Prepared {
+        for t in &tables {
+            self.note_rows(t.table, &t.rows);
+        }
         let sequence = WalSequence(self.next_sequence);
         self.next_sequence += 1;
         ops.push(Op::Wal(sequence, wal::encode(&tables)));
@@ -506,6 +539,18 @@ fn series_hash(table: TableId, tags: &[(ColumnId, &str)]) -> u64 {
     table.hash(&mut h);
     tags.hash(&mut h);
     h.finish()
+}
+
+/// Why a point of table `name` at `time` is refused: it is older than the table keeps rows.
+fn expired(name: &str, time: i64, cutoff_ns: i64) -> Option<String> {
+    (time < cutoff_ns).then(|| {
+        format!("point at {} is older than table {name} keeps rows (from {} on)", epoch_seconds(time), epoch_seconds(cutoff_ns))
+    })
+}
+
+/// `ns` as seconds since 1970 with nine decimals, for messages.
+fn epoch_seconds(ns: i64) -> String {
+    format!("{}.{:09} s since 1970", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
 /// What [`Registry::roll_up`] made of one table's rows.

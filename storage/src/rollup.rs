@@ -553,6 +553,11 @@ impl Rollup {
         out
     }
 
+    /// The maintainer gives up rewriting a window it took (its raw rows have expired).
+    pub(crate) fn forget(&mut self, series: SeriesId, start_ns: i64) {
+        self.rewriting.remove(&(series, start_ns));
+    }
+
     /// The maintainer is about to write `rows` (final rows of this rollup): scans see them as
     /// pending, instead of recomputing their windows, until the write is applied.
     pub(crate) fn writing(&mut self, rows: &[Row]) {

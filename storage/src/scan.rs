@@ -158,9 +158,11 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
     };
     let out = output_columns(&schema, req.columns.as_deref())?;
     let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+    // Rows past the table's retention are gone, whether or not their chunk is deleted yet.
+    let time_min = req.time_min_ns.max(registry.retention_cutoff_ns(schema.id, &shared.config).unwrap_or(i64::MIN));
     let series: Option<Vec<SeriesId>> = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
     let tags: HashMap<SeriesId, Vec<(ColumnId, String)>> = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
-    let selection = Selection { series: series.as_deref(), time_min: req.time_min_ns, time_max: req.time_max_ns, columns: Some(&fields) };
+    let selection = Selection { series: series.as_deref(), time_min, time_max: req.time_max_ns, columns: Some(&fields) };
     let column_types = crate::buffer::field_types(&schema, |id| selection.wants_column(id));
     let source = registry.rollup_sources.get(&schema.id).copied();
     let (chunks, frozen, active, unwritten, fixed, late_column) = match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
@@ -181,7 +183,9 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
             if view != RollupView::Written {
                 let (rows, recompute) = rollup.fixes(&wants);
                 unwritten.extend(rows);
-                fixes = recompute;
+                // A window whose raw rows have expired keeps its stored row.
+                let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
+                fixes = recompute.into_iter().filter(|f| f.start_ns >= raw_cutoff).collect();
             }
             let prepared_sequence = registry.next_sequence.saturating_sub(1);
             drop(registry);
@@ -197,7 +201,7 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
         tags,
         series,
         fields,
-        time_min: req.time_min_ns,
+        time_min,
         time_max: req.time_max_ns,
         partition_ns: shared.config.partition_ns(),
         partitions: BTreeMap::new(),

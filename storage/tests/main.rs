@@ -4,5 +4,6 @@ mod common;
 mod corruption;
 mod crash;
 mod model;
+mod retention;
 mod rollups;
 mod write_path;

@@ -165,6 +165,7 @@ fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> 
         let mut work = Vec::new();
         for source in sources {
             let raw_table = registry.table_by_id(source).map(|t| t.name.clone()).unwrap_or_default();
+            let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
             let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
             let dirty = rollup.take_dirty(DIRTY_PER_ROUND_MAX);
             if dirty.is_empty() {
@@ -174,6 +175,11 @@ fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> 
             let mut w = Work { source, table, raw_table, interval_ns, frontier_ns: None, rows: Vec::new(), recompute: Vec::new(), done: Vec::new() };
             for ((series, start_ns), d) in dirty {
                 w.done.extend(d.sequences.iter().map(|&sequence| DirtyKey { table, series, window_ns: start_ns, sequence }));
+                // A window whose raw rows have expired keeps its stored row.
+                if start_ns < raw_cutoff {
+                    rollup.forget(series, start_ns);
+                    continue;
+                }
                 // A recent window merged its late rows in memory; an older one, or one whose
                 // values were replaced, is recomputed.
                 match rollup.recent_row(series, start_ns) {
