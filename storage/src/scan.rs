@@ -19,9 +19,9 @@ use crate::buffer::partition_start;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
+use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::rollup::recompute::{correct, corrections};
 use crate::rowset::{RowSet, Selection, Values};
-use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
 
 /// Rows one read of a partition aims at.
