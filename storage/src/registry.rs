@@ -3,7 +3,9 @@
 //!
 //! Preparation runs under one lock, which also hands out WAL sequence numbers, so records
 //! reach the committer in sequence order. The rollups' in-memory state lives here too, so a
-//! raw row reaches its rollup window in the same order.
+//! raw row reaches its rollup window in the same order (their open windows behind a lock of
+//! their own, which the writer takes before it lets go of this one). So does each table's
+//! retention clock, its newest event time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
