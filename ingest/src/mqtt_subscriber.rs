@@ -30,10 +30,6 @@ use crate::remote;
 const PACKET_BYTES_MAX: usize = 16 << 20;
 /// Deliveries written to storage together at most.
 const PUBLISHES_PER_WRITE_MAX: usize = 10_000;
-/// First wait before reconnecting.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest wait between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// One broker subscription, as configured (`[[subscriptions]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -84,18 +80,14 @@ impl SubscriptionSpec {
 /// Keeps `spec`'s subscription alive until the task is aborted: connects, stores what arrives,
 /// and reconnects with backoff when the connection ends.
 pub async fn run(spec: SubscriptionSpec, ingestor: Ingestor, metrics: Arc<MqttMetrics>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = remote::Backoff::new();
     loop {
         let mut connected = false;
         match session(&spec, &ingestor, &metrics, &mut connected).await {
             Ok(()) => log::warn!("subscription {}: {} closed the connection", spec.client_id, spec.broker),
             Err(e) => log::warn!("subscription {}: {e}", spec.client_id),
         }
-        if connected {
-            backoff = BACKOFF_MIN;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.wait(connected).await;
     }
 }
 

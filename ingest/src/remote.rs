@@ -3,6 +3,7 @@
 //! system's CA certificates.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -49,4 +50,29 @@ pub(crate) async fn connect(broker: &str, ca_path: Option<&Path>) -> Result<Box<
         .await
         .map_err(|e| Error::Connection(format!("TLS with {broker}: {e}")))?;
     Ok(Box::new(socket))
+}
+
+/// The wait between attempts to reach a broker: from 250 ms, doubling up to 30 s, and from
+/// the start again once a connection was accepted.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new() -> Self {
+        Self { next: Self::MIN }
+    }
+
+    /// Waits before the next attempt; `connected` says whether the last one was accepted.
+    pub(crate) async fn wait(&mut self, connected: bool) {
+        if connected {
+            self.next = Self::MIN;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
 }

@@ -27,8 +27,6 @@ pub const OUTBOX_LEN_MAX: usize = 100_000;
 const IN_FLIGHT_MAX: usize = 1024;
 /// Largest packet accepted from the broker, in bytes.
 const PACKET_BYTES_MAX: usize = 1 << 20;
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const KEEP_ALIVE_S: u16 = 30;
 
 /// Starts the connection task of `spec` (which names a broker) on the current runtime and
@@ -43,18 +41,14 @@ pub fn spawn(spec: EmitSpec) -> mpsc::Sender<Publish> {
 async fn run(spec: EmitSpec, mut outbox: mpsc::Receiver<Publish>) {
     let Some(broker) = spec.broker.clone() else { return };
     let mut in_flight = InFlight::default();
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = remote::Backoff::new();
     loop {
         let mut connected = false;
         match session(&spec, &broker, &mut outbox, &mut in_flight, &mut connected).await {
             Ok(()) => return,
             Err(e) => log::warn!("emit {} to {broker}: {e}", spec.table),
         }
-        if connected {
-            backoff = BACKOFF_MIN;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.wait(connected).await;
     }
 }
 
