@@ -63,11 +63,13 @@ pub fn report_column(name: &str, column: &ColumnData, runs: usize) -> Result<Col
         let sizes = (0..n).step_by(block).map(|s| block.min(n - s));
         match column {
             ColumnData::F64(_) => {
-                let out: Result<Vec<f64>, _> = encoded.iter().zip(sizes).map(|(b, k)| codec::decode_f64(b, k)).collect::<Result<Vec<_>, _>>().map(|v| v.concat());
+                let out: Result<Vec<f64>, _> =
+                    encoded.iter().zip(sizes).map(|(b, k)| codec::decode_f64(b, k)).collect::<Result<Vec<_>, _>>().map(|v| v.concat());
                 out.map(ColumnData::F64)
             }
             ColumnData::TimestampNs(_) => {
-                let out: Result<Vec<i64>, _> = encoded.iter().zip(sizes).map(|(b, k)| codec::decode_i64(b, k)).collect::<Result<Vec<_>, _>>().map(|v| v.concat());
+                let out: Result<Vec<i64>, _> =
+                    encoded.iter().zip(sizes).map(|(b, k)| codec::decode_i64(b, k)).collect::<Result<Vec<_>, _>>().map(|v| v.concat());
                 out.map(ColumnData::TimestampNs)
             }
         }
@@ -106,10 +108,9 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, f64) {
 pub fn parquet_zstd_bytes(column: &ColumnData) -> Result<u64> {
     let (field, array): (Field, ArrayRef) = match column {
         ColumnData::F64(v) => (Field::new("v", DataType::Float64, false), Arc::new(Float64Array::from(v.clone()))),
-        ColumnData::TimestampNs(v) => (
-            Field::new("v", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
-            Arc::new(TimestampNanosecondArray::from(v.clone())),
-        ),
+        ColumnData::TimestampNs(v) => {
+            (Field::new("v", DataType::Timestamp(TimeUnit::Nanosecond, None), false), Arc::new(TimestampNanosecondArray::from(v.clone())))
+        }
     };
     let batch = RecordBatch::try_new(Arc::new(Schema::new(vec![field])), vec![array])?;
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();

@@ -164,7 +164,8 @@ pub fn run(specs: Arc<Vec<EmitSpec>>, targets: Vec<Target>, windows: crossbeam_c
     for window in windows {
         for (spec, target) in specs.iter().zip(&targets).filter(|(s, _)| s.table == window.table) {
             let Some(topic) = spec.topic_of(&window) else { continue };
-            let publish = Publish { qos: spec.qos, dup: false, retain: spec.retain, topic, pkid: 0, payload: Bytes::from(spec.payload(&window)) };
+            let publish =
+                Publish { qos: spec.qos, dup: false, retain: spec.retain, topic, pkid: 0, payload: Bytes::from(spec.payload(&window)) };
             match target {
                 Target::Listener(listener) => listener.publish(&[publish]),
                 Target::Broker(outbox) => {
@@ -185,7 +186,11 @@ mod tests {
         FinalWindow {
             table: "weather_1m".into(),
             start_ns: 1_478_672_940_000_000_000,
-            tags: vec![("sensor_id".into(), "dc2b8383eb79fe49".into()), ("station_id".into(), "qwb/KAM".into()), ("sensor".into(), "vib".into())],
+            tags: vec![
+                ("sensor_id".into(), "dc2b8383eb79fe49".into()),
+                ("station_id".into(), "qwb/KAM".into()),
+                ("sensor".into(), "vib".into()),
+            ],
             fields: vec![
                 ("final".into(), FieldValue::Bool(true)),
                 ("late_updates".into(), FieldValue::I64(0)),

@@ -27,7 +27,7 @@ pub mod topic;
 
 pub use error::{Error, Result};
 pub use router::{Routed, Router};
-pub use store::{Ingestor, Stored};
 pub use rule::{Message, Rule, RuleSpec, TimeUnit};
+pub use store::{Ingestor, Stored};
 
 pub use isobar_storage::{Point, WriteBatch};

@@ -87,7 +87,12 @@ impl Broker {
             };
             let granted = (*qos).min(1);
             for publish in retained.values().filter(|p| parsed.matches(&p.topic)) {
-                let delivery = Delivery { topic: publish.topic.clone(), payload: publish.payload.clone(), qos: publish.qos.min(granted), retain: true };
+                let delivery = Delivery {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.clone(),
+                    qos: publish.qos.min(granted),
+                    retain: true,
+                };
                 let _ = subscriber.queue.try_send(delivery);
             }
             subscriber.filters.retain(|(f, _)| f.as_str() != filter);
@@ -124,7 +129,12 @@ impl Broker {
                 let Some(granted) = subscriber.filters.iter().filter(|(f, _)| f.matches(&publish.topic)).map(|(_, q)| *q).max() else {
                     continue;
                 };
-                let delivery = Delivery { topic: publish.topic.clone(), payload: publish.payload.clone(), qos: publish.qos.min(granted), retain: false };
+                let delivery = Delivery {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.clone(),
+                    qos: publish.qos.min(granted),
+                    retain: false,
+                };
                 if subscriber.queue.try_send(delivery).is_err() {
                     behind.push(*id);
                 }
@@ -147,7 +157,11 @@ mod tests {
     #[test]
     fn subscribers_get_matching_publishes_once_at_the_lower_qos_and_retained_ones_on_subscribing() {
         let broker = Broker::default();
-        broker.publish(&[publish("weather/wa/t1", "old", 1, true), publish("weather/wa/t2", "x", 1, true), publish("weather/wa/t2", "", 0, true)]);
+        broker.publish(&[
+            publish("weather/wa/t1", "old", 1, true),
+            publish("weather/wa/t2", "x", 1, true),
+            publish("weather/wa/t2", "", 0, true),
+        ]);
         let (a, mut rx) = broker.register();
         assert_eq!(broker.subscribe(a, &[("weather/+/t1".into(), 2), ("weather/#".into(), 0), ("bad/#/x".into(), 1)]), [1, 0, 0x80]);
         // The retained message of t1, once per matching filter; t2's was cleared.

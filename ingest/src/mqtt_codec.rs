@@ -19,16 +19,28 @@ pub const LEVEL_V5: u8 = 5;
 pub enum Packet {
     Connect(Connect),
     Publish(Publish),
-    PubRel { pkid: u16 },
+    PubRel {
+        pkid: u16,
+    },
     /// PUBACK, PUBREC or PUBCOMP from a client (it has nothing isobar waits for yet).
     Ack,
-    Subscribe { pkid: u16, filters: Vec<(String, u8)> },
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     PingReq,
     Disconnect,
     /// A PUBLISH above the packet limit: its topic, id and flags, and the head of its payload.
     /// The reader must discard the next `skip_bytes` bytes, the rest of the packet.
-    Oversize { publish: Publish, body_bytes: usize, skip_bytes: usize },
+    Oversize {
+        publish: Publish,
+        body_bytes: usize,
+        skip_bytes: usize,
+    },
 }
 
 /// Bytes of an oversize PUBLISH decoded before the rest is discarded: enough for any topic
@@ -364,7 +376,14 @@ mod tests {
             assert_eq!(read(&mut buf, Some(LEVEL_V311), 1024), Ok(None));
         }
         buf.put_u8(whole[whole.len() - 1]);
-        let expected = Publish { qos: 1, dup: false, retain: false, topic: "weather/wa/st-1".into(), pkid: 7, payload: Bytes::from_static(b"{\"v\":1}") };
+        let expected = Publish {
+            qos: 1,
+            dup: false,
+            retain: false,
+            topic: "weather/wa/st-1".into(),
+            pkid: 7,
+            payload: Bytes::from_static(b"{\"v\":1}"),
+        };
         assert_eq!(read(&mut buf, Some(LEVEL_V311), 1024), Ok(Some(Packet::Publish(expected))));
     }
 

@@ -19,10 +19,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, Result};
-use crate::mqtt_codec::{self as codec, Packet, Publish};
 use crate::mqtt_broker::{Broker, SUBSCRIBER_QUEUE_MAX, SubscriberId};
-use crate::store::Ingestor;
+use crate::mqtt_codec::{self as codec, Packet, Publish};
 use crate::rule::Message;
+use crate::store::Ingestor;
 use crate::tls::Stream;
 
 /// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
@@ -271,7 +271,8 @@ impl Publish {
 async fn store(publishes: &[Publish], oversize: &[(Publish, String)], client_id: &str, cx: &MqttContext) -> Result<()> {
     let arrival_ns = now_ns();
     let messages: Vec<Message<'_>> = publishes.iter().map(|p| p.message(client_id, arrival_ns)).collect();
-    let refused: Vec<(Message<'_>, &str)> = oversize.iter().map(|(p, reason)| (p.message(client_id, arrival_ns), reason.as_str())).collect();
+    let refused: Vec<(Message<'_>, &str)> =
+        oversize.iter().map(|(p, reason)| (p.message(client_id, arrival_ns), reason.as_str())).collect();
     cx.metrics.messages.fetch_add((messages.len() + refused.len()) as u64, Ordering::Relaxed);
     let stored = cx.ingestor.store(SOURCE, &messages, &refused).await?;
     cx.metrics.rows_written.fetch_add(stored.rows_written, Ordering::Relaxed);

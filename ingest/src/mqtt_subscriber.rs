@@ -22,9 +22,9 @@ use crate::error::{Error, Result};
 use crate::mqtt_codec::client::{self, BrokerPacket, ConnectOptions};
 use crate::mqtt_codec::{self as codec, Publish};
 use crate::mqtt_listener::MqttMetrics;
+use crate::remote;
 use crate::rule::Message;
 use crate::store::Ingestor;
-use crate::remote;
 
 /// Largest packet accepted from a broker, in bytes.
 const PACKET_BYTES_MAX: usize = 16 << 20;
@@ -61,7 +61,8 @@ fn default_keep_alive_s() -> u16 {
 impl SubscriptionSpec {
     /// Refuses a subscription that cannot work, naming what is wrong.
     pub fn check(&self) -> Result<()> {
-        remote::check(&self.broker, self.ca_path.as_deref(), &format!("subscription {}", self.client_id)).map_err(|e| Error::Rule(e.to_string()))?;
+        remote::check(&self.broker, self.ca_path.as_deref(), &format!("subscription {}", self.client_id))
+            .map_err(|e| Error::Rule(e.to_string()))?;
         if self.client_id.is_empty() {
             return Err(Error::Rule(format!("subscription to {}: client_id is empty (the broker keeps the session by it)", self.broker)));
         }
@@ -140,13 +141,16 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMet
                 }
                 Some(BrokerPacket::Publish(p)) => publishes.push(p),
                 Some(BrokerPacket::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
-                Some(BrokerPacket::PingResp | BrokerPacket::PubAck { .. } | BrokerPacket::PubRec { .. } | BrokerPacket::PubComp { .. }) => {}
+                Some(BrokerPacket::PingResp | BrokerPacket::PubAck { .. } | BrokerPacket::PubRec { .. } | BrokerPacket::PubComp { .. }) => {
+                }
             }
         }
         if !publishes.is_empty() {
             let arrival_ns = now_ns();
-            let messages: Vec<Message<'_>> =
-                publishes.iter().map(|p| Message { topic: &p.topic, payload: &p.payload, client_id: &spec.client_id, arrival_ns }).collect();
+            let messages: Vec<Message<'_>> = publishes
+                .iter()
+                .map(|p| Message { topic: &p.topic, payload: &p.payload, client_id: &spec.client_id, arrival_ns })
+                .collect();
             metrics.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
             let stored = ingestor.store(&source, &messages, &[]).await?;
             metrics.rows_written.fetch_add(stored.rows_written, Ordering::Relaxed);

@@ -26,10 +26,6 @@ use crate::error::{Error, Result};
 use crate::topic::TopicFilter;
 use expr::{Context, Expr, Val};
 
-/// How long ahead of its arrival a reading's time may be before it is refused as a clock
-/// error: one day.
-const FUTURE_TOLERANCE_NS: i64 = 86_400 * 1_000_000_000;
-
 /// A rule as configured.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -154,10 +150,10 @@ impl Rule {
     /// cannot be stored. `payload` is the message's parsed JSON.
     pub fn apply(&self, message: &Message<'_>, payload: &Json) -> Result<Option<Point>> {
         let cx = Context { topic: message.topic, client_id: message.client_id, arrival_ms: message.arrival_ns / 1_000_000, payload };
-        if let Some(condition) = &self.condition {
-            if condition.eval(&cx) != Some(Val::Bool(true)) {
-                return Ok(None);
-            }
+        if let Some(condition) = &self.condition
+            && condition.eval(&cx) != Some(Val::Bool(true))
+        {
+            return Ok(None);
         }
         let mut outputs: Vec<(String, Val)> = Vec::new();
         if self.select_all {
@@ -178,12 +174,10 @@ impl Rule {
             None => message.arrival_ns,
             Some(name) => {
                 let value = take(name).ok_or_else(|| self.reject(format!("time {name} is missing")))?;
-                let time_ns = time_ns(&value, self.spec.time_unit).ok_or_else(|| self.reject(format!("time {name} = {value} is not a time in {}", self.spec.time_unit.describe())))?;
+                let time_ns = time_ns(&value, self.spec.time_unit)
+                    .ok_or_else(|| self.reject(format!("time {name} = {value} is not a time in {}", self.spec.time_unit.describe())))?;
                 if time_ns < 0 {
                     return Err(self.reject(format!("time {name} is before 1970")));
-                }
-                if time_ns > message.arrival_ns.saturating_add(FUTURE_TOLERANCE_NS) {
-                    return Err(self.reject(format!("time {name} is more than a day after the message arrived")));
                 }
                 time_ns
             }

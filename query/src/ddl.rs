@@ -103,6 +103,7 @@ pub fn table_definition(create: &CreateTable) -> Result<TableDefinition> {
 
 /// The table a possibly schema-qualified name refers to.
 pub fn table_name(name: &ObjectName) -> Result<String> {
+    crate::policy::check_table_name(name)?;
     let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(normalize).collect();
     match parts.as_slice() {
         [table] => Ok(table.clone()),

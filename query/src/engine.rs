@@ -1,20 +1,21 @@
-//! The query engine: one DataFusion session over storage, with isobar's statements (`CREATE
-//! TABLE`) and refusals (anything that would reach the server's files or engine settings)
-//! applied before DataFusion sees a statement.
+//! The query engine: one DataFusion session over storage, shared by every client, and
+//! [`Session`], one client's view of it: its own settings (`session.rs`) and the allow-list of
+//! statements (`policy.rs`) checked before DataFusion sees one, so nothing a client runs
+//! changes the shared session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{CopyTarget, Set, Statement};
+use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{Reset, ResetStatement as SqlResetStatement, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use isobar_storage::Storage;
 
@@ -24,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::functions;
 use crate::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 use crate::memory::{QueryBudget, QueryMemoryPool, with_budget};
+use crate::policy::check_df_statement;
+use crate::session::{SessionReply, SessionState};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -113,39 +116,21 @@ impl QueryEngine {
         QueryBudget::new(self.config.memory_limit_bytes)
     }
 
-    /// Runs every statement of `sql` in order and returns what each produced; stops at the
-    /// first error.
-    pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
-        let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
-        let mut outputs = Vec::with_capacity(statements.len());
-        for statement in statements {
-            outputs.push(self.execute_statement(statement).await?);
-        }
-        Ok(outputs)
+    /// A fresh memory budget of `limit_bytes` for one query: run the query's planning and
+    /// polls under it (`with_budget`, `BudgetedStream`).
+    pub fn budget_of(&self, limit_bytes: usize) -> Arc<QueryBudget> {
+        QueryBudget::new(limit_bytes.min(self.config.memory_limit_bytes))
     }
 
-    async fn execute_statement(&self, mut statement: DfStatement) -> Result<Output> {
-        if let DfStatement::Statement(s) = &mut statement {
-            crate::subquery::aggregate_scalar_subqueries(s);
-        }
-        match &statement {
-            DfStatement::CreateExternalTable(_) => return Err(refused_external_table()),
-            DfStatement::CopyTo(_) => return Err(refused_copy_to()),
-            DfStatement::Statement(s) => {
-                check_statement(s)?;
-                if let Statement::CreateTable(create) = s.as_ref() {
-                    let created = self.create_table(create).await?;
-                    return Ok(Output::Command("CREATE TABLE", u64::from(created)));
-                }
-            }
-            _ => {}
-        }
-        let query = async {
-            let plan = self.context.state().statement_to_plan(statement).await?;
-            let frame = self.context.execute_logical_plan(plan).await?;
-            self.with_timeout(frame.collect()).await?.map_err(Error::from)
-        };
-        Ok(Output::Rows(with_budget(self.budget(), query).await?))
+    /// A new client session with its own settings, under the configured limits.
+    pub fn session(&self) -> Session {
+        Session { engine: self.clone(), state: SessionState::new(&self.config) }
+    }
+
+    /// Runs every statement of `sql` in order in a session of its own and returns what each
+    /// produced; stops at the first error.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
+        self.session().execute(sql).await
     }
 
     /// Creates the table a `CREATE TABLE` describes; false when it existed and the statement
@@ -172,11 +157,12 @@ impl QueryEngine {
         let mut fields = Vec::with_capacity(columns.len());
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
         for (i, name) in columns.iter().enumerate() {
-            let field = arrow.field_with_name(name).map_err(|_| Error::Unsupported(format!("column {name} of table {table} does not exist")))?;
+            let field =
+                arrow.field_with_name(name).map_err(|_| Error::Unsupported(format!("column {name} of table {table} does not exist")))?;
             let text: StringArray = rows.iter().map(|r| r.get(i).cloned().flatten()).collect();
             let options = CastOptions { safe: false, ..CastOptions::default() };
-            let array = cast_with_options(&text, field.data_type(), &options)
-                .map_err(|e| Error::InvalidRows(format!("column {name}: {e}")))?;
+            let array =
+                cast_with_options(&text, field.data_type(), &options).map_err(|e| Error::InvalidRows(format!("column {name}: {e}")))?;
             fields.push(field.clone());
             arrays.push(array);
         }
@@ -191,41 +177,84 @@ impl QueryEngine {
     }
 }
 
-/// DataFusion settings a client may change with `SET`: they change how results look, not
-/// what the server may do.
-const SETTABLE_ENGINE_OPTIONS: &[&str] = &["datafusion.execution.time_zone"];
+/// One client's session over the engine: its own settings (`session.rs`), and the
+/// allow-list of statements (`policy.rs`) checked before DataFusion sees one.
+#[derive(Debug)]
+pub struct Session {
+    engine: QueryEngine,
+    state: SessionState,
+}
 
-/// Refuses statements that would reach the server's files or loosen its limits.
-pub fn check_statement(statement: &Statement) -> Result<()> {
-    match statement {
-        Statement::Copy { to: true, .. } => Err(refused_copy_to()),
-        Statement::Copy { to: false, target, .. } if *target != CopyTarget::Stdin => Err(Error::Refused(
-            "COPY ... FROM a file or program is refused: SQL cannot reach the server's files; use COPY ... FROM STDIN (psql's \\copy)".into(),
-        )),
-        Statement::CreateTable(create) if create.external => Err(refused_external_table()),
-        Statement::Set(Set::SingleAssignment { variable, .. }) => check_setting(&variable.to_string()),
-        Statement::Set(Set::ParenthesizedAssignments { variables, .. }) => {
-            variables.iter().try_for_each(|v| check_setting(&v.to_string()))
+impl Session {
+    /// Runs every statement of `sql` in order and returns what each produced; stops at the
+    /// first error.
+    pub async fn execute(&mut self, sql: &str) -> Result<Vec<Output>> {
+        let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+        let mut outputs = Vec::with_capacity(statements.len());
+        for statement in statements {
+            outputs.push(self.execute_statement(statement).await?);
         }
-        Statement::Set(Set::MultipleAssignments { assignments }) => {
-            assignments.iter().try_for_each(|a| check_setting(&a.name.to_string()))
+        Ok(outputs)
+    }
+
+    /// The session's settings.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    async fn execute_statement(&mut self, mut statement: DfStatement) -> Result<Output> {
+        check_df_statement(&statement)?;
+        // DataFusion's parser reads `RESET` itself; the session answers it as the wire does.
+        if let DfStatement::Reset(ResetStatement::Variable(name)) = &statement {
+            let reset = match name.to_string().eq_ignore_ascii_case("all") {
+                true => Reset::ALL,
+                false => Reset::ConfigurationParameter(name.clone()),
+            };
+            statement = DfStatement::Statement(Box::new(Statement::Reset(SqlResetStatement { reset })));
         }
-        _ => Ok(()),
+        if let DfStatement::Statement(s) = &mut statement {
+            self.state.before(s)?;
+            if let Some(reply) = self.state.apply(s) {
+                return reply.map(output_of);
+            }
+            crate::subquery::aggregate_scalar_subqueries(s);
+            match s.as_ref() {
+                Statement::CreateTable(create) => {
+                    let created = self.engine.create_table(create).await?;
+                    return Ok(Output::Command("CREATE TABLE", u64::from(created)));
+                }
+                Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } | Statement::Deallocate { .. } => {
+                    return Err(Error::Unsupported("cursors and prepared statements belong to a Postgres wire session".into()));
+                }
+                _ => {}
+            }
+        }
+        let engine = &self.engine;
+        let timeout_ms = self.state.statement_timeout_ms();
+        let query = async {
+            let plan = engine.context.state().statement_to_plan(statement).await?;
+            let frame = engine.context.execute_logical_plan(plan).await?;
+            tokio::time::timeout(Duration::from_millis(timeout_ms), frame.collect())
+                .await
+                .map_err(|_| Error::Timeout(timeout_ms))?
+                .map_err(Error::from)
+        };
+        Ok(Output::Rows(with_budget(engine.budget_of(self.state.memory_limit_bytes()), query).await?))
     }
 }
 
-fn check_setting(name: &str) -> Result<()> {
-    let name = name.to_lowercase();
-    if name.starts_with("datafusion.") && !SETTABLE_ENGINE_OPTIONS.contains(&name.as_str()) {
-        return Err(Error::Refused(format!("SET {name} is refused: engine settings come from isobar's configuration file")));
+/// A session statement's reply as output: `SHOW` as text rows, the rest as a command.
+fn output_of(reply: SessionReply) -> Output {
+    match reply {
+        SessionReply::Command { tag, .. } => Output::Command(tag, 0),
+        SessionReply::Show { columns, rows } => {
+            let fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Utf8, false)).collect();
+            let arrays: Vec<ArrayRef> =
+                (0..columns.len()).map(|i| Arc::new(rows.iter().map(|r| r.get(i).cloned()).collect::<StringArray>()) as ArrayRef).collect();
+            match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
+                Ok(batch) => Output::Rows(vec![batch]),
+                Err(_) => Output::Rows(Vec::new()),
+            }
+        }
     }
-    Ok(())
-}
-
-fn refused_copy_to() -> Error {
-    Error::Refused("COPY ... TO is refused: SQL cannot write the server's files; use psql's \\copy ... TO, which writes on the client".into())
-}
-
-fn refused_external_table() -> Error {
-    Error::Refused("CREATE EXTERNAL TABLE is refused: SQL cannot reach the server's files".into())
 }

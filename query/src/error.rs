@@ -21,6 +21,12 @@ pub enum Error {
     /// Rows that cannot be stored, with the reason for the first ones.
     #[error("{0}")]
     InvalidRows(String),
+    /// A write in a read-only session or transaction.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A `SET` of a setting isobar knows, to a value it cannot take.
+    #[error("{0}")]
+    InvalidSetting(String),
     /// The query ran past its time limit.
     #[error("query cancelled after {0} ms: it exceeded the configured query timeout")]
     Timeout(u64),

@@ -107,10 +107,10 @@ impl FirstLastAccumulator {
                 pick = Some((row, t));
             }
         }
-        if let Some((row, t)) = pick {
-            if self.which.beats(t, self.best.as_ref().map(|(b, _)| *b)) {
-                self.best = Some((t, ScalarValue::try_from_array(values, row)?));
-            }
+        if let Some((row, t)) = pick
+            && self.which.beats(t, self.best.as_ref().map(|(b, _)| *b))
+        {
+            self.best = Some((t, ScalarValue::try_from_array(values, row)?));
         }
         Ok(())
     }
@@ -166,7 +166,14 @@ const NO_ROW: usize = usize::MAX;
 impl FirstLastGroups {
     /// Considers every row of `values` at `times` for its group, skipping rows `filter`
     /// leaves out and rows with a null time.
-    fn offer(&mut self, values: &ArrayRef, times: &ArrayRef, groups: &[usize], filter: Option<&BooleanArray>, total_groups: usize) -> Result<()> {
+    fn offer(
+        &mut self,
+        values: &ArrayRef,
+        times: &ArrayRef,
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+        total_groups: usize,
+    ) -> Result<()> {
         self.times.resize(total_groups, None);
         self.values.resize(total_groups, self.null.clone());
         self.batch_rows.resize(total_groups, NO_ROW);

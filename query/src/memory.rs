@@ -9,8 +9,8 @@
 //! spills). A reservation is bound to the budget in force when it is registered or first
 //! grows, and is released to it whatever task frees it.
 
-use std::collections::HashMap;
 use std::any::Any;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,11 +68,7 @@ impl QueryBudget {
 }
 
 fn mib(bytes: usize) -> String {
-    if bytes < 1 << 20 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-    }
+    if bytes < 1 << 20 { format!("{bytes} bytes") } else { format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64) }
 }
 
 /// Runs `work` with `budget` as the budget of every reservation it and the tasks it spawns

@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(p.series, SeriesFilter::TagsEqual(vec![("station".into(), "a".into())]));
         assert_eq!((p.time_min_ns, p.time_max_ns), (i64::MIN, i64::MAX));
         let either = col("time").gt(ts(1)).or(col("time").lt(ts(0)));
-        assert_eq!(pushdown(&[either.clone()]).time_min_ns, i64::MIN, "an OR is not a range");
+        assert_eq!(pushdown(std::slice::from_ref(&either)).time_min_ns, i64::MIN, "an OR is not a range");
         assert!(!Pushdown::understands(&either, |_| false));
         assert!(Pushdown::understands(&col("station").eq(lit("a")), |c| c == "station"));
     }

@@ -10,14 +10,28 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, ObjectName,
-    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, ObjectName, ObjectNamePart, Query,
+    Select, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions,
 };
 
 /// Aggregate functions: a subquery calling one already yields one row.
 const AGGREGATES: [&str; 16] = [
-    "count", "sum", "min", "max", "avg", "first", "last", "array_agg", "string_agg", "bool_and", "bool_or", "every",
-    "json_agg", "jsonb_agg", "json_object_agg", "stddev",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "first",
+    "last",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "stddev",
 ];
 
 /// Wraps every non-aggregated scalar subquery's output in `max`; true when anything changed.

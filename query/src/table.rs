@@ -104,8 +104,7 @@ impl TableProvider for StorageTable {
         if names.is_empty() {
             names.push(TIME_COLUMN.to_owned()); // a row count needs one column: `time` is the cheapest
         }
-        let reorder =
-            projection.iter().map(|i| names.iter().position(|n| n == self.schema.field(*i).name()).unwrap_or(0)).collect();
+        let reorder = projection.iter().map(|i| names.iter().position(|n| n == self.schema.field(*i).name()).unwrap_or(0)).collect();
         let request = ScanRequest {
             table: self.table.name.clone(),
             time_min_ns: pushdown.time_min_ns,
@@ -135,6 +134,10 @@ impl TableProvider for StorageTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
             return Err(DataFusionError::NotImplemented(format!("{insert_op} into an isobar table; use INSERT INTO")));
+        }
+        if self.table.name.starts_with(isobar_storage::SYSTEM_TABLE_PREFIX) {
+            let reason = format!("{} is one of isobar's own tables: only isobar writes to schema system", self.table.name);
+            return Err(DataFusionError::from(crate::error::Error::Refused(reason)));
         }
         let sink = StorageSink::new(self.storage.clone(), self.table.clone(), Arc::clone(&self.schema));
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))

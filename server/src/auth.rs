@@ -3,7 +3,8 @@
 //! With users in the configuration, every client authenticates with SCRAM-SHA-256 (what
 //! libpq, psycopg, JDBC and pgx speak by default); passwords are salted and hashed once at
 //! start-up and only the hashes are kept. With no users, isobar trusts every client, which
-//! it allows only on a loopback listener (checked at start-up).
+//! it allows only on a loopback listener (checked at start-up). With `require_tls`, a client
+//! that did not negotiate TLS is refused before it authenticates.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -16,8 +17,8 @@ use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, Scra
 use datafusion_postgres::pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use futures::{Sink, SinkExt};
 
 use crate::config::PostgresConfig;
@@ -52,20 +53,16 @@ impl AuthSource for Users {
 pub(crate) struct Authenticator {
     users: Option<Arc<Users>>,
     connections: Arc<ConnectionManager>,
+    require_tls: bool,
 }
 
 impl Authenticator {
-    /// Checks the listener and users, and hashes the passwords.
+    /// Hashes the configured users' passwords.
     pub(crate) fn new(config: &PostgresConfig, connections: Arc<ConnectionManager>) -> Result<Self> {
+        // Config::parse refused trust beyond loopback, and require_tls without a certificate.
+        let require_tls = config.require_tls;
         if config.users.is_empty() {
-            if !config.listen.ip().is_loopback() {
-                return Err(Error::Config(format!(
-                    "postgres.listen = {} accepts clients from other machines, but no postgres.users are configured; \
-                     isobar trusts clients without a password only on loopback",
-                    config.listen
-                )));
-            }
-            return Ok(Self { users: None, connections });
+            return Ok(Self { users: None, connections, require_tls });
         }
         let mut by_name = HashMap::new();
         for user in &config.users {
@@ -75,22 +72,23 @@ impl Authenticator {
             let salt: [u8; 16] = rand::random();
             by_name.insert(user.name.clone(), (salt.to_vec(), gen_salted_password(&user.password, &salt, SCRAM_ITERATIONS)));
         }
-        Ok(Self { users: Some(Arc::new(Users { by_name })), connections })
+        Ok(Self { users: Some(Arc::new(Users { by_name })), connections, require_tls })
     }
 
     /// A fresh handler for one connection (SCRAM keeps per-connection state).
     pub(crate) fn handler(&self) -> Startup {
-        match &self.users {
-            None => Startup::Trust(Trust { connections: Arc::clone(&self.connections) }),
+        let method = match &self.users {
+            None => Method::Trust(Trust { connections: Arc::clone(&self.connections) }),
             Some(users) => {
                 let scram = ScramAuth::new(Arc::clone(users) as Arc<dyn AuthSource>);
-                Startup::Scram(
+                Method::Scram(
                     SASLAuthStartupHandler::new(Arc::new(server_parameters()))
                         .with_scram(scram)
                         .with_connection_manager(Arc::clone(&self.connections)),
                 )
             }
-        }
+        };
+        Startup { method, require_tls: self.require_tls }
     }
 }
 
@@ -101,8 +99,13 @@ fn server_parameters() -> DefaultServerParameterProvider {
     p
 }
 
-/// One connection's startup: trusted, or SCRAM.
-pub(crate) enum Startup {
+/// One connection's startup: trusted, or SCRAM; over TLS only when it is required.
+pub(crate) struct Startup {
+    method: Method,
+    require_tls: bool,
+}
+
+enum Method {
     Trust(Trust),
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
@@ -115,9 +118,16 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Self::Trust(t) => t.on_startup(client, message).await,
-            Self::Scram(s) => s.on_startup(client, message).await,
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this isobar listener requires TLS: connect with sslmode=require".into(),
+            ))));
+        }
+        match &self.method {
+            Method::Trust(t) => t.on_startup(client, message).await,
+            Method::Scram(s) => s.on_startup(client, message).await,
         }
     }
 }

@@ -41,6 +41,8 @@ pub(crate) struct PostgresConfig {
     pub(crate) tls_cert_path: Option<PathBuf>,
     /// PEM private key for TLS.
     pub(crate) tls_key_path: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS (needs the certificate and key).
+    pub(crate) require_tls: bool,
 }
 
 /// One user of a listener (Postgres or MQTT).
@@ -121,6 +123,8 @@ pub(crate) struct StorageSection {
     pub(crate) rollup_retention_ms: u64,
     /// Per table, its own retention in milliseconds in place of the two above.
     pub(crate) table_retention_ms: std::collections::BTreeMap<String, u64>,
+    /// How far ahead of the wall clock a reading's time may be, in milliseconds; 0: no limit.
+    pub(crate) future_tolerance_ms: u64,
 }
 
 impl Default for Config {
@@ -147,6 +151,7 @@ impl Default for PostgresConfig {
             users: Vec::new(),
             tls_cert_path: None,
             tls_key_path: None,
+            require_tls: false,
         }
     }
 }
@@ -182,6 +187,7 @@ impl Default for StorageSection {
             retention_ms: s.retention_ms,
             rollup_retention_ms: s.rollup_retention_ms,
             table_retention_ms: s.table_retention_ms,
+            future_tolerance_ms: s.future_tolerance_ms,
         }
     }
 }
@@ -196,12 +202,32 @@ impl Config {
 
     /// Parses a configuration file's text, and refuses settings that cannot work together.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                format!("line {line}, column {column} ({source}): ")
+            });
+            format!("{}{}", at.unwrap_or_default(), e.message().trim())
+        })?;
         for spec in &config.subscriptions {
             spec.check().map_err(|e| e.to_string())?;
         }
         for spec in &config.emit {
             spec.check().map_err(|e| e.to_string())?;
+        }
+        let pg = &config.postgres;
+        if pg.users.is_empty() && !pg.listen.ip().is_loopback() {
+            return Err(format!(
+                "postgres.listen = {} accepts clients from other machines, but no postgres.users are configured; \
+                 isobar trusts clients without a password only on loopback",
+                pg.listen
+            ));
+        }
+        if pg.require_tls && (pg.tls_cert_path.is_none() || pg.tls_key_path.is_none()) {
+            return Err("postgres.require_tls needs postgres.tls_cert_path and tls_key_path".into());
         }
         if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
             return Err(format!(
@@ -230,6 +256,7 @@ impl Config {
         c.rollup_retention_ms = s.rollup_retention_ms;
         c.table_retention_ms = s.table_retention_ms.clone();
         c.string_bytes_max = s.string_bytes_max;
+        c.future_tolerance_ms = s.future_tolerance_ms;
         c
     }
 
@@ -278,7 +305,11 @@ mod tests {
         known.sort();
         assert_eq!(documented, known, "docs/configuration.md and Config disagree");
         let defaults = toml::to_string(&Config::default()).expect("serializes");
-        assert_eq!(toml::from_str::<toml::Table>(&defaults).ok(), toml::from_str::<toml::Table>(&example).ok(), "the example shows the defaults");
+        assert_eq!(
+            toml::from_str::<toml::Table>(&defaults).ok(),
+            toml::from_str::<toml::Table>(&example).ok(),
+            "the example shows the defaults"
+        );
     }
 
     #[test]
@@ -295,9 +326,8 @@ mod tests {
         let err = Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n").expect_err("open listener without users");
         assert!(err.contains("needs users under [mqtt]"), "{err}");
         Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\nusers = [{ name = \"d\", password = \"p\" }]\n").expect("with users");
-        let subscription = |broker: &str, topics: &str| {
-            format!("[[subscriptions]]\nbroker = \"{broker}\"\nclient_id = \"isobar-1\"\ntopics = {topics}\n")
-        };
+        let subscription =
+            |broker: &str, topics: &str| format!("[[subscriptions]]\nbroker = \"{broker}\"\nclient_id = \"isobar-1\"\ntopics = {topics}\n");
         assert!(Config::parse(&subscription("http://x:1", "[\"a/#\"]")).expect_err("not mqtt").contains("mqtt://HOST:PORT"));
         assert!(Config::parse(&subscription("mqtt://x:1", "[]")).expect_err("no topics").contains("topics"));
         Config::parse(&subscription("mqtt://broker.local:1883", "[\"$share/isobar/weather/#\"]")).expect("a shared subscription");

@@ -298,10 +298,10 @@ impl IsobarCopy {
     }
 
     fn put_back<C: ClientInfo>(client: &C, copy: CopyIn) {
-        if let Some(slot) = client.session_extensions().get::<CopySlot>() {
-            if let Ok(mut current) = slot.0.lock() {
-                *current = Some(copy);
-            }
+        if let Some(slot) = client.session_extensions().get::<CopySlot>()
+            && let Ok(mut current) = slot.0.lock()
+        {
+            *current = Some(copy);
         }
     }
 
@@ -328,10 +328,10 @@ impl CopyHandler for IsobarCopy {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyData outside a COPY".into())) };
-        if copy.error.is_none() {
-            if let Err(e) = copy.feed(&copy_data.data) {
-                copy.error = Some(e);
-            }
+        if copy.error.is_none()
+            && let Err(e) = copy.feed(&copy_data.data)
+        {
+            copy.error = Some(e);
         }
         self.write(&mut copy, false).await;
         Self::put_back(client, copy);
@@ -345,10 +345,10 @@ impl CopyHandler for IsobarCopy {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let Some(mut copy) = Self::take(client) else { return Err(user_error("08P01", "CopyDone outside a COPY".into())) };
-        if copy.error.is_none() {
-            if let Err(e) = copy.finish() {
-                copy.error = Some(e);
-            }
+        if copy.error.is_none()
+            && let Err(e) = copy.finish()
+        {
+            copy.error = Some(e);
         }
         self.write(&mut copy, true).await;
         if let Some(reason) = copy.error {
@@ -431,13 +431,17 @@ mod tests {
         use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
         use datafusion::sql::sqlparser::parser::Parser;
         let format = |sql: &str| {
-            let Some(Statement::Copy { options, legacy_options, .. }) = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").pop()
+            let Some(Statement::Copy { options, legacy_options, .. }) =
+                Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses").pop()
             else {
                 panic!("not a COPY")
             };
             CopyFormat::from_options(&options, &legacy_options)
         };
-        assert_eq!(format("COPY t FROM STDIN").expect("text"), CopyFormat { csv: false, delimiter: '\t', null: "\\N".into(), header: false, quote: '"', escape: '"' });
+        assert_eq!(
+            format("COPY t FROM STDIN").expect("text"),
+            CopyFormat { csv: false, delimiter: '\t', null: "\\N".into(), header: false, quote: '"', escape: '"' }
+        );
         assert_eq!(format("COPY t FROM STDIN WITH (FORMAT csv, HEADER true)").expect("csv"), CopyFormat { header: true, ..csv() });
         assert_eq!(format("COPY t FROM STDIN csv header").expect("legacy csv"), CopyFormat { header: true, ..csv() });
         assert_eq!(format("COPY t FROM STDIN WITH (DELIMITER ';', FORMAT csv)").expect("csv").delimiter, ';');

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
-use isobar_storage::Storage;
+use isobar_storage::{Health, Storage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -46,9 +45,14 @@ async fn handle(mut socket: TcpStream, storage: &Storage, queries: &QueryMetrics
     let mut parts = line.split(|b| *b == b' ');
     let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
     match (method, path) {
-        (b"GET", b"/health") => match storage.background_error() {
-            None => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
-            Some(e) => respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("{e}\n")).await,
+        (b"GET", b"/health") => match storage.health() {
+            Health::Ok => respond(&mut socket, "200 OK", "text/plain", "ok\n").await,
+            Health::BackgroundFailing(e) => {
+                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("background work failing, retried: {e}\n")).await
+            }
+            Health::WritesRefused(e) => {
+                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("writes refused until restart: {e}\n")).await
+            }
         },
         (b"GET", b"/metrics") => respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(storage, queries, ingest)).await,
         (b"GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,

@@ -1,12 +1,17 @@
 //! The `isobar` binary.
 //!
 //! - `isobar serve [--config FILE]` runs the server: storage, the Postgres wire protocol
-//!   listener (127.0.0.1:5433) and HTTP (`/health`, `/metrics` on 127.0.0.1:8086), all on
-//!   embedded defaults unless the TOML file says otherwise (`docs/configuration.md`).
+//!   listener (127.0.0.1:5433), MQTT (127.0.0.1:1883) and HTTP (`/health`, `/metrics` on
+//!   127.0.0.1:8086), all on embedded defaults unless the TOML file says otherwise
+//!   (`docs/configuration.md`). `isobar` alone does the same.
 //! - `isobar demo [--config FILE]` is `serve` with the seed fleet's rule and a simulated fleet
 //!   of 100 sensors publishing to the MQTT listener, and prints how to look at it with psql.
 //! - `isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ ...` publishes
 //!   a simulated fleet over MQTT (`simulate.rs`).
+//! - `isobar verify [--config FILE]` checks a stopped server's data folder (`verify.rs`).
+//!
+//! A user's mistake (an unknown command, a bad flag, a bad configuration file) is one line on
+//! stderr and exit code 2; a failure while running is one line and exit code 1.
 
 mod auth;
 mod config;
@@ -19,41 +24,122 @@ mod pg;
 mod pg_direct;
 mod pg_functions;
 mod pg_params;
+mod pg_session;
 mod serve;
 mod simulate;
 mod tls;
+mod verify;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
 use isobar_ingest::simulator::seed_rule;
 
-fn serve_command(args: &[String], demo: bool) -> Result<()> {
-    let config_path = match args {
-        [] => None,
-        [flag, path] if flag == "--config" => Some(PathBuf::from(path)),
-        _ => bail!("usage: isobar {} [--config FILE]", if demo { "demo" } else { "serve" }),
-    };
-    let mut config = config::Config::load(config_path.as_deref())?;
-    let demo = demo.then(|| {
-        if !config.rules.iter().any(|r| r.table == "weather") {
-            config.rules.push(seed_rule());
-        }
-        serve::Demo { stations: 20, sensors_per_station: 5, rate_hz: 1.0 }
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
-    runtime.block_on(serve::serve(config, demo))?;
-    Ok(())
+/// isobar: a time-series database for sensor fleets, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "isobar", version, about, propagate_version = true)]
+struct Cli {
+    /// The TOML configuration file (docs/configuration.md); without one, embedded defaults.
+    #[arg(long, short, global = true, env = "ISOBAR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format on stderr; levels come from ISOBAR_LOG (e.g. `info`, `isobar=debug`).
+    #[arg(long, global = true, env = "ISOBAR_LOG_FORMAT", value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() -> Result<()> {
-    logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let rest = &args[args.len().min(1)..];
-    match args.first().map(String::as_str) {
-        Some("serve") | None => serve_command(rest, false),
-        Some("demo") => serve_command(rest, true),
-        Some("simulate") => simulate::command(rest),
-        Some(other) => bail!("unknown command {other}; try `isobar serve`, `isobar demo` or `isobar simulate`"),
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Run the server with the seed fleet's rule and a simulated fleet of 100 weather sensors.
+    Demo,
+    /// Publish a simulated weather fleet over MQTT and report the rate and PUBACK times.
+    Simulate(simulate::Args),
+    /// Check every byte of a stopped server's data folder; exit 1 on damage.
+    Verify,
+}
+
+/// How a command failed: the user's mistake (exit 2) or a failure while running (exit 1).
+enum Failure {
+    Usage(String),
+    Run(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Run(e)
     }
+}
+
+fn load_config(cli: &Cli) -> Result<config::Config, Failure> {
+    config::Config::load(cli.config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        None | Some(Command::Serve) => serve_command(load_config(&cli)?, None),
+        Some(Command::Demo) => {
+            let mut config = load_config(&cli)?;
+            if !config.rules.iter().any(|r| r.table == "weather") {
+                config.rules.push(seed_rule());
+            }
+            serve_command(config, Some(serve::Demo { stations: 20, sensors_per_station: 5, rate_hz: 1.0 }))
+        }
+        Some(Command::Simulate(ref args)) => {
+            let options = args.options().map_err(Failure::Usage)?;
+            Ok(simulate::command(options)?)
+        }
+        Some(Command::Verify) => {
+            let config = load_config(&cli)?;
+            Ok(verify::command(&config)?)
+        }
+    }
+}
+
+fn serve_command(config: config::Config, demo: Option<serve::Demo>) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Run(anyhow::anyhow!("start the async runtime: {e}")))?;
+    runtime.block_on(serve::serve(config, demo)).map_err(|e| match e {
+        error::Error::Config(_) => Failure::Usage(e.to_string()),
+        other => Failure::Run(other.into()),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("isobar: {line} (see isobar --help)");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("isobar: {}", one_line(&message));
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("isobar: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A message on one line: line breaks inside it (from a TOML parser, say) become spaces.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }

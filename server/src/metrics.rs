@@ -47,14 +47,31 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     let m = storage.metrics();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::new();
+    let health = storage.health();
+    out += "# HELP isobar_storage_health Whether the engine is in this state (1) or not (0): ok; background_failing \
+            (persists or other background work fail and are retried); writes_refused (a WAL write or fsync failed).\n";
+    out += "# TYPE isobar_storage_health gauge\n";
+    for state in ["ok", "background_failing", "writes_refused"] {
+        out += &format!("isobar_storage_health{{state=\"{state}\"}} {}\n", u8::from(health.name() == state));
+    }
     counter(&mut out, "isobar_rows_written_total", "Rows written durably.", load(&m.rows_written));
     counter(&mut out, "isobar_rows_rejected_total", "Rows rejected, with a reason, by schema checks or limits.", load(&m.rows_rejected));
     counter(&mut out, "isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", load(&m.wal_fsyncs));
     counter(&mut out, "isobar_persists_total", "Write buffer persists into chunks.", load(&m.persists));
     counter(&mut out, "isobar_compactions_total", "Chunk compactions.", load(&m.compactions));
-    counter(&mut out, "isobar_background_failures_total", "Persists, compactions or rollup rounds that failed.", load(&m.background_failures));
+    counter(
+        &mut out,
+        "isobar_background_failures_total",
+        "Persists, compactions or rollup rounds that failed.",
+        load(&m.background_failures),
+    );
     counter(&mut out, "isobar_writer_waits_total", "Writes that waited for the write buffer to drain.", load(&m.writer_waits));
-    counter(&mut out, "isobar_rollup_windows_final_total", "Rollup windows written final, and again after late rows.", load(&m.rollup_windows_final));
+    counter(
+        &mut out,
+        "isobar_rollup_windows_final_total",
+        "Rollup windows written final, and again after late rows.",
+        load(&m.rollup_windows_final),
+    );
     counter(
         &mut out,
         "isobar_rollup_windows_unpublished_total",
@@ -75,11 +92,31 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     out += &format!("isobar_query_duration_seconds_count {}\n", load(&queries.queries));
     counter(&mut out, "isobar_mqtt_connections_total", "MQTT connections accepted.", load(&mqtt.connections));
     counter(&mut out, "isobar_mqtt_messages_total", "MQTT publishes received.", load(&mqtt.messages));
-    counter(&mut out, "isobar_mqtt_rows_written_total", "Rows the rules made from MQTT publishes, written durably.", load(&mqtt.rows_written));
-    counter(&mut out, "isobar_mqtt_messages_rejected_total", "MQTT publishes no rule could store (dead letters).", load(&mqtt.messages_rejected));
+    counter(
+        &mut out,
+        "isobar_mqtt_rows_written_total",
+        "Rows the rules made from MQTT publishes, written durably.",
+        load(&mqtt.rows_written),
+    );
+    counter(
+        &mut out,
+        "isobar_mqtt_messages_rejected_total",
+        "MQTT publishes no rule could store (dead letters).",
+        load(&mqtt.messages_rejected),
+    );
     counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connections));
     counter(&mut out, "isobar_subscription_messages_total", "Messages delivered by external brokers.", load(&subs.messages));
-    counter(&mut out, "isobar_subscription_rows_written_total", "Rows the rules made from delivered messages, written durably.", load(&subs.rows_written));
-    counter(&mut out, "isobar_subscription_messages_rejected_total", "Delivered messages no rule could store (dead letters).", load(&subs.messages_rejected));
+    counter(
+        &mut out,
+        "isobar_subscription_rows_written_total",
+        "Rows the rules made from delivered messages, written durably.",
+        load(&subs.rows_written),
+    );
+    counter(
+        &mut out,
+        "isobar_subscription_messages_rejected_total",
+        "Delivered messages no rule could store (dead letters).",
+        load(&subs.messages_rejected),
+    );
     out
 }

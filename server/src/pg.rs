@@ -12,28 +12,29 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Ident, Statement};
+use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
-use datafusion_postgres::hooks::set_show::SetShowHook;
-use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
-use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
-use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
 use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::store::PortalStore;
-use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::copy::CopyData;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use futures::{Sink, StreamExt};
+use datafusion_postgres::pgwire::messages::copy::CopyData;
+use datafusion_postgres::pgwire::messages::extendedquery::{Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_STATEMENT};
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::{Sink, SinkExt, StreamExt};
 use isobar_query::{BudgetedStream, CATALOG, QueryBudget, QueryEngine, aggregate_scalar_subqueries, check_statement, with_budget};
 
 use crate::auth::Authenticator;
@@ -42,6 +43,7 @@ use crate::copy::{self, CopySlot, IsobarCopy};
 use crate::error::{Error, Result};
 use crate::metrics::QueryMetrics;
 use crate::pg_direct::{self, DirectParser, direct_query};
+use crate::pg_session::{PgSession, reply_plan};
 
 /// Everything one Postgres connection needs; shared by all connections.
 pub(crate) struct PgHandlers {
@@ -56,26 +58,19 @@ impl PgHandlers {
     pub(crate) async fn new(engine: &QueryEngine, config: &PostgresConfig, metrics: Arc<QueryMetrics>) -> Result<Self> {
         setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider).map_err(|e| Error::Catalog(e.to_string()))?;
         crate::pg_functions::register(engine.context()).await.map_err(|e| Error::Catalog(e.to_string()))?;
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(IsobarHook { engine: engine.clone() }),
-            Arc::new(CursorStatementHook),
-            Arc::new(SetShowHook),
-            Arc::new(TransactionStatementHook),
-        ];
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(IsobarHook { engine: engine.clone() }), Arc::new(CursorStatementHook)];
         let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(engine.context()), hooks));
         let connections = Arc::new(ConnectionManager::new());
-        let timeout_ms = engine.config().timeout_ms;
         Ok(Self {
             auth: Authenticator::new(config, Arc::clone(&connections))?,
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
             copy: Arc::new(IsobarCopy::new(engine.clone())),
-            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), engine: engine.clone(), metrics: Arc::clone(&metrics), timeout_ms }),
+            simple: Arc::new(CountedSimple { inner: Arc::clone(&session), engine: engine.clone(), metrics: Arc::clone(&metrics) }),
             extended: Arc::new(CheckedExtended {
                 engine: engine.clone(),
                 parser: Arc::new(DirectParser { inner: session.query_parser(), engine: engine.clone() }),
                 inner: session,
                 metrics,
-                timeout_ms,
             }),
         })
     }
@@ -103,31 +98,21 @@ impl PgWireServerHandlers for PgHandlers {
     }
 }
 
-/// Where a session's statement timeout lives (datafusion-postgres reads it for planning).
-const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
-
-/// Gives a session the configured statement timeout until it sets its own, and returns the
-/// deadline of a statement that starts now (`None`: no limit, `SET statement_timeout = 0`).
-fn statement_deadline<C: ClientInfo>(client: &mut C, timeout_ms: u64) -> Option<tokio::time::Instant> {
-    let ms = client.metadata_mut().entry(STATEMENT_TIMEOUT_KEY.to_owned()).or_insert_with(|| timeout_ms.to_string());
-    let ms: u64 = ms.parse().unwrap_or(timeout_ms);
-    (ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
+/// The deadline of a statement of `session` that starts now.
+fn statement_deadline(session: &PgSession) -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_millis(session.state().statement_timeout_ms())
 }
 
 /// Bounds a query's execution, not only its planning: its rows are produced under the query's
 /// memory budget, rows that are not ready by the deadline end the stream with `57014`, and
 /// dropping the stream stops the query. A query that runs out of memory ends with `53200`.
-fn bounded(response: Response, deadline: Option<tokio::time::Instant>, budget: Arc<QueryBudget>) -> Response {
+fn bounded(response: Response, deadline: tokio::time::Instant, budget: Arc<QueryBudget>) -> Response {
     let Response::Query(mut query) = response else { return response };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
     let rows = BudgetedStream::new(rows, budget);
     let bounded = futures::stream::unfold(Some(rows), move |rows| async move {
         let mut rows = rows?;
-        let next = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, rows.next()).await,
-            None => Ok(rows.next().await),
-        };
-        match next {
+        match tokio::time::timeout_at(deadline, rows.next()).await {
             Ok(Some(Err(e))) => Some((Err(out_of_memory(e)), None)),
             Ok(Some(row)) => Some((row, Some(rows))),
             Ok(None) => None,
@@ -141,10 +126,10 @@ fn bounded(response: Response, deadline: Option<tokio::time::Instant>, budget: A
 /// PostgreSQL's `53200 out_of_memory` for a query past its memory limit; other errors as they
 /// are.
 fn out_of_memory(e: PgWireError) -> PgWireError {
-    if let PgWireError::ApiError(inner) = &e {
-        if let Some(DataFusionError::ResourcesExhausted(message)) = inner.downcast_ref::<DataFusionError>().map(DataFusionError::find_root) {
-            return user_error("53200", message.clone());
-        }
+    if let PgWireError::ApiError(inner) = &e
+        && let Some(DataFusionError::ResourcesExhausted(message)) = inner.downcast_ref::<DataFusionError>().map(DataFusionError::find_root)
+    {
+        return user_error("53200", message.clone());
     }
     e
 }
@@ -166,7 +151,6 @@ struct CountedSimple {
     inner: Arc<DfSessionService>,
     engine: QueryEngine,
     metrics: Arc<QueryMetrics>,
-    timeout_ms: u64,
 }
 
 #[async_trait]
@@ -179,8 +163,9 @@ impl SimpleQueryHandler for CountedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let deadline = statement_deadline(client, self.timeout_ms);
-        let budget = self.engine.budget();
+        let session = PgSession::of(client, self.engine.config());
+        let deadline = statement_deadline(&session);
+        let budget = self.engine.budget_of(session.state().memory_limit_bytes());
         let result = with_budget(Arc::clone(&budget), async {
             match direct_query(query) {
                 Some(statement) => match pg_direct::plan(&self.engine, statement).await {
@@ -204,7 +189,6 @@ struct CheckedExtended {
     engine: QueryEngine,
     parser: Arc<DirectParser<<DfSessionService as ExtendedQueryHandler>::QueryParser>>,
     metrics: Arc<QueryMetrics>,
-    timeout_ms: u64,
 }
 
 #[async_trait]
@@ -216,6 +200,45 @@ impl ExtendedQueryHandler for CheckedExtended {
         Arc::clone(&self.parser)
     }
 
+    /// As pgwire parses, with the session's named statements counted and bounded.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        if name != DEFAULT_NAME {
+            PgSession::of(client, self.engine.config()).add_prepared(&name)?;
+        }
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client.send(PgWireBackendMessage::ParseComplete(ParseComplete::new())).await?;
+        Ok(())
+    }
+
+    /// As pgwire closes, with the session's named statements counted.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            client.portal_store().rm_statement(name);
+            PgSession::of(client, self.engine.config()).remove_prepared(name);
+        } else {
+            client.portal_store().rm_portal(name);
+        }
+        client.send(PgWireBackendMessage::CloseComplete(CloseComplete::new())).await?;
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -224,18 +247,19 @@ impl ExtendedQueryHandler for CheckedExtended {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
-        let deadline = statement_deadline(client, self.timeout_ms);
-        if let Some(expected) = placeholders(&portal.statement.statement.0) {
-            if portal.parameters.len() != expected {
-                self.metrics.record(started, true);
-                return Err(user_error(
-                    "08P01",
-                    format!("bind message supplies {} parameters, but the statement requires {expected}", portal.parameters.len()),
-                ));
-            }
+        let session = PgSession::of(client, self.engine.config());
+        let deadline = statement_deadline(&session);
+        if let Some(expected) = placeholders(&portal.statement.statement.0)
+            && portal.parameters.len() != expected
+        {
+            self.metrics.record(started, true);
+            return Err(user_error(
+                "08P01",
+                format!("bind message supplies {} parameters, but the statement requires {expected}", portal.parameters.len()),
+            ));
         }
         let aligned = crate::pg_params::aligned(portal);
-        let budget = self.engine.budget();
+        let budget = self.engine.budget_of(session.state().memory_limit_bytes());
         let query = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows);
         let result = with_budget(Arc::clone(&budget), query).await;
         self.metrics.record(started, result.is_err());
@@ -243,16 +267,52 @@ impl ExtendedQueryHandler for CheckedExtended {
     }
 }
 
-/// Runs isobar's statements and refusals, in both query protocols.
+/// Runs isobar's statements and refusals, in both query protocols: every statement passes
+/// the allow-list (`isobar_query::check_statement`) and the session's read-only check first;
+/// statements about the session are answered from the connection's own session.
 #[derive(Debug)]
 struct IsobarHook {
     engine: QueryEngine,
 }
 
 impl IsobarHook {
-    async fn run(&self, statement: &Statement, client: &(dyn ClientInfo + Send + Sync)) -> Option<PgWireResult<Response>> {
-        if let Err(e) = check_statement(statement) {
-            return Some(Err(pg_error(&e)));
+    async fn run(&self, statement: &Statement, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
+        let session = PgSession::of(client, self.engine.config());
+        if client.transaction_status() == TransactionStatus::Error
+            && !matches!(statement, Statement::Commit { .. } | Statement::Rollback { .. })
+        {
+            return Some(Err(user_error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block".into(),
+            )));
+        }
+        let reply = {
+            let mut state = session.state();
+            if let Err(e) = check_statement(statement).and_then(|()| state.before(statement)) {
+                return Some(Err(pg_error(&e)));
+            }
+            state.apply(statement)
+        };
+        if let Some(reply) = reply {
+            return Some(match reply {
+                Ok(reply) => session.respond(client, reply).await,
+                Err(e) => Err(pg_error(&e)),
+            });
+        }
+        match statement {
+            Statement::Deallocate { name, .. } => return Some(session.deallocate(client, &name.value)),
+            Statement::Declare { stmts } => {
+                for name in stmts.iter().flat_map(|d| &d.names) {
+                    if let Err(e) = session.add_cursor(&name.value) {
+                        return Some(Err(e));
+                    }
+                }
+            }
+            Statement::Close { cursor } => match cursor {
+                CloseCursor::All => session.remove_cursor(None),
+                CloseCursor::Specific { name } => session.remove_cursor(Some(&name.value)),
+            },
+            _ => {}
         }
         if let Some(start) = copy::start(&self.engine, statement) {
             return Some(match start {
@@ -267,43 +327,22 @@ impl IsobarHook {
                 Err(reason) => Err(user_error("22023", reason)),
             });
         }
-        // Every statement is durable on its own; savepoints (which psycopg and SQLAlchemy
-        // wrap around work) have nothing to undo, and are acknowledged as PostgreSQL does.
-        let acknowledge = |tag: &str| Some(Ok(Response::Execution(Tag::new(tag))));
-        match statement {
-            Statement::Savepoint { .. } => acknowledge("SAVEPOINT"),
-            Statement::ReleaseSavepoint { .. } => acknowledge("RELEASE"),
-            Statement::Rollback { savepoint: Some(_), .. } => acknowledge("ROLLBACK"),
-            Statement::CreateTable(create) => {
-                Some(self.engine.create_table(create).await.map(|_| Response::Execution(Tag::new("CREATE TABLE"))).map_err(|e| pg_error(&e)))
-            }
-            _ => None,
+        if let Statement::CreateTable(create) = statement {
+            return Some(
+                self.engine.create_table(create).await.map(|_| Response::Execution(Tag::new("CREATE TABLE"))).map_err(|e| pg_error(&e)),
+            );
         }
+        None
     }
-}
 
-impl IsobarHook {
-    /// A plan for what the statement asks that isobar answers itself: a `SHOW` of the server
-    /// version (from `current_setting`), or a query with scalar subqueries to aggregate.
+    /// A plan for a user query with scalar subqueries to aggregate, which isobar plans itself.
     async fn plan_own(&self, statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
-        if let Statement::ShowVariable { variable } = statement {
-            if is_server_version(variable) {
-                let name = variable[0].value.to_lowercase();
-                let sql = format!("SELECT current_setting('{name}') AS {name}");
-                return Some(self.engine.context().state().create_logical_plan(&sql).await.map_err(|e| PgWireError::ApiError(Box::new(e))));
-            }
-        }
         let mut statement = statement.clone();
         if !aggregate_scalar_subqueries(&mut statement) {
             return None;
         }
         Some(pg_direct::plan(&self.engine, statement).await)
     }
-}
-
-/// `server_version` and `server_version_num`: the settings drivers `SHOW` to learn the version.
-fn is_server_version(variable: &[Ident]) -> bool {
-    matches!(variable, [v] if v.value.eq_ignore_ascii_case("server_version") || v.value.eq_ignore_ascii_case("server_version_num"))
 }
 
 #[async_trait]
@@ -314,33 +353,33 @@ impl QueryHook for IsobarHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(plan) = self.plan_own(statement).await {
-            return Some(match plan {
-                Ok(plan) => pg_direct::run(&self.engine, plan, client).await,
-                Err(e) => Err(e),
-            });
+        if let Some(result) = self.run(statement, client).await {
+            return Some(result);
         }
-        self.run(statement, client).await
+        match self.plan_own(statement).await? {
+            Ok(plan) => Some(pg_direct::run(&self.engine, plan, client).await),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
         _context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         if let Err(e) = check_statement(statement) {
             return Some(Err(pg_error(&e)));
         }
+        // A session statement is described by what it would answer now, and answered when
+        // it runs, from the session as it is then.
+        let session = PgSession::of(client, self.engine.config());
+        let reply = session.state().clone().apply(statement);
+        if let Some(reply) = reply {
+            return Some(reply.map_err(|e| pg_error(&e)).and_then(|r| reply_plan(&r)));
+        }
         // Planned here as nothing; `handle_extended_query` runs it.
-        let ours = matches!(
-            statement,
-            Statement::CreateTable(_)
-                | Statement::Copy { to: false, .. }
-                | Statement::Savepoint { .. }
-                | Statement::ReleaseSavepoint { .. }
-                | Statement::Rollback { savepoint: Some(_), .. }
-        );
+        let ours = matches!(statement, Statement::CreateTable(_) | Statement::Copy { to: false, .. } | Statement::Deallocate { .. });
         if ours {
             return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
         }
@@ -350,16 +389,11 @@ impl QueryHook for IsobarHook {
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        plan: &LogicalPlan,
+        _plan: &LogicalPlan,
         _params: &ParamValues,
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        // Answered here, or datafusion-postgres's `SHOW` hook would name itself. The value is
-        // text, whose binary form is its text form, so it suits either result format.
-        if matches!(statement, Statement::ShowVariable { variable } if is_server_version(variable)) {
-            return Some(pg_direct::run(&self.engine, plan.clone(), client).await);
-        }
         self.run(statement, client).await
     }
 }
@@ -372,14 +406,17 @@ pub(crate) fn user_error(code: &str, message: String) -> PgWireError {
 /// The error a client sees, with its SQLSTATE.
 fn pg_error(e: &isobar_query::Error) -> PgWireError {
     let code = match e {
-        isobar_query::Error::Refused(_) => "42501",     // insufficient_privilege
-        isobar_query::Error::Unsupported(_) => "0A000", // feature_not_supported
-        isobar_query::Error::InvalidRows(_) => "22000", // data_exception
-        isobar_query::Error::Timeout(_) => "57014",     // query_canceled
+        isobar_query::Error::Refused(_) => "42501",        // insufficient_privilege
+        isobar_query::Error::ReadOnly(_) => "25006",       // read_only_sql_transaction
+        isobar_query::Error::InvalidSetting(_) => "22023", // invalid_parameter_value
+        isobar_query::Error::Unsupported(_) => "0A000",    // feature_not_supported
+        isobar_query::Error::InvalidRows(_) => "22000",    // data_exception
+        isobar_query::Error::Timeout(_) => "57014",        // query_canceled
         isobar_query::Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => "53200", // out_of_memory
         isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
         isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
         isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded
+        isobar_query::Error::Storage(isobar_storage::Error::Poisoned(_) | isobar_storage::Error::Io { .. }) => "58030", // io_error
         _ => "XX000",
     };
     user_error(code, e.to_string())

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use isobar_ingest::{Ingestor, Router};
-use isobar_ingest::mqtt_listener::{self, MqttContext};
 use isobar_ingest::emit;
 use isobar_ingest::mqtt_broker::Broker;
+use isobar_ingest::mqtt_listener::{self, MqttContext};
 use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
+use isobar_ingest::{Ingestor, Router};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
 use tokio::net::TcpListener;
@@ -48,9 +48,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let engine = QueryEngine::new(storage.clone(), config.query_config())?;
     let queries = Arc::new(QueryMetrics::default());
     let handlers = Arc::new(PgHandlers::new(&engine, &config.postgres, Arc::clone(&queries)).await?);
-    let bind = |what: &'static str, addr| async move {
-        TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source })
-    };
+    let bind =
+        |what: &'static str, addr| async move { TcpListener::bind(addr).await.map_err(|source| Error::Listen { what, addr, source }) };
     let tls = crate::tls::acceptor("postgres", config.postgres.tls_cert_path.as_ref(), config.postgres.tls_key_path.as_ref())?;
     let mqtt_tls = crate::tls::acceptor("mqtt", config.mqtt.tls_cert_path.as_ref(), config.mqtt.tls_key_path.as_ref())?;
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
@@ -83,7 +82,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
                 None => emit::Target::Listener(Arc::clone(&broker)),
             })
             .collect();
-        let (specs, windows, dropped) = (Arc::new(config.emit.clone()), storage.final_windows(EMIT_QUEUE_MAX), Arc::clone(&ingest_metrics.emit_dropped));
+        let (specs, windows, dropped) =
+            (Arc::new(config.emit.clone()), storage.final_windows(EMIT_QUEUE_MAX), Arc::clone(&ingest_metrics.emit_dropped));
         std::thread::Builder::new()
             .name("isobar-emit".into())
             .spawn(move || emit::run(specs, targets, windows, dropped))
@@ -124,9 +124,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     mqtt_task.abort();
     http_task.abort();
     println!("shutting down: waiting up to {SHUTDOWN_GRACE_MS} ms for {} connections", connections.len());
-    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
-        while connections.join_next().await.is_some() {}
-    });
+    let drained =
+        tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async { while connections.join_next().await.is_some() {} });
     if drained.await.is_err() {
         connections.abort_all();
     }
@@ -166,7 +165,7 @@ fn start_demo(demo: Demo, mqtt: String, pg: String) -> tokio::task::JoinHandle<(
     };
     tokio::spawn(async move {
         if let Err(e) = simulate(&options).await {
-            log::warn!("demo fleet stopped: {e}");
+            tracing::warn!("demo fleet stopped: {e}");
         }
     })
 }

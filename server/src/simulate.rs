@@ -7,64 +7,78 @@
 //! `--time-scale X` publishes X seconds of readings per second, replaying the last
 //! `--duration` seconds up to now: a quick way to fill hours of history or close rollup windows.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use isobar_ingest::publisher::{SimulateOptions, simulate};
 
-const USAGE: &str = "usage: isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ \
-                     [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W] [--time-scale X]";
+/// `isobar simulate`'s flags.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The broker or isobar listener to publish to.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_name = "mqtt://HOST:PORT")]
+    broker: String,
+    /// Weather stations.
+    #[arg(long, default_value_t = 10)]
+    stations: usize,
+    /// Sensors per station.
+    #[arg(long, default_value_t = 5)]
+    sensors: usize,
+    /// Readings per sensor per second.
+    #[arg(long = "rate", default_value_t = 1.0, value_name = "HZ")]
+    rate_hz: f64,
+    /// Seconds to run; without it, until stopped.
+    #[arg(long = "duration", value_name = "SECONDS")]
+    duration_s: Option<f64>,
+    /// Seed of the simulated readings.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// MQTT QoS of the publishes: 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// TCP connections the stations are split across.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Unacknowledged QoS 1 publishes per connection, at most.
+    #[arg(long, default_value_t = 1000)]
+    window: usize,
+    /// Seconds of readings per second of wall clock; above 1 replays the last --duration
+    /// seconds up to now.
+    #[arg(long = "time-scale", default_value_t = 1.0, value_name = "X")]
+    time_scale: f64,
+}
 
-fn parse(args: &[String]) -> Result<SimulateOptions> {
-    let mut o = SimulateOptions {
-        broker: "127.0.0.1:1883".into(),
-        stations: 10,
-        sensors: 5,
-        rate_hz: 1.0,
-        duration_s: None,
-        seed: 42,
-        qos: 1,
-        connections: 4,
-        window: 1000,
-        time_scale: 1.0,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = || value.parse::<u64>().with_context(|| format!("{flag} takes a whole number, not {value}"));
-        match flag.as_str() {
-            "--broker" => o.broker = value.strip_prefix("mqtt://").unwrap_or(value).trim_end_matches('/').to_owned(),
-            "--stations" => o.stations = usize::try_from(number()?)?,
-            "--sensors" => o.sensors = usize::try_from(number()?)?,
-            "--rate" => o.rate_hz = value.parse().with_context(|| format!("--rate takes readings per second, not {value}"))?,
-            "--duration" => o.duration_s = Some(value.parse().with_context(|| format!("--duration takes seconds, not {value}"))?),
-            "--seed" => o.seed = number()?,
-            "--qos" => o.qos = u8::try_from(number()?)?,
-            "--connections" => o.connections = usize::try_from(number()?)?,
-            "--window" => o.window = usize::try_from(number()?)?,
-            "--time-scale" => o.time_scale = value.parse().with_context(|| format!("--time-scale takes a factor, not {value}"))?,
-            _ => bail!("unknown option {flag}\n{USAGE}"),
+impl Args {
+    /// The options, or what is wrong with the flags.
+    pub(crate) fn options(&self) -> Result<SimulateOptions, String> {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !positive(self.rate_hz) {
+            return Err("--rate must be above 0".into());
         }
+        if !positive(self.time_scale) {
+            return Err("--time-scale must be above 0".into());
+        }
+        if self.time_scale > 1.0 && self.duration_s.is_none() {
+            return Err("--time-scale above 1 replays the past and needs --duration".into());
+        }
+        if self.stations == 0 || self.sensors == 0 || self.connections == 0 {
+            return Err("--stations, --sensors and --connections must be above 0".into());
+        }
+        Ok(SimulateOptions {
+            broker: self.broker.strip_prefix("mqtt://").unwrap_or(&self.broker).trim_end_matches('/').to_owned(),
+            stations: self.stations,
+            sensors: self.sensors,
+            rate_hz: self.rate_hz,
+            duration_s: self.duration_s,
+            seed: self.seed,
+            qos: self.qos,
+            connections: self.connections,
+            window: self.window,
+            time_scale: self.time_scale,
+        })
     }
-    if o.qos > 1 {
-        bail!("--qos is 0 or 1");
-    }
-    if !(o.rate_hz > 0.0 && o.rate_hz.is_finite()) {
-        bail!("--rate must be above 0");
-    }
-    if !(o.time_scale > 0.0 && o.time_scale.is_finite()) {
-        bail!("--time-scale must be above 0");
-    }
-    if o.time_scale > 1.0 && o.duration_s.is_none() {
-        bail!("--time-scale above 1 replays the past and needs --duration");
-    }
-    if o.stations == 0 || o.sensors == 0 {
-        bail!("--stations and --sensors must be above 0");
-    }
-    Ok(o)
 }
 
 /// Runs `isobar simulate`.
-pub(crate) fn command(args: &[String]) -> Result<()> {
-    let options = parse(args)?;
+pub(crate) fn command(options: SimulateOptions) -> Result<()> {
     println!(
         "isobar simulate: {} stations × {} sensors at {} Hz, QoS {}, to {} over {} connections",
         options.stations, options.sensors, options.rate_hz, options.qos, options.broker, options.connections

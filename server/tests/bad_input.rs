@@ -80,7 +80,9 @@ fn wrong_parameter_counts_and_types_are_errors_and_the_connection_goes_on() {
     };
     let mut execute = cstr("");
     execute.extend(0u32.to_be_bytes());
-    for (values, what) in [(&[&b"1"[..], &b"2"[..]][..], "two values for one parameter"), (&[&b"not a number"[..]][..], "text for a BIGINT")] {
+    for (values, what) in
+        [(&[&b"1"[..], &b"2"[..]][..], "two values for one parameter"), (&[&b"not a number"[..]][..], "text for a BIGINT")]
+    {
         let mut out = message(b'P', &parse);
         out.extend(message(b'B', &bind_with(values)));
         out.extend(message(b'E', &execute));
@@ -148,9 +150,8 @@ async fn a_query_past_its_memory_limit_fails_alone_and_the_session_goes_on() {
     let server = Server::start_config(&data, &config);
     let client = server.client().await;
     // A hash join keeps its whole build side in memory: a million rows need far more than 4 MiB.
-    let join = |rows: u32| {
-        format!("SELECT count(*) FROM generate_series(1, {rows}) a JOIN generate_series(1, {rows}) b ON a.value = b.value")
-    };
+    let join =
+        |rows: u32| format!("SELECT count(*) FROM generate_series(1, {rows}) a JOIN generate_series(1, {rows}) b ON a.value = b.value");
     let err = client.simple_query(&join(1_000_000)).await.expect_err("past the limit");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::OUT_OF_MEMORY), "{err}");
     let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();

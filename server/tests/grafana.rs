@@ -71,7 +71,9 @@ async fn expanded_macros_run() {
     assert_eq!(rows(&epoch), [[Some("3".to_owned())]]);
     // A multi-value template variable, and a trailing SQLCommenter comment.
     let chosen = client
-        .simple_query("SELECT device_id, max(temp) FROM readings WHERE device_id IN ('d1','d2') GROUP BY 1 ORDER BY 1 /*application='grafana'*/;")
+        .simple_query(
+            "SELECT device_id, max(temp) FROM readings WHERE device_id IN ('d1','d2') GROUP BY 1 ORDER BY 1 /*application='grafana'*/;",
+        )
         .await
         .expect("IN list");
     let chosen: Vec<(Option<String>, Option<f64>)> = rows(&chosen).into_iter().map(|r| (r[0].clone(), number(&r[1]))).collect();
@@ -92,17 +94,16 @@ async fn the_query_builder_lists_tables_and_columns() {
          ORDER BY CASE WHEN quote_ident(table_schema) IN ({search_path}) THEN 0 ELSE 1 END, 1"
     );
     let listed = rows(&client.simple_query(&tables).await.expect("table list"));
-    assert!(
-        listed.iter().any(|r| matches!(r[0].as_deref(), Some("readings" | "public.readings"))),
-        "readings missing from {listed:?}"
-    );
+    assert!(listed.iter().any(|r| matches!(r[0].as_deref(), Some("readings" | "public.readings"))), "readings missing from {listed:?}");
     let columns = "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" FROM information_schema.columns \
         WHERE CASE WHEN array_length(parse_ident('public.readings'),1) = 2 \
         THEN quote_ident(table_schema) = (parse_ident('public.readings'))[1] AND quote_ident(table_name) = (parse_ident('public.readings'))[2] \
         ELSE quote_ident(table_name) = 'public.readings' END";
     let described = rows(&client.simple_query(columns).await.expect("column list"));
-    let pairs: Vec<(String, String)> = described.into_iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default())).collect();
-    for (column, ty) in [("time", "timestamp with time zone"), ("device_id", "text"), ("temp", "double precision"), ("ts_epoch", "bigint")] {
+    let pairs: Vec<(String, String)> =
+        described.into_iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone().unwrap_or_default())).collect();
+    for (column, ty) in [("time", "timestamp with time zone"), ("device_id", "text"), ("temp", "double precision"), ("ts_epoch", "bigint")]
+    {
         assert!(pairs.iter().any(|(c, t)| c == column && t == ty), "{column} {ty} missing from {pairs:?}");
     }
 }

@@ -11,7 +11,20 @@ const SEED_RULE: &str = Server::SEED_RULE;
 
 fn publish(server: &Server, qos: u8, topic: &str, payload: &str) {
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &server.mqtt_port.to_string(), "-q", &qos.to_string(), "-i", "test-device", "-t", topic, "-m", payload])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.mqtt_port.to_string(),
+            "-q",
+            &qos.to_string(),
+            "-i",
+            "test-device",
+            "-t",
+            topic,
+            "-m",
+            payload,
+        ])
         .output()
         .expect("mosquitto_pub runs (scripts/setup installs mosquitto-clients)");
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
@@ -24,7 +37,8 @@ async fn published_readings_become_rows_and_bad_ones_do_not_block_them() {
     let server = Server::start_config(&data, &Server::config(&data, SEED_RULE, ""));
     let topic = |station: &str| format!("weather/wa/seattle/{station}/temperature/{station}-t");
     for (qos, i) in [(0u8, 0), (1, 1), (2, 2), (1, 3)] {
-        let payload = format!(r#"{{"sensor_timestamp": {}, "sensor_value": "{}.5", "direction": 1}}"#, 1_700_000_000_000i64 + i * 1000, 20 + i);
+        let payload =
+            format!(r#"{{"sensor_timestamp": {}, "sensor_value": "{}.5", "direction": 1}}"#, 1_700_000_000_000i64 + i * 1000, 20 + i);
         publish(&server, qos, &topic("st-1"), &payload);
         // Bad neighbours: not JSON, no time, a topic no rule reads, and a text value.
         publish(&server, 1, &topic("st-2"), "not json");
@@ -111,21 +125,61 @@ async fn every_bad_payload_is_a_dead_letter_or_stored_as_documented_and_its_neig
         ("a string", topic.into(), b"\"hello\"".to_vec(), Outcome::Dead("time sensor_timestamp is missing")),
         ("an empty object", topic.into(), b"{}".to_vec(), Outcome::Dead("time sensor_timestamp is missing")),
         ("no time", topic.into(), br#"{"sensor_value": 1}"#.to_vec(), Outcome::Dead("time sensor_timestamp is missing")),
-        ("time as words", topic.into(), br#"{"sensor_timestamp": "yesterday", "sensor_value": 1}"#.to_vec(), Outcome::Dead("= \"yesterday\" is not a time")),
+        (
+            "time as words",
+            topic.into(),
+            br#"{"sensor_timestamp": "yesterday", "sensor_value": 1}"#.to_vec(),
+            Outcome::Dead("= \"yesterday\" is not a time"),
+        ),
         ("time before 1970", topic.into(), reading(-1000, "1").into_bytes(), Outcome::Dead("before 1970")),
-        ("time in the year 2200", topic.into(), reading(7_258_118_400_000, "1").into_bytes(), Outcome::Dead("more than a day after")),
-        ("time past 2262", topic.into(), reading(99_999_999_999_999, "1").into_bytes(), Outcome::Dead("= 99999999999999 is not a time in milliseconds")),
-        ("time as a huge float", topic.into(), br#"{"sensor_timestamp": 1e30, "sensor_value": 1}"#.to_vec(), Outcome::Dead("= 1e+30 is not a time")),
+        ("time in the year 2200", topic.into(), reading(7_258_118_400_000, "1").into_bytes(), Outcome::Dead("ahead of the server's clock")),
+        (
+            "time past 2262",
+            topic.into(),
+            reading(99_999_999_999_999, "1").into_bytes(),
+            Outcome::Dead("= 99999999999999 is not a time in milliseconds"),
+        ),
+        (
+            "time as a huge float",
+            topic.into(),
+            br#"{"sensor_timestamp": 1e30, "sensor_value": 1}"#.to_vec(),
+            Outcome::Dead("= 1e+30 is not a time"),
+        ),
         ("bare NaN is not JSON", topic.into(), reading(base_ms + 102, "NaN").into_bytes(), Outcome::Dead("not JSON")),
         ("a number beyond f64", topic.into(), reading(base_ms + 103, "1e400").into_bytes(), Outcome::Dead("not JSON")),
         ("nesting 1,000 deep", topic.into(), nested.into_bytes(), Outcome::Dead("not JSON")),
         ("a 10 MB payload", topic.into(), big, Outcome::Dead("exceeds the 1048576-byte packet limit")),
-        ("invalid UTF-8 before JSON", topic.into(), [&b"\xff\xfe"[..], reading(base_ms + 104, "1").as_bytes()].concat(), Outcome::Dead("not JSON")),
-        ("invalid UTF-8 in a string", topic.into(), [&b"{\"sensor_timestamp\": 1700000000105, \"sensor_value\": \"\xff\"}"[..]].concat(), Outcome::Dead("not JSON")),
-        ("a byte-order mark", topic.into(), [&b"\xef\xbb\xbf"[..], reading(base_ms + 106, "1").as_bytes()].concat(), Outcome::Dead("not JSON")),
-        ("an unknown topic", "elsewhere/x".into(), reading(base_ms + 107, "1").into_bytes(), Outcome::Dead("no rule matches topic elsewhere/x")),
+        (
+            "invalid UTF-8 before JSON",
+            topic.into(),
+            [&b"\xff\xfe"[..], reading(base_ms + 104, "1").as_bytes()].concat(),
+            Outcome::Dead("not JSON"),
+        ),
+        (
+            "invalid UTF-8 in a string",
+            topic.into(),
+            [&b"{\"sensor_timestamp\": 1700000000105, \"sensor_value\": \"\xff\"}"[..]].concat(),
+            Outcome::Dead("not JSON"),
+        ),
+        (
+            "a byte-order mark",
+            topic.into(),
+            [&b"\xef\xbb\xbf"[..], reading(base_ms + 106, "1").as_bytes()].concat(),
+            Outcome::Dead("not JSON"),
+        ),
+        (
+            "an unknown topic",
+            "elsewhere/x".into(),
+            reading(base_ms + 107, "1").into_bytes(),
+            Outcome::Dead("no rule matches topic elsewhere/x"),
+        ),
         ("too few topic levels", "weather/wa".into(), reading(base_ms + 108, "1").into_bytes(), Outcome::Dead("no rule matches")),
-        ("no field survives its cast", topic.into(), br#"{"sensor_timestamp": 1700000000109, "sensor_value": "x", "direction": "y"}"#.to_vec(), Outcome::Dead("no fields")),
+        (
+            "no field survives its cast",
+            topic.into(),
+            br#"{"sensor_timestamp": 1700000000109, "sensor_value": "x", "direction": "y"}"#.to_vec(),
+            Outcome::Dead("no fields"),
+        ),
         ("SELECT * of a non-object", "raw/a".into(), b"[1]".to_vec(), Outcome::Dead("SELECT * needs a JSON object payload")),
         // Stored as docs/rules.md says: a failed cast drops its key, other keys are ignored,
         // the last of duplicate keys counts, text that casts is a number.
@@ -134,9 +188,24 @@ async fn every_bad_payload_is_a_dead_letter_or_stored_as_documented_and_its_neig
         ("value Infinity as text", topic.into(), reading(base_ms + 207, "\"Infinity\"").into_bytes(), Outcome::Stored),
         ("value as an object", topic.into(), reading(base_ms + 201, "{\"a\": 1}").into_bytes(), Outcome::Stored),
         ("value as text", topic.into(), reading(base_ms + 202, "\"3.25\"").into_bytes(), Outcome::Stored),
-        ("extra keys and a NUL", topic.into(), br#"{"sensor_timestamp": 1700000000203, "sensor_value": 1, "x": "\u0000"}"#.to_vec(), Outcome::Stored),
-        ("duplicate keys", topic.into(), br#"{"sensor_timestamp": 5, "sensor_timestamp": 1700000000204, "sensor_value": 1}"#.to_vec(), Outcome::Stored),
-        ("a 1,000-byte sensor id", format!("weather/wa/seattle/st-9/temperature/{}", "s".repeat(1000)), reading(base_ms + 205, "1").into_bytes(), Outcome::Stored),
+        (
+            "extra keys and a NUL",
+            topic.into(),
+            br#"{"sensor_timestamp": 1700000000203, "sensor_value": 1, "x": "\u0000"}"#.to_vec(),
+            Outcome::Stored,
+        ),
+        (
+            "duplicate keys",
+            topic.into(),
+            br#"{"sensor_timestamp": 5, "sensor_timestamp": 1700000000204, "sensor_value": 1}"#.to_vec(),
+            Outcome::Stored,
+        ),
+        (
+            "a 1,000-byte sensor id",
+            format!("weather/wa/seattle/st-9/temperature/{}", "s".repeat(1000)),
+            reading(base_ms + 205, "1").into_bytes(),
+            Outcome::Stored,
+        ),
     ];
     assert!(cases.len() >= 30, "the acceptance asks for at least 30 cases");
     let mut neighbour_ms = base_ms + 10_000;
@@ -158,7 +227,8 @@ async fn every_bad_payload_is_a_dead_letter_or_stored_as_documented_and_its_neig
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
-    let expected: Vec<(&str, &str)> = cases.iter().filter_map(|(name, _, _, o)| if let Outcome::Dead(r) = o { Some((*name, *r)) } else { None }).collect();
+    let expected: Vec<(&str, &str)> =
+        cases.iter().filter_map(|(name, _, _, o)| if let Outcome::Dead(r) = o { Some((*name, *r)) } else { None }).collect();
     assert_eq!(dead.len(), expected.len() + 1, "one dead letter per bad case and the type conflict: {dead:#?}");
     for ((source, _, client_id, reason), (name, wanted)) in dead.iter().zip(&expected) {
         assert_eq!((source.as_str(), client_id.as_str()), ("mqtt", "fuzzy-device"));
@@ -300,7 +370,12 @@ async fn subscribers_get_live_readings_and_retained_messages() {
         .expect("mosquitto_sub");
     std::thread::sleep(std::time::Duration::from_millis(500));
     for i in 0..3 {
-        publish(&server, 1, "weather/wa/seattle/st-1/temperature/t-1", &format!(r#"{{"sensor_timestamp": {}, "sensor_value": {i}}}"#, 1_700_000_000_000i64 + i * 1000));
+        publish(
+            &server,
+            1,
+            "weather/wa/seattle/st-1/temperature/t-1",
+            &format!(r#"{{"sensor_timestamp": {}, "sensor_value": {i}}}"#, 1_700_000_000_000i64 + i * 1000),
+        );
         publish(&server, 1, "weather/or/portland/st-2/temperature/t-2", r#"{"sensor_timestamp": 1700000000000, "sensor_value": 9}"#);
     }
     let out = subscriber.wait_with_output().expect("mosquitto_sub gets 4 messages");

@@ -60,7 +60,10 @@ async fn create_insert_and_select_with_both_query_protocols() {
 
     // Last write wins on (series, time).
     client
-        .execute("INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES ('2024-01-01T00:00:00Z', 'st-1', 'temp-1', 99.0)", &[])
+        .execute(
+            "INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES ('2024-01-01T00:00:00Z', 'st-1', 'temp-1', 99.0)",
+            &[],
+        )
         .await
         .expect("overwrite");
     let rows = client.query("SELECT sensor_value FROM weather WHERE station_id = 'st-1' ORDER BY time", &[]).await.expect("select");
@@ -217,7 +220,13 @@ async fn copy_from_stdin_bulk_loads_text_and_csv() {
         "time,station_id,sensor_id,note,sensor_value\n2024-01-01T00:00:00Z,\"st,9\",x,\"said \"\"hi\"\"\",1.5\n2024-01-01T00:00:01Z,st-9,x,,2.5\n",
     )
     .expect("write csv");
-    let out = psql(&server, &format!("\\copy weather (time, station_id, sensor_id, note, sensor_value) FROM '{}' WITH (FORMAT csv, HEADER true)", csv.display()));
+    let out = psql(
+        &server,
+        &format!(
+            "\\copy weather (time, station_id, sensor_id, note, sensor_value) FROM '{}' WITH (FORMAT csv, HEADER true)",
+            csv.display()
+        ),
+    );
     assert_eq!(out.trim(), "COPY 2");
     let rows = client.query("SELECT station_id, note FROM weather WHERE sensor_id = 'x' ORDER BY time", &[]).await.expect("select");
     assert_eq!(rows[0].get::<_, &str>(0), "st,9");
@@ -238,7 +247,21 @@ fn timestamp(seconds: u64) -> String {
 
 fn psql_command(server: &Server, command: &str) -> std::process::Output {
     std::process::Command::new("psql")
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &server.pg_port.to_string(), "-U", "isobar", "-d", "isobar", "-c", command])
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.pg_port.to_string(),
+            "-U",
+            "isobar",
+            "-d",
+            "isobar",
+            "-c",
+            command,
+        ])
         .output()
         .expect("psql runs (scripts/setup installs it)")
 }

@@ -16,10 +16,5 @@ fn psycopg_sqlalchemy_and_pandas_work() {
         .arg(server.pg_port.to_string())
         .output()
         .unwrap_or_else(|e| panic!("run {python} (./scripts/setup installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -116,7 +116,10 @@ async fn the_rollup_table_answers_the_seed_aggregation() {
         .query_one("SELECT rollup, source, interval_ms, final_before, stale_windows FROM system.rollups", &[])
         .await
         .expect("system.rollups");
-    assert_eq!((status.get::<_, String>(0), status.get::<_, String>(1), status.get::<_, i64>(2)), ("weather_1m".into(), "weather".into(), 60_000));
+    assert_eq!(
+        (status.get::<_, String>(0), status.get::<_, String>(1), status.get::<_, i64>(2)),
+        ("weather_1m".into(), "weather".into(), 60_000)
+    );
     let newest_final = client.query_one("SELECT max(time) FROM weather_1m WHERE final", &[]).await.expect("newest final minute");
     let final_before: SystemTime = status.get(3);
     assert_eq!(final_before, newest_final.get::<_, SystemTime>(0) + Duration::from_secs(60));
@@ -230,11 +233,15 @@ async fn check_published(server: &Server, text: &str) -> usize {
         let minute = chrono::NaiveDateTime::parse_from_str(json["record_timestamp"].as_str().expect("time"), "%Y-%m-%d %H:%M:%S%.3f")
             .expect("the seed's time format")
             .and_utc();
-        let key = (sensor_id.to_owned(), SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(minute.timestamp()).expect("after 1970")));
+        let key =
+            (sensor_id.to_owned(), SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(minute.timestamp()).expect("after 1970")));
         let ((avg, _, sum, count), is_final) = rollup.get(&key).unwrap_or_else(|| panic!("published window {key:?} is in weather_1m"));
         assert!(is_final);
         assert_eq!(json["60sec_number_of_msg"].as_i64(), Some(*count));
-        assert!(close(json["sensor_avg_value"].as_f64().expect("avg"), *avg) && close(json["60sec_sum_of_sensor_value"].as_f64().expect("sum"), *sum));
+        assert!(
+            close(json["sensor_avg_value"].as_f64().expect("avg"), *avg)
+                && close(json["60sec_sum_of_sensor_value"].as_f64().expect("sum"), *sum)
+        );
         windows.insert(key);
     }
     windows.len()

@@ -9,11 +9,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use isobar_query::{Output, QueryConfig, QueryEngine};
+use isobar_query::{Output, QueryConfig, QueryEngine, Session};
 use isobar_storage::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use isobar_storage::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
 use isobar_storage::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -43,12 +42,13 @@ fn timestamp(ns: i64) -> String {
 
 /// Statements whose answer is rows.
 fn returns_rows(sql: &str) -> bool {
-    let first = sql.trim_start().split_whitespace().next().unwrap_or_default().to_uppercase();
+    let first = sql.split_whitespace().next().unwrap_or_default().to_uppercase();
     matches!(first.as_str(), "SELECT" | "WITH" | "VALUES" | "SHOW" | "EXPLAIN")
 }
 
+/// One client's session in process, as a connection is one over the wire.
 struct InProcess {
-    engine: QueryEngine,
+    session: Session,
 }
 
 fn cell(column: &ArrayRef, row: usize) -> Result<String, Failure> {
@@ -87,7 +87,7 @@ impl AsyncDB for InProcess {
     async fn shutdown(&mut self) {}
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
-        let outputs = self.engine.execute(sql).await.map_err(|e| Failure(e.to_string()))?;
+        let outputs = self.session.execute(sql).await.map_err(|e| Failure(e.to_string()))?;
         match outputs.into_iter().last() {
             Some(Output::Rows(batches)) if returns_rows(sql) => {
                 let width = batches.first().map_or(0, RecordBatch::num_columns);
@@ -116,9 +116,9 @@ fn pg_cell(row: &tokio_postgres::Row, i: usize) -> Result<String, Failure> {
         Type::BOOL => text(row.try_get::<_, Option<bool>>(i).map_err(err)?.map(|v| v.to_string())),
         Type::FLOAT8 => text(row.try_get::<_, Option<f64>>(i).map_err(err)?.map(float)),
         Type::INT8 => text(row.try_get::<_, Option<i64>>(i).map_err(err)?.map(|v| v.to_string())),
-        Type::TIMESTAMPTZ => text(row.try_get::<_, Option<DateTime<Utc>>>(i).map_err(err)?.map(|v| {
-            timestamp(v.timestamp_nanos_opt().unwrap_or_default())
-        })),
+        Type::TIMESTAMPTZ => {
+            text(row.try_get::<_, Option<DateTime<Utc>>>(i).map_err(err)?.map(|v| timestamp(v.timestamp_nanos_opt().unwrap_or_default())))
+        }
         Type::TEXT | Type::VARCHAR | Type::NAME => text(row.try_get::<_, Option<String>>(i).map_err(err)?),
         ref other => return Err(Failure(format!("column {i}: the slt runner does not compare type {other} yet"))),
     })
@@ -164,7 +164,7 @@ async fn golden_files_in_process() {
         let engine = QueryEngine::new(storage, QueryConfig::default()).expect("engine");
         let mut runner = Runner::new(move || {
             let engine = engine.clone();
-            async move { Ok(InProcess { engine }) }
+            async move { Ok(InProcess { session: engine.session() }) }
         });
         runner.with_column_validator(|_, _| true);
         runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (in process): {e}", file.display()));
@@ -175,11 +175,9 @@ async fn golden_files_in_process() {
 async fn golden_files_over_pgwire() {
     for file in slt_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Arc::new(common::Server::start(&dir.path().join("data")));
-        let mut runner = Runner::new(move || {
-            let server = Arc::clone(&server);
-            async move { Ok(OverPgwire { client: server.client().await }) }
-        });
+        let server = common::Server::start(&dir.path().join("data"));
+        let port = server.pg_port;
+        let mut runner = Runner::new(move || async move { Ok(OverPgwire { client: common::connect(port).await }) });
         runner.with_column_validator(|_, _| true);
         runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over pgwire): {e}", file.display()));
     }

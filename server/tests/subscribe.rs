@@ -113,7 +113,18 @@ async fn two_nodes_split_one_feed_with_a_shared_subscription() {
     while rows_and_sum(&a).await.0 == 0 || rows_and_sum(&b).await.0 == 0 {
         let payload = format!("{{\"sensor_timestamp\": {}, \"sensor_value\": 0, \"direction\": 1}}", 1_600_000_000_000i64 + probes * 1000);
         let out = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &broker_port.to_string(), "-q", "1", "-t", "weather/wa/probe/st-0/temperature/t-0", "-m", &payload])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker_port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                "weather/wa/probe/st-0/temperature/t-0",
+                "-m",
+                &payload,
+            ])
             .output()
             .expect("mosquitto_pub");
         assert!(out.status.success());

@@ -16,10 +16,8 @@ fn dependencies(manifest: &str) -> Vec<String> {
             in_deps = line.ends_with("dependencies]");
             continue;
         }
-        if in_deps {
-            if let Some((name, _)) = line.split_once('=') {
-                out.push(name.trim().trim_matches('"').to_owned());
-            }
+        if in_deps && let Some((name, _)) = line.split_once('=') {
+            out.push(name.trim().trim_matches('"').to_owned());
         }
     }
     out

@@ -7,8 +7,8 @@
 //! Prints the best of 7 rounds of 20 decodes; `cargo bench -p isobar-benches --bench storage --
 //! codec` measures the same with criterion.
 
-use std::time::Instant;
 use isobar_storage::codec::{self, CodecOptions};
+use std::time::Instant;
 
 fn main() {
     let n = 128 * 1024;

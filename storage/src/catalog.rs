@@ -168,6 +168,10 @@ fn rollup_key(table: TableId) -> [u8; 5] {
     key
 }
 
+/// Every rollup's entry by rollup table, and every window marked for recomputation with the
+/// late rows it took.
+pub(crate) type StoredRollups = (Vec<(TableId, RollupEntry)>, Vec<(DirtyKey, u64)>);
+
 /// The RocksDB instance behind the catalog and the WAL.
 #[derive(Debug)]
 pub(crate) struct CatalogStore {
@@ -188,10 +192,23 @@ impl CatalogStore {
         // WAL records are deleted soon after they are written; a large memtable lets most of
         // them die before they are ever flushed to an SST file.
         wal_opts.set_write_buffer_size(128 << 20);
-        let cfs = COLUMN_FAMILIES.iter().map(|name| {
-            ColumnFamilyDescriptor::new(*name, if *name == CF_WAL { wal_opts.clone() } else { Options::default() })
-        });
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, if *name == CF_WAL { wal_opts.clone() } else { Options::default() }));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db, path: path.to_owned() })
+    }
+
+    /// Opens the catalog without writing to it (for `isobar verify`), also while a server
+    /// has it open.
+    pub(crate) fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.join("CURRENT").exists() {
+            return Err(Error::InvalidRequest(format!("{} holds no isobar catalog", path.display())));
+        }
+        let mut opts = Options::default();
+        opts.set_paranoid_checks(true);
+        opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+        let db = DB::open_cf_for_read_only(&opts, path, COLUMN_FAMILIES, false)?;
         Ok(Self { db, path: path.to_owned() })
     }
 
@@ -205,9 +222,7 @@ impl CatalogStore {
         for op in ops {
             match op {
                 Op::Wal(seq, v) => batch.put_cf(self.cf(CF_WAL), seq.0.to_be_bytes(), v),
-                Op::TruncateWal(seq) => {
-                    batch.delete_range_cf(self.cf(CF_WAL), 0u64.to_be_bytes(), (seq.0 + 1).to_be_bytes())
-                }
+                Op::TruncateWal(seq) => batch.delete_range_cf(self.cf(CF_WAL), 0u64.to_be_bytes(), (seq.0 + 1).to_be_bytes()),
                 Op::Table(id, v) => batch.put_cf(self.cf(CF_TABLES), id.0.to_be_bytes(), v),
                 Op::Series(id, v) => batch.put_cf(self.cf(CF_SERIES), id.0.to_be_bytes(), v),
                 Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
@@ -225,11 +240,7 @@ impl CatalogStore {
     }
 
     fn corrupt(&self, what: &str, key: u64, e: DecodeError) -> Error {
-        Error::Corrupt {
-            file: self.path.join(what),
-            offset: key,
-            reason: format!("{what} entry {key}: {}", e),
-        }
+        Error::Corrupt { file: self.path.join(what), offset: key, reason: format!("{what} entry {key}: {}", e) }
     }
 
     fn scan<T>(&self, cf: &str, mut f: impl FnMut(&[u8], &[u8]) -> Result<T>) -> Result<Vec<T>> {
@@ -301,14 +312,16 @@ impl CatalogStore {
     }
 
     /// Every rollup's entry by rollup table, and every window marked for recomputation.
-    pub(crate) fn rollups(&self) -> Result<(Vec<(TableId, RollupEntry)>, Vec<(DirtyKey, u64)>)> {
+    pub(crate) fn rollups(&self) -> Result<StoredRollups> {
         let (mut entries, mut dirty) = (Vec::new(), Vec::new());
         for item in self.db.iterator_cf(self.cf(CF_ROLLUPS), IteratorMode::Start) {
             let (k, v) = item?;
             let bad = |reason: String| Error::Corrupt { file: self.path.join(CF_ROLLUPS), offset: 0, reason };
             match k.first() {
                 Some(&ROLLUP_ENTRY) => {
-                    let id = <[u8; 4]>::try_from(&k[1..]).map(u32::from_be_bytes).map_err(|_| bad(format!("rollup key of {} bytes", k.len())))?;
+                    let id = <[u8; 4]>::try_from(&k[1..])
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| bad(format!("rollup key of {} bytes", k.len())))?;
                     let entry = RollupEntry::decode(&v).map_err(|e| self.corrupt(CF_ROLLUPS, u64::from(id), e))?;
                     entries.push((TableId(id), entry));
                 }

@@ -77,11 +77,7 @@ impl Default for CodecOptions {
 }
 
 fn smallest(candidates: impl IntoIterator<Item = Option<Vec<u8>>>) -> Vec<u8> {
-    candidates
-        .into_iter()
-        .flatten()
-        .min_by_key(Vec::len)
-        .expect("the plain candidate always exists")
+    candidates.into_iter().flatten().min_by_key(Vec::len).expect("the plain candidate always exists")
 }
 
 fn with_codec(codec: Codec, payload: &[u8]) -> Vec<u8> {
@@ -378,8 +374,7 @@ fn unzstd(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
         return Err(r.err(format!("zstd block claims {raw_len} bytes")));
     }
     let pos = r.pos();
-    let out = zstd::bulk::decompress(r.take(r.remaining())?, raw_len)
-        .map_err(|e| DecodeError::new(pos, format!("zstd: {e}")))?;
+    let out = zstd::bulk::decompress(r.take(r.remaining())?, raw_len).map_err(|e| DecodeError::new(pos, format!("zstd: {e}")))?;
     if out.len() != raw_len {
         return Err(DecodeError::new(pos, format!("zstd block holds {} bytes, header says {raw_len}", out.len())));
     }

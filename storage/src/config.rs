@@ -56,6 +56,10 @@ pub struct StorageConfig {
     pub rollup_retention_ms: u64,
     /// Per table (raw or rollup, by name), its own retention in place of the two above.
     pub table_retention_ms: BTreeMap<String, u64>,
+    /// How far ahead of the wall clock a point's time may be; points further ahead (a device
+    /// with a wrong clock, seconds read as milliseconds) are refused with the reason. 0 turns
+    /// the check off.
+    pub future_tolerance_ms: u64,
 }
 
 impl StorageConfig {
@@ -85,6 +89,7 @@ impl StorageConfig {
             retention_ms: 0,
             rollup_retention_ms: 0,
             table_retention_ms: BTreeMap::new(),
+            future_tolerance_ms: 24 * 60 * 60 * 1000,
         }
     }
 
@@ -121,7 +126,8 @@ impl StorageConfig {
             return bad("chunk pco level is above pco's maximum");
         }
         let default_chain = (self.rollup_interval_ms > 0).then(|| (String::from("rollup_interval_ms"), self.default_rollup_chain_ms()));
-        let tables = self.rollup_table_intervals_ms.iter().map(|(table, chain)| (format!("rollup_table_intervals_ms.{table}"), chain.clone()));
+        let tables =
+            self.rollup_table_intervals_ms.iter().map(|(table, chain)| (format!("rollup_table_intervals_ms.{table}"), chain.clone()));
         for (name, chain) in default_chain.into_iter().chain(tables) {
             if let Some(i) = chain.iter().find(|i| **i == 0 || 86_400_000 % **i != 0) {
                 return bad(&format!("{name}: {i} ms does not divide a day (e.g. 10000, 60000, 300000, 3600000)"));
@@ -167,6 +173,11 @@ impl StorageConfig {
             None => self.default_rollup_chain_ms(),
         };
         chain.into_iter().map(ms_to_ns).collect()
+    }
+
+    /// The latest acceptable point time when the wall clock reads `now_ns`, if there is one.
+    pub(crate) fn future_limit_ns(&self, now_ns: i64) -> Option<i64> {
+        (self.future_tolerance_ms > 0).then(|| now_ns.saturating_add(ms_to_ns(self.future_tolerance_ms)))
     }
 
     pub(crate) fn rollup_lateness_ns(&self) -> i64 {

@@ -61,6 +61,30 @@ pub(crate) struct State {
     pub(crate) applied_sequence: WalSequence,
 }
 
+/// Whether the engine can write; see [`Storage::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Writes are accepted and background work keeps up.
+    Ok,
+    /// Writes are accepted, but background work is failing and being retried: the write
+    /// buffer fills, and writers will wait once it is full.
+    BackgroundFailing(String),
+    /// A WAL write or fsync failed: every write is refused until the engine is reopened, since
+    /// what the failed fsync covered may not be on disk.
+    WritesRefused(String),
+}
+
+impl Health {
+    /// The state's name, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::BackgroundFailing(_) => "background_failing",
+            Self::WritesRefused(_) => "writes_refused",
+        }
+    }
+}
+
 /// Counters for `/metrics` and benchmarks.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -94,7 +118,8 @@ pub(crate) struct Shared {
     /// Held by a persist or compaction; one at a time.
     pub(crate) maintenance: Mutex<()>,
     poison: Mutex<Option<String>>,
-    background_error: Mutex<Option<String>>,
+    /// The last failure of each kind of background work, until that work next succeeds.
+    background_errors: Mutex<BTreeMap<&'static str, String>>,
     memory: Mutex<()>,
     memory_freed: Condvar,
     persist_kick: Sender<()>,
@@ -114,6 +139,20 @@ impl Shared {
     pub(crate) fn poison(&self, reason: String) {
         self.poison.lock().get_or_insert(reason);
         self.memory_freed.notify_all();
+    }
+
+    /// Records how background work of `kind` (`persist`, `expire`, `rollup`) ended: a
+    /// failure is kept, and reported by [`Storage::health`], until the same work succeeds.
+    pub(crate) fn background_result<T>(&self, kind: &'static str, result: Result<T>) {
+        match result {
+            Ok(_) => {
+                self.background_errors.lock().remove(kind);
+            }
+            Err(e) => {
+                self.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
+                self.background_errors.lock().insert(kind, e.to_string());
+            }
+        }
     }
 
     fn buffered_bytes(&self) -> u64 {
@@ -152,8 +191,16 @@ impl Shared {
     }
 
     pub(crate) fn chunk_path(&self, table: TableId, id: ChunkId) -> PathBuf {
-        self.chunk_dir.join(table.0.to_string()).join(format!("{:016x}.chunk", id.0))
+        chunk_path(&self.chunk_dir, table, id)
     }
+}
+
+/// A series' tags: (column name, value) pairs.
+pub type Tags = Vec<(String, String)>;
+
+/// Where chunk `id` of `table` lives under `chunk_dir`.
+pub(crate) fn chunk_path(chunk_dir: &std::path::Path, table: TableId, id: ChunkId) -> PathBuf {
+    chunk_dir.join(table.0.to_string()).join(format!("{:016x}.chunk", id.0))
 }
 
 /// The storage engine. Cheap to clone; all clones share one engine.
@@ -206,7 +253,7 @@ impl Storage {
             metrics: Metrics::default(),
             maintenance: Mutex::new(()),
             poison: Mutex::new(None),
-            background_error: Mutex::new(None),
+            background_errors: Mutex::new(BTreeMap::new()),
             memory: Mutex::new(()),
             memory_freed: Condvar::new(),
             persist_kick,
@@ -248,11 +295,7 @@ impl Storage {
             let (maintainer, tx) = (Arc::clone(&shared), commit_tx.clone());
             threads.push(spawn("isobar-rollup", move || run_rollups(&maintainer, &tx, &rollup_kick_rx, &stop_rx))?);
         }
-        let handle = Handle {
-            commit_tx: Mutex::new(Some(commit_tx)),
-            stop_tx: Mutex::new(Some(stop_tx)),
-            threads: Mutex::new(threads),
-        };
+        let handle = Handle { commit_tx: Mutex::new(Some(commit_tx)), stop_tx: Mutex::new(Some(stop_tx)), threads: Mutex::new(threads) };
         let storage = Self { shared, handle: Arc::new(handle) };
         crate::rollup::maintain::start(&storage, reopened)?;
         Ok(storage)
@@ -306,7 +349,7 @@ impl Storage {
     }
 
     /// The series of `table` with their tags (name, value), in id order.
-    pub fn series(&self, table: &str) -> Result<Vec<(SeriesId, Vec<(String, String)>)>> {
+    pub fn series(&self, table: &str) -> Result<Vec<(SeriesId, Tags)>> {
         let registry = self.shared.registry.lock();
         let schema = registry.table(table).ok_or_else(|| Error::InvalidRequest(format!("no table {table}")))?;
         Ok(registry
@@ -334,10 +377,18 @@ impl Storage {
         &self.shared.metrics
     }
 
-    /// The last error of a background persist or compaction, if any. Such work is retried;
-    /// while it fails, the buffer fills and writers eventually wait.
-    pub fn background_error(&self) -> Option<String> {
-        self.shared.background_error.lock().clone()
+    /// Whether the engine can write, and if not why: a failed WAL write or fsync stops all
+    /// writes until the engine is reopened; failing background work (persist, compaction,
+    /// expiry, rollup maintenance) is retried, and reported until a retry succeeds.
+    pub fn health(&self) -> Health {
+        if let Some(reason) = self.shared.poisoned() {
+            return Health::WritesRefused(reason);
+        }
+        let errors = self.shared.background_errors.lock();
+        match errors.is_empty() {
+            true => Health::Ok,
+            false => Health::BackgroundFailing(errors.iter().map(|(kind, e)| format!("{kind}: {e}")).collect::<Vec<_>>().join("; ")),
+        }
     }
 
     /// Reads every block of every chunk and checks it.
@@ -361,7 +412,11 @@ impl Storage {
 /// Prepares a write under the registry lock (which fixes its WAL sequence), queues it on `tx`
 /// for the committer in sequence order, and waits until it is durable. Wakes the rollup
 /// maintainer when the write made windows due.
-pub(crate) fn commit(shared: &Shared, tx: &Sender<CommitRequest>, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
+pub(crate) fn commit(
+    shared: &Shared,
+    tx: &Sender<CommitRequest>,
+    prepare: impl FnOnce(&mut Registry) -> Result<Prepared>,
+) -> Result<WriteReceipt> {
     let (done_tx, done_rx) = bounded(1);
     let mut registry = shared.registry.lock();
     let prepared = prepare(&mut registry)?;
@@ -406,10 +461,7 @@ fn run_rollups(shared: &Shared, tx: &Sender<CommitRequest>, kick: &Receiver<()>,
         if dirty {
             dirty_done = std::time::Instant::now();
         }
-        if let Err(e) = crate::rollup::maintain::round(shared, tx, dirty) {
-            shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
-            *shared.background_error.lock() = Some(format!("rollup maintenance: {e}"));
-        }
+        shared.background_result("rollup maintenance", crate::rollup::maintain::round(shared, tx, dirty));
     }
 }
 
@@ -466,10 +518,7 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
             recv(stop) -> _ => return,
             recv(kick) -> _ => {},
             default(tick) => {
-                if let Err(e) = crate::persist::expire(shared) {
-                    shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
-                    *shared.background_error.lock() = Some(e.to_string());
-                }
+                shared.background_result("expiry", crate::persist::expire(shared));
                 let old = shared.state.read().active.oldest.is_some_and(|t| t.elapsed() >= interval);
                 if !old { continue; }
             },
@@ -478,11 +527,7 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
             continue;
         }
         // A failed persist leaves the frozen buffer in place; the next round retries it.
-        let result = crate::persist::persist(shared)
-            .and_then(|_| crate::persist::compact(shared, shared.config.compaction_chunks_trigger));
-        if let Err(e) = result {
-            shared.metrics.background_failures.fetch_add(1, Ordering::Relaxed);
-            *shared.background_error.lock() = Some(e.to_string());
-        }
+        let result = crate::persist::persist(shared).and_then(|_| crate::persist::compact(shared, shared.config.compaction_chunks_trigger));
+        shared.background_result("persist", result);
     }
 }

@@ -48,23 +48,26 @@ mod registry;
 mod rollup;
 #[cfg(feature = "engine")]
 mod scan;
+#[cfg(feature = "engine")]
+mod verify;
 
 pub use arrow;
 pub use chunk::ChunkOptions;
 pub use config::StorageConfig;
 pub use error::{DecodeError, Error, Result};
 pub use model::{
-    ChunkId, ColumnId, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs,
-    WalSequence, WriteBatch, WriteReceipt,
+    ChunkId, ColumnId, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
+    WriteBatch, WriteReceipt,
 };
 pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableSchema};
 #[cfg(feature = "engine")]
 pub use {
-    engine::{Metrics, Storage},
+    engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
-    rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     rollup::maintain::RollupStatus,
+    rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
+    verify::{VerifyReport, verify_data_dir},
 };
 
 #[cfg(feature = "engine")]

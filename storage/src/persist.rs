@@ -133,12 +133,7 @@ fn runs_within(chunks: &[Arc<ChunkHandle>], rows_max: u64) -> Vec<&[Arc<ChunkHan
 }
 
 /// Merges `chunks` (adjacent in age) into one.
-fn compact_run(
-    shared: &Shared,
-    table: TableId,
-    partition_start_ns: i64,
-    chunks: &[Arc<ChunkHandle>],
-) -> Result<MaintenanceReport> {
+fn compact_run(shared: &Shared, table: TableId, partition_start_ns: i64, chunks: &[Arc<ChunkHandle>]) -> Result<MaintenanceReport> {
     let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
     let sets = chunks.iter().map(|c| c.reader.read(&all)).collect::<Result<Vec<_>>>()?;
     let merged = RowSet::merge(sets);
@@ -206,12 +201,7 @@ pub(crate) fn expire(shared: &Shared) -> Result<usize> {
 }
 
 fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {
-    shared
-        .registry
-        .lock()
-        .table_by_id(table)
-        .cloned()
-        .ok_or_else(|| Error::Internal(format!("rows of table {} without a schema", table.0)))
+    shared.registry.lock().table_by_id(table).cloned().ok_or_else(|| Error::Internal(format!("rows of table {} without a schema", table.0)))
 }
 
 fn write_new_chunk(

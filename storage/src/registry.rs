@@ -102,7 +102,9 @@ impl Registry {
             let Some(source) = r.rollup_sources.get(&key.table).copied() else { continue };
             let Some(rollup) = r.rollups.get_mut(&source) else { continue };
             match raw_series.get(&key.series).copied() {
-                Some(raw) if key.window_ns < rollup.entry.frontier_ns => rollup.mark_dirty(key.series, raw, key.window_ns, late_rows, key.sequence),
+                Some(raw) if key.window_ns < rollup.entry.frontier_ns => {
+                    rollup.mark_dirty(key.series, raw, key.window_ns, late_rows, key.sequence)
+                }
                 _ => reopened.push(key),
             }
         }
@@ -126,11 +128,8 @@ impl Registry {
     /// The tags of raw series `series` as rollup table `rollup`'s columns, sorted by id.
     fn rollup_tags(&self, source: TableId, rollup: TableId, series: SeriesId) -> Option<Vec<(ColumnId, String)>> {
         let (source, rollup, entry) = (self.table_by_id(source)?, self.table_by_id(rollup)?, self.series.get(&series)?);
-        let mut tags: Vec<(ColumnId, String)> = entry
-            .tags
-            .iter()
-            .map(|(c, v)| Some((rollup.column(&source.column_by_id(*c)?.name)?.id, v.clone())))
-            .collect::<Option<_>>()?;
+        let mut tags: Vec<(ColumnId, String)> =
+            entry.tags.iter().map(|(c, v)| Some((rollup.column(&source.column_by_id(*c)?.name)?.id, v.clone()))).collect::<Option<_>>()?;
         tags.sort_by_key(|(c, _)| *c);
         Some(tags)
     }
@@ -214,8 +213,10 @@ impl Registry {
             let mut schema_changed = !self.tables.contains_key(name);
             let mut rows = Vec::with_capacity(points.len());
             let expired_before = self.retention_cutoff_ns(schema.id, config);
+            let future_limit = config.future_limit_ns(now_ns);
             for (index, point) in points.iter().enumerate() {
-                if let Some(reason) = expired_before.and_then(|cutoff| expired(name, point.time.0, cutoff)) {
+                let refused = expired_before.and_then(|cutoff| expired(name, point.time.0, cutoff));
+                if let Some(reason) = refused.or_else(|| future_limit.and_then(|limit| too_far_ahead(point.time.0, limit, config))) {
                     receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
                     continue;
                 }
@@ -308,7 +309,11 @@ impl Registry {
         let sequence = WalSequence(self.next_sequence);
         self.next_sequence += 1;
         ops.push(Op::Wal(sequence, wal::encode(&tables)));
-        let receipt = WriteReceipt { sequence: Some(sequence), rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(), ..WriteReceipt::default() };
+        let receipt = WriteReceipt {
+            sequence: Some(sequence),
+            rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(),
+            ..WriteReceipt::default()
+        };
         Prepared { sequence, ops, tables, receipt, rollups_due: false, open_rows: Vec::new() }
     }
 
@@ -333,7 +338,9 @@ impl Registry {
         }
         // A raw table gets its rollups on its first rows; a rollup table has its coarser one
         // from the start, or none.
-        if !self.rollups.contains_key(&source) && (self.rollup_sources.contains_key(&source) || !self.create_rollups(source, config, ops)?) {
+        if !self.rollups.contains_key(&source)
+            && (self.rollup_sources.contains_key(&source) || !self.create_rollups(source, config, ops)?)
+        {
             return Ok(out);
         }
         let Some(rollup_id) = self.rollups.get(&source).map(|r| r.table) else { return Ok(out) };
@@ -371,7 +378,14 @@ impl Registry {
     /// The rollup series of raw series `raw` of `source`, creating it (and staging its catalog
     /// entry) when it does not exist. `None` at the series limit: the rollup then skips the
     /// series, whose raw rows are still written.
-    fn rollup_series_for(&mut self, source: TableId, rollup_id: TableId, raw: SeriesId, config: &StorageConfig, ops: &mut Vec<Op>) -> Option<SeriesId> {
+    fn rollup_series_for(
+        &mut self,
+        source: TableId,
+        rollup_id: TableId,
+        raw: SeriesId,
+        config: &StorageConfig,
+        ops: &mut Vec<Op>,
+    ) -> Option<SeriesId> {
         if let Some(series) = self.rollups.get(&source)?.series.get(&raw) {
             return Some(*series);
         }
@@ -442,7 +456,9 @@ impl Registry {
     /// down to the coarsest rollup.
     fn sync_rollup_schema(&mut self, source: TableId, rollup_id: TableId, ops: &mut Vec<Op>) {
         let finer = self.rollups.get(&source).is_some_and(|r| r.finer);
-        let (Some(source_schema), Some(mut schema)) = (self.table_by_id(source).cloned(), self.table_by_id(rollup_id).cloned()) else { return };
+        let (Some(source_schema), Some(mut schema)) = (self.table_by_id(source).cloned(), self.table_by_id(rollup_id).cloned()) else {
+            return;
+        };
         if !sync_schema(&source_schema, &mut schema, finer) {
             return;
         }
@@ -481,7 +497,14 @@ impl Registry {
         }
         if ops.is_empty() {
             let sequence = WalSequence(self.next_sequence);
-            return Ok(Prepared { sequence, ops, tables: Vec::new(), receipt: WriteReceipt::default(), rollups_due: false, open_rows: Vec::new() });
+            return Ok(Prepared {
+                sequence,
+                ops,
+                tables: Vec::new(),
+                receipt: WriteReceipt::default(),
+                rollups_due: false,
+                open_rows: Vec::new(),
+            });
         }
         Ok(self.prepare_rows(Vec::new(), ops))
     }
@@ -545,8 +568,18 @@ fn series_hash(table: TableId, tags: &[(ColumnId, &str)]) -> u64 {
 
 /// Why a point of table `name` at `time` is refused: it is older than the table keeps rows.
 fn expired(name: &str, time: i64, cutoff_ns: i64) -> Option<String> {
-    (time < cutoff_ns).then(|| {
-        format!("point at {} is older than table {name} keeps rows (from {} on)", epoch_seconds(time), epoch_seconds(cutoff_ns))
+    (time < cutoff_ns)
+        .then(|| format!("point at {} is older than table {name} keeps rows (from {} on)", epoch_seconds(time), epoch_seconds(cutoff_ns)))
+}
+
+/// Why a point at `time` is refused: it is further ahead of the wall clock than the tolerance.
+fn too_far_ahead(time: i64, limit_ns: i64, config: &StorageConfig) -> Option<String> {
+    (time > limit_ns).then(|| {
+        format!(
+            "point at {} is more than {} ms ahead of the server's clock (future_tolerance_ms): is the device's clock or time unit wrong?",
+            epoch_seconds(time),
+            config.future_tolerance_ms
+        )
     })
 }
 

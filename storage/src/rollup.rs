@@ -125,9 +125,19 @@ pub(crate) struct DirtyKey {
 /// Aggregates of one numeric field over one window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Agg {
-    F64 { count: i64, sum: f64, min: f64, max: f64 },
+    F64 {
+        count: i64,
+        sum: f64,
+        min: f64,
+        max: f64,
+    },
     /// Sums wrap on overflow, as SQL's `sum` over `bigint` does in DataFusion.
-    I64 { count: i64, sum: i64, min: i64, max: i64 },
+    I64 {
+        count: i64,
+        sum: i64,
+        min: i64,
+        max: i64,
+    },
 }
 
 impl Agg {
@@ -444,11 +454,11 @@ impl Rollup {
         self.newest_ns = self.newest_ns.max(row.time.min(now_ns));
         let start = window_start(row.time, self.entry.interval_ns);
         if start < self.entry.frontier_ns {
-            if let Some(window) = self.recent.get_mut(&start).and_then(|w| w.get_mut(&series)) {
-                if !window.replaced {
-                    window.add(row.time, &row.fields);
-                    window.late_updates += 1;
-                }
+            if let Some(window) = self.recent.get_mut(&start).and_then(|w| w.get_mut(&series))
+                && !window.replaced
+            {
+                window.add(row.time, &row.fields);
+                window.late_updates += 1;
             }
             return Observed::Late(start);
         }

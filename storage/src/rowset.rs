@@ -179,10 +179,7 @@ impl RowSet {
 
     /// Builds a row set from rows in write order (later rows of a key win), with the columns
     /// of `column_types`.
-    pub(crate) fn from_rows<'a>(
-        rows: impl IntoIterator<Item = &'a Row>,
-        column_types: &BTreeMap<ColumnId, FieldType>,
-    ) -> Self {
+    pub(crate) fn from_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, column_types: &BTreeMap<ColumnId, FieldType>) -> Self {
         let mut by_series: BTreeMap<SeriesId, Vec<&Row>> = BTreeMap::new();
         for row in rows {
             by_series.entry(row.series).or_default().push(row);
@@ -232,16 +229,15 @@ impl RowSet {
             columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, total)).collect(),
         };
         // For each set, the index of each output column in it.
-        let maps: Vec<Vec<Option<usize>>> = sets
-            .iter()
-            .map(|s| out.columns.iter().map(|c| s.columns.iter().position(|sc| sc.id == c.id)).collect())
-            .collect();
+        let maps: Vec<Vec<Option<usize>>> =
+            sets.iter().map(|s| out.columns.iter().map(|c| s.columns.iter().position(|sc| sc.id == c.id)).collect()).collect();
         let mut cursors = vec![0usize; sets.len()];
         let mut picks: Vec<(i64, usize, usize)> = Vec::new();
         loop {
             let next = sets.iter().zip(&cursors).filter_map(|(s, &c)| s.series.get(c).map(|r| r.series)).min();
             let Some(series) = next else { break };
-            let holders: Vec<usize> = (0..sets.len()).filter(|&k| sets[k].series.get(cursors[k]).is_some_and(|r| r.series == series)).collect();
+            let holders: Vec<usize> =
+                (0..sets.len()).filter(|&k| sets[k].series.get(cursors[k]).is_some_and(|r| r.series == series)).collect();
             if let [k] = holders[..] {
                 // Only one set has the series (the common case: chunks of other times or
                 // series): its rows are copied whole.
@@ -359,8 +355,7 @@ impl RowSet {
 
     /// The rows `selection` wants, by series and time (columns are chosen when building).
     pub(crate) fn select(self, selection: &Selection<'_>) -> RowSet {
-        let all = self.series.iter().all(|r| selection.wants_series(r.series))
-            && self.times.iter().all(|t| selection.wants_time(*t));
+        let all = self.series.iter().all(|r| selection.wants_series(r.series)) && self.times.iter().all(|t| selection.wants_time(*t));
         if all {
             return self;
         }

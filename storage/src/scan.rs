@@ -55,13 +55,7 @@ pub struct ScanRequest {
 impl ScanRequest {
     /// Every row and column of `table`.
     pub fn all(table: &str) -> Self {
-        Self {
-            table: table.to_owned(),
-            time_min_ns: i64::MIN,
-            time_max_ns: i64::MAX,
-            series: SeriesFilter::All,
-            columns: None,
-        }
+        Self { table: table.to_owned(), time_min_ns: i64::MIN, time_max_ns: i64::MAX, series: SeriesFilter::All, columns: None }
     }
 }
 
@@ -165,36 +159,37 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
     let selection = Selection { series: series.as_deref(), time_min, time_max: req.time_max_ns, columns: Some(&fields) };
     let column_types = crate::buffer::field_types(&schema, |id| selection.wants_column(id));
     let source = registry.rollup_sources.get(&schema.id).copied();
-    let (chunks, frozen, active, unwritten, fixed, late_column) = match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
-        None => {
-            drop(registry);
-            let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
-            (chunks, frozen, active, RowSet::default(), RowSet::default(), None)
-        }
-        Some((source, rollup)) => {
-            // The stored rows and the rollup's memory at one instant, so that each late row is
-            // counted once: in a stored (or pending) row, or among those still to write.
-            let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
-            let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
-            let open = registry.open_windows.lock();
-            let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), &wants);
-            drop(open);
-            let mut fixes = Vec::new();
-            if view != RollupView::Written {
-                let (rows, recompute) = rollup.fixes(&wants);
-                unwritten.extend(rows);
-                // A window whose raw rows have expired keeps its stored row.
-                let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
-                fixes = recompute.into_iter().filter(|f| f.start_ns >= raw_cutoff).collect();
+    let (chunks, frozen, active, unwritten, fixed, late_column) =
+        match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
+            None => {
+                drop(registry);
+                let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
+                (chunks, frozen, active, RowSet::default(), RowSet::default(), None)
             }
-            let prepared_sequence = registry.next_sequence.saturating_sub(1);
-            drop(registry);
-            let unwritten = RowSet::from_rows(&unwritten, &column_types).select(&selection);
-            let late_column = schema.column(LATE_UPDATES_COLUMN).map(|c| c.id);
-            let fixed = corrections(shared, source, &fixes, prepared_sequence, &column_types, &selection)?;
-            (chunks, frozen, active, unwritten, fixed, late_column)
-        }
-    };
+            Some((source, rollup)) => {
+                // The stored rows and the rollup's memory at one instant, so that each late row is
+                // counted once: in a stored (or pending) row, or among those still to write.
+                let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
+                let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
+                let open = registry.open_windows.lock();
+                let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), wants);
+                drop(open);
+                let mut fixes = Vec::new();
+                if view != RollupView::Written {
+                    let (rows, recompute) = rollup.fixes(wants);
+                    unwritten.extend(rows);
+                    // A window whose raw rows have expired keeps its stored row.
+                    let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
+                    fixes = recompute.into_iter().filter(|f| f.start_ns >= raw_cutoff).collect();
+                }
+                let prepared_sequence = registry.next_sequence.saturating_sub(1);
+                drop(registry);
+                let unwritten = RowSet::from_rows(&unwritten, &column_types).select(&selection);
+                let late_column = schema.column(LATE_UPDATES_COLUMN).map(|c| c.id);
+                let fixed = corrections(shared, source, &fixes, prepared_sequence, &column_types, &selection)?;
+                (chunks, frozen, active, unwritten, fixed, late_column)
+            }
+        };
     let mut scan = Scan {
         schema: arrow_schema(&schema, &out),
         out,
@@ -369,7 +364,8 @@ impl Iterator for Scan {
                 Ok(None) => return None,
                 Ok(Some(batch)) if batch.num_rows() == 0 => {}
                 Ok(Some(batch)) => {
-                    let slices = (0..batch.num_rows()).step_by(BATCH_ROWS_MAX).map(|s| batch.slice(s, BATCH_ROWS_MAX.min(batch.num_rows() - s)));
+                    let slices =
+                        (0..batch.num_rows()).step_by(BATCH_ROWS_MAX).map(|s| batch.slice(s, BATCH_ROWS_MAX.min(batch.num_rows() - s)));
                     self.pending = slices.collect();
                     self.pending.reverse();
                 }
@@ -394,10 +390,10 @@ fn split_partitions(set: RowSet, partition_ns: i64) -> BTreeMap<i64, RowSet> {
 
 fn output_columns(schema: &TableSchema, names: Option<&[String]>) -> Result<Vec<OutColumn>> {
     let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|x| x == name));
-    if let Some(names) = names {
-        if let Some(unknown) = names.iter().find(|n| *n != TIME_COLUMN && schema.column(n).is_none()) {
-            return Err(Error::InvalidRequest(format!("table {} has no column {unknown}", schema.name)));
-        }
+    if let Some(names) = names
+        && let Some(unknown) = names.iter().find(|n| *n != TIME_COLUMN && schema.column(n).is_none())
+    {
+        return Err(Error::InvalidRequest(format!("table {} has no column {unknown}", schema.name)));
     }
     let mut out = Vec::new();
     if wanted(TIME_COLUMN) {

@@ -129,11 +129,7 @@ impl TableSchema {
             return Err(format!("table {table}: a point needs at least one field"));
         }
         if point.tags.len() > limits.tags_per_series_max {
-            return Err(format!(
-                "table {table}: {} tags, more than the limit of {}",
-                point.tags.len(),
-                limits.tags_per_series_max
-            ));
+            return Err(format!("table {table}: {} tags, more than the limit of {}", point.tags.len(), limits.tags_per_series_max));
         }
         let mut new_columns = 0;
         for (name, value) in &point.tags {
@@ -162,10 +158,10 @@ impl TableSchema {
                 Some(_) => {}
                 None => new_columns += 1,
             }
-            if let FieldValue::String(s) = value {
-                if s.len() > limits.string_bytes_max {
-                    return Err(format!("table {table}, field {name}: value of {} bytes exceeds {}", s.len(), limits.string_bytes_max));
-                }
+            if let FieldValue::String(s) = value
+                && s.len() > limits.string_bytes_max
+            {
+                return Err(format!("table {table}, field {name}: value of {} bytes exceeds {}", s.len(), limits.string_bytes_max));
             }
         }
         if let Some(twice) = repeated_name(point) {

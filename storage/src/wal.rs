@@ -178,9 +178,9 @@ mod tests {
 
     fn same(a: &[TableRows], b: &[TableRows]) -> bool {
         a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                x.table == y.table && x.rows.len() == y.rows.len() && x.rows.iter().zip(&y.rows).all(|(p, q)| p.same(q))
-            })
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x.table == y.table && x.rows.len() == y.rows.len() && x.rows.iter().zip(&y.rows).all(|(p, q)| p.same(q)))
     }
 
     proptest! {

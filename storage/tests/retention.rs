@@ -25,9 +25,7 @@ fn chunk_files(dir: &std::path::Path) -> usize {
 }
 
 fn walk(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
-    })
+    std::fs::read_dir(dir).map_or(0, |entries| entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
 }
 
 fn rows_of(storage: &Storage, table: &str) -> usize {
@@ -99,7 +97,8 @@ fn rollups_have_their_own_retention() {
 #[test]
 fn a_reading_from_the_future_expires_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = Storage::open(config(dir.path())).expect("open");
+    // Even where far-future readings are let in, they do not move the retention clock.
+    let storage = Storage::open(StorageConfig { future_tolerance_ms: 0, ..config(dir.path()) }).expect("open");
     let now_ns = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos()).expect("ns");
     let mut batch = WriteBatch::new();
     for k in 0..30 {
@@ -113,4 +112,21 @@ fn a_reading_from_the_future_expires_nothing() {
     storage.persist().expect("persist");
     storage.expire().expect("expire");
     assert_eq!(rows_of(&storage, "m"), 31, "the retention clock is the wall clock, not the bogus reading");
+}
+
+#[test]
+fn readings_too_far_ahead_of_the_clock_are_refused_and_their_neighbours_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageConfig { future_tolerance_ms: 60 * 60 * 1000, ..config(dir.path()) }).expect("open");
+    let now_ns = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos()).expect("ns");
+    let mut batch = WriteBatch::new();
+    batch.push("m", point("s0", now_ns, Some(1.0), None));
+    batch.push("m", point("s0", now_ns + 2 * 60 * MINUTE_NS, Some(2.0), None));
+    batch.push("m", point("s0", now_ns + 30 * MINUTE_NS, Some(3.0), None));
+    let receipt = storage.write(&batch).expect("write");
+    assert_eq!(receipt.rows_written, 2, "within the hour's tolerance: written");
+    assert_eq!(receipt.rejected.len(), 1);
+    assert_eq!(receipt.rejected[0].index, 1);
+    assert!(receipt.rejected[0].reason.contains("ahead of the server's clock"), "{}", receipt.rejected[0].reason);
+    assert_eq!(rows_of(&storage, "m"), 2);
 }

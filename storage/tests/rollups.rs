@@ -174,7 +174,9 @@ fn check_coarse(storage: &Storage, model: &Model) {
     for (key, w) in &windows {
         let Some(row) = rollups.get(key) else {
             // Only the finer rollup's final rows reach the coarser one.
-            let finer_final = |(s, t): &(String, i64)| *s == key.0 && t.div_euclid(COARSE_NS) * COARSE_NS == key.1 && t.div_euclid(INTERVAL_NS) * INTERVAL_NS < model.frontier_ns;
+            let finer_final = |(s, t): &(String, i64)| {
+                *s == key.0 && t.div_euclid(COARSE_NS) * COARSE_NS == key.1 && t.div_euclid(INTERVAL_NS) * INTERVAL_NS < model.frontier_ns
+            };
             assert!(!model.raw.keys().any(finer_final), "coarse window {key:?} is missing");
             continue;
         };

@@ -44,7 +44,10 @@ fn positions_commit_with_their_rows_and_survive_reopen() {
         assert!(storage.write(&batch).expect("write").sequence.is_some());
     }
     let storage = Storage::open(config(dir.path())).expect("reopen");
-    assert_eq!(storage.position("kinesis/shard-0").expect("read").as_deref(), Some(&b"49590338271490256608559692538361571095921575989136588898"[..]));
+    assert_eq!(
+        storage.position("kinesis/shard-0").expect("read").as_deref(),
+        Some(&b"49590338271490256608559692538361571095921575989136588898"[..])
+    );
     assert_eq!(storage.positions().expect("read").len(), 2);
     assert_eq!(read_all(&storage, "m").expect("scan").len(), 1);
 }
@@ -70,7 +73,16 @@ fn schemas_grow_on_write_and_survive_reopen() {
     let batches: Vec<_> = storage.scan(&ScanRequest::all("w")).expect("scan").collect::<Result<_, _>>().expect("batches");
     let schema = batches[0].schema();
     let types: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
-    assert_eq!(types[1..], [("station", &DataType::Utf8), ("sensor", &DataType::Utf8), ("temp", &DataType::Float64), ("ok", &DataType::Boolean), ("note", &DataType::Utf8)]);
+    assert_eq!(
+        types[1..],
+        [
+            ("station", &DataType::Utf8),
+            ("sensor", &DataType::Utf8),
+            ("temp", &DataType::Float64),
+            ("ok", &DataType::Boolean),
+            ("note", &DataType::Utf8)
+        ]
+    );
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 3);
 }
@@ -96,7 +108,8 @@ fn scans_project_and_filter() {
         ..ScanRequest::all("m")
     };
     let batches: Vec<_> = storage.scan(&req).expect("scan").collect::<Result<_, _>>().expect("batches");
-    let values: Vec<f64> = batches.iter().flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
+    let values: Vec<f64> =
+        batches.iter().flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()).collect();
     assert_eq!(batches[0].num_columns(), 1);
     assert_eq!(values, [-1.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
     let bad = ScanRequest { columns: Some(vec!["nope".into()]), ..ScanRequest::all("m") };

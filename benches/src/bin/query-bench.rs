@@ -132,11 +132,15 @@ fn main() -> Result<()> {
     }
     writer.close()?;
 
-    let sensor = storage.series("weather")?.into_iter().next().and_then(|(_, tags)| tags.into_iter().find(|(k, _)| k == "sensor_id")).map(|(_, v)| v).context("a sensor")?;
-    let queries: Vec<(&str, String, String)> = QUERIES
-        .iter()
-        .map(|(name, ours, duck)| (*name, ours.replace("{sensor}", &sensor), duck.replace("{sensor}", &sensor)))
-        .collect();
+    let sensor = storage
+        .series("weather")?
+        .into_iter()
+        .next()
+        .and_then(|(_, tags)| tags.into_iter().find(|(k, _)| k == "sensor_id"))
+        .map(|(_, v)| v)
+        .context("a sensor")?;
+    let queries: Vec<(&str, String, String)> =
+        QUERIES.iter().map(|(name, ours, duck)| (*name, ours.replace("{sensor}", &sensor), duck.replace("{sensor}", &sensor))).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let engine = QueryEngine::new(storage.clone(), QueryConfig::default())?;

@@ -78,7 +78,13 @@ fn encode(out: &mut BytesMut, p: &Publish) {
 /// One connection: connect, send again what is in flight, then publish the outbox until the
 /// connection ends (an error) or the outbox closes (`Ok`). Sets `connected` once the broker
 /// accepted the connection.
-async fn session(spec: &EmitSpec, broker: &str, outbox: &mut mpsc::Receiver<Publish>, in_flight: &mut InFlight, connected: &mut bool) -> Result<()> {
+async fn session(
+    spec: &EmitSpec,
+    broker: &str,
+    outbox: &mut mpsc::Receiver<Publish>,
+    in_flight: &mut InFlight,
+    connected: &mut bool,
+) -> Result<()> {
     let mut socket = remote::connect(broker, spec.ca_path.as_deref()).await?;
     let io = |e: std::io::Error| Error::Connection(e.to_string());
     let mut out = BytesMut::new();
@@ -105,7 +111,9 @@ async fn session(spec: &EmitSpec, broker: &str, outbox: &mut mpsc::Receiver<Publ
                         encode(&mut out, p);
                     }
                 }
-                BrokerPacket::ConnAck { code, .. } => return Err(Error::Connection(format!("{broker} refused the connection (return code {code})"))),
+                BrokerPacket::ConnAck { code, .. } => {
+                    return Err(Error::Connection(format!("{broker} refused the connection (return code {code})")));
+                }
                 BrokerPacket::PubAck { pkid } => {
                     in_flight.by_pkid.remove(&pkid);
                 }

@@ -11,13 +11,27 @@ use super::{Body, CodecError, LEVEL_V311, Packet, Publish, decode, err, fixed_he
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerPacket {
     /// `session_present`, and the return code (0: accepted).
-    ConnAck { session_present: bool, code: u8 },
-    PubAck { pkid: u16 },
-    PubRec { pkid: u16 },
-    PubRel { pkid: u16 },
-    PubComp { pkid: u16 },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+    },
+    PubAck {
+        pkid: u16,
+    },
+    PubRec {
+        pkid: u16,
+    },
+    PubRel {
+        pkid: u16,
+    },
+    PubComp {
+        pkid: u16,
+    },
     /// One return code per filter: the granted QoS, or 0x80 for a refusal.
-    SubAck { pkid: u16, codes: Vec<u8> },
+    SubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+    },
     Publish(Publish),
     PingResp,
 }
@@ -131,7 +145,13 @@ mod tests {
     #[test]
     fn the_listener_reads_what_the_client_writes() {
         let mut out = BytesMut::new();
-        let options = ConnectOptions { client_id: "sim-1".into(), clean_session: false, keep_alive_s: 30, username: Some("u".into()), password: Some("p".into()) };
+        let options = ConnectOptions {
+            client_id: "sim-1".into(),
+            clean_session: false,
+            keep_alive_s: 30,
+            username: Some("u".into()),
+            password: Some("p".into()),
+        };
         connect(&mut out, &options);
         let Packet::Connect(c) = as_listener_reads(&out, None) else { panic!("a connect") };
         assert_eq!((c.client_id.as_str(), c.clean_session, c.keep_alive_s, c.username.as_deref()), ("sim-1", false, 30, Some("u")));
@@ -144,7 +164,10 @@ mod tests {
         }
         let mut out = BytesMut::new();
         subscribe(&mut out, 5, &[("weather/#".into(), 1), ("a/+/b".into(), 0)]);
-        assert_eq!(as_listener_reads(&out, Some(LEVEL_V311)), Packet::Subscribe { pkid: 5, filters: vec![("weather/#".into(), 1), ("a/+/b".into(), 0)] });
+        assert_eq!(
+            as_listener_reads(&out, Some(LEVEL_V311)),
+            Packet::Subscribe { pkid: 5, filters: vec![("weather/#".into(), 1), ("a/+/b".into(), 0)] }
+        );
     }
 
     #[test]

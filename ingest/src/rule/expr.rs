@@ -241,9 +241,7 @@ fn parse_decimal(s: &str) -> Option<f64> {
     };
     let (whole, fraction) = mantissa.split_once('.').map_or((mantissa, None), |(w, f)| (w, Some(f)));
     let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    let ok = all_digits(whole)
-        && fraction.is_none_or(all_digits)
-        && exponent.is_none_or(|e| all_digits(e.strip_prefix('-').unwrap_or(e)));
+    let ok = all_digits(whole) && fraction.is_none_or(all_digits) && exponent.is_none_or(|e| all_digits(e.strip_prefix('-').unwrap_or(e)));
     if ok { t.parse().ok() } else { None }
 }
 

@@ -114,7 +114,6 @@ fn bad_messages_are_rejected_with_the_rule_and_reason() {
     let cases = [
         (r#"{"sensor_value": 1}"#, "time sensor_timestamp is missing"),
         (r#"{"sensor_timestamp": -5, "sensor_value": 1}"#, "before 1970"),
-        (r#"{"sensor_timestamp": 1800000000000, "sensor_value": 1}"#, "more than a day after"),
         (r#"{"sensor_timestamp": "yesterday", "sensor_value": 1}"#, "is not a time"),
         (r#"{"sensor_timestamp": 1700000000000, "sensor_value": "abc"}"#, "no fields"),
         (r#"[1, 2]"#, "time sensor_timestamp is missing"),

@@ -105,10 +105,7 @@ time_unit = "ms"
 
     /// A tokio-postgres client, with its connection driven on the current runtime.
     pub(crate) async fn client(&self) -> tokio_postgres::Client {
-        let url = format!("host=127.0.0.1 port={} user=isobar dbname=isobar", self.pg_port);
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(connection);
-        client
+        connect(self.pg_port).await
     }
 
     /// Sends a signal and waits for the process to exit; returns its exit code.
@@ -129,6 +126,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A tokio-postgres client of the server listening on `pg_port`, with its connection driven
+/// on the current runtime.
+pub(crate) async fn connect(pg_port: u16) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={pg_port} user=isobar dbname=isobar");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
 }
 
 /// The body and headers of `GET path` from the server's HTTP listener.

@@ -195,13 +195,7 @@ impl Footer {
         let mut series: Vec<SeriesMeta> = Vec::with_capacity(series_count);
         let mut next_row = 0u64;
         for _ in 0..series_count {
-            let s = SeriesMeta {
-                series: SeriesId(r.u64()?),
-                row_start: r.u64()?,
-                rows: r.u32()?,
-                time_min: r.i64()?,
-                time_max: r.i64()?,
-            };
+            let s = SeriesMeta { series: SeriesId(r.u64()?), row_start: r.u64()?, rows: r.u32()?, time_min: r.i64()?, time_max: r.i64()? };
             if s.row_start != next_row || s.rows == 0 || series.last().is_some_and(|p| p.series >= s.series) {
                 return Err(r.err(format!("series {} at row {} is out of order", s.series.0, s.row_start)));
             }

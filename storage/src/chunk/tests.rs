@@ -26,7 +26,12 @@ fn schema() -> TableSchema {
 }
 
 fn types() -> BTreeMap<ColumnId, FieldType> {
-    BTreeMap::from([(ColumnId(0), FieldType::F64), (ColumnId(1), FieldType::I64), (ColumnId(2), FieldType::Bool), (ColumnId(3), FieldType::String)])
+    BTreeMap::from([
+        (ColumnId(0), FieldType::F64),
+        (ColumnId(1), FieldType::I64),
+        (ColumnId(2), FieldType::Bool),
+        (ColumnId(3), FieldType::String),
+    ])
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
@@ -93,9 +98,12 @@ fn every_flipped_byte_is_detected() {
         .map(|i| Row {
             series: SeriesId(i % 3),
             time: i as i64 * 7,
-            fields: [(ColumnId(0), FieldValue::F64(i as f64 * 0.5)), (ColumnId(3), FieldValue::String(Arc::from(["x", "y"][i as usize % 2])))]
-                .into_iter()
-                .collect(),
+            fields: [
+                (ColumnId(0), FieldValue::F64(i as f64 * 0.5)),
+                (ColumnId(3), FieldValue::String(Arc::from(["x", "y"][i as usize % 2]))),
+            ]
+            .into_iter()
+            .collect(),
         })
         .collect();
     let set = RowSet::from_rows(&rows, &types());

@@ -4,9 +4,7 @@ use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::Path;
 
-use super::format::{
-    BlockRef, ColumnMeta, FORMAT_VERSION, Footer, HEADER_MAGIC, RowGroupMeta, SeriesMeta, Stats, TRAILER_MAGIC,
-};
+use super::format::{BlockRef, ColumnMeta, FORMAT_VERSION, Footer, HEADER_MAGIC, RowGroupMeta, SeriesMeta, Stats, TRAILER_MAGIC};
 use crate::bytes::Writer;
 use crate::codec::{self, CodecOptions, pack_bits};
 use crate::error::{Result, io_err};
@@ -145,9 +143,7 @@ fn encode_column(column: &Column, range: std::ops::Range<usize>, opts: &CodecOpt
         Values::F64(v) => codec::encode_f64(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
         Values::I64(v) => codec::encode_i64(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
         Values::Bool(v) => codec::encode_bool(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
-        Values::String(v) => {
-            codec::encode_strings(&range.clone().filter(pick).map(|i| v[i].clone()).collect::<Vec<_>>(), opts)
-        }
+        Values::String(v) => codec::encode_strings(&range.clone().filter(pick).map(|i| v[i].clone()).collect::<Vec<_>>(), opts),
     };
     out.extend_from_slice(&values);
     out

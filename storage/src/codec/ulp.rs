@@ -162,8 +162,9 @@ pub(super) fn decode(r: &mut Reader<'_>, n: usize, codec: Codec) -> Result<Vec<f
         for slot in 0..4 {
             let n = byte_index * 4 + slot;
             if byte >> (2 * slot) & 3 == ESCAPE && n < bits.len() {
-                let distance = escapes.next().ok_or_else(|| DecodeError::new(pos, format!("more escaped residues than the {escape_count} stored")))?;
-                bits[n] = bits[n].wrapping_add(distance as i64);
+                let distance =
+                    escapes.next().ok_or_else(|| DecodeError::new(pos, format!("more escaped residues than the {escape_count} stored")))?;
+                bits[n] = bits[n].wrapping_add(distance);
             }
         }
     }

@@ -141,7 +141,8 @@ fn finalize(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> {
             let Some(rollup) = registry.rollups.get_mut(&source) else { continue };
             let Some(frontier_ns) = rollup.due_frontier() else { continue };
             let (rows, replaced) = rollup.take_due(frontier_ns, open.entry(source).or_default());
-            let recompute = replaced.into_iter().map(|(series, start_ns, raw_series)| Recompute { series, start_ns, raw_series, late_rows: None });
+            let recompute =
+                replaced.into_iter().map(|(series, start_ns, raw_series)| Recompute { series, start_ns, raw_series, late_rows: None });
             work.push(Work {
                 source,
                 table: rollup.table,
@@ -172,7 +173,16 @@ fn recompute_dirty(shared: &Shared, tx: &Sender<CommitRequest>) -> Result<bool> 
                 continue;
             }
             let (table, interval_ns) = (rollup.table, rollup.entry.interval_ns);
-            let mut w = Work { source, table, raw_table, interval_ns, frontier_ns: None, rows: Vec::new(), recompute: Vec::new(), done: Vec::new() };
+            let mut w = Work {
+                source,
+                table,
+                raw_table,
+                interval_ns,
+                frontier_ns: None,
+                rows: Vec::new(),
+                recompute: Vec::new(),
+                done: Vec::new(),
+            };
             for ((series, start_ns), d) in dirty {
                 w.done.extend(d.sequences.iter().map(|&sequence| DirtyKey { table, series, window_ns: start_ns, sequence }));
                 // A window whose raw rows have expired keeps its stored row.

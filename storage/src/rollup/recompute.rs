@@ -40,7 +40,12 @@ pub(crate) fn for_each_row(rows: &RowSet, mut f: impl FnMut(SeriesId, i64, &[(Co
 /// The windows (source series, start) of `wanted`, from the rows of `raw_table` (raw rows, or
 /// a finer rollup's final rows) as they are now, in one scan. A window without rows comes back
 /// empty.
-pub(crate) fn recompute(shared: &Shared, raw_table: &str, interval_ns: i64, wanted: &[(SeriesId, i64)]) -> Result<FxHashMap<(SeriesId, i64), Window>> {
+pub(crate) fn recompute(
+    shared: &Shared,
+    raw_table: &str,
+    interval_ns: i64,
+    wanted: &[(SeriesId, i64)],
+) -> Result<FxHashMap<(SeriesId, i64), Window>> {
     let mut windows: FxHashMap<(SeriesId, i64), Window> = wanted.iter().map(|&(raw, start)| ((raw, start), Window::new(raw))).collect();
     let (Some(first), Some(last)) = (wanted.iter().map(|w| w.1).min(), wanted.iter().map(|w| w.1).max()) else { return Ok(windows) };
     let mut series: Vec<SeriesId> = wanted.iter().map(|w| w.0).collect();
