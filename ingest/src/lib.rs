@@ -9,25 +9,33 @@
 //! both; `emit.rs` publishes final rollup windows to the listener's subscribers; `simulator.rs` is the fleet simulator and `publisher.rs` publishes it over MQTT (`isobar simulate`),
 //! which also drives benchmarks and the demo.
 
+#[cfg(feature = "engine")]
 pub mod dead_letters;
+#[cfg(feature = "engine")]
 pub mod emit;
 mod error;
 pub mod mqtt_broker;
 pub mod mqtt_codec;
+#[cfg(feature = "engine")]
 pub mod mqtt_listener;
+#[cfg(feature = "engine")]
 pub mod mqtt_subscriber;
 pub mod publisher;
 mod remote;
 pub mod router;
 pub mod rule;
 pub mod simulator;
+#[cfg(feature = "engine")]
 mod store;
 pub mod tls;
 pub mod topic;
+pub mod users;
 
 pub use error::{Error, Result};
 pub use router::{Routed, Router};
 pub use rule::{Message, Rule, RuleSpec, TimeUnit};
+#[cfg(feature = "engine")]
 pub use store::{Ingestor, Stored};
+pub use users::Users;
 
 pub use isobar_storage::{Point, WriteBatch};

@@ -24,6 +24,7 @@ use crate::mqtt_codec::{self as codec, Packet, Publish};
 use crate::rule::Message;
 use crate::store::Ingestor;
 use crate::tls::Stream;
+use crate::users::Users;
 
 /// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
 pub const PACKET_BYTES_MAX: usize = 1 << 20;
@@ -48,25 +49,8 @@ pub struct MqttContext {
     /// Subscriptions of the listener's clients.
     pub broker: Arc<Broker>,
     pub metrics: Arc<MqttMetrics>,
-    /// Who may connect: (user name, password). Empty: anyone (the server allows that only on
-    /// a loopback listener).
-    pub users: Arc<Vec<(String, String)>>,
-}
-
-impl MqttContext {
-    /// Whether a CONNECT's credentials let it in.
-    fn admits(&self, username: Option<&str>, password: Option<&[u8]>) -> bool {
-        if self.users.is_empty() {
-            return true;
-        }
-        let (Some(username), Some(password)) = (username, password) else { return false };
-        // Every user is compared, in time that does not depend on where a password differs.
-        self.users.iter().fold(false, |found, (name, secret)| found | (name == username && same_bytes(secret.as_bytes(), password)))
-    }
-}
-
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    /// Who may connect. Empty: anyone (the server allows that only on a loopback listener).
+    pub users: Arc<Users>,
 }
 
 /// The `source` of the listener's dead letters.
@@ -136,7 +120,7 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
         s => Some(Duration::from_millis(u64::from(s) * 1500)),
     };
     let mut out = BytesMut::new();
-    if !cx.admits(connect.username.as_deref(), connect.password.as_deref()) {
+    if !cx.users.admits(connect.username.as_deref(), connect.password.as_deref()) {
         // "Bad user name or password", in each version's code.
         codec::connack(&mut out, level, if level == codec::LEVEL_V5 { 0x86 } else { 0x04 });
         socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;

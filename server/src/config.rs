@@ -77,6 +77,10 @@ impl Default for MqttConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct HttpConfig {
     pub(crate) listen: SocketAddr,
+    /// Connections served at once; a client past the cap gets 503.
+    pub(crate) connections_max: usize,
+    /// Users whose basic auth a request must carry; none: any client, on loopback only.
+    pub(crate) users: Vec<UserConfig>,
 }
 
 /// Limits on queries.
@@ -158,7 +162,7 @@ impl Default for PostgresConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8086)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8086)), connections_max: 64, users: Vec::new() }
     }
 }
 
@@ -228,6 +232,15 @@ impl Config {
         }
         if pg.require_tls && (pg.tls_cert_path.is_none() || pg.tls_key_path.is_none()) {
             return Err("postgres.require_tls needs postgres.tls_cert_path and tls_key_path".into());
+        }
+        if config.http.users.is_empty() && !config.http.listen.ip().is_loopback() {
+            return Err(format!(
+                "http: listening on {} needs users under [http]; isobar answers requests without a password only on loopback",
+                config.http.listen
+            ));
+        }
+        if config.http.connections_max == 0 {
+            return Err("http.connections_max must be above 0".into());
         }
         if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
             return Err(format!(
@@ -323,6 +336,9 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_together_are_refused() {
+        let err = Config::parse("[http]\nlisten = \"0.0.0.0:8086\"\n").expect_err("open http listener without users");
+        assert!(err.contains("needs users under [http]"), "{err}");
+        Config::parse("[http]\nlisten = \"0.0.0.0:8086\"\nusers = [{ name = \"p\", password = \"s\" }]\n").expect("with users");
         let err = Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n").expect_err("open listener without users");
         assert!(err.contains("needs users under [mqtt]"), "{err}");
         Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\nusers = [{ name = \"d\", password = \"p\" }]\n").expect("with users");

@@ -113,7 +113,7 @@ fn bounded(response: Response, deadline: tokio::time::Instant, budget: Arc<Query
     let bounded = futures::stream::unfold(Some(rows), move |rows| async move {
         let mut rows = rows?;
         match tokio::time::timeout_at(deadline, rows.next()).await {
-            Ok(Some(Err(e))) => Some((Err(out_of_memory(e)), None)),
+            Ok(Some(Err(e))) => Some((Err(with_sqlstate(e)), None)),
             Ok(Some(row)) => Some((row, Some(rows))),
             Ok(None) => None,
             Err(_) => Some((Err(user_error("57014", "canceling statement due to statement timeout".into())), None)),
@@ -123,15 +123,24 @@ fn bounded(response: Response, deadline: tokio::time::Instant, budget: Arc<Query
     Response::Query(query)
 }
 
-/// PostgreSQL's `53200 out_of_memory` for a query past its memory limit; other errors as they
-/// are.
-fn out_of_memory(e: PgWireError) -> PgWireError {
-    if let PgWireError::ApiError(inner) = &e
-        && let Some(DataFusionError::ResourcesExhausted(message)) = inner.downcast_ref::<DataFusionError>().map(DataFusionError::find_root)
-    {
-        return user_error("53200", message.clone());
+/// An error from DataFusion with the SQLSTATE isobar gives it: `53200 out_of_memory` for a
+/// query past its memory limit, and isobar's own codes for isobar's errors that travelled
+/// through DataFusion (a write storage refused: `58030 io_error` after a failed WAL write);
+/// other errors as they are.
+fn with_sqlstate(e: PgWireError) -> PgWireError {
+    let PgWireError::ApiError(inner) = &e else { return e };
+    let Some(df) = inner.downcast_ref::<DataFusionError>() else { return e };
+    match df.find_root() {
+        DataFusionError::ResourcesExhausted(message) => user_error("53200", message.clone()),
+        DataFusionError::External(_) => match e {
+            PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
+                Ok(df) => pg_error(&isobar_query::Error::from(*df)),
+                Err(other) => PgWireError::ApiError(other),
+            },
+            other => other,
+        },
+        _ => e,
     }
-    e
 }
 
 /// The highest `$n` in `sql` (0 for none): the parameters a Bind must supply. Counted from
@@ -178,7 +187,7 @@ impl SimpleQueryHandler for CountedSimple {
         .await;
         let failed = result.as_ref().map_or(true, |responses| responses.iter().any(|r| matches!(r, Response::Error(_))));
         self.metrics.record(started, failed);
-        result.map(|responses| responses.into_iter().map(|r| bounded(r, deadline, Arc::clone(&budget))).collect())
+        result.map_err(with_sqlstate).map(|responses| responses.into_iter().map(|r| bounded(r, deadline, Arc::clone(&budget))).collect())
     }
 }
 
@@ -263,7 +272,7 @@ impl ExtendedQueryHandler for CheckedExtended {
         let query = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows);
         let result = with_budget(Arc::clone(&budget), query).await;
         self.metrics.record(started, result.is_err());
-        result.map(|r| bounded(r, deadline, budget))
+        result.map_err(with_sqlstate).map(|r| bounded(r, deadline, budget))
     }
 }
 

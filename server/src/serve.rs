@@ -13,7 +13,7 @@ use isobar_ingest::mqtt_broker::Broker;
 use isobar_ingest::mqtt_listener::{self, MqttContext};
 use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
-use isobar_ingest::{Ingestor, Router};
+use isobar_ingest::{Ingestor, Router, Users};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
 use tokio::net::TcpListener;
@@ -54,7 +54,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let mqtt_tls = crate::tls::acceptor("mqtt", config.mqtt.tls_cert_path.as_ref(), config.mqtt.tls_key_path.as_ref())?;
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let ingestor = Ingestor::new(storage.clone(), router)?;
-    let mqtt_users = Arc::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone())).collect());
+    let mqtt_users = Arc::new(Users::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone()))));
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
@@ -66,7 +66,10 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    let http_task = tokio::spawn(crate::http::serve(http, storage.clone(), queries, Arc::clone(&ingest_metrics)));
+    let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| (u.name.clone(), u.password.clone()))));
+    let http_context =
+        crate::http::HttpContext { storage: storage.clone(), queries, ingest: Arc::clone(&ingest_metrics), users: http_users };
+    let http_task = tokio::spawn(crate::http::serve(http, http_context, config.http.connections_max));
     let mut subscriptions = JoinSet::new();
     for spec in &config.subscriptions {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));

@@ -25,6 +25,8 @@ pub const DECIMALS_MAX: u8 = 12;
 const DECIMAL_INT_MAX: f64 = 9_007_199_254_740_992.0;
 /// Largest decoded size of one zstd-compressed block; bounds memory on corrupt input.
 const ZSTD_RAW_BYTES_MAX: usize = 1 << 30;
+/// Most bytes one byte of a zstd frame can stand for: a 4-byte RLE block holds 128 KiB.
+const ZSTD_EXPANSION_MAX: usize = 32 * 1024;
 /// Highest pco level.
 pub const PCO_LEVEL_MAX: usize = 12;
 /// Default pco level: above pco's default of 8, which measurably helps sensor data.
@@ -370,8 +372,10 @@ fn zstd_block(codec: Codec, raw: &[u8], opts: &CodecOptions) -> Option<Vec<u8>> 
 
 fn unzstd(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
     let raw_len = r.u32()? as usize;
-    if raw_len > ZSTD_RAW_BYTES_MAX {
-        return Err(r.err(format!("zstd block claims {raw_len} bytes")));
+    // The output is allocated at the length the header claims: check it against the bytes at
+    // hand first, so a few bytes cannot make the decoder allocate a gigabyte.
+    if raw_len > ZSTD_RAW_BYTES_MAX || raw_len > r.remaining().saturating_mul(ZSTD_EXPANSION_MAX) {
+        return Err(r.err(format!("zstd block claims {raw_len} bytes from {} compressed bytes", r.remaining())));
     }
     let pos = r.pos();
     let out = zstd::bulk::decompress(r.take(r.remaining())?, raw_len).map_err(|e| DecodeError::new(pos, format!("zstd: {e}")))?;

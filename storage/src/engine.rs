@@ -519,7 +519,12 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
             recv(kick) -> _ => {},
             default(tick) => {
                 shared.background_result("expiry", crate::persist::expire(shared));
-                let old = shared.state.read().active.oldest.is_some_and(|t| t.elapsed() >= interval);
+                // A failed persist or compaction (which leaves its buffer frozen) is retried
+                // every tick.
+                let failed = shared.background_errors.lock().contains_key("persist");
+                let state = shared.state.read();
+                let old = failed || state.frozen.is_some() || state.active.oldest.is_some_and(|t| t.elapsed() >= interval);
+                drop(state);
                 if !old { continue; }
             },
         }

@@ -3,6 +3,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod faults;
 pub(crate) mod mosquitto;
 pub(crate) mod tls;
 
@@ -64,9 +65,15 @@ time_unit = "ms"
 
     /// Starts `isobar <command> --config <config>` (`serve` or `demo`).
     pub(crate) fn start_command(command: &str, data_dir: &Path, config: &Path) -> Self {
+        Self::start_env(command, data_dir, config, &[])
+    }
+
+    /// Starts `isobar <command> --config <config>` with extra environment variables.
+    pub(crate) fn start_env(command: &str, data_dir: &Path, config: &Path, env: &[(String, String)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_isobar"))
             .args([command, "--config"])
             .arg(config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

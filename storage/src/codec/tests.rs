@@ -115,3 +115,16 @@ fn a_moving_average_is_stored_to_decode_fast_at_about_ten_bits() {
     assert!(bits_per_value < 10.5, "{bits_per_value} bits per value");
     assert!(same_f64(&decode_f64(&encoded, values.len()).expect("decodes"), &values));
 }
+
+/// Found by the `column_block` fuzz target: a zstd block whose header claims a gigabyte from a
+/// few bytes is refused before anything is allocated for it.
+#[test]
+fn a_zstd_header_claiming_more_than_its_bytes_can_hold_is_refused() {
+    let mut block = vec![Codec::ZstdPlain as u8];
+    block.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    block.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let e = decode_strings(&block, 7).expect_err("refused");
+    assert!(e.reason.contains("claims 1073741824 bytes from 4 compressed bytes"), "{e}");
+    let real = encode_strings(&[Arc::from("a".repeat(100_000).as_str())], &opts());
+    assert_eq!(decode_strings(&real, 1).expect("a real block decodes")[0].len(), 100_000);
+}

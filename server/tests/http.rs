@@ -1,0 +1,54 @@
+//! The HTTP listener's limits: basic auth of a configured user on every request when users are
+//! set (required beyond loopback), a cap on connections served at once, and a clear status
+//! for a request that is not HTTP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Server, http_get};
+
+fn request(port: u16, raw: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(raw.as_bytes()).expect("send");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out
+}
+
+#[test]
+fn requests_carry_a_users_basic_auth_and_connections_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "", "");
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml = toml.replace("[http]\n", "[http]\nconnections_max = 2\nusers = [{ name = \"prometheus\", password = \"scrape-me\" }]\n");
+    std::fs::write(&config, toml).expect("write config");
+    let server = Server::start_config(&data, &config);
+    let port = server.http_port;
+
+    assert!(http_get(port, "/health").starts_with("HTTP/1.1 401"), "no credentials");
+    let wrong = request(port, "GET /health HTTP/1.1\r\nAuthorization: Basic cHJvbWV0aGV1czpub3Bl\r\n\r\n");
+    assert!(wrong.starts_with("HTTP/1.1 401"), "prometheus:nope: {wrong}");
+    // prometheus:scrape-me
+    let right = "GET /metrics HTTP/1.1\r\nAuthorization: Basic cHJvbWV0aGV1czpzY3JhcGUtbWU=\r\n\r\n";
+    let answer = request(port, right);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("isobar_storage_health"), "{answer}");
+    assert!(request(port, "HELLO\r\n\r\n").starts_with("HTTP/1.1 400"));
+
+    // Two clients that send nothing hold both slots; a third is turned away at once.
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect")).collect();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut busy = String::new();
+    while !busy.starts_with("HTTP/1.1 503") && Instant::now() < deadline {
+        busy = request(port, right);
+    }
+    assert!(busy.contains("too many connections"), "{busy}");
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !request(port, right).starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "a slot frees when a client goes");
+    }
+}
