@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::mqtt_broker::Broker;
 use crate::mqtt_codec::Publish;
+use crate::topic::TopicFilter;
 
 pub mod broker;
 
@@ -79,6 +80,17 @@ impl EmitSpec {
             None => {}
         }
         Ok(())
+    }
+
+    /// The topics this entry publishes to isobar's listener, as a filter (each level that names
+    /// a tag is `+`); `None` when it publishes to an external broker. No client may publish
+    /// to them.
+    pub fn reserved_topics(&self) -> Option<TopicFilter> {
+        if self.broker.is_some() {
+            return None;
+        }
+        let levels: Vec<&str> = self.topic.split('/').map(|level| if level.contains('{') { "+" } else { level }).collect();
+        TopicFilter::parse(&levels.join("/")).ok()
     }
 
     /// The topic of `window`; `None` when the window lacks a tag the template names.
@@ -221,6 +233,7 @@ mod tests {
             ..EmitSpec::default()
         };
         assert_eq!(spec.topic_of(&window()).as_deref(), Some("rollups/qwb_KAM/dc2b8383eb79fe49"));
+        assert_eq!(spec.reserved_topics().map(|f| f.as_str().to_owned()).as_deref(), Some("rollups/+/+"));
         let payload: Value = serde_json::from_str(&spec.payload(&window())).expect("JSON");
         assert_eq!(payload["sensor_avg_value"], 1.075);
         assert_eq!(payload["60sec_number_of_msg"], 60);

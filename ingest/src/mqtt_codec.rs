@@ -80,20 +80,25 @@ fn err<T>(reason: impl Into<String>) -> Result<T, CodecError> {
 pub fn read(buf: &mut BytesMut, level: Option<u8>, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {
     let Some((header_len, body_len)) = fixed_header(buf)? else { return Ok(None) };
     if body_len > packet_bytes_max {
-        // A publish too large to store is read in part, so that it can be acknowledged and
-        // kept as a dead letter; any other packet that large ends the connection.
-        if buf[0] >> 4 != 3 {
-            return err(format!("a packet of {body_len} bytes, above the {packet_bytes_max} limit"));
-        }
-        let head = body_len.min(OVERSIZE_HEAD_BYTES);
-        let Some((first, body)) = take_packet(buf, header_len, head) else { return Ok(None) };
-        let Packet::Publish(publish) = decode(first, body, level == Some(LEVEL_V5))? else {
-            return err("a publish that does not decode as one");
-        };
-        return Ok(Some(Packet::Oversize { publish, body_bytes: body_len, skip_bytes: body_len - head }));
+        return read_oversize(buf, header_len, body_len, packet_bytes_max, level == Some(LEVEL_V5));
     }
     let Some((first, body)) = take_packet(buf, header_len, body_len) else { return Ok(None) };
     decode(first, body, level == Some(LEVEL_V5)).map(Some)
+}
+
+/// A packet above the limit: a publish is read in part, so that it can be acknowledged and kept
+/// as a dead letter, and its reader discards the rest; any other packet that large ends the
+/// connection.
+fn read_oversize(buf: &mut BytesMut, header_len: usize, body_len: usize, limit: usize, v5: bool) -> Result<Option<Packet>, CodecError> {
+    if buf[0] >> 4 != 3 {
+        return err(format!("a packet of {body_len} bytes, above the {limit} limit"));
+    }
+    let head = body_len.min(OVERSIZE_HEAD_BYTES);
+    let Some((first, body)) = take_packet(buf, header_len, head) else { return Ok(None) };
+    let Packet::Publish(publish) = decode(first, body, v5)? else {
+        return err("a publish that does not decode as one");
+    };
+    Ok(Some(Packet::Oversize { publish, body_bytes: body_len, skip_bytes: body_len - head }))
 }
 
 /// The first byte and the next `body_len` bytes after a `header_len`-byte fixed header,
@@ -143,8 +148,13 @@ impl Body {
         }
         Ok(self.0.split_to(n))
     }
+    /// A UTF-8 string; MQTT forbids U+0000 in one (MQTT-1.5.3-2), and the connection closes.
     fn string(&mut self) -> Result<String, CodecError> {
-        String::from_utf8(self.bytes()?.to_vec()).or_else(|_| err("a string that is not UTF-8"))
+        let s = String::from_utf8(self.bytes()?.to_vec()).or_else(|_| err("a string that is not UTF-8"))?;
+        if s.contains('\0') {
+            return err("a string containing U+0000");
+        }
+        Ok(s)
     }
     /// Skips MQTT 5 properties (a variable-length size, then that many bytes).
     fn skip_properties(&mut self) -> Result<(), CodecError> {
@@ -272,6 +282,20 @@ pub fn ack(out: &mut BytesMut, packet_type: u8, pkid: u16) {
     header(out, packet_type << 4, 2);
     out.put_u16(pkid);
 }
+
+/// PUBACK or PUBREC with a reason code: MQTT 5's way to refuse a publish (0x87, not
+/// authorized). A 3.1.1 client, which has no reason codes, gets the plain acknowledgement.
+pub fn ack_with_reason(out: &mut BytesMut, level: u8, packet_type: u8, pkid: u16, reason: u8) {
+    if level != LEVEL_V5 || reason == 0 {
+        return ack(out, packet_type, pkid);
+    }
+    header(out, packet_type << 4, 3);
+    out.put_u16(pkid);
+    out.put_u8(reason);
+}
+
+/// MQTT 5's reason code for what a client may not do.
+pub const NOT_AUTHORIZED: u8 = 0x87;
 
 /// PUBLISH to a subscriber; `pkid` is ignored at QoS 0.
 pub fn publish(out: &mut BytesMut, level: u8, topic: &str, payload: &[u8], qos: u8, retain: bool, pkid: u16) {

@@ -9,6 +9,7 @@
 //! the device and nothing is dropped. Clients may also subscribe: each durable publish goes to
 //! the matching subscriptions (`mqtt_broker.rs`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,12 +20,12 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::{Error, Result};
-use crate::mqtt_broker::{Broker, SUBSCRIBER_QUEUE_MAX, SubscriberId};
+use crate::mqtt_broker::{Broker, SUBSCRIBE_REFUSED, SUBSCRIBER_QUEUE_MAX, SubscriberId};
 use crate::mqtt_codec::{self as codec, Packet, Publish};
 use crate::rule::Message;
 use crate::store::Ingestor;
 use crate::tls::Stream;
-use crate::users::Users;
+use crate::users::{Grant, Users};
 
 /// Largest MQTT packet accepted, in bytes; a larger one closes the connection.
 pub const PACKET_BYTES_MAX: usize = 1 << 20;
@@ -40,6 +41,10 @@ pub struct MqttMetrics {
     pub rows_written: AtomicU64,
     /// Messages that made no row (no rule, not JSON, refused by a rule or by storage).
     pub messages_rejected: AtomicU64,
+    /// Publishes to a topic the client may not publish to, and subscriptions it may not make.
+    pub denied: AtomicU64,
+    /// Connections refused because the listener served its most.
+    pub connections_refused: AtomicU64,
 }
 
 /// What every connection shares.
@@ -49,8 +54,28 @@ pub struct MqttContext {
     /// Subscriptions of the listener's clients.
     pub broker: Arc<Broker>,
     pub metrics: Arc<MqttMetrics>,
-    /// Who may connect. Empty: anyone (the server allows that only on a loopback listener).
+    /// Who may connect, and what each may publish and subscribe to. Empty: anyone (the server
+    /// allows that only on a loopback listener).
     pub users: Arc<Users>,
+    pub limits: ListenerLimits,
+    /// One permit per connection served; a client past them is refused at CONNECT.
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Limits of the listener (the broker's own are in [`crate::mqtt_broker::BrokerLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Connections served at once.
+    pub connections_max: usize,
+    /// How long a client that asked for no keep-alive (0) may stay silent before it is
+    /// disconnected.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self { connections_max: 10_000, idle_timeout_ms: 600_000 }
+    }
 }
 
 /// The `source` of the listener's dead letters.
@@ -115,17 +140,26 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
     let Some(Packet::Connect(connect)) = first else { return Err(protocol_error("the first packet was not CONNECT")) };
     let level = connect.level;
     let client_id = connect.client_id;
+    let v5 = level == codec::LEVEL_V5;
+    // A keep-alive of 0 asks for none: such a client may stay silent for the idle timeout.
     let keep_alive = match connect.keep_alive_s {
-        0 => None,
-        s => Some(Duration::from_millis(u64::from(s) * 1500)),
+        0 => Duration::from_millis(cx.limits.idle_timeout_ms),
+        s => Duration::from_millis(u64::from(s) * 1500),
     };
     let mut out = BytesMut::new();
-    if !cx.users.admits(connect.username.as_deref(), connect.password.as_deref()) {
+    let Ok(_slot) = Arc::clone(&cx.connection_slots).try_acquire_owned() else {
+        cx.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+        // "Server unavailable" (3.1.1) or "server busy" (5).
+        codec::connack(&mut out, level, if v5 { 0x89 } else { 0x03 });
+        socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+        return Err(protocol_error(format!("client {client_id}: {} connections served, the most", cx.limits.connections_max)));
+    };
+    let Some(grant) = cx.users.login(connect.username.as_deref(), connect.password.as_deref(), &client_id) else {
         // "Bad user name or password", in each version's code.
-        codec::connack(&mut out, level, if level == codec::LEVEL_V5 { 0x86 } else { 0x04 });
+        codec::connack(&mut out, level, if v5 { 0x86 } else { 0x04 });
         socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
         return Err(protocol_error(format!("client {client_id}: bad user name or password")));
-    }
+    };
     codec::connack(&mut out, level, 0);
     socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
 
@@ -134,6 +168,9 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
     let mut outbound_pkid = 0u16;
     // Bytes of an oversize publish still to throw away.
     let mut discard = 0usize;
+    // QoS 2 packet ids stored and awaiting their PUBREL: a publish sent again with one of them
+    // is acknowledged, not stored twice (exactly once, per packet id, for the session).
+    let mut awaiting_release: HashSet<u16> = HashSet::new();
     loop {
         let mut publishes = Vec::new();
         let mut oversize = Vec::new();
@@ -156,9 +193,12 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
                     oversize.push((publish, reason));
                 }
                 Some(Packet::PingReq) => codec::pingresp(&mut out),
-                Some(Packet::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
+                Some(Packet::PubRel { pkid }) => {
+                    awaiting_release.remove(&pkid);
+                    codec::ack(&mut out, codec::PUBCOMP, pkid);
+                }
                 Some(Packet::Subscribe { pkid, filters }) => {
-                    let codes = cx.broker.subscribe(subscriber, &filters);
+                    let codes = subscribe(cx, &grant, subscriber, &filters, v5, &client_id);
                     codec::suback(&mut out, level, pkid, &codes);
                 }
                 Some(Packet::Unsubscribe { pkid, filters }) => {
@@ -174,14 +214,34 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
                 None => break,
             }
         }
+        let full = publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX;
         if !publishes.is_empty() || !oversize.is_empty() {
-            store(&publishes, &oversize, &client_id, cx).await?;
-            cx.broker.publish(&publishes);
-            for p in publishes.iter().chain(oversize.iter().map(|(p, _)| p)) {
-                match p.qos {
+            let mut acks = Vec::with_capacity(publishes.len() + oversize.len());
+            // Whether to store a publish; its acknowledgement either way.
+            let mut admit = |p: &Publish| {
+                let (store, reason) = match (grant.may_publish(&p.topic), p.qos == 2 && !awaiting_release.insert(p.pkid)) {
+                    (false, _) => {
+                        cx.metrics.denied.fetch_add(1, Ordering::Relaxed);
+                        log::info!("mqtt client {client_id} may not publish to {}; not stored", p.topic);
+                        (false, codec::NOT_AUTHORIZED)
+                    }
+                    (true, true) => (false, 0), // stored already, awaiting PUBREL: acknowledged again
+                    (true, false) => (true, 0),
+                };
+                acks.push((p.qos, p.pkid, reason));
+                store
+            };
+            let take: Vec<Publish> = publishes.into_iter().filter(|p| admit(p)).collect();
+            let take_oversize: Vec<(Publish, String)> = oversize.into_iter().filter(|(p, _)| admit(p)).collect();
+            store(&take, &take_oversize, &client_id, cx).await?;
+            // Subscribers get, and the broker retains, only what was stored (as rows or as
+            // dead letters): never a refused publish.
+            cx.broker.publish(&take);
+            for (qos, pkid, reason) in acks {
+                match qos {
                     0 => {}
-                    1 => codec::ack(&mut out, codec::PUBACK, p.pkid),
-                    _ => codec::ack(&mut out, codec::PUBREC, p.pkid),
+                    1 => codec::ack_with_reason(&mut out, level, codec::PUBACK, pkid, reason),
+                    _ => codec::ack_with_reason(&mut out, level, codec::PUBREC, pkid, reason),
                 }
             }
         }
@@ -191,18 +251,12 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
         if disconnect {
             return Ok(());
         }
-        if publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX {
+        if full {
             continue;
         }
         // Wait for the client's next bytes, sending its subscriptions' deliveries meanwhile.
-        let deadline = keep_alive.map(|limit| tokio::time::Instant::now() + limit);
+        let deadline = tokio::time::Instant::now() + keep_alive;
         loop {
-            let expired = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 read = socket.read_buf(&mut buf) => {
                     if read.map_err(|e| protocol_error(e.to_string()))? == 0 {
@@ -212,7 +266,7 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
                 }
                 delivery = deliveries.recv() => {
                     let Some(delivery) = delivery else {
-                        return Err(protocol_error(format!("subscriber {client_id} fell {SUBSCRIBER_QUEUE_MAX} messages behind")));
+                        return Err(protocol_error(format!("subscriber {client_id} fell {SUBSCRIBER_QUEUE_MAX} messages or its bytes limit behind")));
                     };
                     let mut out = BytesMut::new();
                     let mut next = Some(delivery);
@@ -225,10 +279,30 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
                     }
                     socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
                 }
-                () = expired => return Err(protocol_error("keep-alive expired")),
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(protocol_error(format!("client {client_id} silent for {} ms (keep-alive)", keep_alive.as_millis())));
+                }
             }
         }
     }
+}
+
+/// The SUBACK codes for `filters`: refused where the client's access list does not allow
+/// the filter (0x87 in MQTT 5), otherwise what the broker grants.
+fn subscribe(cx: &MqttContext, grant: &Grant, subscriber: SubscriberId, filters: &[(String, u8)], v5: bool, client_id: &str) -> Vec<u8> {
+    let allowed: Vec<(String, u8)> = filters.iter().filter(|(f, _)| grant.may_subscribe(f)).cloned().collect();
+    let mut granted = cx.broker.subscribe(subscriber, &allowed).into_iter();
+    filters
+        .iter()
+        .map(|(f, _)| match grant.may_subscribe(f) {
+            true => granted.next().unwrap_or(SUBSCRIBE_REFUSED),
+            false => {
+                cx.metrics.denied.fetch_add(1, Ordering::Relaxed);
+                log::info!("mqtt client {client_id} may not subscribe to {f}");
+                if v5 { codec::NOT_AUTHORIZED } else { SUBSCRIBE_REFUSED }
+            }
+        })
+        .collect()
 }
 
 /// Forgets a connection's subscriptions when it ends, however it ends.
@@ -245,7 +319,7 @@ impl Drop for Subscription<'_> {
 
 impl Publish {
     /// The message the rules see.
-    fn message<'a>(&'a self, client_id: &'a str, arrival_ns: i64) -> Message<'a> {
+    pub(crate) fn message<'a>(&'a self, client_id: &'a str, arrival_ns: i64) -> Message<'a> {
         Message { topic: &self.topic, payload: &self.payload, client_id, arrival_ns }
     }
 }
@@ -253,6 +327,9 @@ impl Publish {
 /// Routes and durably writes one read's messages, and the dead letters of the publishes too
 /// large to store; returns once they are durable.
 async fn store(publishes: &[Publish], oversize: &[(Publish, String)], client_id: &str, cx: &MqttContext) -> Result<()> {
+    if publishes.is_empty() && oversize.is_empty() {
+        return Ok(());
+    }
     let arrival_ns = now_ns();
     let messages: Vec<Message<'_>> = publishes.iter().map(|p| p.message(client_id, arrival_ns)).collect();
     let refused: Vec<(Message<'_>, &str)> =

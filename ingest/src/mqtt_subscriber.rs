@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -118,10 +118,21 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMet
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let source = spec.source();
     let keep_alive = Duration::from_secs(u64::from(spec.keep_alive_s.max(1)));
+    // Bytes of an oversize publish still to throw away.
+    let mut discard = 0usize;
     loop {
         let mut publishes: Vec<Publish> = Vec::new();
+        let mut oversize: Vec<(Publish, String)> = Vec::new();
         out.clear();
-        while publishes.len() < PUBLISHES_PER_WRITE_MAX {
+        while publishes.len() + oversize.len() < PUBLISHES_PER_WRITE_MAX {
+            if discard > 0 {
+                let n = discard.min(buf.len());
+                buf.advance(n);
+                discard -= n;
+                if discard > 0 {
+                    break;
+                }
+            }
             match client::read(&mut buf, PACKET_BYTES_MAX).map_err(|e| Error::Connection(e.0))? {
                 None => break,
                 Some(BrokerPacket::ConnAck { code: 0, session_present }) => {
@@ -140,23 +151,29 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMet
                     }
                 }
                 Some(BrokerPacket::Publish(p)) => publishes.push(p),
+                Some(BrokerPacket::Oversize { publish, body_bytes, skip_bytes }) => {
+                    discard = skip_bytes;
+                    oversize.push((publish, format!("a publish of {body_bytes} bytes exceeds the {PACKET_BYTES_MAX}-byte packet limit")));
+                }
                 Some(BrokerPacket::PubRel { pkid }) => codec::ack(&mut out, codec::PUBCOMP, pkid),
                 Some(BrokerPacket::PingResp | BrokerPacket::PubAck { .. } | BrokerPacket::PubRec { .. } | BrokerPacket::PubComp { .. }) => {
                 }
             }
         }
-        if !publishes.is_empty() {
+        if !publishes.is_empty() || !oversize.is_empty() {
             let arrival_ns = now_ns();
-            let messages: Vec<Message<'_>> = publishes
-                .iter()
-                .map(|p| Message { topic: &p.topic, payload: &p.payload, client_id: &spec.client_id, arrival_ns })
-                .collect();
-            metrics.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
-            let stored = ingestor.store(&source, &messages, &[]).await?;
+            let client_id = spec.client_id.as_str();
+            let messages: Vec<Message<'_>> = publishes.iter().map(|p| p.message(client_id, arrival_ns)).collect();
+            // Too large to store, so kept as dead letters, and acknowledged: a broker delivers
+            // an unacknowledged message again at every reconnect.
+            let refused: Vec<(Message<'_>, &str)> =
+                oversize.iter().map(|(p, reason)| (p.message(client_id, arrival_ns), reason.as_str())).collect();
+            metrics.messages.fetch_add((messages.len() + refused.len()) as u64, Ordering::Relaxed);
+            let stored = ingestor.store(&source, &messages, &refused).await?;
             metrics.rows_written.fetch_add(stored.rows_written, Ordering::Relaxed);
             metrics.messages_rejected.fetch_add(stored.messages_rejected, Ordering::Relaxed);
             // Durable: now the broker may forget them.
-            for p in &publishes {
+            for p in publishes.iter().chain(oversize.iter().map(|(p, _)| p)) {
                 match p.qos {
                     0 => {}
                     1 => codec::ack(&mut out, codec::PUBACK, p.pkid),
@@ -167,7 +184,7 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMet
         if !out.is_empty() {
             socket.write_all(&out).await.map_err(io_error)?;
         }
-        if publishes.len() == PUBLISHES_PER_WRITE_MAX {
+        if publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX {
             continue;
         }
         match tokio::time::timeout(keep_alive, socket.read_buf(&mut buf)).await {

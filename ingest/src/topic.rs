@@ -53,6 +53,23 @@ impl TopicFilter {
         parts.next().is_none()
     }
 
+    /// Whether every topic `other` matches, this filter matches too: a subscription to
+    /// `other` is within what this filter allows (an ACL check, as mosquitto makes it).
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        let mut theirs = other.levels.iter();
+        for (i, level) in self.levels.iter().enumerate() {
+            match (level, theirs.next()) {
+                // `#` covers everything below, but `$` topics only when named.
+                (Level::Rest, first) => return !(i == 0 && matches!(first, Some(Level::Exact(e)) if e.starts_with('$'))),
+                (Level::One, Some(Level::Exact(e))) if !(i == 0 && e.starts_with('$')) => {}
+                (Level::One, Some(Level::One)) => {}
+                (Level::Exact(a), Some(Level::Exact(b))) if a == b => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
+    }
+
     /// The filter as written.
     pub fn as_str(&self) -> &str {
         &self.filter
@@ -80,6 +97,29 @@ mod tests {
         ];
         for (filter, topic, expected) in cases {
             assert_eq!(TopicFilter::parse(filter).expect("parses").matches(topic), expected, "{filter} on {topic}");
+        }
+    }
+
+    #[test]
+    fn a_filter_covers_the_subscriptions_within_it() {
+        let cases = [
+            ("devices/st-1/#", "devices/st-1/temperature", true),
+            ("devices/st-1/#", "devices/st-1/#", true),
+            ("devices/st-1/#", "devices/#", false),
+            ("devices/+/status", "devices/st-2/status", true),
+            ("devices/+/status", "devices/+/status", true),
+            ("devices/+/status", "devices/#", false),
+            ("devices/+/status", "devices/st-2/status/x", false),
+            ("rollups/#", "rollups/+/+", true),
+            ("#", "weather/+/x", true),
+            ("#", "$SYS/#", false),
+            ("+/x", "+/x", true),
+            ("+/x", "$SYS/x", false),
+            ("a/+", "a/#", false),
+        ];
+        for (acl, filter, expected) in cases {
+            let (acl_f, filter_f) = (TopicFilter::parse(acl).expect("acl"), TopicFilter::parse(filter).expect("filter"));
+            assert_eq!(acl_f.covers(&filter_f), expected, "{acl} covers {filter}");
         }
     }
 

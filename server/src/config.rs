@@ -58,17 +58,86 @@ pub(crate) struct UserConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct MqttConfig {
     pub(crate) listen: SocketAddr,
-    /// Devices that may connect, by user name and password; none: any device, on loopback only.
-    pub(crate) users: Vec<UserConfig>,
+    /// Devices that may connect, by user name and password, with what each may publish and
+    /// subscribe to; none: any device, on loopback only.
+    pub(crate) users: Vec<MqttUserConfig>,
+    /// Connections served at once; more are refused at CONNECT.
+    pub(crate) connections_max: usize,
+    /// Topic filters one connection may subscribe to.
+    pub(crate) subscriptions_per_client_max: usize,
+    /// Topics with a retained message.
+    pub(crate) retained_messages_max: usize,
+    /// Payload bytes of all retained messages.
+    pub(crate) retained_bytes_max: usize,
+    /// Payload bytes queued for one subscriber before it is disconnected as too slow.
+    pub(crate) subscriber_queue_bytes_max: usize,
+    /// How long a client that asked for no keep-alive may stay silent, in milliseconds.
+    pub(crate) idle_timeout_ms: u64,
     /// PEM certificate chain; with `tls_key_path`, the listener speaks only MQTT over TLS.
     pub(crate) tls_cert_path: Option<PathBuf>,
     /// PEM private key for TLS.
     pub(crate) tls_key_path: Option<PathBuf>,
 }
 
+/// One MQTT user, with its access lists.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MqttUserConfig {
+    pub(crate) name: String,
+    pub(crate) password: String,
+    /// Topic filters it may publish to (`%u`: its name, `%c`: its client id); unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) publish: Option<Vec<String>>,
+    /// Topic filters it may subscribe within; unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) subscribe: Option<Vec<String>>,
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 1883)), users: Vec::new(), tls_cert_path: None, tls_key_path: None }
+        let (listener, broker) =
+            (isobar_ingest::mqtt_listener::ListenerLimits::default(), isobar_ingest::mqtt_broker::BrokerLimits::default());
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            users: Vec::new(),
+            connections_max: listener.connections_max,
+            subscriptions_per_client_max: broker.subscriptions_per_client_max,
+            retained_messages_max: broker.retained_messages_max,
+            retained_bytes_max: broker.retained_bytes_max,
+            subscriber_queue_bytes_max: broker.subscriber_queue_bytes_max,
+            idle_timeout_ms: listener.idle_timeout_ms,
+            tls_cert_path: None,
+            tls_key_path: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The listener's users, with their access lists; `reserved` are the topics isobar
+    /// publishes itself.
+    pub(crate) fn users(&self, reserved: Vec<isobar_ingest::topic::TopicFilter>) -> isobar_ingest::Users {
+        let users = self.users.iter().map(|u| isobar_ingest::users::User {
+            name: u.name.clone(),
+            password: u.password.clone(),
+            publish: u.publish.clone(),
+            subscribe: u.subscribe.clone(),
+        });
+        isobar_ingest::Users::new(users, reserved)
+    }
+
+    /// The listener's limits.
+    pub(crate) fn listener_limits(&self) -> isobar_ingest::mqtt_listener::ListenerLimits {
+        isobar_ingest::mqtt_listener::ListenerLimits { connections_max: self.connections_max, idle_timeout_ms: self.idle_timeout_ms }
+    }
+
+    /// The broker's limits.
+    pub(crate) fn broker_limits(&self) -> isobar_ingest::mqtt_broker::BrokerLimits {
+        isobar_ingest::mqtt_broker::BrokerLimits {
+            subscriptions_per_client_max: self.subscriptions_per_client_max,
+            subscriber_queue_bytes_max: self.subscriber_queue_bytes_max,
+            retained_messages_max: self.retained_messages_max,
+            retained_bytes_max: self.retained_bytes_max,
+        }
     }
 }
 
@@ -241,6 +310,19 @@ impl Config {
         }
         if config.http.connections_max == 0 {
             return Err("http.connections_max must be above 0".into());
+        }
+        for (name, value) in
+            [("connections_max", config.mqtt.connections_max), ("subscriptions_per_client_max", config.mqtt.subscriptions_per_client_max)]
+        {
+            if value == 0 {
+                return Err(format!("mqtt.{name} must be above 0"));
+            }
+        }
+        for user in &config.mqtt.users {
+            for filter in user.publish.iter().chain(&user.subscribe).flatten() {
+                isobar_ingest::topic::TopicFilter::parse(&filter.replace("%u", "u").replace("%c", "c"))
+                    .map_err(|e| format!("mqtt.users {}: {e}", user.name))?;
+            }
         }
         if config.mqtt.users.is_empty() && !config.mqtt.listen.ip().is_loopback() {
             return Err(format!(

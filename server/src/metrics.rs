@@ -104,6 +104,18 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
         "MQTT publishes no rule could store (dead letters).",
         load(&mqtt.messages_rejected),
     );
+    counter(
+        &mut out,
+        "isobar_mqtt_denied_total",
+        "MQTT publishes and subscriptions a client's access list does not allow.",
+        load(&mqtt.denied),
+    );
+    counter(
+        &mut out,
+        "isobar_mqtt_connections_refused_total",
+        "MQTT connections refused because the listener served its most.",
+        load(&mqtt.connections_refused),
+    );
     counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connections));
     counter(&mut out, "isobar_subscription_messages_total", "Messages delivered by external brokers.", load(&subs.messages));
     counter(

@@ -13,6 +13,7 @@ use isobar_ingest::mqtt_broker::Broker;
 use isobar_ingest::mqtt_listener::{self, MqttContext};
 use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
+use isobar_ingest::users::User;
 use isobar_ingest::{Ingestor, Router, Users};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
@@ -54,7 +55,6 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let mqtt_tls = crate::tls::acceptor("mqtt", config.mqtt.tls_cert_path.as_ref(), config.mqtt.tls_key_path.as_ref())?;
     let router = Arc::new(Router::new(config.rules.clone()).map_err(|e| Error::Config(e.to_string()))?);
     let ingestor = Ingestor::new(storage.clone(), router)?;
-    let mqtt_users = Arc::new(Users::new(config.mqtt.users.iter().map(|u| (u.name.clone(), u.password.clone()))));
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
@@ -66,7 +66,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| (u.name.clone(), u.password.clone()))));
+    let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| User::new(&u.name, &u.password)), Vec::new()));
     let http_context =
         crate::http::HttpContext { storage: storage.clone(), queries, ingest: Arc::clone(&ingest_metrics), users: http_users };
     let http_task = tokio::spawn(crate::http::serve(http, http_context, config.http.connections_max));
@@ -75,7 +75,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
-    let broker: Arc<Broker> = Arc::default();
+    let broker = Arc::new(Broker::new(config.mqtt.broker_limits()));
     if !config.emit.is_empty() {
         let targets = config
             .emit
@@ -92,7 +92,17 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
             .spawn(move || emit::run(specs, targets, windows, dropped))
             .map_err(|e| Error::Config(format!("start the rollup emitter: {e}")))?;
     }
-    let context = MqttContext { ingestor, broker, metrics: Arc::clone(&ingest_metrics.mqtt), users: mqtt_users };
+    // Topics isobar publishes final windows to: no client may publish there.
+    let reserved = config.emit.iter().filter_map(emit::EmitSpec::reserved_topics).collect();
+    let limits = config.mqtt.listener_limits();
+    let context = MqttContext {
+        ingestor,
+        broker,
+        metrics: Arc::clone(&ingest_metrics.mqtt),
+        users: Arc::new(config.mqtt.users(reserved)),
+        limits,
+        connection_slots: Arc::new(Semaphore::new(limits.connections_max)),
+    };
     let mqtt_task = tokio::spawn(mqtt_listener::serve(mqtt, context, mqtt_tls));
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Config(format!("SIGTERM handler: {e}")))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| Error::Config(format!("SIGINT handler: {e}")))?;

@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Body, CodecError, LEVEL_V311, Packet, Publish, decode, err, fixed_header, header, take_packet};
+use super::{Body, CodecError, LEVEL_V311, Packet, Publish, decode, err, fixed_header, header, read_oversize, take_packet};
 
 /// A packet a broker sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,13 @@ pub enum BrokerPacket {
     },
     Publish(Publish),
     PingResp,
+    /// A PUBLISH above the packet limit, read in part: the reader discards the next
+    /// `skip_bytes` bytes.
+    Oversize {
+        publish: Publish,
+        body_bytes: usize,
+        skip_bytes: usize,
+    },
 }
 
 /// The next whole packet from a broker in `buf` (consumed), `Ok(None)` when more bytes are
@@ -41,7 +48,11 @@ pub enum BrokerPacket {
 pub fn read(buf: &mut BytesMut, packet_bytes_max: usize) -> Result<Option<BrokerPacket>, CodecError> {
     let Some((header_len, body_len)) = fixed_header(buf)? else { return Ok(None) };
     if body_len > packet_bytes_max {
-        return err(format!("a packet of {body_len} bytes from the broker, above the {packet_bytes_max} limit"));
+        // Read in part and acknowledged, or the broker would deliver it again at every reconnect.
+        return Ok(match read_oversize(buf, header_len, body_len, packet_bytes_max, false)? {
+            Some(Packet::Oversize { publish, body_bytes, skip_bytes }) => Some(BrokerPacket::Oversize { publish, body_bytes, skip_bytes }),
+            _ => None,
+        });
     }
     let Some((first, body)) = take_packet(buf, header_len, body_len) else { return Ok(None) };
     let pkid = |body: &Bytes| Body(body.clone()).u16();
