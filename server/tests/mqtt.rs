@@ -362,13 +362,23 @@ async fn subscribers_get_live_readings_and_retained_messages() {
         .status()
         .expect("mosquitto_pub");
     assert!(status.success());
-    let subscriber = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-v", "-C", "4", "-W", "30"])
-        .args(["-t", "weather/wa/+/st-1/#", "-t", "devices/+/status"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let subscriber = common::mosquitto::Subscriber::start(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-q",
+        "1",
+        "-v",
+        "-C",
+        "4",
+        "-W",
+        "30",
+        "-t",
+        "weather/wa/+/st-1/#",
+        "-t",
+        "devices/+/status",
+    ]);
     for i in 0..3 {
         publish(
             &server,
@@ -378,8 +388,7 @@ async fn subscribers_get_live_readings_and_retained_messages() {
         );
         publish(&server, 1, "weather/or/portland/st-2/temperature/t-2", r#"{"sensor_timestamp": 1700000000000, "sensor_value": 9}"#);
     }
-    let out = subscriber.wait_with_output().expect("mosquitto_sub gets 4 messages");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let lines = subscriber.messages();
     assert_eq!(
         lines,
         [

@@ -167,8 +167,7 @@ async fn final_windows_are_published_in_the_seed_shape() {
     // A dashboard subscribes to isobar's listener before the fleet starts.
     let subscriber = subscribe(server.mqtt_port, 24, &[]);
     assert!(simulate(&server, 4).wait().expect("simulate").success());
-    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
-    let published = check_published(&server, &String::from_utf8_lossy(&out.stdout)).await;
+    let published = check_published(&server, &subscriber.messages().join("\n")).await;
     assert_eq!(published, 24, "24 final windows published");
     let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_rollup_windows_unpublished_total 0\n"), "{metrics}");
@@ -185,7 +184,7 @@ async fn final_windows_reach_an_external_broker_that_was_away() {
     // fleet publishes to isobar.
     let mut mosquitto = common::mosquitto::Mosquitto::start_persistent(&mosquitto_dir, port);
     let dashboard = ["-i", "dashboard", "-c"];
-    let _ = subscribe(port, 1, &[&dashboard[..], &["-W", "1"]].concat()).wait();
+    let _ = subscribe(port, 1, &[&dashboard[..], &["-W", "1"]].concat()).messages();
     mosquitto.stop();
     let emit = SEED_EMIT.replace("qos = 1\n", &format!("qos = 1\nbroker = \"mqtt://127.0.0.1:{port}\"\n"));
     let server = Server::start_config(&data, &Server::config(&data, &format!("{}{emit}", Server::SEED_RULE), ""));
@@ -194,8 +193,7 @@ async fn final_windows_reach_an_external_broker_that_was_away() {
     // Once the broker is back, isobar publishes every window that became final meanwhile.
     let _mosquitto = common::mosquitto::Mosquitto::start_persistent(&mosquitto_dir, port);
     let subscriber = subscribe(port, finals, &[&dashboard[..], &["-W", "40"]].concat());
-    let out = subscriber.wait_with_output().expect("mosquitto_sub output");
-    let published = check_published(&server, &String::from_utf8_lossy(&out.stdout)).await;
+    let published = check_published(&server, &subscriber.messages().join("\n")).await;
     assert_eq!(published, finals, "every final window reached the broker");
     let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_emit_windows_dropped_total 0\n"), "{metrics}");
@@ -203,16 +201,11 @@ async fn final_windows_reach_an_external_broker_that_was_away() {
 
 /// `mosquitto_sub` on `rollups/#` of the broker on `port` with `options`, until `count`
 /// messages (or 60 s).
-fn subscribe(port: u16, count: usize, options: &[&str]) -> Child {
-    let child = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "rollups/#", "-v", "-q", "1"])
-        .args(["-C", &count.to_string(), "-W", "60"])
-        .args(options)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(Duration::from_millis(300));
-    child
+fn subscribe(port: u16, count: usize, options: &[&str]) -> common::mosquitto::Subscriber {
+    let (port, count) = (port.to_string(), count.to_string());
+    let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-t", "rollups/#", "-v", "-q", "1", "-C", &count, "-W", "60"];
+    args.extend_from_slice(options);
+    common::mosquitto::Subscriber::start(&args)
 }
 
 /// Checks that each line of `text` (mosquitto_sub -v: topic, then payload) is a final window

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Server;
 use common::mosquitto::Mosquitto;
@@ -54,16 +54,12 @@ async fn simulated_readings_become_seed_shaped_rows_the_same_for_the_same_seed()
 #[test]
 fn the_simulator_publishes_to_mosquitto() {
     let broker = Mosquitto::start();
-    let subscriber = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "weather/#", "-v", "-C", "200", "-W", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let port = broker.port.to_string();
+    let subscriber =
+        common::mosquitto::Subscriber::start(&["-h", "127.0.0.1", "-p", &port, "-t", "weather/#", "-v", "-C", "200", "-W", "60"]);
     let printed = simulate(broker.port, &[]);
     assert!(printed.contains("published 200 messages"), "{printed}");
-    let out = subscriber.wait_with_output().expect("mosquitto_sub ends after 200 messages");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let lines = subscriber.messages();
     assert_eq!(lines.len(), 200);
     for line in &lines {
         let (topic, payload) = line.split_once(' ').expect("topic and payload");

@@ -71,3 +71,43 @@ impl Drop for Mosquitto {
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
+
+/// `mosquitto_sub` run until it holds its subscriptions: it runs with `-d`, and [`Self::start`]
+/// returns once it printed the broker's SUBACK, so what is published after that reaches it.
+pub(crate) struct Subscriber {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    /// Runs `mosquitto_sub -d` with `args` (which should include `-v` and an end such as `-C`).
+    pub(crate) fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        // Line-buffered, or its lines would wait in stdio's buffer while it runs.
+        let mut child =
+            Command::new("stdbuf").args(["-oL", "mosquitto_sub", "-d"]).args(args).stdout(Stdio::piped()).spawn().expect("mosquitto_sub");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).expect("mosquitto_sub subscribes");
+            if line.contains("received SUBACK") {
+                return Self { child, lines };
+            }
+        }
+    }
+
+    /// Waits for it to end and returns the messages it printed (its debug lines left out).
+    pub(crate) fn messages(mut self) -> Vec<String> {
+        let _ = self.child.wait();
+        self.lines.iter().filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid")).collect()
+    }
+}
