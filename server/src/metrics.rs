@@ -54,6 +54,8 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     for state in ["ok", "background_failing", "writes_refused"] {
         out += &format!("isobar_storage_health{{state=\"{state}\"}} {}\n", u8::from(health.name() == state));
     }
+    out += "# HELP isobar_chunks_quarantined Chunks left out at start-up because they failed their checks.\n";
+    out += &format!("# TYPE isobar_chunks_quarantined gauge\nisobar_chunks_quarantined {}\n", storage.quarantined().len());
     counter(&mut out, "isobar_rows_written_total", "Rows written durably.", load(&m.rows_written));
     counter(&mut out, "isobar_rows_rejected_total", "Rows rejected, with a reason, by schema checks or limits.", load(&m.rows_rejected));
     counter(&mut out, "isobar_wal_fsyncs_total", "Synced WAL writes (one per commit group).", load(&m.wal_fsyncs));

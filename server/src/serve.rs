@@ -46,6 +46,9 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))
         .await
         .map_err(|e| Error::Config(format!("storage open task: {e}")))??;
+    for chunk in storage.quarantined() {
+        tracing::error!("chunk quarantined at start-up, its rows are left out until it is restored: {chunk}");
+    }
     let engine = QueryEngine::new(storage.clone(), config.query_config())?;
     let queries = Arc::new(QueryMetrics::default());
     let handlers = Arc::new(PgHandlers::new(&engine, &config.postgres, Arc::clone(&queries)).await?);

@@ -108,6 +108,18 @@ async fn verify_finds_a_damaged_chunk() {
     assert_eq!(damaged.status.code(), Some(1));
     let stdout = text(&damaged.stdout);
     assert!(stdout.contains("damaged:") && stdout.contains(&chunk.display().to_string()), "{stdout}");
+
+    // Damage where start-up looks (the trailer): the server starts with the rest, sets the
+    // chunk aside and says so.
+    let mut bytes = std::fs::read(&chunk).expect("read chunk");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&chunk, bytes).expect("damage the trailer");
+    let server = common::Server::start_config(&data, std::path::Path::new(&config));
+    let health = common::http_get(server.http_port, "/health");
+    assert!(health.starts_with("HTTP/1.1 200") && health.contains("quarantined") && health.contains("trailer"), "{health}");
+    assert!(common::http_get(server.http_port, "/metrics").contains("isobar_chunks_quarantined 1\n"));
+    assert!(!chunk.exists() && data.join("quarantine").exists(), "moved aside");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

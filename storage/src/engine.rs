@@ -120,6 +120,8 @@ pub(crate) struct Shared {
     poison: Mutex<Option<String>>,
     /// The last failure of each kind of background work, until that work next succeeds.
     background_errors: Mutex<BTreeMap<&'static str, String>>,
+    /// Chunks left out at open because they failed their checks.
+    quarantined: Mutex<Vec<String>>,
     memory: Mutex<()>,
     memory_freed: Condvar,
     persist_kick: Sender<()>,
@@ -193,6 +195,13 @@ impl Shared {
     pub(crate) fn chunk_path(&self, table: TableId, id: ChunkId) -> PathBuf {
         chunk_path(&self.chunk_dir, table, id)
     }
+
+    /// Where a damaged chunk file is moved: `quarantine/` beside `chunks/`, same layout.
+    pub(crate) fn quarantine_path(&self, chunk: &std::path::Path) -> PathBuf {
+        let root = self.chunk_dir.parent().unwrap_or(&self.chunk_dir);
+        let relative = chunk.strip_prefix(&self.chunk_dir).unwrap_or(chunk);
+        root.join("quarantine").join(relative)
+    }
 }
 
 /// A series' tags: (column name, value) pairs.
@@ -254,6 +263,7 @@ impl Storage {
             maintenance: Mutex::new(()),
             poison: Mutex::new(None),
             background_errors: Mutex::new(BTreeMap::new()),
+            quarantined: Mutex::new(Vec::new()),
             memory: Mutex::new(()),
             memory_freed: Condvar::new(),
             persist_kick,
@@ -391,6 +401,12 @@ impl Storage {
         }
     }
 
+    /// The chunks left out at open because they failed their checks, each with where it was
+    /// moved and why. Their rows are missing from queries until an operator restores them.
+    pub fn quarantined(&self) -> Vec<String> {
+        self.shared.quarantined.lock().clone()
+    }
+
     /// Reads every block of every chunk and checks it.
     pub fn verify(&self) -> Result<()> {
         let chunks: Vec<Arc<ChunkHandle>> = self.shared.state.read().chunks.values().cloned().collect();
@@ -469,31 +485,42 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
     std::thread::Builder::new().name(name.into()).spawn(f).map_err(io_err("spawn thread", name))
 }
 
+/// Chunks set aside at open, and the maximum chunk id and generation the catalog names.
+type OpenedChunks = (BTreeMap<ChunkId, Arc<ChunkHandle>>, u64, u64);
+
 /// Opens every chunk the catalog lists and deletes chunk files it does not list (left by a
-/// persist or compaction that crashed before its commit, or after it, before the delete).
-fn open_chunks(shared: &Shared, registry: &Registry) -> Result<(BTreeMap<ChunkId, Arc<ChunkHandle>>, u64, u64)> {
+/// persist or compaction that crashed before its commit, or after it, before the delete). A
+/// chunk that fails its checks is moved to `quarantine/` (with a note of why) and left out:
+/// the engine opens with the rest, and [`Storage::quarantined`] names it. Its catalog entry
+/// stays, so moving the file back restores it.
+fn open_chunks(shared: &Shared, registry: &Registry) -> Result<OpenedChunks> {
     let entries = shared.store.chunks()?;
     let mut chunks = BTreeMap::new();
     let mut next_chunk = 0u64;
     let mut newest_generation = 0u64;
+    let mut quarantined = Vec::new();
     for entry in &entries {
-        let path = shared.chunk_path(entry.table, entry.id);
-        let reader = ChunkReader::open(&path)?;
-        if reader.footer.table != entry.table || reader.footer.generation != entry.generation {
-            return Err(Error::Corrupt { file: path, offset: 0, reason: "chunk does not match its catalog entry".into() });
-        }
-        let schema = registry.table_by_id(entry.table);
-        for column in &reader.footer.columns {
-            let declared = schema.and_then(|s| s.column_by_id(column.id)).map(|c| c.kind);
-            if declared != Some(crate::schema::ColumnKind::Field(column.ty)) {
-                let reason = format!("column {} ({}) does not match the table schema", column.name, column.ty);
-                return Err(Error::Corrupt { file: path, offset: 0, reason });
-            }
-        }
         next_chunk = next_chunk.max(entry.id.0 + 1);
         newest_generation = newest_generation.max(entry.generation);
-        chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader }));
+        let path = shared.chunk_path(entry.table, entry.id);
+        let aside = shared.quarantine_path(&path);
+        if !path.exists() && aside.exists() {
+            quarantined.push(format!("{}: quarantined at an earlier start", aside.display()));
+            continue;
+        }
+        match open_chunk(&path, entry, registry) {
+            Ok(reader) => {
+                chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader }));
+            }
+            Err(Error::Corrupt { file, offset, reason }) => {
+                let why = format!("corrupt at offset {offset}: {reason}");
+                quarantine(&file, &aside, &why)?;
+                quarantined.push(format!("{}: {why}", aside.display()));
+            }
+            Err(e) => return Err(e),
+        }
     }
+    *shared.quarantined.lock() = quarantined;
     let known: std::collections::HashSet<PathBuf> = entries.iter().map(|e| shared.chunk_path(e.table, e.id)).collect();
     for table_dir in fs::read_dir(&shared.chunk_dir).map_err(io_err("list", &shared.chunk_dir))? {
         let table_dir = table_dir.map_err(io_err("list", &shared.chunk_dir))?.path();
@@ -505,6 +532,33 @@ fn open_chunks(shared: &Shared, registry: &Registry) -> Result<(BTreeMap<ChunkId
         }
     }
     Ok((chunks, next_chunk, newest_generation))
+}
+
+/// Opens one chunk and checks it against its catalog entry and its table's schema.
+fn open_chunk(path: &std::path::Path, entry: &crate::catalog::ChunkEntry, registry: &Registry) -> Result<ChunkReader> {
+    let reader = ChunkReader::open(path)?;
+    if reader.footer.table != entry.table || reader.footer.generation != entry.generation {
+        return Err(Error::Corrupt { file: path.to_owned(), offset: 0, reason: "chunk does not match its catalog entry".into() });
+    }
+    let schema = registry.table_by_id(entry.table);
+    for column in &reader.footer.columns {
+        let declared = schema.and_then(|s| s.column_by_id(column.id)).map(|c| c.kind);
+        if declared != Some(crate::schema::ColumnKind::Field(column.ty)) {
+            let reason = format!("column {} ({}) does not match the table schema", column.name, column.ty);
+            return Err(Error::Corrupt { file: path.to_owned(), offset: 0, reason });
+        }
+    }
+    Ok(reader)
+}
+
+/// Moves a damaged chunk aside, with a note of why beside it.
+fn quarantine(path: &std::path::Path, aside: &std::path::Path, why: &str) -> Result<()> {
+    if let Some(dir) = aside.parent() {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    }
+    fs::rename(path, aside).map_err(io_err("move to quarantine", path))?;
+    let note = aside.with_extension("reason");
+    fs::write(&note, format!("{why}\n")).map_err(io_err("write", &note))
 }
 
 /// Persists when kicked (buffer full) or when the oldest buffered row is older than the

@@ -1,5 +1,6 @@
 //! Damaged files: every flipped byte of a chunk file, and sampled bytes of the catalog's SST
-//! files, give an error (at open or at scan) or the correct rows; never a panic or wrong rows.
+//! files, give an error (at open or at scan), a quarantined chunk (at open) or the correct
+//! rows; never a panic or wrong rows.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,12 +43,19 @@ fn check_flip(dir: &Path, file: &Path, at: usize, bit: u8, expected: &BTreeMap<K
     std::fs::write(file, &damaged).expect("write");
     let outcome = Storage::open(config(dir)).and_then(|s| {
         let rows = read_all(&s, "m");
+        let quarantined = s.quarantined();
         s.close(false)?;
-        rows
+        Ok((rows?, quarantined))
     });
     std::fs::write(file, &original).expect("restore");
-    if let Ok(rows) = outcome {
-        assert_eq!(&rows, expected, "{} byte {at} bit {bit} gave wrong rows", file.display());
+    let _ = std::fs::remove_dir_all(dir.join("quarantine"));
+    match outcome {
+        // A chunk set aside at open: the rows left are right, the damaged chunk's are missing.
+        Ok((rows, quarantined)) if !quarantined.is_empty() => {
+            assert!(rows.iter().all(|(k, v)| expected.get(k) == Some(v)), "{} byte {at} bit {bit} gave wrong rows", file.display());
+        }
+        Ok((rows, _)) => assert_eq!(&rows, expected, "{} byte {at} bit {bit} gave wrong rows", file.display()),
+        Err(_) => {}
     }
 }
 
@@ -84,6 +92,57 @@ fn a_damaged_chunk_is_named_with_its_offset() {
     let msg = err.to_string();
     assert!(msg.contains(&chunk.display().to_string()) && msg.contains("at offset 12"), "{msg}");
     assert!(storage.verify().is_err());
+}
+
+#[test]
+fn a_chunk_that_fails_its_checks_at_open_is_quarantined_and_the_rest_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected_m = setup(dir.path());
+    let storage = Storage::open(config(dir.path())).expect("open");
+    let mut batch = WriteBatch::new();
+    batch.push("n", point("s", 5, Some(1.0), None));
+    storage.write(&batch).expect("write");
+    storage.persist().expect("persist");
+    let expected_n = read_all(&storage, "n").expect("scan");
+    storage.close(false).expect("close");
+    // Damage m's chunk where open looks: its trailer.
+    let chunks = files_under(&dir.path().join("chunks"), &|_| true);
+    let m_chunk = chunks.iter().find(|p| read_chunk_table(p) == "m").expect("m's chunk").clone();
+    let mut bytes = std::fs::read(&m_chunk).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&m_chunk, &bytes).expect("damage");
+
+    let storage = Storage::open(config(dir.path())).expect("the engine opens with the rest");
+    let quarantined = storage.quarantined();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(quarantined[0].contains("quarantine") && quarantined[0].contains("trailer"), "{quarantined:?}");
+    assert_eq!(read_all(&storage, "n").expect("scan"), expected_n, "other tables are whole");
+    assert!(read_all(&storage, "m").expect("scan").is_empty(), "the damaged chunk's rows are left out");
+    storage.close(false).expect("close");
+    let aside = dir.path().join("quarantine").join(m_chunk.strip_prefix(dir.path().join("chunks")).expect("under chunks"));
+    assert!(aside.exists() && aside.with_extension("reason").exists() && !m_chunk.exists(), "moved aside with a note");
+    let report = isobar_storage::verify_data_dir(dir.path()).expect("verify");
+    assert!(!report.is_clean(), "verify reports it");
+
+    // Reopened, it stays out; moved back repaired, its rows return.
+    let storage = Storage::open(config(dir.path())).expect("open again");
+    assert!(storage.quarantined()[0].contains("earlier start"), "{:?}", storage.quarantined());
+    storage.close(false).expect("close");
+    bytes[last] ^= 0xff;
+    std::fs::write(&m_chunk, &bytes).expect("restore");
+    std::fs::remove_file(&aside).expect("remove the quarantined copy");
+    let storage = Storage::open(config(dir.path())).expect("open repaired");
+    assert!(storage.quarantined().is_empty());
+    assert_eq!(read_all(&storage, "m").expect("scan"), expected_m);
+}
+
+/// Which table a chunk file belongs to, by its directory (named by table id; `m` was first).
+fn read_chunk_table(path: &Path) -> &'static str {
+    match path.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
+        Some("0") => "m",
+        _ => "other",
+    }
 }
 
 #[test]

@@ -95,12 +95,14 @@ impl Subscriber {
                 }
             }
         });
+        let subscriber = Self { child, lines };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines.recv_timeout(left).expect("mosquitto_sub subscribes");
+            // On a timeout `subscriber` drops, which reaps the process.
+            let line = subscriber.lines.recv_timeout(left).expect("mosquitto_sub subscribes");
             if line.contains("received SUBACK") {
-                return Self { child, lines };
+                return subscriber;
             }
         }
     }
@@ -109,5 +111,12 @@ impl Subscriber {
     pub(crate) fn messages(mut self) -> Vec<String> {
         let _ = self.child.wait();
         self.lines.iter().filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid")).collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
