@@ -3,14 +3,19 @@
 //! after it). Compiling and evaluating give rows or errors, never a panic.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use isobar_ingest::simulator::seed_rule;
 use isobar_ingest::{Message, Router, RuleSpec, TimeUnit};
+
+/// The seed fleet's rule, compiled once: compiling it for every input would be most of the work.
+static SEED: OnceLock<Option<Router>> = OnceLock::new();
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let split = data.iter().position(|b| *b == 0).unwrap_or(data.len());
     let (sql, payload) = (String::from_utf8_lossy(&data[..split]), data.get(split + 1..).unwrap_or_default());
     let message = Message { topic: "weather/wa/seattle/st-1/temperature/t-1", payload, client_id: "fuzz", arrival_ns: 1_700_000_000_000_000_000 };
-    if let Ok(router) = Router::new([seed_rule()]) {
+    if let Some(router) = SEED.get_or_init(|| Router::new([seed_rule()]).ok()) {
         let _ = router.route(&[message]);
     }
     let spec = RuleSpec {

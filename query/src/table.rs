@@ -14,6 +14,7 @@ use datafusion::catalog::Session;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -158,14 +159,29 @@ impl PartitionStream for ScanPartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, rx) = tokio::sync::mpsc::channel(SCAN_BATCHES_AHEAD);
         let (storage, request, schema, reorder) =
             (self.storage.clone(), self.request.clone(), Arc::clone(&self.schema), self.reorder.clone());
+        // Registered here, in the query's task, so that it counts against the query's budget.
+        let reservation = MemoryConsumer::new(format!("scan of {}", request.table)).register(ctx.memory_pool());
         tokio::task::spawn_blocking(move || {
-            let scan = match storage.scan(&request) {
-                Ok(scan) => scan,
-                Err(e) => {
+            // The copy of buffered rows the scan makes is held until the scan ends.
+            let mut refused = None;
+            let scanned = storage.scan_charged(&request, &mut |bytes| {
+                reservation.try_grow(bytes).map_err(|e| {
+                    let reason = e.to_string();
+                    refused = Some(e);
+                    reason
+                })
+            });
+            let scan = match (scanned, refused) {
+                (Ok(scan), _) => scan,
+                (Err(_), Some(refused)) => {
+                    let _ = tx.blocking_send(Err(refused));
+                    return;
+                }
+                (Err(e), None) => {
                     let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
                     return;
                 }

@@ -198,6 +198,8 @@ pub(crate) struct StorageSection {
     pub(crate) table_retention_ms: std::collections::BTreeMap<String, u64>,
     /// How far ahead of the wall clock a reading's time may be, in milliseconds; 0: no limit.
     pub(crate) future_tolerance_ms: u64,
+    /// Writes are refused while the data directory's disk has less free space; 0: no check.
+    pub(crate) disk_free_min_bytes: u64,
 }
 
 impl Default for Config {
@@ -261,6 +263,7 @@ impl Default for StorageSection {
             rollup_retention_ms: s.rollup_retention_ms,
             table_retention_ms: s.table_retention_ms,
             future_tolerance_ms: s.future_tolerance_ms,
+            disk_free_min_bytes: s.disk_free_min_bytes,
         }
     }
 }
@@ -352,6 +355,7 @@ impl Config {
         c.table_retention_ms = s.table_retention_ms.clone();
         c.string_bytes_max = s.string_bytes_max;
         c.future_tolerance_ms = s.future_tolerance_ms;
+        c.disk_free_min_bytes = s.disk_free_min_bytes;
         c
     }
 

@@ -98,6 +98,9 @@ async fn handle(mut socket: TcpStream, cx: &HttpContext) -> std::io::Result<()> 
             Health::WritesRefused(e) => {
                 respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("writes refused until restart: {e}\n")).await
             }
+            Health::DiskFull(e) => {
+                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("writes refused until space is freed: {e}\n")).await
+            }
         },
         ("GET", "/metrics") => {
             respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(&cx.storage, &cx.queries, &cx.ingest)).await

@@ -49,9 +49,10 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     let mut out = String::new();
     let health = storage.health();
     out += "# HELP isobar_storage_health Whether the engine is in this state (1) or not (0): ok; background_failing \
-            (persists or other background work fail and are retried); writes_refused (a WAL write or fsync failed).\n";
+            (persists or other background work fail and are retried); writes_refused (a WAL write or fsync failed); disk_full \
+            (free space below storage.disk_free_min_bytes, writes refused until it is freed).\n";
     out += "# TYPE isobar_storage_health gauge\n";
-    for state in ["ok", "background_failing", "writes_refused"] {
+    for state in ["ok", "background_failing", "writes_refused", "disk_full"] {
         out += &format!("isobar_storage_health{{state=\"{state}\"}} {}\n", u8::from(health.name() == state));
     }
     out += "# HELP isobar_chunks_quarantined Chunks left out at start-up because they failed their checks.\n";

@@ -425,6 +425,7 @@ fn pg_error(e: &isobar_query::Error) -> PgWireError {
         isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
         isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
         isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded
+        isobar_query::Error::Storage(isobar_storage::Error::DiskFull(_)) => "53100", // disk_full
         isobar_query::Error::Storage(isobar_storage::Error::Poisoned(_) | isobar_storage::Error::Io { .. }) => "58030", // io_error
         _ => "XX000",
     };

@@ -1,8 +1,9 @@
 //! Disk faults under a real `isobar serve`: EIO and ENOSPC injected into the calls the binary
 //! and RocksDB make (`common/faults.rs`). Nothing acknowledged is lost, every failure is
 //! reported (the client's error, `/health`, `/metrics`), a failed WAL write or fsync refuses
-//! all later writes until a restart (never retried and then acknowledged), and failing chunk
-//! writes are retried until they succeed, without a restart.
+//! all later writes until a restart (never retried and then acknowledged), failing chunk
+//! writes are retried until they succeed, without a restart, and a nearly full disk refuses
+//! writes before the WAL meets ENOSPC, until space returns.
 
 mod common;
 
@@ -117,4 +118,32 @@ async fn failing_chunk_writes_are_reported_and_retried_until_they_succeed() {
     let server = start(&data, &config, &faults);
     let client = server.client().await;
     assert_eq!(stored(&client).await, (0..next).collect::<Vec<_>>(), "every acknowledged row after a restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_refuses_writes_until_space_returns_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let faults = Faults::build(&dir.path().join("faults"));
+    let config = Server::config(&data, "[storage]\ndisk_free_min_bytes = 104857600\n", "");
+    let server = start(&data, &config, &faults);
+    let client = server.client().await;
+    client.batch_execute(TABLE).await.expect("create");
+    for i in 0..20 {
+        insert(&client, i).await.expect("insert");
+    }
+    // 50 MiB left, under the 100 MiB margin.
+    faults.free_space(50 << 20, &data);
+    wait_for("health to report the full disk", || health(&server).contains("503"));
+    let e = insert(&client, 20).await.expect_err("refused while the disk is nearly full");
+    let said = message(&e);
+    assert!(said.starts_with("53100 ") && said.contains("disk_free_min_bytes"), "{said}");
+    assert!(health(&server).contains("writes refused until space is freed"), "{}", health(&server));
+    assert!(http_get(server.http_port, "/metrics").contains("isobar_storage_health{state=\"disk_full\"} 1"));
+    assert_eq!(stored(&client).await, (0..20).collect::<Vec<_>>(), "queries still answer");
+    // Space is freed: writes resume by themselves, no restart.
+    faults.clear();
+    wait_for("health to recover", || health(&server).contains("200 OK"));
+    insert(&client, 20).await.expect("writes resume once space returns");
+    assert_eq!(stored(&client).await, (0..21).collect::<Vec<_>>());
 }

@@ -90,6 +90,31 @@ async fn the_servers_memory_limit_and_timeout_are_maximums_a_session_can_only_lo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scans_copy_of_buffered_rows_counts_against_the_query_memory_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // Rows stay in the write buffer: no persist while the test runs.
+    let config = Server::config(&data, "[storage]\npersist_interval_ms = 3600000\n", "");
+    let server = Server::start_config(&data, &config);
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE m (time TIMESTAMPTZ, s TEXT, v DOUBLE PRECISION, PRIMARY KEY (s, time)); \
+             INSERT INTO m SELECT to_timestamp(value), 's' || (value % 10), value FROM generate_series(1, 200000)",
+        )
+        .await
+        .expect("rows");
+    let scan = "SELECT time, v FROM m";
+    client.batch_execute("SET isobar.query_memory_limit = '1MB'").await.expect("lower");
+    let e = client.query(scan, &[]).await.expect_err("200,000 buffered rows are more than 1 MiB");
+    assert_eq!(code(&e), SqlState::OUT_OF_MEMORY);
+    let message = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("scan of m"), "{message}");
+    client.batch_execute("RESET isobar.query_memory_limit").await.expect("reset");
+    assert_eq!(client.query(scan, &[]).await.expect("within the default limit").len(), 200_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_statements_say_what_they_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("data"));

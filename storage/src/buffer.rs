@@ -3,12 +3,20 @@
 //! Rows are kept per table and series in the order they were committed, so the last write of a
 //! key is the last row with that time. Sorting and de-duplication happen when the rows are read
 //! ([`crate::rowset::RowSet::from_rows`]), which keeps the committer's work per row small.
+//!
+//! Scans must not make writers wait while they copy rows. The committer appends to a tail
+//! segment; a scan takes a [`BufferView`] under the state lock, which seals a tail of
+//! [`SEAL_ROWS_MIN`] rows or more into a shared segment (no copy) and copies a smaller one, so
+//! the work done under the lock does not grow with the buffer. The view is turned into rows
+//! ([`BufferView::select`]) after the lock is let go.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use crate::fxhash::FxHashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
+use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, SeriesId, TableId};
 use crate::rowset::{RowSet, Selection};
 use crate::schema::{ColumnKind, TableSchema};
@@ -16,15 +24,43 @@ use crate::wal::{Row, TableRows};
 
 /// Estimated bytes a buffered row costs besides its values.
 const ROW_OVERHEAD_BYTES: usize = 64;
+/// What a selected row costs in a row set: its time, and a value and validity per column.
+const ESTIMATED_TIME_BYTES: usize = 8;
+const ESTIMATED_VALUE_BYTES: usize = 9;
+/// A scan seals a tail of at least this many rows instead of copying it.
+pub(crate) const SEAL_ROWS_MIN: u64 = 4096;
 
 /// Rows per table and series, in commit order.
+type Rows = FxHashMap<TableId, FxHashMap<SeriesId, Vec<Row>>>;
+
+/// Rows of the buffer in commit order: sealed segments, oldest first, then the tail.
+#[derive(Debug, Default)]
+struct Segments {
+    sealed: Vec<Arc<Rows>>,
+    tail: Rows,
+    tail_rows: u64,
+}
+
+/// The write buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
-    tables: FxHashMap<TableId, FxHashMap<SeriesId, Vec<Row>>>,
+    /// Appended to by the committer (under the state's write lock) and sealed by scans (under
+    /// its read lock), hence a lock of its own, held for neither copies nor sorts.
+    segments: Mutex<Segments>,
     pub(crate) bytes: u64,
     pub(crate) rows: u64,
     /// When the oldest row arrived.
     pub(crate) oldest: Option<Instant>,
+}
+
+/// The rows of one table a scan may need, taken from a buffer in time that does not grow with
+/// the buffer.
+#[derive(Debug)]
+pub(crate) struct BufferView {
+    table: TableId,
+    sealed: Vec<Arc<Rows>>,
+    /// The tail's rows of the table that the selection wants, copied.
+    copied: Vec<Row>,
 }
 
 impl Buffer {
@@ -33,11 +69,13 @@ impl Buffer {
     }
 
     pub(crate) fn apply(&mut self, tables: Vec<TableRows>) {
+        let segments = self.segments.get_mut();
         for t in tables {
-            let series = self.tables.entry(t.table).or_default();
+            let series = segments.tail.entry(t.table).or_default();
             for row in t.rows {
                 self.bytes += row_bytes(&row);
                 self.rows += 1;
+                segments.tail_rows += 1;
                 series.entry(row.series).or_default().push(row);
             }
         }
@@ -46,27 +84,83 @@ impl Buffer {
         }
     }
 
-    /// Copies the rows of `table` that `selection` wants, as a row set with the wanted columns.
-    pub(crate) fn select(&self, table: TableId, schema: &TableSchema, selection: &Selection<'_>) -> RowSet {
-        let Some(series) = self.tables.get(&table) else { return RowSet::default() };
-        let rows: Vec<&Row> = match selection.series {
-            Some(ids) => ids.iter().filter_map(|id| series.get(id)).flatten().collect(),
-            None => series.values().flatten().collect(),
-        };
-        let types = field_types(schema, |id| selection.wants_column(id));
-        RowSet::from_rows(rows.into_iter().filter(|r| selection.wants_time(r.time)), &types).select(selection)
+    /// What a scan of `table` needs: the sealed segments, shared, and the tail's wanted rows,
+    /// copied if there are fewer than [`SEAL_ROWS_MIN`] of them in the tail, else sealed.
+    pub(crate) fn view(&self, table: TableId, selection: &Selection<'_>) -> BufferView {
+        let mut segments = self.segments.lock();
+        if segments.tail_rows >= SEAL_ROWS_MIN {
+            let tail = std::mem::take(&mut segments.tail);
+            segments.sealed.push(Arc::new(tail));
+            segments.tail_rows = 0;
+        }
+        let copied = segments.tail.get(&table).map(|series| wanted(series, selection).cloned().collect()).unwrap_or_default();
+        BufferView { table, sealed: segments.sealed.clone(), copied }
     }
 
-    /// Every table's rows split by time partition, for persisting.
+    /// Hands the rows to a persist: scans keep reading them from the [`Frozen`] buffer.
+    pub(crate) fn freeze(self) -> Frozen {
+        let segments = self.segments.into_inner();
+        let mut sealed = segments.sealed;
+        sealed.push(Arc::new(segments.tail));
+        Frozen { sealed, bytes: self.bytes }
+    }
+}
+
+/// A buffer being persisted: no longer written to, so read without a lock.
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    sealed: Vec<Arc<Rows>>,
+    pub(crate) bytes: u64,
+}
+
+impl Frozen {
+    /// What a scan of `table` needs.
+    pub(crate) fn view(&self, table: TableId) -> BufferView {
+        BufferView { table, sealed: self.sealed.clone(), copied: Vec::new() }
+    }
+
+    /// Every table's rows split by time partition, in commit order, for persisting.
     pub(crate) fn partitions(&self, partition_ns: i64) -> BTreeMap<(TableId, i64), Vec<&Row>> {
         let mut out: BTreeMap<(TableId, i64), Vec<&Row>> = BTreeMap::new();
-        for (table, series) in &self.tables {
+        for (table, series) in self.sealed.iter().flat_map(|rows| rows.iter()) {
             for row in series.values().flatten() {
                 out.entry((*table, partition_start(row.time, partition_ns))).or_default().push(row);
             }
         }
         out
     }
+}
+
+impl BufferView {
+    /// The wanted rows as a row set with the wanted columns; later writes of a key win.
+    pub(crate) fn select(&self, schema: &TableSchema, selection: &Selection<'_>) -> RowSet {
+        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).flat_map(|series| wanted(series, selection));
+        let types = field_types(schema, |id| selection.wants_column(id));
+        RowSet::from_rows(sealed.chain(&self.copied), &types).select(selection)
+    }
+
+    /// About what [`Self::select`] will allocate, counted without copying.
+    pub(crate) fn estimated_bytes(&self, selection: &Selection<'_>) -> usize {
+        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).map(|series| wanted(series, selection).count()).sum::<usize>();
+        let columns = selection.columns.map_or(1, <[ColumnId]>::len);
+        (sealed + self.copied.len()) * (ESTIMATED_TIME_BYTES + columns * ESTIMATED_VALUE_BYTES)
+    }
+
+    /// Rows copied under the lock.
+    #[cfg(test)]
+    fn copied_rows(&self) -> usize {
+        self.copied.len()
+    }
+}
+
+/// The rows of one table's `series` that `selection` wants, in commit order per series.
+fn wanted<'a>(series: &'a FxHashMap<SeriesId, Vec<Row>>, selection: &Selection<'a>) -> impl Iterator<Item = &'a Row> + 'a {
+    let rows: Box<dyn Iterator<Item = &'a Vec<Row>> + 'a> = match selection.series {
+        Some(ids) => Box::new(ids.iter().filter_map(move |id| series.get(id))),
+        None => Box::new(series.values()),
+    };
+    let (time_min, time_max) = (selection.time_min, selection.time_max);
+    rows.flatten().filter(move |r| (time_min..=time_max).contains(&r.time))
 }
 
 /// Start of the partition holding `time`.
@@ -93,4 +187,60 @@ pub(crate) fn columns_present(rows: &[&Row]) -> BTreeSet<ColumnId> {
 
 fn row_bytes(row: &Row) -> u64 {
     (ROW_OVERHEAD_BYTES + row.fields.iter().map(|(_, v)| v.buffered_bytes()).sum::<usize>()) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FieldValue;
+
+    const TABLE: TableId = TableId(1);
+
+    fn schema() -> TableSchema {
+        let mut schema = TableSchema::new(TABLE, "m");
+        schema.add_column("v", ColumnKind::Field(FieldType::I64));
+        schema
+    }
+
+    /// One commit of `rows` rows across 10 series, `v` = `value`.
+    fn commit(buffer: &mut Buffer, start: i64, rows: i64, value: i64) {
+        let rows = (start..start + rows)
+            .map(|i| Row { series: SeriesId(i as u64 % 10), time: i / 10, fields: vec![(ColumnId(0), FieldValue::I64(value))].into() })
+            .collect();
+        buffer.apply(vec![TableRows { table: TABLE, rows }]);
+    }
+
+    fn all() -> Selection<'static> {
+        Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None }
+    }
+
+    #[test]
+    fn a_view_copies_a_bounded_tail_whatever_the_buffer_holds() {
+        let mut buffer = Buffer::default();
+        for round in 0..25 {
+            commit(&mut buffer, round * 4000, 4000, 1);
+            let view = buffer.view(TABLE, &all());
+            assert!(view.copied_rows() < SEAL_ROWS_MIN as usize, "{} rows copied under the lock", view.copied_rows());
+            assert_eq!(view.select(&schema(), &all()).len(), (round as usize + 1) * 4000);
+        }
+        assert!(buffer.segments.get_mut().sealed.len() <= 25, "a segment per view at most");
+    }
+
+    #[test]
+    fn later_writes_win_across_segments_and_frozen_buffers_read_the_same() {
+        let mut buffer = Buffer::default();
+        commit(&mut buffer, 0, 5000, 1);
+        let _sealing = buffer.view(TABLE, &all());
+        commit(&mut buffer, 0, 100, 2);
+        let only_one = [SeriesId(3)];
+        let selection = Selection { series: Some(&only_one), time_min: 0, time_max: 9, columns: None };
+        let set = buffer.view(TABLE, &selection).select(&schema(), &selection);
+        assert_eq!(set.len(), 10, "one row per time of series 3 in 0..=9");
+        let values: Vec<FieldValue> = (0..set.len()).map(|i| set.columns[0].values.get(i)).collect();
+        assert!(values.iter().all(|v| *v == FieldValue::I64(2)), "the later commit wins: {values:?}");
+        let frozen = buffer.freeze();
+        let again = frozen.view(TABLE).select(&schema(), &selection);
+        assert_eq!((0..again.len()).map(|i| again.columns[0].values.get(i)).collect::<Vec<_>>(), values);
+        assert_eq!(frozen.partitions(i64::MAX).values().map(Vec::len).sum::<usize>(), 5100);
+    }
 }

@@ -60,6 +60,10 @@ pub struct StorageConfig {
     /// with a wrong clock, seconds read as milliseconds) are refused with the reason. 0 turns
     /// the check off.
     pub future_tolerance_ms: u64,
+    /// Writes are refused, and resume by themselves, while the file system under `data_dir` has
+    /// less free space than this; a WAL write that hits a full disk would stop writes until a
+    /// restart. 0 turns the check off.
+    pub disk_free_min_bytes: u64,
 }
 
 impl StorageConfig {
@@ -90,6 +94,7 @@ impl StorageConfig {
             rollup_retention_ms: 0,
             table_retention_ms: BTreeMap::new(),
             future_tolerance_ms: 24 * 60 * 60 * 1000,
+            disk_free_min_bytes: 100 << 20,
         }
     }
 

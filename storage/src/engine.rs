@@ -16,11 +16,12 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Frozen};
 use crate::catalog::CatalogStore;
 use crate::chunk::ChunkReader;
 use crate::commit::{CommitRequest, run_committer};
 use crate::config::StorageConfig;
+use crate::disk::DiskGuard;
 use crate::error::{Error, Result, io_err};
 use crate::model::{ChunkId, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
 use crate::registry::{Prepared, Registry};
@@ -55,7 +56,7 @@ impl ChunkHandle {
 pub(crate) struct State {
     pub(crate) active: Buffer,
     /// The buffer being persisted, still visible to scans.
-    pub(crate) frozen: Option<Arc<Buffer>>,
+    pub(crate) frozen: Option<Arc<Frozen>>,
     pub(crate) frozen_sequence: WalSequence,
     pub(crate) chunks: BTreeMap<ChunkId, Arc<ChunkHandle>>,
     pub(crate) applied_sequence: WalSequence,
@@ -72,6 +73,9 @@ pub enum Health {
     /// A WAL write or fsync failed: every write is refused until the engine is reopened, since
     /// what the failed fsync covered may not be on disk.
     WritesRefused(String),
+    /// The disk is nearly full (below `disk_free_min_bytes`): writes are refused until space
+    /// is freed, and then resume by themselves.
+    DiskFull(String),
 }
 
 impl Health {
@@ -81,6 +85,7 @@ impl Health {
             Self::Ok => "ok",
             Self::BackgroundFailing(_) => "background_failing",
             Self::WritesRefused(_) => "writes_refused",
+            Self::DiskFull(_) => "disk_full",
         }
     }
 }
@@ -122,6 +127,8 @@ pub(crate) struct Shared {
     background_errors: Mutex<BTreeMap<&'static str, String>>,
     /// Chunks left out at open because they failed their checks.
     quarantined: Mutex<Vec<String>>,
+    /// Refuses writes while the disk is nearly full.
+    disk: DiskGuard,
     memory: Mutex<()>,
     memory_freed: Condvar,
     persist_kick: Sender<()>,
@@ -252,6 +259,7 @@ impl Storage {
         let (persist_kick, kick_rx) = bounded(1);
         let (rollup_kick, rollup_kick_rx) = bounded(1);
         let (commit_tx, commit_rx) = bounded(config.commit_queue_len_max);
+        let disk = DiskGuard::new(root.clone(), config.disk_free_min_bytes);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -264,6 +272,7 @@ impl Storage {
             poison: Mutex::new(None),
             background_errors: Mutex::new(BTreeMap::new()),
             quarantined: Mutex::new(Vec::new()),
+            disk,
             memory: Mutex::new(()),
             memory_freed: Condvar::new(),
             persist_kick,
@@ -394,6 +403,9 @@ impl Storage {
         if let Some(reason) = self.shared.poisoned() {
             return Health::WritesRefused(reason);
         }
+        if let Err(e) = self.shared.disk.check() {
+            return Health::DiskFull(e.to_string());
+        }
         let errors = self.shared.background_errors.lock();
         match errors.is_empty() {
             true => Health::Ok,
@@ -433,6 +445,7 @@ pub(crate) fn commit(
     tx: &Sender<CommitRequest>,
     prepare: impl FnOnce(&mut Registry) -> Result<Prepared>,
 ) -> Result<WriteReceipt> {
+    shared.disk.check()?;
     let (done_tx, done_rx) = bounded(1);
     let mut registry = shared.registry.lock();
     let prepared = prepare(&mut registry)?;

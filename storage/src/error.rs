@@ -30,6 +30,10 @@ pub enum Error {
     /// `create_table` of a name that is taken.
     #[error("table {0} already exists")]
     TableExists(String),
+    /// The data directory's file system has less free space than the configured minimum: the
+    /// write was refused before it was logged, and writes resume once space is freed.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     /// A configured limit was hit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),

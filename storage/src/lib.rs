@@ -39,6 +39,8 @@ mod catalog;
 #[cfg(feature = "engine")]
 mod commit;
 #[cfg(feature = "engine")]
+mod disk;
+#[cfg(feature = "engine")]
 mod engine;
 #[cfg(feature = "engine")]
 mod persist;
@@ -66,7 +68,7 @@ pub use {
     persist::MaintenanceReport,
     rollup::maintain::RollupStatus,
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
-    scan::{Scan, ScanRequest, SeriesFilter, arrow_type},
+    scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},
     verify::{VerifyReport, verify_data_dir},
 };
 

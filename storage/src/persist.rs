@@ -50,7 +50,7 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
                 return Ok(MaintenanceReport::default());
             }
             let active = std::mem::take(&mut state.active);
-            state.frozen = Some(Arc::new(active));
+            state.frozen = Some(Arc::new(active.freeze()));
             state.frozen_sequence = state.applied_sequence;
         }
         (Arc::clone(state.frozen.as_ref().expect("frozen above")), state.frozen_sequence)

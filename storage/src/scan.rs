@@ -15,7 +15,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::buffer::partition_start;
+use crate::buffer::{BufferView, partition_start};
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
@@ -111,7 +111,17 @@ impl Storage {
     pub fn scan(&self, req: &ScanRequest) -> Result<Scan> {
         scan(&self.shared, req)
     }
+
+    /// [`Self::scan`], first charging `charge` with the bytes its copy of buffered rows will
+    /// take (an estimate made without copying); if `charge` refuses, the scan ends with
+    /// [`Error::LimitExceeded`] and copies nothing.
+    pub fn scan_charged(&self, req: &ScanRequest, charge: Charge<'_>) -> Result<Scan> {
+        scan_charged(&self.shared, req, RollupView::Exact, charge)
+    }
 }
+
+/// Accepts or refuses a scan's memory, in bytes, with the reason it refused.
+pub type Charge<'a> = &'a mut dyn FnMut(usize) -> std::result::Result<(), String>;
 
 /// What a scan of a rollup table shows of the windows the maintainer has yet to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +142,10 @@ pub(crate) fn scan(shared: &Shared, req: &ScanRequest) -> Result<Scan> {
 
 /// A scan; of a rollup table, with `view` of its unwritten windows.
 pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) -> Result<Scan> {
+    scan_charged(shared, req, view, &mut |_| Ok(()))
+}
+
+fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Charge<'_>) -> Result<Scan> {
     if req.time_min_ns > req.time_max_ns {
         return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
     }
@@ -159,37 +173,40 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
     let selection = Selection { series: series.as_deref(), time_min, time_max: req.time_max_ns, columns: Some(&fields) };
     let column_types = crate::buffer::field_types(&schema, |id| selection.wants_column(id));
     let source = registry.rollup_sources.get(&schema.id).copied();
-    let (chunks, frozen, active, unwritten, fixed, late_column) =
-        match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
-            None => {
-                drop(registry);
-                let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
-                (chunks, frozen, active, RowSet::default(), RowSet::default(), None)
+    let (chunks, buffered, unwritten, fixed, late_column) = match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
+        None => {
+            drop(registry);
+            let (chunks, buffered) = snapshot(shared, &schema, &selection);
+            (chunks, buffered, RowSet::default(), RowSet::default(), None)
+        }
+        Some((source, rollup)) => {
+            // The stored rows and the rollup's memory at one instant, so that each late row is
+            // counted once: in a stored (or pending) row, or among those still to write.
+            let (chunks, buffered) = snapshot(shared, &schema, &selection);
+            let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
+            let open = registry.open_windows.lock();
+            let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), wants);
+            drop(open);
+            let mut fixes = Vec::new();
+            if view != RollupView::Written {
+                let (rows, recompute) = rollup.fixes(wants);
+                unwritten.extend(rows);
+                // A window whose raw rows have expired keeps its stored row.
+                let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
+                fixes = recompute.into_iter().filter(|f| f.start_ns >= raw_cutoff).collect();
             }
-            Some((source, rollup)) => {
-                // The stored rows and the rollup's memory at one instant, so that each late row is
-                // counted once: in a stored (or pending) row, or among those still to write.
-                let (chunks, frozen, active) = snapshot(shared, &schema, &selection);
-                let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
-                let open = registry.open_windows.lock();
-                let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), wants);
-                drop(open);
-                let mut fixes = Vec::new();
-                if view != RollupView::Written {
-                    let (rows, recompute) = rollup.fixes(wants);
-                    unwritten.extend(rows);
-                    // A window whose raw rows have expired keeps its stored row.
-                    let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);
-                    fixes = recompute.into_iter().filter(|f| f.start_ns >= raw_cutoff).collect();
-                }
-                let prepared_sequence = registry.next_sequence.saturating_sub(1);
-                drop(registry);
-                let unwritten = RowSet::from_rows(&unwritten, &column_types).select(&selection);
-                let late_column = schema.column(LATE_UPDATES_COLUMN).map(|c| c.id);
-                let fixed = corrections(shared, source, &fixes, prepared_sequence, &column_types, &selection)?;
-                (chunks, frozen, active, unwritten, fixed, late_column)
-            }
-        };
+            let prepared_sequence = registry.next_sequence.saturating_sub(1);
+            drop(registry);
+            let unwritten = RowSet::from_rows(&unwritten, &column_types).select(&selection);
+            let late_column = schema.column(LATE_UPDATES_COLUMN).map(|c| c.id);
+            let fixed = corrections(shared, source, &fixes, prepared_sequence, &column_types, &selection)?;
+            (chunks, buffered, unwritten, fixed, late_column)
+        }
+    };
+    // The buffered rows are copied and sorted here, with no lock held.
+    let estimate: usize = buffered.iter().map(|view| view.estimated_bytes(&selection)).sum();
+    charge(estimate).map_err(|reason| Error::LimitExceeded(format!("buffered rows of {}: {reason}", schema.name)))?;
+    let buffered: Vec<RowSet> = buffered.iter().map(|view| view.select(&schema, &selection)).collect();
     let mut scan = Scan {
         schema: arrow_schema(&schema, &out),
         out,
@@ -207,7 +224,7 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
     for chunk in chunks {
         scan.partitions.entry(chunk.partition_start_ns()).or_default().chunks.push(chunk);
     }
-    for set in [frozen, active, unwritten] {
+    for set in buffered.into_iter().chain([unwritten]) {
         for (partition, part) in split_partitions(set, scan.partition_ns) {
             scan.partitions.entry(partition).or_default().buffered.push(part);
         }
@@ -221,16 +238,13 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
     Ok(scan)
 }
 
-/// The chunks that may hold rows of `selection`, and the buffered rows that do.
-fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Selection<'_>) -> (Vec<Arc<ChunkHandle>>, RowSet, RowSet) {
-    let (chunks, frozen, active) = {
-        let state = shared.state.read();
-        let chunks: Vec<Arc<ChunkHandle>> =
-            state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(selection)).cloned().collect();
-        (chunks, state.frozen.clone(), state.active.select(schema.id, schema, selection))
-    };
-    let frozen = frozen.map(|f| f.select(schema.id, schema, selection)).unwrap_or_default();
-    (chunks, frozen, active)
+/// The chunks that may hold rows of `selection`, and views of the buffered rows, frozen
+/// before active. The state lock is held for neither copies nor sorts ([`crate::buffer`]).
+fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Selection<'_>) -> (Vec<Arc<ChunkHandle>>, Vec<BufferView>) {
+    let state = shared.state.read();
+    let chunks = state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(selection)).cloned().collect();
+    let frozen = state.frozen.as_ref().map(|f| f.view(schema.id));
+    (chunks, frozen.into_iter().chain([state.active.view(schema.id, selection)]).collect())
 }
 
 impl Scan {

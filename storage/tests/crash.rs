@@ -1,6 +1,7 @@
 //! Crash test: a child process writes batches and prints each acknowledged one; the parent
 //! SIGKILLs it at random moments, reopens the data directory and checks that every
-//! acknowledged row is there with its last value.
+//! acknowledged row is there with its last value. `ISOBAR_KILL_CYCLES` sets the number of kills
+//! (default 50); `./scripts/kill-cycles` runs 100.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -11,7 +12,9 @@ use rand::Rng;
 
 use crate::common::{point, read_all};
 
-const KILLS: usize = 50;
+fn kills() -> usize {
+    std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(50)
+}
 const ROWS_PER_BATCH: i64 = 50;
 
 fn crash_config(dir: &std::path::Path) -> StorageConfig {
@@ -56,7 +59,7 @@ fn crash_kill_and_recover() {
     let exe = std::env::current_exe().expect("test binary");
     let mut rng = rand::rng();
     let mut acked: i64 = -1;
-    for kill in 0..KILLS {
+    for kill in 0..kills() {
         let mut child = Command::new(&exe)
             .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("ISOBAR_CRASH_DIR", dir.path())

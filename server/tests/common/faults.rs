@@ -48,6 +48,11 @@ impl Faults {
         self.write(&format!("{errno} {ops} {} {times}\n", prefix.display()));
     }
 
+    /// Makes the disk under `prefix` look as if it had `bytes` free (to statvfs).
+    pub(crate) fn free_space(&self, bytes: u64, prefix: &Path) {
+        self.write(&format!("FREE {bytes} {}\n", prefix.display()));
+    }
+
     /// Stops injecting.
     pub(crate) fn clear(&self) {
         self.write("");

@@ -11,7 +11,12 @@
  * ERRNO is EIO or ENOSPC; ops are write (write, pwrite, writev, pwritev), sync (fsync,
  * fdatasync, sync_file_range), rename, create (open/openat with O_CREAT), truncate
  * (ftruncate, fallocate); only calls on files under the prefix fail; `times` (default
- * unlimited) fails only that many calls. An empty or missing file injects nothing.
+ * unlimited) fails only that many calls. Or, to make a disk look nearly full:
+ *
+ *     FREE <bytes> <path prefix>
+ *
+ * statvfs of paths under the prefix reports <bytes> available.
+ * An empty or missing file injects nothing.
  * FAULTFS_LOG, when set, names a file each injected failure is appended to.
  */
 #define _GNU_SOURCE
@@ -24,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -37,6 +43,7 @@ static int fault_errno;
 static int fault_ops;
 static char fault_prefix[4096];
 static long fault_times_left = -1; /* -1: unlimited */
+static long long fault_free_bytes = -1; /* -1: report the real free space */
 
 #define REAL(ret, name, ...)                                                                   \
     static ret (*real_##name)(__VA_ARGS__);                                                     \
@@ -57,6 +64,7 @@ static void reload(void) {
     loaded_mtime = st.st_mtim;
     fault_ops = 0;
     fault_times_left = -1;
+    fault_free_bytes = -1;
     FILE *f = fopen(control, "r");
     if (!f) return;
     char err[32] = {0}, ops[256] = {0};
@@ -64,6 +72,10 @@ static void reload(void) {
     int n = fscanf(f, "%31s %255s %4095s %ld", err, ops, fault_prefix, &times);
     fclose(f);
     if (n < 3) return;
+    if (strcmp(err, "FREE") == 0) {
+        fault_free_bytes = atoll(ops);
+        return;
+    }
     fault_errno = strcmp(err, "ENOSPC") == 0 ? ENOSPC : EIO;
     for (char *op = strtok(ops, ","); op; op = strtok(NULL, ",")) {
         if (!strcmp(op, "write")) fault_ops |= OP_WRITE;
@@ -239,4 +251,31 @@ int openat64(int dirfd, const char *path, int flags, ...) {
         if (path && path[0] == '/' && inject(OP_CREATE, "openat64", path)) return -1;
     }
     return real_openat64(dirfd, path, flags, mode);
+}
+
+/* The free space statvfs reports for `path`: the real one unless a FREE line covers it. */
+static void fake_free(const char *path, struct statvfs *buf) {
+    if (!path) return;
+    pthread_mutex_lock(&lock);
+    reload();
+    if (fault_free_bytes >= 0 && strncmp(path, fault_prefix, strlen(fault_prefix)) == 0 && buf->f_frsize > 0) {
+        buf->f_bavail = (fsblkcnt_t)(fault_free_bytes / (long long)buf->f_frsize);
+        buf->f_bfree = buf->f_bavail;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+int statvfs(const char *path, struct statvfs *buf) {
+    REAL(int, statvfs, const char *, struct statvfs *);
+    int r = real_statvfs(path, buf);
+    if (r == 0) fake_free(path, buf);
+    return r;
+}
+
+int statvfs64(const char *path, struct statvfs64 *buf) {
+    REAL(int, statvfs64, const char *, struct statvfs64 *);
+    int r = real_statvfs64(path, buf);
+    /* The same layout as struct statvfs on 64-bit Linux. */
+    if (r == 0) fake_free(path, (struct statvfs *)buf);
+    return r;
 }

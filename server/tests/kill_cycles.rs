@@ -1,0 +1,153 @@
+//! Kill cycles: a real `isobar serve` takes rows over pgwire COPY or MQTT QoS 1 and is
+//! SIGKILLed at a random moment, again and again; after each restart every row it acknowledged
+//! (a COPY's `CommandComplete`, a PUBACK) is there. Persists run during the load, so some kills
+//! land in them.
+//!
+//! `ISOBAR_KILL_CYCLES` sets the number of cycles per test (default 5);
+//! `./scripts/kill-cycles` runs 100 of each, with the storage engine's own crash test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Server;
+use futures::SinkExt;
+use rand::Rng;
+
+const STORAGE: &str = "[storage]\npersist_interval_ms = 100\npersist_buffer_bytes = 1048576\n";
+
+fn cycles() -> usize {
+    std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(5)
+}
+
+/// A random moment into the load.
+fn pause() -> Duration {
+    Duration::from_millis(rand::rng().random_range(50..600))
+}
+
+/// The `v` values stored in `table`.
+async fn stored(server: &Server, table: &str, column: &str) -> BTreeSet<i64> {
+    let client = server.client().await;
+    let rows = client.query(&format!("SELECT CAST({column} AS BIGINT) FROM {table}"), &[]).await.expect("read back");
+    rows.iter().map(|r| r.get::<_, i64>(0)).collect()
+}
+
+fn check_acknowledged(acknowledged: &BTreeSet<i64>, stored: &BTreeSet<i64>, cycle: usize) {
+    let lost: Vec<_> = acknowledged.difference(stored).take(10).collect();
+    assert!(lost.is_empty(), "cycle {cycle}: acknowledged rows lost after SIGKILL: {lost:?} (of {})", acknowledged.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgwire_copy_loses_no_acknowledged_row_across_kills() {
+    const ROWS_PER_COPY: i64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, STORAGE, "");
+    let mut server = Server::start_config(&data, &config);
+    server
+        .client()
+        .await
+        .batch_execute("CREATE TABLE m (time TIMESTAMPTZ, s TEXT, v BIGINT, PRIMARY KEY (s, time))")
+        .await
+        .expect("create");
+    let mut acknowledged = BTreeSet::new();
+    let mut next = 0i64;
+    for cycle in 0..cycles() {
+        let client = server.client().await;
+        // Copies one after another until the server goes away; each returns the batch it
+        // acknowledged, so the rows of a COPY cut off by the kill are not counted.
+        let (acks, acked) = std::sync::mpsc::channel();
+        let writer = tokio::spawn(async move {
+            for batch in next.. {
+                let Ok(sink) = client.copy_in("COPY m (time, s, v) FROM STDIN").await else { break };
+                futures::pin_mut!(sink);
+                let rows: String =
+                    (batch * ROWS_PER_COPY..(batch + 1) * ROWS_PER_COPY).map(|v| format!("{}\ts{}\t{v}\n", timestamp(v), v % 7)).collect();
+                if sink.send(bytes::Bytes::from(rows)).await.is_err() {
+                    break;
+                }
+                match sink.finish().await {
+                    Ok(n) => {
+                        assert_eq!(n, ROWS_PER_COPY as u64, "COPY reports every row");
+                        let _ = acks.send(batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let first = acked.recv_timeout(Duration::from_secs(30)).expect("a COPY finishes");
+        std::thread::sleep(pause());
+        server.signal("KILL");
+        writer.await.expect("writer");
+        let acked: Vec<i64> = [first].into_iter().chain(acked.try_iter()).collect();
+        for batch in &acked {
+            acknowledged.extend(batch * ROWS_PER_COPY..(batch + 1) * ROWS_PER_COPY);
+        }
+        next = acked.last().map_or(next, |b| b + 1);
+        server = Server::start_config(&data, &config);
+        check_acknowledged(&acknowledged, &stored(&server, "m", "v").await, cycle);
+    }
+    assert!(acknowledged.len() >= cycles() * 200, "only {} rows were acknowledged in all", acknowledged.len());
+    eprintln!("COPY: {} kills, {} rows acknowledged, every one kept", cycles(), acknowledged.len());
+}
+
+/// Row `v`'s time: a second apart from its neighbours'.
+fn timestamp(v: i64) -> String {
+    chrono::DateTime::from_timestamp(1_700_000_000 + v, 0).expect("in range").to_rfc3339()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_qos1_loses_no_acknowledged_reading_across_kills() {
+    const MESSAGES_PER_CYCLE: i64 = 30_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, &format!("{}\n{STORAGE}", Server::SEED_RULE), "");
+    let mut server = Server::start_config(&data, &config);
+    let mut acknowledged = BTreeSet::new();
+    for cycle in 0..cycles() {
+        let first = cycle as i64 * MESSAGES_PER_CYCLE;
+        // mosquitto_pub -l sends a line per message with packet ids 1, 2, ... in order and,
+        // with -d, prints each PUBACK's id.
+        let mut publisher = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_pub", "-d", "-h", "127.0.0.1", "-p", &server.mqtt_port.to_string(), "-q", "1", "-l"])
+            .args(["-i", &format!("device-{cycle}"), "-t", "weather/wa/seattle/st-1/temperature/t-1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_pub");
+        let mut stdin = publisher.stdin.take().expect("stdin");
+        let feeder = std::thread::spawn(move || {
+            for i in first..first + MESSAGES_PER_CYCLE {
+                let line = format!("{{\"sensor_timestamp\": {}, \"sensor_value\": {i}, \"direction\": 1}}\n", 1_700_000_000_000 + i * 1000);
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        let stdout = publisher.stdout.take().expect("stdout");
+        let (acks, acked) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mid =
+                |line: &str| line.split("received PUBACK (Mid: ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<i64>().ok();
+            for mid in BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| mid(&l)) {
+                let _ = acks.send(mid);
+            }
+        });
+        let first_ack = acked.recv_timeout(Duration::from_secs(30)).expect("a PUBACK");
+        std::thread::sleep(pause());
+        server.signal("KILL");
+        let _ = publisher.kill();
+        let _ = publisher.wait();
+        let _ = feeder.join();
+        reader.join().expect("reader");
+        acknowledged.extend([first_ack].into_iter().chain(acked.try_iter()).map(|mid| first + mid - 1));
+        server = Server::start_config(&data, &config);
+        check_acknowledged(&acknowledged, &stored(&server, "weather", "sensor_value").await, cycle);
+    }
+    assert!(acknowledged.len() >= cycles() * 10, "only {} readings were acknowledged in all", acknowledged.len());
+    eprintln!("MQTT QoS 1: {} kills, {} readings acknowledged, every one kept", cycles(), acknowledged.len());
+}
