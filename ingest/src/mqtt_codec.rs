@@ -75,6 +75,15 @@ fn err<T>(reason: impl Into<String>) -> Result<T, CodecError> {
     Err(CodecError(reason.into()))
 }
 
+/// Throws away what `buf` holds of the `remaining` bytes of an oversize packet (see
+/// [`Packet::Oversize`]); true while more of it is still to come from the socket.
+pub fn skip(buf: &mut BytesMut, remaining: &mut usize) -> bool {
+    let n = (*remaining).min(buf.len());
+    buf.advance(n);
+    *remaining -= n;
+    *remaining > 0
+}
+
 /// The next whole packet in `buf` (consumed), `Ok(None)` when more bytes are needed.
 /// `level` is the connection's protocol level once CONNECT has been read.
 pub fn read(buf: &mut BytesMut, level: Option<u8>, packet_bytes_max: usize) -> Result<Option<Packet>, CodecError> {

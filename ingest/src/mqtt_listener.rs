@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -177,13 +177,8 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
         let mut out = BytesMut::new();
         let mut disconnect = false;
         while publishes.len() + oversize.len() < PUBLISHES_PER_WRITE_MAX {
-            if discard > 0 {
-                let n = discard.min(buf.len());
-                buf.advance(n);
-                discard -= n;
-                if discard > 0 {
-                    break;
-                }
+            if codec::skip(&mut buf, &mut discard) {
+                break;
             }
             match codec::read(&mut buf, Some(level), PACKET_BYTES_MAX).map_err(|e| protocol_error(e.0))? {
                 Some(Packet::Publish(p)) => publishes.push(p),

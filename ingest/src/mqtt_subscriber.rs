@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -125,13 +125,8 @@ async fn session(spec: &SubscriptionSpec, ingestor: &Ingestor, metrics: &MqttMet
         let mut oversize: Vec<(Publish, String)> = Vec::new();
         out.clear();
         while publishes.len() + oversize.len() < PUBLISHES_PER_WRITE_MAX {
-            if discard > 0 {
-                let n = discard.min(buf.len());
-                buf.advance(n);
-                discard -= n;
-                if discard > 0 {
-                    break;
-                }
+            if codec::skip(&mut buf, &mut discard) {
+                break;
             }
             match client::read(&mut buf, PACKET_BYTES_MAX).map_err(|e| Error::Connection(e.0))? {
                 None => break,

@@ -1,7 +1,9 @@
 //! One storage table as a DataFusion table provider.
 //!
-//! Scans read a storage snapshot on a blocking thread and hand batches over a bounded
-//! channel, so a slow client holds back decoding instead of buffering a table in memory.
+//! Scans read a storage snapshot on the query's own thread, one group of series per batch as
+//! the plan pulls it, so a slow client holds back decoding instead of buffering a table in
+//! memory, and a query's CPU stays on the query runtime's threads (`server/src/query_runtime.rs`).
+//! DataFusion's `StreamingTableExec` makes the stream yield to other queries between batches.
 //! Only projected columns are decoded; time and tag filters prune chunks and series (see
 //! `pushdown.rs`). Inserts go through [`crate::insert::StorageSink`].
 
@@ -14,7 +16,7 @@ use datafusion::catalog::Session;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -22,13 +24,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use isobar_storage::{ColumnKind, ScanRequest, Storage, TIME_COLUMN, TableSchema};
+use isobar_storage::{ColumnKind, Scan, ScanRequest, Storage, TIME_COLUMN, TableSchema};
 
 use crate::insert::StorageSink;
 use crate::pushdown::Pushdown;
-
-/// Record batches a scan decodes ahead of its consumer.
-const SCAN_BATCHES_AHEAD: usize = 2;
 
 /// A storage table, as of when the query was planned.
 #[derive(Debug)]
@@ -160,42 +159,41 @@ impl PartitionStream for ScanPartition {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = tokio::sync::mpsc::channel(SCAN_BATCHES_AHEAD);
         let (storage, request, schema, reorder) =
             (self.storage.clone(), self.request.clone(), Arc::clone(&self.schema), self.reorder.clone());
-        // Registered here, in the query's task, so that it counts against the query's budget.
+        // Registered here, in the query's task, so that it counts against the query's budget;
+        // the copy of buffered rows the scan makes is held until the scan ends.
         let reservation = MemoryConsumer::new(format!("scan of {}", request.table)).register(ctx.memory_pool());
-        tokio::task::spawn_blocking(move || {
-            // The copy of buffered rows the scan makes is held until the scan ends.
-            let mut refused = None;
-            let scanned = storage.scan_charged(&request, &mut |bytes| {
-                reservation.try_grow(bytes).map_err(|e| {
-                    let reason = e.to_string();
-                    refused = Some(e);
-                    reason
-                })
-            });
-            let scan = match (scanned, refused) {
-                (Ok(scan), _) => scan,
-                (Err(_), Some(refused)) => {
-                    let _ = tx.blocking_send(Err(refused));
-                    return;
-                }
-                (Err(e), None) => {
-                    let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
-                    return;
-                }
-            };
-            for batch in scan {
-                let out = batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder));
-                // The consumer hung up (the query finished or was cancelled): stop decoding.
-                if tx.blocking_send(out).is_err() {
-                    return;
+        let mut to_open = Some((storage, request, reservation));
+        let mut open: Option<(Scan, MemoryReservation)> = None;
+        let batches = std::iter::from_fn(move || {
+            if let Some((storage, request, reservation)) = to_open.take() {
+                match open_scan(&storage, &request, reservation) {
+                    Ok(scan) => open = Some(scan),
+                    Err(e) => return Some(Err(e)),
                 }
             }
+            let batch = open.as_mut()?.0.next()?;
+            Some(batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder)))
         });
-        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), batches))
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::iter(batches)))
+    }
+}
+
+/// Takes the scan's snapshot, charging its copy of buffered rows to `reservation`.
+fn open_scan(storage: &Storage, request: &ScanRequest, reservation: MemoryReservation) -> Result<(Scan, MemoryReservation)> {
+    let mut refused = None;
+    let scanned = storage.scan_charged(request, &mut |bytes| {
+        reservation.try_grow(bytes).map_err(|e| {
+            let reason = e.to_string();
+            refused = Some(e);
+            reason
+        })
+    });
+    match (scanned, refused) {
+        (Ok(scan), _) => Ok((scan, reservation)),
+        (Err(_), Some(refused)) => Err(refused),
+        (Err(e), None) => Err(DataFusionError::External(Box::new(e))),
     }
 }
 

@@ -162,6 +162,11 @@ pub(crate) struct QuerySection {
     pub(crate) memory_pool_bytes: usize,
     /// Time one query may run, in milliseconds.
     pub(crate) timeout_ms: u64,
+    /// Worker threads of the query runtime; 0: one per core.
+    pub(crate) threads: usize,
+    /// How much lower than ingest's the query threads' CPU priority is, as a nice increment
+    /// (0 to 19; 0: the same priority).
+    pub(crate) nice: i32,
 }
 
 /// Storage engine settings that operators tune.
@@ -240,7 +245,13 @@ impl Default for HttpConfig {
 impl Default for QuerySection {
     fn default() -> Self {
         let q = isobar_query::QueryConfig::default();
-        Self { memory_limit_bytes: q.memory_limit_bytes, memory_pool_bytes: q.memory_pool_bytes, timeout_ms: q.timeout_ms }
+        Self {
+            memory_limit_bytes: q.memory_limit_bytes,
+            memory_pool_bytes: q.memory_pool_bytes,
+            timeout_ms: q.timeout_ms,
+            threads: 0,
+            nice: 10,
+        }
     }
 }
 
@@ -310,6 +321,9 @@ impl Config {
                 "http: listening on {} needs users under [http]; isobar answers requests without a password only on loopback",
                 config.http.listen
             ));
+        }
+        if !(0..=19).contains(&config.query.nice) {
+            return Err(format!("query.nice = {} must be 0 to 19", config.query.nice));
         }
         if config.http.connections_max == 0 {
             return Err("http.connections_max must be above 0".into());

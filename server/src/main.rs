@@ -25,6 +25,7 @@ mod pg_direct;
 mod pg_functions;
 mod pg_params;
 mod pg_session;
+mod query_runtime;
 mod serve;
 mod simulate;
 mod tls;
@@ -104,7 +105,11 @@ fn serve_command(config: config::Config, demo: Option<serve::Demo>) -> Result<()
         .enable_all()
         .build()
         .map_err(|e| Failure::Run(anyhow::anyhow!("start the async runtime: {e}")))?;
-    runtime.block_on(serve::serve(config, demo)).map_err(|e| match e {
+    let queries = query_runtime::build(&config.query).map_err(|e| Failure::Run(anyhow::anyhow!("start the query runtime: {e}")))?;
+    let served = runtime.block_on(serve::serve(config, demo, queries.handle().clone()));
+    // Connections were drained or aborted by then; what is left is idle threads.
+    queries.shutdown_timeout(std::time::Duration::from_secs(1));
+    served.map_err(|e| match e {
         error::Error::Config(_) => Failure::Usage(e.to_string()),
         other => Failure::Run(other.into()),
     })

@@ -17,7 +17,8 @@ use isobar_ingest::users::User;
 use isobar_ingest::{Ingestor, Router, Users};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -41,7 +42,8 @@ pub(crate) struct Demo {
 }
 
 /// Runs the server until a shutdown signal; with `demo`, a simulated fleet publishes to it.
-pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
+/// Postgres wire connections are served on `query_runtime` (`query_runtime.rs`).
+pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Handle) -> Result<()> {
     let storage_config = config.storage_config();
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))
         .await
@@ -123,12 +125,16 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>) -> Result<()> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         };
-        let Ok((socket, _)) = accepted else { continue };
+        // Registered again with the query runtime, whose threads then do all its work.
+        let Ok(socket) = accepted.and_then(|(socket, _)| socket.into_std()) else { continue };
         let (handlers, tls) = (Arc::clone(&handlers), tls.clone());
-        connections.spawn(async move {
-            let _ = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await;
+        let connection = async move {
+            if let Ok(socket) = TcpStream::from_std(socket) {
+                let _ = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await;
+            }
             drop(slot);
-        });
+        };
+        connections.spawn_on(connection, &query_runtime);
         while connections.try_join_next().is_some() {}
     }
     drop(pg);

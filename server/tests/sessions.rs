@@ -1,7 +1,7 @@
 //! Every Postgres connection has its own session: what one client sets, prepares or declares
 //! never reaches another, the server's limits are maximums a client can only lower, the
 //! statements a session may run are an allow-list, and `require_tls` turns clear-text clients
-//! away.
+//! away. What clients make the server do runs on threads of lower CPU priority than ingest.
 
 mod common;
 
@@ -202,4 +202,45 @@ async fn require_tls_turns_clear_text_clients_away() {
     let secure = psql("require");
     assert!(secure.status.success(), "{}", String::from_utf8_lossy(&secure.stderr));
     assert_eq!(String::from_utf8_lossy(&secure.stdout).trim(), "42");
+}
+
+/// Name, nice value and CPU ticks (user + system) of each thread of process `pid`.
+fn threads_of(pid: u32) -> Vec<(String, i64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the server's threads");
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // `tid (name) state ...`: the name may hold spaces, the fields after it do not.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let name = head.split_once(" (")?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14, 15 and 19 of proc(5), counted from `state`, field 3.
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((name, fields.get(16)?.parse().ok()?, ticks))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_on_threads_of_lower_priority_than_ingest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "[query]\nnice = 7\nthreads = 2\n", "");
+    let server = Server::start_config(&data, &config);
+    let client = server.client().await;
+    let count: i64 = client.query_one("SELECT count(*) FROM generate_series(1, 100000000)", &[]).await.expect("count").get(0);
+    assert_eq!(count, 100_000_000);
+    client.batch_execute(TABLE).await.expect("create");
+    client.batch_execute("INSERT INTO m VALUES (now(), 'a', 1.5)").await.expect("insert");
+    assert_eq!(client.query_one("SELECT count(*) FROM m", &[]).await.expect("scan").get::<_, i64>(0), 1);
+
+    let threads = threads_of(server.child.id());
+    let queries: Vec<_> = threads.iter().filter(|(name, ..)| name == "isobar-query").collect();
+    assert!(queries.len() >= 2, "the query runtime's workers: {threads:?}");
+    assert!(queries.iter().all(|(_, nice, _)| *nice == 7), "every query thread at nice 7: {threads:?}");
+    // The count took hundreds of milliseconds of CPU, all of it on the query runtime.
+    let query_ticks: u64 = queries.iter().map(|(.., ticks)| ticks).sum();
+    assert!(query_ticks >= 5, "query threads used {query_ticks} ticks: {threads:?}");
+    let ingest = threads.iter().find(|(name, ..)| name == "isobar-commit").expect("storage's committer");
+    assert_eq!(ingest.1, 0, "ingest keeps the server's priority: {threads:?}");
 }

@@ -31,7 +31,22 @@ const ESTIMATED_VALUE_BYTES: usize = 9;
 pub(crate) const SEAL_ROWS_MIN: u64 = 4096;
 
 /// Rows per table and series, in commit order.
-type Rows = FxHashMap<TableId, FxHashMap<SeriesId, Vec<Row>>>;
+type Rows = FxHashMap<TableId, TableSegment>;
+
+/// One table's rows in a segment, per series, and the range of their times, which lets a scan
+/// of recent rows pass over older segments without walking them.
+#[derive(Debug)]
+struct TableSegment {
+    series: FxHashMap<SeriesId, Vec<Row>>,
+    time_min: i64,
+    time_max: i64,
+}
+
+impl Default for TableSegment {
+    fn default() -> Self {
+        Self { series: FxHashMap::default(), time_min: i64::MAX, time_max: i64::MIN }
+    }
+}
 
 /// Rows of the buffer in commit order: sealed segments, oldest first, then the tail.
 #[derive(Debug, Default)]
@@ -71,12 +86,14 @@ impl Buffer {
     pub(crate) fn apply(&mut self, tables: Vec<TableRows>) {
         let segments = self.segments.get_mut();
         for t in tables {
-            let series = segments.tail.entry(t.table).or_default();
+            let table = segments.tail.entry(t.table).or_default();
             for row in t.rows {
                 self.bytes += row_bytes(&row);
                 self.rows += 1;
                 segments.tail_rows += 1;
-                series.entry(row.series).or_default().push(row);
+                table.time_min = table.time_min.min(row.time);
+                table.time_max = table.time_max.max(row.time);
+                table.series.entry(row.series).or_default().push(row);
             }
         }
         if self.rows > 0 && self.oldest.is_none() {
@@ -93,7 +110,7 @@ impl Buffer {
             segments.sealed.push(Arc::new(tail));
             segments.tail_rows = 0;
         }
-        let copied = segments.tail.get(&table).map(|series| wanted(series, selection).cloned().collect()).unwrap_or_default();
+        let copied = segments.tail.get(&table).map(|rows| wanted(rows, selection).cloned().collect()).unwrap_or_default();
         BufferView { table, sealed: segments.sealed.clone(), copied }
     }
 
@@ -122,8 +139,8 @@ impl Frozen {
     /// Every table's rows split by time partition, in commit order, for persisting.
     pub(crate) fn partitions(&self, partition_ns: i64) -> BTreeMap<(TableId, i64), Vec<&Row>> {
         let mut out: BTreeMap<(TableId, i64), Vec<&Row>> = BTreeMap::new();
-        for (table, series) in self.sealed.iter().flat_map(|rows| rows.iter()) {
-            for row in series.values().flatten() {
+        for (table, rows) in self.sealed.iter().flat_map(|rows| rows.iter()) {
+            for row in rows.series.values().flatten() {
                 out.entry((*table, partition_start(row.time, partition_ns))).or_default().push(row);
             }
         }
@@ -134,14 +151,14 @@ impl Frozen {
 impl BufferView {
     /// The wanted rows as a row set with the wanted columns; later writes of a key win.
     pub(crate) fn select(&self, schema: &TableSchema, selection: &Selection<'_>) -> RowSet {
-        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).flat_map(|series| wanted(series, selection));
+        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).flat_map(|rows| wanted(rows, selection));
         let types = field_types(schema, |id| selection.wants_column(id));
         RowSet::from_rows(sealed.chain(&self.copied), &types).select(selection)
     }
 
     /// About what [`Self::select`] will allocate, counted without copying.
     pub(crate) fn estimated_bytes(&self, selection: &Selection<'_>) -> usize {
-        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).map(|series| wanted(series, selection).count()).sum::<usize>();
+        let sealed = self.sealed.iter().filter_map(|s| s.get(&self.table)).map(|rows| wanted(rows, selection).count()).sum::<usize>();
         let columns = selection.columns.map_or(1, <[ColumnId]>::len);
         (sealed + self.copied.len()) * (ESTIMATED_TIME_BYTES + columns * ESTIMATED_VALUE_BYTES)
     }
@@ -153,9 +170,11 @@ impl BufferView {
     }
 }
 
-/// The rows of one table's `series` that `selection` wants, in commit order per series.
-fn wanted<'a>(series: &'a FxHashMap<SeriesId, Vec<Row>>, selection: &Selection<'a>) -> impl Iterator<Item = &'a Row> + 'a {
+/// The rows of one table's segment that `selection` wants, in commit order per series.
+fn wanted<'a>(table: &'a TableSegment, selection: &Selection<'a>) -> impl Iterator<Item = &'a Row> + 'a {
+    let series = &table.series;
     let rows: Box<dyn Iterator<Item = &'a Vec<Row>> + 'a> = match selection.series {
+        _ if table.time_max < selection.time_min || table.time_min > selection.time_max => Box::new(std::iter::empty()),
         Some(ids) => Box::new(ids.iter().filter_map(move |id| series.get(id))),
         None => Box::new(series.values()),
     };
@@ -224,6 +243,22 @@ mod tests {
             assert_eq!(view.select(&schema(), &all()).len(), (round as usize + 1) * 4000);
         }
         assert!(buffer.segments.get_mut().sealed.len() <= 25, "a segment per view at most");
+    }
+
+    #[test]
+    fn a_time_range_finds_late_rows_in_segments_of_newer_times() {
+        let mut buffer = Buffer::default();
+        commit(&mut buffer, 0, 5000, 1); // times 0..=499
+        let _sealing = buffer.view(TABLE, &all());
+        commit(&mut buffer, 10_000, 5000, 2); // times 1000..=1499
+        let late = Row { series: SeriesId(3), time: 600, fields: vec![(ColumnId(0), FieldValue::I64(3))].into() };
+        buffer.apply(vec![TableRows { table: TABLE, rows: vec![late] }]);
+        let _sealing = buffer.view(TABLE, &all());
+        for (time_min, time_max, rows) in [(550, 650, 1), (0, 9, 100), (1490, 2000, 100), (500, 599, 0), (600, 1000, 11)] {
+            let selection = Selection { series: None, time_min, time_max, columns: None };
+            let set = buffer.view(TABLE, &selection).select(&schema(), &selection);
+            assert_eq!(set.len(), rows, "times {time_min}..={time_max}");
+        }
     }
 
     #[test]

@@ -197,61 +197,32 @@ int renameat(int fromfd, const char *from, int tofd, const char *to) {
     return real_renameat(fromfd, from, tofd, to);
 }
 
-static int creates(int flags) {
-    return (flags & O_CREAT) != 0;
-}
-
-int open(const char *path, int flags, ...) {
-    REAL(int, open, const char *, int, ...);
-    mode_t mode = 0;
-    if (creates(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-        if (path && path[0] == '/' && inject(OP_CREATE, "open", path)) return -1;
+/*
+ * open, open64, openat and openat64: only an open that creates a file under an absolute path
+ * can fail. AT_DIR adds the directory descriptor of the *at variants to the parameters and
+ * ARG_DIR to the call.
+ */
+#define NO_DIR
+#define AT_DIR int dirfd,
+#define ARG_DIR dirfd,
+#define OPEN(name, dir_param, dir_arg)                                                           \
+    int name(dir_param const char *path, int flags, ...) {                                       \
+        REAL(int, name, dir_param const char *, int, ...);                                       \
+        mode_t mode = 0;                                                                          \
+        if (flags & O_CREAT) {                                                                    \
+            va_list ap;                                                                           \
+            va_start(ap, flags);                                                                  \
+            mode = (mode_t)va_arg(ap, int);                                                       \
+            va_end(ap);                                                                           \
+            if (path && path[0] == '/' && inject(OP_CREATE, #name, path)) return -1;             \
+        }                                                                                         \
+        return real_##name(dir_arg path, flags, mode);                                           \
     }
-    return real_open(path, flags, mode);
-}
 
-int open64(const char *path, int flags, ...) {
-    REAL(int, open64, const char *, int, ...);
-    mode_t mode = 0;
-    if (creates(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-        if (path && path[0] == '/' && inject(OP_CREATE, "open64", path)) return -1;
-    }
-    return real_open64(path, flags, mode);
-}
-
-int openat(int dirfd, const char *path, int flags, ...) {
-    REAL(int, openat, int, const char *, int, ...);
-    mode_t mode = 0;
-    if (creates(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-        if (path && path[0] == '/' && inject(OP_CREATE, "openat", path)) return -1;
-    }
-    return real_openat(dirfd, path, flags, mode);
-}
-
-int openat64(int dirfd, const char *path, int flags, ...) {
-    REAL(int, openat64, int, const char *, int, ...);
-    mode_t mode = 0;
-    if (creates(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-        if (path && path[0] == '/' && inject(OP_CREATE, "openat64", path)) return -1;
-    }
-    return real_openat64(dirfd, path, flags, mode);
-}
+OPEN(open, NO_DIR, NO_DIR)
+OPEN(open64, NO_DIR, NO_DIR)
+OPEN(openat, AT_DIR, ARG_DIR)
+OPEN(openat64, AT_DIR, ARG_DIR)
 
 /* The free space statvfs reports for `path`: the real one unless a FREE line covers it. */
 static void fake_free(const char *path, struct statvfs *buf) {
