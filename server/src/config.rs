@@ -442,6 +442,11 @@ mod tests {
         let err = Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n").expect_err("open listener without users");
         assert!(err.contains("needs users under [mqtt]"), "{err}");
         Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\nusers = [{ name = \"d\", password = \"p\" }]\n").expect("with users");
+        for nice in [-1, 20] {
+            let err = Config::parse(&format!("[query]\nnice = {nice}\n")).expect_err("a nice value Linux has not");
+            assert!(err.contains("must be 0 to 19"), "{err}");
+        }
+        Config::parse("[query]\nnice = 19\n").expect("the lowest priority");
         let subscription =
             |broker: &str, topics: &str| format!("[[subscriptions]]\nbroker = \"{broker}\"\nclient_id = \"isobar-1\"\ntopics = {topics}\n");
         assert!(Config::parse(&subscription("http://x:1", "[\"a/#\"]")).expect_err("not mqtt").contains("mqtt://HOST:PORT"));
