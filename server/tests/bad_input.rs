@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Server;
 
@@ -121,7 +121,14 @@ async fn a_client_that_drops_mid_query_does_not_hurt_the_others() {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
     let driver = tokio::spawn(connection);
     let slow = tokio::spawn(async move { client.simple_query("SELECT count(*) FROM generate_series(1, 2000000000)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server is counting once its query threads have spent 50 ms of CPU.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let query_ticks =
+        || common::threads_of(server.child.id()).iter().filter(|(name, ..)| name == "isobar-query").map(|(.., ticks)| ticks).sum::<u64>();
+    while query_ticks() < 5 {
+        assert!(Instant::now() < deadline, "the query runs on the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     slow.abort();
     driver.abort(); // the socket closes with the query running
     let other = server.client().await;
@@ -135,7 +142,7 @@ async fn a_query_past_its_statement_timeout_is_cancelled_and_the_session_goes_on
     let server = Server::start(&dir.path().join("data"));
     let client = server.client().await;
     client.batch_execute("SET statement_timeout = 200").await.expect("set");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let err = client.simple_query("SELECT count(*) FROM generate_series(1, 20000000000)").await.expect_err("cancelled");
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "cancelled near its deadline, not at the end");

@@ -204,23 +204,6 @@ async fn require_tls_turns_clear_text_clients_away() {
     assert_eq!(String::from_utf8_lossy(&secure.stdout).trim(), "42");
 }
 
-/// Name, nice value and CPU ticks (user + system) of each thread of process `pid`.
-fn threads_of(pid: u32) -> Vec<(String, i64, u64)> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the server's threads");
-    tasks
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            // `tid (name) state ...`: the name may hold spaces, the fields after it do not.
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let name = head.split_once(" (")?.1.to_owned();
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            // Fields 14, 15 and 19 of proc(5), counted from `state`, field 3.
-            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some((name, fields.get(16)?.parse().ok()?, ticks))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_run_on_threads_of_lower_priority_than_ingest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -234,7 +217,7 @@ async fn queries_run_on_threads_of_lower_priority_than_ingest() {
     client.batch_execute("INSERT INTO m VALUES (now(), 'a', 1.5)").await.expect("insert");
     assert_eq!(client.query_one("SELECT count(*) FROM m", &[]).await.expect("scan").get::<_, i64>(0), 1);
 
-    let threads = threads_of(server.child.id());
+    let threads = common::threads_of(server.child.id());
     let queries: Vec<_> = threads.iter().filter(|(name, ..)| name == "isobar-query").collect();
     assert!(queries.len() >= 2, "the query runtime's workers: {threads:?}");
     assert!(queries.iter().all(|(_, nice, _)| *nice == 7), "every query thread at nice 7: {threads:?}");

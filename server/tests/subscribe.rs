@@ -142,14 +142,14 @@ async fn two_nodes_split_one_feed_with_a_shared_subscription() {
     // Node b goes down. Its persistent session stays in the group, so the broker keeps b's
     // share for it (compat-checklist MQ2); b takes it when it comes back under its client id.
     let mut b = b;
+    let b_at_kill = rows_and_sum(&b).await.0;
     b.signal("KILL");
     let a_alone = rows_and_sum(&a).await.0;
     publish(broker_port, 1001, 2001);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let taken = rows_and_sum(&a).await.0 - a_alone;
-    assert!(taken < 900, "a takes only its share while b is away; it took {taken} of 1000");
     let b = node("b");
-    wait_for_split(&a, before_a, &b, before_b, 2001).await;
+    let (now_a, now_b) = wait_for_split(&a, before_a, &b, before_b, 2001).await;
+    let (taken_a, taken_b) = (now_a.0 - a_alone, now_b.0 - b_at_kill);
+    assert!(taken_b >= 100, "b's share waited for it while it was away: a took {taken_a} and b {taken_b} of 1000");
 }
 
 /// Waits until nodes `a` and `b` together hold readings `1..to` once each beyond the counts

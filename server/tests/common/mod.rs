@@ -153,3 +153,20 @@ pub(crate) fn http_get(port: u16, path: &str) -> String {
     stream.read_to_string(&mut out).expect("read");
     out
 }
+
+/// Name, nice value and CPU ticks (user + system) of each thread of process `pid`.
+pub(crate) fn threads_of(pid: u32) -> Vec<(String, i64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the server's threads");
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // `tid (name) state ...`: the name may hold spaces, the fields after it do not.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let name = head.split_once(" (")?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // Fields 14, 15 and 19 of proc(5), counted from `state`, field 3.
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((name, fields.get(16)?.parse().ok()?, ticks))
+        })
+        .collect()
+}
