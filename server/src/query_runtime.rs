@@ -2,11 +2,12 @@
 //!
 //! Ingest acknowledges devices that will resend or drop readings if it falls behind; a query
 //! can wait. Postgres wire connections, and everything DataFusion and storage scans do for
-//! them, therefore run on a tokio runtime of their own whose threads (`isobar-query`, workers
-//! and blocking scans alike) run at a lower CPU priority (`[query] nice`, default 10). Queries
-//! get every cycle ingest leaves free, but a burst of them cannot take the CPU MQTT and the
-//! committer need: on two cores, four clients querying back to back cost ingest a third of its
-//! rate at equal priority (docs/benchmarks.md, "Ingest under queries").
+//! them, therefore run on a tokio runtime of their own whose threads (`isobar-query`: its
+//! workers, which also decode scans, and the blocking threads its writes wait on) run at a lower
+//! CPU priority (`[query] nice`, default 10). Queries get every cycle ingest leaves free, but a
+//! burst of them cannot take the CPU MQTT and the committer need: on two cores, four clients
+//! querying back to back cost ingest a third of its rate at equal priority (docs/benchmarks.md,
+//! "Ingest under queries").
 //!
 //! Storage's own threads (commit, persist, rollups) and the MQTT and HTTP listeners stay on
 //! the main runtime at the process's priority.
@@ -18,7 +19,7 @@ use tokio::runtime::{Builder, Runtime};
 use crate::config::QuerySection;
 
 /// Name of the query runtime's threads, as `top -H` and `/proc/<pid>/task/*/comm` show it.
-pub(crate) const THREAD_NAME: &str = "isobar-query";
+const THREAD_NAME: &str = "isobar-query";
 
 /// Builds the query runtime: `section.threads` workers (0: one per core), each thread at nice
 /// `section.nice` above the process's own.
