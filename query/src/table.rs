@@ -1,8 +1,9 @@
 //! One storage table as a DataFusion table provider.
 //!
-//! Scans read a storage snapshot on the query's own thread, one group of series per batch as
-//! the plan pulls it, so a slow client holds back decoding instead of buffering a table in
-//! memory, and a query's CPU stays on the query runtime's threads (`server/src/query_runtime.rs`).
+//! Scans read a storage snapshot on the thread running the query, one group of series per
+//! batch as the plan pulls it: a slow client holds back decoding instead of buffering a table
+//! in memory, a cancelled query stops decoding, and a query's CPU stays on the threads of the
+//! runtime it runs on (the server gives queries a runtime of lower priority than ingest's).
 //! DataFusion's `StreamingTableExec` makes the stream yield to other queries between batches.
 //! Only projected columns are decoded; time and tag filters prune chunks and series (see
 //! `pushdown.rs`). Inserts go through [`crate::insert::StorageSink`].
