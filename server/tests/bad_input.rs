@@ -153,8 +153,7 @@ async fn a_query_past_its_statement_timeout_is_cancelled_and_the_session_goes_on
 async fn a_query_past_its_memory_limit_fails_alone_and_the_session_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "[query]\nmemory_limit_bytes = 4194304\n", "");
-    let server = Server::start_config(&data, &config);
+    let server = Server::start_top(&data, "[query]\nmemory_limit_bytes = 4194304\n");
     let client = server.client().await;
     // A hash join keeps its whole build side in memory: a million rows need far more than 4 MiB.
     let join =

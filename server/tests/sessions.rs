@@ -69,8 +69,7 @@ async fn what_one_client_sets_never_reaches_another() {
 async fn the_servers_memory_limit_and_timeout_are_maximums_a_session_can_only_lower() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "[query]\nmemory_limit_bytes = 67108864\ntimeout_ms = 20000\n", "");
-    let server = Server::start_config(&data, &config);
+    let server = Server::start_top(&data, "[query]\nmemory_limit_bytes = 67108864\ntimeout_ms = 20000\n");
     let (a, b) = (server.client().await, server.client().await);
     for sql in ["SET statement_timeout = 0", "SET statement_timeout = '21s'", "SET isobar.query_memory_limit = '1GB'"] {
         assert_eq!(code(&a.simple_query(sql).await.expect_err(sql)), SqlState::INSUFFICIENT_PRIVILEGE, "{sql}");
@@ -94,8 +93,7 @@ async fn a_scans_copy_of_buffered_rows_counts_against_the_query_memory_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // Rows stay in the write buffer: no persist while the test runs.
-    let config = Server::config(&data, "[storage]\npersist_interval_ms = 3600000\n", "");
-    let server = Server::start_config(&data, &config);
+    let server = Server::start_top(&data, "[storage]\npersist_interval_ms = 3600000\n");
     let client = server.client().await;
     client
         .batch_execute(
@@ -208,8 +206,7 @@ async fn require_tls_turns_clear_text_clients_away() {
 async fn queries_run_on_threads_of_lower_priority_than_ingest() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "[query]\nnice = 7\nthreads = 2\n", "");
-    let server = Server::start_config(&data, &config);
+    let server = Server::start_top(&data, "[query]\nnice = 7\nthreads = 2\n");
     let client = server.client().await;
     let count: i64 = client.query_one("SELECT count(*) FROM generate_series(1, 100000000)", &[]).await.expect("count").get(0);
     assert_eq!(count, 100_000_000);

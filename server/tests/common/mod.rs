@@ -47,6 +47,12 @@ impl Server {
         Self::start_config(data_dir, &Self::config(data_dir, "", postgres_extra))
     }
 
+    /// Starts `isobar serve` with `top_extra` lines before the first table (`[query]` or
+    /// `[storage]` settings, say).
+    pub(crate) fn start_top(data_dir: &Path, top_extra: &str) -> Self {
+        Self::start_config(data_dir, &Self::config(data_dir, top_extra, ""))
+    }
+
     /// The seed fleet's rule (`../shared/seed/`), for `top_extra`.
     pub(crate) const SEED_RULE: &str = r#"
 [[rules]]
