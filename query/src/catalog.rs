@@ -22,17 +22,19 @@ pub(crate) const SYSTEM_SCHEMA: &str = "system";
 pub(crate) struct StorageSchema {
     storage: Storage,
     system: bool,
+    /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
+    fast_paths: bool,
 }
 
 impl StorageSchema {
     /// The users' tables (`public`).
-    pub(crate) fn new(storage: Storage) -> Self {
-        Self { storage, system: false }
+    pub(crate) fn new(storage: Storage, fast_paths: bool) -> Self {
+        Self { storage, system: false, fast_paths }
     }
 
     /// isobar's own tables (`system`).
-    pub(crate) fn system(storage: Storage) -> Self {
-        Self { storage, system: true }
+    pub(crate) fn system(storage: Storage, fast_paths: bool) -> Self {
+        Self { storage, system: true, fast_paths }
     }
 
     /// The storage name of the table SQL calls `name` in this schema.
@@ -68,7 +70,7 @@ impl SchemaProvider for StorageSchema {
             return system_rollups::table(&self.storage).map(Some);
         }
         let table = self.storage_name(name).and_then(|name| self.storage.table(&name));
-        Ok(table.map(|t| Arc::new(StorageTable::new(self.storage.clone(), t)) as Arc<dyn TableProvider>))
+        Ok(table.map(|t| Arc::new(StorageTable::new(self.storage.clone(), t, self.fast_paths)) as Arc<dyn TableProvider>))
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> Result<Option<Arc<dyn TableProvider>>> {

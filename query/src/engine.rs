@@ -40,11 +40,15 @@ pub struct QueryConfig {
     pub memory_pool_bytes: usize,
     /// Time a query may run before it is cancelled, in milliseconds.
     pub timeout_ms: u64,
+    /// Whether queries storage can answer without scanning every row are answered that way:
+    /// from the newest row of each series (`latest.rs`), or from chunk footers (`count(*)`,
+    /// `scan_exec.rs`). Off only to compare with the general path.
+    pub fast_paths: bool,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit_bytes: 512 << 20, memory_pool_bytes: 2 << 30, timeout_ms: 300_000 }
+        Self { memory_limit_bytes: 512 << 20, memory_pool_bytes: 2 << 30, timeout_ms: 300_000, fast_paths: true }
     }
 }
 
@@ -86,12 +90,15 @@ impl QueryEngine {
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);
         let context = SessionContext::new_with_config_rt(session, runtime);
         let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
-        catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone())))?;
-        catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone())))?;
+        catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone(), config.fast_paths)))?;
+        catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths)))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;
         context.register_catalog(CATALOG, catalog);
         functions::register(&context);
+        if config.fast_paths {
+            context.add_optimizer_rule(Arc::new(crate::latest::LatestRows));
+        }
         Ok(Self { storage, context: Arc::new(context), config })
     }
 

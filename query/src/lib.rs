@@ -15,13 +15,17 @@ mod catalog;
 mod ddl;
 mod engine;
 mod error;
+#[cfg(test)]
+mod fast_paths_tests;
 mod first_last;
 mod functions;
 mod information_schema;
 mod insert;
+mod latest;
 mod memory;
 mod policy;
 mod pushdown;
+mod scan_exec;
 mod session;
 mod subquery;
 mod system_rollups;

@@ -1,10 +1,10 @@
 //! Turns the filters DataFusion offers a table into a storage scan's time range and series
 //! filter.
 //!
-//! Pushdown is a superset: every filter is still applied by DataFusion above the scan
-//! (`Inexact`), so a filter understood here only narrows what storage decodes. Understood:
-//! comparisons and `BETWEEN` of `time` with timestamp literals, and equality of a tag with a
-//! string literal.
+//! Understood: comparisons and `BETWEEN` of `time` with timestamp literals, and equality of a
+//! tag with a string literal. Storage applies these exactly, so a filter made only of them is
+//! left to storage (`Exact`); in a filter that also holds others, they only narrow what storage
+//! decodes, and DataFusion applies the whole filter above the scan (`Inexact`).
 
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
@@ -41,6 +41,14 @@ impl Pushdown {
         let mut p = Self { time_min_ns: i64::MIN, time_max_ns: i64::MAX, series: SeriesFilter::All };
         let mut tags = Vec::new();
         split_and(filter).into_iter().any(|c| p.apply(c, &is_tag, &mut tags))
+    }
+
+    /// Whether storage applies a filter exactly (every conjunct a bound on `time` or a tag
+    /// equality), so that DataFusion need not apply it again.
+    pub(crate) fn applies_exactly(filter: &Expr, is_tag: impl Fn(&str) -> bool) -> bool {
+        let mut p = Self { time_min_ns: i64::MIN, time_max_ns: i64::MAX, series: SeriesFilter::All };
+        let mut tags = Vec::new();
+        split_and(filter).into_iter().all(|c| p.apply(c, &is_tag, &mut tags))
     }
 
     fn apply(&mut self, e: &Expr, is_tag: &impl Fn(&str) -> bool, tags: &mut Vec<(String, String)>) -> bool {
@@ -86,7 +94,8 @@ impl Pushdown {
         }
     }
 
-    fn narrow(&mut self, min: i64, max: i64) {
+    /// Narrows the time range to `min..=max` as well.
+    pub(crate) fn narrow(&mut self, min: i64, max: i64) {
         self.time_min_ns = self.time_min_ns.max(min);
         self.time_max_ns = self.time_max_ns.min(max);
     }

@@ -564,7 +564,7 @@ mod tests {
     use super::*;
 
     fn session() -> SessionState {
-        SessionState::new(&QueryConfig { memory_limit_bytes: 512 << 20, memory_pool_bytes: 1 << 30, timeout_ms: 300_000 })
+        SessionState::new(&QueryConfig { memory_limit_bytes: 512 << 20, memory_pool_bytes: 1 << 30, timeout_ms: 300_000, fast_paths: true })
     }
 
     fn run(session: &mut SessionState, sql: &str) -> Result<SessionReply> {

@@ -1,51 +1,59 @@
 //! One storage table as a DataFusion table provider.
 //!
-//! Scans read a storage snapshot on the thread running the query, one group of series per
-//! batch as the plan pulls it: a slow client holds back decoding instead of buffering a table
-//! in memory, a cancelled query stops decoding, and a query's CPU stays on the threads of the
-//! runtime it runs on (the server gives queries a runtime of lower priority than ingest's).
-//! DataFusion's `StreamingTableExec` makes the stream yield to other queries between batches.
-//! Only projected columns are decoded; time and tag filters prune chunks and series (see
-//! `pushdown.rs`). Inserts go through [`crate::insert::StorageSink`].
+//! A scan becomes a [`ScanExec`] (`scan_exec.rs`). Only projected columns are decoded; time and
+//! tag filters prune chunks and series (see `pushdown.rs`). Inserts go through
+//! [`crate::insert::StorageSink`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::Session;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use isobar_storage::{ColumnKind, Scan, ScanRequest, Storage, TIME_COLUMN, TableSchema};
+use isobar_storage::{ColumnKind, ScanRequest, Storage, TIME_COLUMN, TableSchema};
 
 use crate::insert::StorageSink;
 use crate::pushdown::Pushdown;
+use crate::scan_exec::{Read, ScanExec};
 
 /// A storage table, as of when the query was planned.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct StorageTable {
     storage: Storage,
     table: TableSchema,
     schema: SchemaRef,
+    /// Set when the table stands for the newest row of each series within these bounds on
+    /// `time` (inclusive), as `latest.rs` plans it.
+    latest: Option<(i64, i64)>,
+    /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
+    fast_paths: bool,
 }
 
 impl StorageTable {
-    pub(crate) fn new(storage: Storage, table: TableSchema) -> Self {
+    pub(crate) fn new(storage: Storage, table: TableSchema, fast_paths: bool) -> Self {
         let schema = arrow_schema(&table);
-        Self { storage, table, schema }
+        Self { storage, table, schema, latest: None, fast_paths }
     }
 
-    fn is_tag(&self, column: &str) -> bool {
+    pub(crate) fn is_tag(&self, column: &str) -> bool {
         self.table.column(column).is_some_and(|c| c.kind == ColumnKind::Tag)
+    }
+
+    /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
+    /// when it already does.
+    pub(crate) fn keeps_latest(&self) -> bool {
+        self.fast_paths && self.latest.is_none() && self.storage.keeps_latest(&self.table.name)
+    }
+
+    /// The table as the newest row of each series within `time_min_ns..=time_max_ns`.
+    pub(crate) fn latest_rows(&self, time_min_ns: i64, time_max_ns: i64) -> Self {
+        Self { latest: Some((time_min_ns, time_max_ns)), ..self.clone() }
     }
 }
 
@@ -93,7 +101,10 @@ impl TableProvider for StorageTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let projected = Arc::new(self.schema.project(&projection)?);
-        let pushdown = Pushdown::from_filters(filters, |c| self.is_tag(c));
+        let mut pushdown = Pushdown::from_filters(filters, |c| self.is_tag(c));
+        if let Some((time_min_ns, time_max_ns)) = self.latest {
+            pushdown.narrow(time_min_ns, time_max_ns);
+        }
         if pushdown.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
@@ -113,16 +124,21 @@ impl TableProvider for StorageTable {
             series: pushdown.series,
             columns: Some(names),
         };
-        let partition = ScanPartition { storage: self.storage.clone(), request, schema: Arc::clone(&projected), reorder };
-        Ok(Arc::new(StreamingTableExec::try_new(projected, vec![Arc::new(partition)], None, Vec::new(), false, None)?))
+        let read = match (self.latest.is_some(), self.fast_paths) {
+            (true, _) => Read::NewestRows,
+            (false, true) => Read::RowsCountedByFooters,
+            (false, false) => Read::Rows,
+        };
+        Ok(Arc::new(ScanExec::new(self.storage.clone(), request, read, projected, reorder)?))
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| match Pushdown::understands(f, |c| self.is_tag(c)) {
-                true => TableProviderFilterPushDown::Inexact,
-                false => TableProviderFilterPushDown::Unsupported,
+            .map(|f| match (Pushdown::applies_exactly(f, |c| self.is_tag(c)), Pushdown::understands(f, |c| self.is_tag(c))) {
+                (true, _) => TableProviderFilterPushDown::Exact,
+                (false, true) => TableProviderFilterPushDown::Inexact,
+                (false, false) => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -143,64 +159,4 @@ impl TableProvider for StorageTable {
         let sink = StorageSink::new(self.storage.clone(), self.table.clone(), Arc::clone(&self.schema));
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
-}
-
-/// One scan, run when DataFusion executes the plan.
-#[derive(Debug)]
-struct ScanPartition {
-    storage: Storage,
-    request: ScanRequest,
-    schema: SchemaRef,
-    reorder: Vec<usize>,
-}
-
-impl PartitionStream for ScanPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (storage, request, schema, reorder) =
-            (self.storage.clone(), self.request.clone(), Arc::clone(&self.schema), self.reorder.clone());
-        // Registered here, in the query's task, so that it counts against the query's budget;
-        // the copy of buffered rows the scan makes is held until the scan ends.
-        let reservation = MemoryConsumer::new(format!("scan of {}", request.table)).register(ctx.memory_pool());
-        let mut to_open = Some((storage, request, reservation));
-        let mut open: Option<(Scan, MemoryReservation)> = None;
-        let batches = std::iter::from_fn(move || {
-            if let Some((storage, request, reservation)) = to_open.take() {
-                match open_scan(&storage, &request, reservation) {
-                    Ok(scan) => open = Some(scan),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            let batch = open.as_mut()?.0.next()?;
-            Some(batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder)))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::iter(batches)))
-    }
-}
-
-/// Takes the scan's snapshot, charging its copy of buffered rows to `reservation`.
-fn open_scan(storage: &Storage, request: &ScanRequest, reservation: MemoryReservation) -> Result<(Scan, MemoryReservation)> {
-    let mut refused = None;
-    let scanned = storage.scan_charged(request, &mut |bytes| {
-        reservation.try_grow(bytes).map_err(|e| {
-            let reason = e.to_string();
-            refused = Some(e);
-            reason
-        })
-    });
-    match (scanned, refused) {
-        (Ok(scan), _) => Ok((scan, reservation)),
-        (Err(_), Some(refused)) => Err(refused),
-        (Err(e), None) => Err(DataFusionError::External(Box::new(e))),
-    }
-}
-
-/// Puts storage's columns in projection order, under the planned schema.
-fn reshape(batch: &RecordBatch, schema: &SchemaRef, reorder: &[usize]) -> Result<RecordBatch> {
-    let columns = reorder.iter().map(|i| Arc::clone(batch.column(*i))).collect();
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?)
 }

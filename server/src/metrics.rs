@@ -87,6 +87,12 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
         "Final rollup windows not published because an external broker was away long enough to fill its outbox.",
         load(&ingest.emit_dropped),
     );
+    counter(
+        &mut out,
+        "isobar_latest_reads_total",
+        "Table reads answered from the newest row of each series instead of every row.",
+        load(&m.latest_reads),
+    );
     counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
     counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));
     let seconds = load(&queries.duration_us) as f64 / 1e6;

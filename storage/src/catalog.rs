@@ -7,6 +7,7 @@
 //! | `tables` | table id u32 BE | table schema |
 //! | `series` | series id u64 BE | table id, tag column ids and values |
 //! | `chunks` | chunk id u64 BE | [`ChunkEntry`] |
+//! | `latest` | chunk id u64 BE | the chunk's newest row of each series, as a WAL record |
 //! | `positions` | source name | opaque position bytes |
 //! | `rollups` | `E`, rollup table id u32 BE | [`RollupEntry`] |
 //! | `rollups` | `D`, rollup table u32, series u64, window start i64, WAL sequence u64 (BE, the window's sign bit flipped) | late rows u64 BE |
@@ -24,6 +25,7 @@ use crate::error::{DecodeError, Error, Result};
 use crate::model::{ChunkId, ColumnId, SeriesId, TableId, WalSequence};
 use crate::rollup::{DirtyKey, RollupEntry};
 use crate::schema::TableSchema;
+use crate::wal::TableRows;
 
 const CF_WAL: &str = "wal";
 const CF_TABLES: &str = "tables";
@@ -31,7 +33,8 @@ const CF_SERIES: &str = "series";
 const CF_CHUNKS: &str = "chunks";
 const CF_POSITIONS: &str = "positions";
 const CF_ROLLUPS: &str = "rollups";
-const COLUMN_FAMILIES: [&str; 6] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS];
+const CF_LATEST: &str = "latest";
+const COLUMN_FAMILIES: [&str; 7] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS, CF_LATEST];
 const ROLLUP_ENTRY: u8 = b'E';
 const ROLLUP_DIRTY: u8 = b'D';
 
@@ -44,6 +47,9 @@ pub(crate) enum Op {
     Table(TableId, Vec<u8>),
     Series(SeriesId, Vec<u8>),
     PutChunk(ChunkId, Vec<u8>),
+    /// A chunk's newest row of each series (see [`crate::latest`]), put with its entry.
+    PutChunkLatest(ChunkId, Vec<u8>),
+    /// Deletes a chunk's entry and its newest rows.
     DeleteChunk(ChunkId),
     Position(String, Vec<u8>),
     /// A rollup table's entry, by the rollup table's id.
@@ -79,7 +85,7 @@ impl DirtyKey {
 impl Op {
     pub(crate) fn size_bytes(&self) -> usize {
         match self {
-            Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) => v.len() + 8,
+            Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) | Self::PutChunkLatest(_, v) => v.len() + 8,
             Self::Position(k, v) => k.len() + v.len(),
             Self::TruncateWal(_) | Self::DeleteChunk(_) | Self::Rollup(..) => 16,
             Self::RollupDirty(..) | Self::DeleteRollupDirty(_) => 40,
@@ -208,12 +214,14 @@ impl CatalogStore {
         let mut opts = Options::default();
         opts.set_paranoid_checks(true);
         opts.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
-        let db = DB::open_cf_for_read_only(&opts, path, COLUMN_FAMILIES, false)?;
+        // A catalog written by an older isobar lacks the newer column families.
+        let existing = DB::list_cf(&opts, path)?;
+        let db = DB::open_cf_for_read_only(&opts, path, COLUMN_FAMILIES.iter().filter(|cf| existing.iter().any(|e| e == *cf)), false)?;
         Ok(Self { db, path: path.to_owned() })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db.cf_handle(name).expect("column families are created at open (read only: verify reads the ones it has)")
     }
 
     /// Commits `ops` atomically; with `sync`, returns only once they are on stable storage.
@@ -226,7 +234,11 @@ impl CatalogStore {
                 Op::Table(id, v) => batch.put_cf(self.cf(CF_TABLES), id.0.to_be_bytes(), v),
                 Op::Series(id, v) => batch.put_cf(self.cf(CF_SERIES), id.0.to_be_bytes(), v),
                 Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
-                Op::DeleteChunk(id) => batch.delete_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes()),
+                Op::PutChunkLatest(id, v) => batch.put_cf(self.cf(CF_LATEST), id.0.to_be_bytes(), v),
+                Op::DeleteChunk(id) => {
+                    batch.delete_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes());
+                    batch.delete_cf(self.cf(CF_LATEST), id.0.to_be_bytes());
+                }
                 Op::Position(k, v) => batch.put_cf(self.cf(CF_POSITIONS), k.as_bytes(), v),
                 Op::Rollup(id, entry) => batch.put_cf(self.cf(CF_ROLLUPS), rollup_key(*id), entry.encode()),
                 Op::RollupDirty(key, late) => batch.put_cf(self.cf(CF_ROLLUPS), key.encode(), late.to_be_bytes()),
@@ -334,6 +346,13 @@ impl CatalogStore {
             }
         }
         Ok((entries, dirty))
+    }
+
+    /// A chunk's newest row of each series, as persist or compaction stored them; `None` for
+    /// a chunk written before isobar kept them.
+    pub(crate) fn chunk_latest(&self, id: ChunkId) -> Result<Option<Vec<TableRows>>> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_LATEST), id.0.to_be_bytes())? else { return Ok(None) };
+        crate::wal::decode(&bytes).map(Some).map_err(|e| self.corrupt(CF_LATEST, id.0, e))
     }
 
     pub(crate) fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {

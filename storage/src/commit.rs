@@ -73,6 +73,7 @@ fn commit_group(shared: &Shared, group: Vec<CommitRequest>) {
     {
         let mut state = shared.state.write();
         for req in group {
+            state.latest.note(&req.tables);
             state.active.apply(req.tables);
             state.applied_sequence = req.sequence;
             done.push(req.done);

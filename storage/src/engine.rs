@@ -23,6 +23,7 @@ use crate::commit::{CommitRequest, run_committer};
 use crate::config::StorageConfig;
 use crate::disk::DiskGuard;
 use crate::error::{Error, Result, io_err};
+use crate::latest::Latest;
 use crate::model::{ChunkId, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
 use crate::registry::{Prepared, Registry};
 use crate::schema::{ColumnKind, TableSchema};
@@ -60,6 +61,8 @@ pub(crate) struct State {
     pub(crate) frozen_sequence: WalSequence,
     pub(crate) chunks: BTreeMap<ChunkId, Arc<ChunkHandle>>,
     pub(crate) applied_sequence: WalSequence,
+    /// The newest row of every series.
+    pub(crate) latest: Latest,
 }
 
 /// Whether the engine can write; see [`Storage::health`].
@@ -108,6 +111,8 @@ pub struct Metrics {
     /// Final windows not handed to the watcher of [`Storage::final_windows`] because its queue
     /// was full.
     pub rollup_windows_unwatched: AtomicU64,
+    /// Reads answered from the newest row of each series ([`Storage::latest`]).
+    pub latest_reads: AtomicU64,
 }
 
 /// State shared by the API and the background threads.
@@ -284,7 +289,8 @@ impl Storage {
         for chunk in chunks.values() {
             registry.note_time(chunk.table(), chunk.reader.footer.time_max);
         }
-        let mut state = State { chunks, ..State::default() };
+        let latest = Latest::rebuild(&shared.store, &chunks)?;
+        let mut state = State { chunks, latest, ..State::default() };
         let mut last = WalSequence(newest_generation);
         shared.store.replay_wal(|seq, bytes| {
             let tables = wal::decode(bytes)?;
@@ -292,6 +298,7 @@ impl Storage {
             for t in &tables {
                 registry.note_rows(t.table, &t.rows);
             }
+            state.latest.note(&tables);
             state.active.apply(tables);
             last = last.max(seq);
             Ok(())

@@ -39,9 +39,13 @@ mod catalog;
 #[cfg(feature = "engine")]
 mod commit;
 #[cfg(feature = "engine")]
+mod count;
+#[cfg(feature = "engine")]
 mod disk;
 #[cfg(feature = "engine")]
 mod engine;
+#[cfg(feature = "engine")]
+mod latest;
 #[cfg(feature = "engine")]
 mod persist;
 #[cfg(feature = "engine")]

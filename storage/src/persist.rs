@@ -18,6 +18,7 @@ use crate::chunk::{ChunkReader, write_chunk};
 use crate::engine::{ChunkHandle, Shared};
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
+use crate::latest::chunk_latest;
 use crate::model::{ChunkId, TableId};
 use crate::rowset::{RowSet, Selection};
 use crate::schema::TableSchema;
@@ -64,25 +65,25 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
             let identity = ChunkIdentity { table, partition_start_ns, generation: generation.0 };
             written.push(write_new_chunk(shared, identity, &set, &schema)?);
         }
-        let mut ops: Vec<Op> = written.iter().map(|(entry, _)| Op::PutChunk(entry.id, entry.encode())).collect();
+        let mut ops: Vec<Op> = written.iter().flat_map(NewChunk::ops).collect();
         ops.push(Op::TruncateWal(generation));
         shared.store.commit(&ops, true)
     })();
     if let Err(e) = result {
-        remove_files(shared, written.iter().map(|(e, _)| (e.table, e.id)));
+        remove_files(shared, written.iter().map(|c| (c.entry.table, c.entry.id)));
         return Err(e);
     }
     let report = MaintenanceReport {
         chunks_written: written.len(),
         chunks_removed: 0,
-        rows_written: written.iter().map(|(e, _)| e.row_count).sum(),
-        bytes_written: written.iter().map(|(e, _)| e.size_bytes).sum(),
+        rows_written: written.iter().map(|c| c.entry.row_count).sum(),
+        bytes_written: written.iter().map(|c| c.entry.size_bytes).sum(),
     };
     {
         let mut state = shared.state.write();
         state.frozen = None;
-        for (entry, handle) in written {
-            state.chunks.insert(entry.id, handle);
+        for chunk in written {
+            state.chunks.insert(chunk.entry.id, chunk.handle);
         }
     }
     shared.metrics.persists.fetch_add(1, Ordering::Relaxed);
@@ -140,9 +141,10 @@ fn compact_run(shared: &Shared, table: TableId, partition_start_ns: i64, chunks:
     let schema = schema_of(shared, table)?;
     let generation = chunks.iter().map(|c| c.reader.footer.generation).max().expect("runs hold two chunks or more");
     let identity = ChunkIdentity { table, partition_start_ns, generation };
-    let (entry, handle) = write_new_chunk(shared, identity, &merged, &schema)?;
-    let mut ops = vec![Op::PutChunk(entry.id, entry.encode())];
+    let new = write_new_chunk(shared, identity, &merged, &schema)?;
+    let mut ops: Vec<Op> = new.ops().collect();
     ops.extend(chunks.iter().map(|c| Op::DeleteChunk(c.id)));
+    let NewChunk { entry, handle, .. } = new;
     if let Err(e) = shared.store.commit(&ops, true) {
         remove_files(shared, [(table, entry.id)]);
         return Err(e);
@@ -204,12 +206,22 @@ fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {
     shared.registry.lock().table_by_id(table).cloned().ok_or_else(|| Error::Internal(format!("rows of table {} without a schema", table.0)))
 }
 
-fn write_new_chunk(
-    shared: &Shared,
-    identity: ChunkIdentity,
-    rows: &RowSet,
-    schema: &TableSchema,
-) -> Result<(ChunkEntry, Arc<ChunkHandle>)> {
+/// A chunk written and checked, not yet in the catalog.
+struct NewChunk {
+    entry: ChunkEntry,
+    handle: Arc<ChunkHandle>,
+    /// Its newest row of each series, for the catalog.
+    latest: Vec<u8>,
+}
+
+impl NewChunk {
+    /// What puts it in the catalog.
+    fn ops(&self) -> impl Iterator<Item = Op> {
+        [Op::PutChunk(self.entry.id, self.entry.encode()), Op::PutChunkLatest(self.entry.id, self.latest.clone())].into_iter()
+    }
+}
+
+fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &RowSet, schema: &TableSchema) -> Result<NewChunk> {
     let id = ChunkId(shared.next_chunk.fetch_add(1, Ordering::SeqCst));
     let path = shared.chunk_path(identity.table, id);
     let (_, size_bytes) = write_chunk(&path, identity, rows, schema, &shared.config.chunk)?;
@@ -223,7 +235,7 @@ fn write_new_chunk(
         row_count: reader.footer.row_count,
         size_bytes,
     };
-    Ok((entry, Arc::new(ChunkHandle { id, reader })))
+    Ok(NewChunk { entry, handle: Arc::new(ChunkHandle { id, reader }), latest: chunk_latest(identity.table, rows) })
 }
 
 /// Best-effort removal: a file left behind is an orphan, removed at the next open.

@@ -97,7 +97,6 @@ impl Values {
         }
     }
     /// The value at `i` as a [`FieldValue`].
-    #[cfg(test)]
     pub(crate) fn get(&self, i: usize) -> FieldValue {
         match self {
             Self::F64(v) => FieldValue::F64(v[i]),
@@ -372,14 +371,19 @@ impl RowSet {
     /// Rows as (series, time, fields) in order, for tests.
     #[cfg(test)]
     pub(crate) fn to_rows(&self) -> Vec<Row> {
-        let mut out = Vec::with_capacity(self.len());
-        for run in &self.series {
-            for i in run.row_start..run.row_start + run.rows {
-                let fields = self.columns.iter().filter(|c| c.valid[i]).map(|c| (c.id, c.values.get(i))).collect();
-                out.push(Row { series: run.series, time: self.times[i], fields });
-            }
-        }
-        out
+        self.series.iter().flat_map(|run| run.row_start..run.row_start + run.rows).map(|i| self.row(i)).collect()
+    }
+
+    /// The newest row of each series.
+    pub(crate) fn last_rows(&self) -> Vec<Row> {
+        self.series.iter().filter(|run| run.rows > 0).map(|run| self.row(run.row_start + run.rows - 1)).collect()
+    }
+
+    /// Row `i` with its series.
+    fn row(&self, i: usize) -> Row {
+        let run = self.series.partition_point(|run| run.row_start + run.rows <= i);
+        let fields = self.columns.iter().filter(|c| c.valid[i]).map(|c| (c.id, c.values.get(i))).collect();
+        Row { series: self.series[run].series, time: self.times[i], fields }
     }
 }
 

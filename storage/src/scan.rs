@@ -16,9 +16,11 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::buffer::{BufferView, partition_start};
+use crate::config::StorageConfig;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
+use crate::registry::Registry;
 use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::rollup::recompute::{correct, corrections};
 use crate::rowset::{RowSet, Selection, Values};
@@ -146,43 +148,22 @@ pub(crate) fn scan_view(shared: &Shared, req: &ScanRequest, view: RollupView) ->
 }
 
 fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Charge<'_>) -> Result<Scan> {
-    if req.time_min_ns > req.time_max_ns {
-        return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
-    }
     let registry = shared.registry.lock();
-    let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
-    let all = registry.series_of(schema.id);
-    let selected: Vec<_> = match &req.series {
-        SeriesFilter::All => all,
-        SeriesFilter::Ids(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
-        SeriesFilter::TagsEqual(pairs) => {
-            let wanted: Option<Vec<(ColumnId, &str)>> =
-                pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-            match wanted {
-                None => Vec::new(),
-                Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
-            }
-        }
-    };
-    let out = output_columns(&schema, req.columns.as_deref())?;
-    let fields: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
-    // Rows past the table's retention are gone, whether or not their chunk is deleted yet.
-    let time_min = req.time_min_ns.max(registry.retention_cutoff_ns(schema.id, &shared.config).unwrap_or(i64::MIN));
-    let series: Option<Vec<SeriesId>> = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
-    let tags: HashMap<SeriesId, Vec<(ColumnId, String)>> = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
-    let selection = Selection { series: series.as_deref(), time_min, time_max: req.time_max_ns, columns: Some(&fields) };
-    let column_types = crate::buffer::field_types(&schema, |id| selection.wants_column(id));
+    let target = Target::new(&registry, &shared.config, req)?;
+    let selection = target.selection();
+    let schema = &target.schema;
+    let column_types = crate::buffer::field_types(schema, |id| selection.wants_column(id));
     let source = registry.rollup_sources.get(&schema.id).copied();
     let (chunks, buffered, unwritten, fixed, late_column) = match source.and_then(|source| Some((source, registry.rollups.get(&source)?))) {
         None => {
             drop(registry);
-            let (chunks, buffered) = snapshot(shared, &schema, &selection);
+            let (chunks, buffered) = snapshot(shared, schema, &selection);
             (chunks, buffered, RowSet::default(), RowSet::default(), None)
         }
         Some((source, rollup)) => {
             // The stored rows and the rollup's memory at one instant, so that each late row is
             // counted once: in a stored (or pending) row, or among those still to write.
-            let (chunks, buffered) = snapshot(shared, &schema, &selection);
+            let (chunks, buffered) = snapshot(shared, schema, &selection);
             let wants = |series: SeriesId, time: i64| selection.wants_time(time) && selection.wants_series(series);
             let open = registry.open_windows.lock();
             let mut unwritten = rollup.overlay(open.get(&source).filter(|_| view == RollupView::Exact), wants);
@@ -206,28 +187,14 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     // The buffered rows are copied and sorted here, with no lock held.
     let estimate: usize = buffered.iter().map(|view| view.estimated_bytes(&selection)).sum();
     charge(estimate).map_err(|reason| Error::LimitExceeded(format!("buffered rows of {}: {reason}", schema.name)))?;
-    let buffered: Vec<RowSet> = buffered.iter().map(|view| view.select(&schema, &selection)).collect();
-    let mut scan = Scan {
-        schema: arrow_schema(&schema, &out),
-        out,
-        tags,
-        series,
-        fields,
-        time_min,
-        time_max: req.time_max_ns,
-        partition_ns: shared.config.partition_ns(),
-        partitions: BTreeMap::new(),
-        current: None,
-        pending: Vec::new(),
-        late_column,
-    };
+    let buffered: Vec<RowSet> = buffered.iter().map(|view| view.select(schema, &selection)).collect();
+    let mut scan = target.into_scan(shared.config.partition_ns());
+    scan.late_column = late_column;
     for chunk in chunks {
         scan.partitions.entry(chunk.partition_start_ns()).or_default().chunks.push(chunk);
     }
     for set in buffered.into_iter().chain([unwritten]) {
-        for (partition, part) in split_partitions(set, scan.partition_ns) {
-            scan.partitions.entry(partition).or_default().buffered.push(part);
-        }
+        scan.add_rows(set);
     }
     for (partition, part) in split_partitions(fixed, scan.partition_ns) {
         scan.partitions.entry(partition).or_default().fixed = part;
@@ -238,9 +205,80 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     Ok(scan)
 }
 
+/// What a request selects of a table, decided under the registry lock.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub(crate) schema: TableSchema,
+    out: Vec<OutColumn>,
+    /// The field columns to read, sorted.
+    fields: Vec<ColumnId>,
+    /// The tags of every selected series.
+    pub(crate) tags: HashMap<SeriesId, Vec<(ColumnId, String)>>,
+    /// The selected series, sorted; `None` for all of the table's.
+    series: Option<Vec<SeriesId>>,
+    /// Inclusive, and not before the table's retention.
+    pub(crate) time_min: i64,
+    /// Inclusive.
+    pub(crate) time_max: i64,
+}
+
+impl Target {
+    pub(crate) fn new(registry: &Registry, config: &StorageConfig, req: &ScanRequest) -> Result<Self> {
+        if req.time_min_ns > req.time_max_ns {
+            return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
+        }
+        let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
+        let all = registry.series_of(schema.id);
+        let selected: Vec<_> = match &req.series {
+            SeriesFilter::All => all,
+            SeriesFilter::Ids(ids) => {
+                let ids: std::collections::HashSet<SeriesId> = ids.iter().copied().collect();
+                all.into_iter().filter(|s| ids.contains(&s.id)).collect()
+            }
+            SeriesFilter::TagsEqual(pairs) => {
+                let wanted: Option<Vec<(ColumnId, &str)>> =
+                    pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
+                match wanted {
+                    None => Vec::new(),
+                    Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
+                }
+            }
+        };
+        let out = output_columns(&schema, req.columns.as_deref())?;
+        let fields = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+        // Rows past the table's retention are gone, whether or not their chunk is deleted yet.
+        let time_min = req.time_min_ns.max(registry.retention_cutoff_ns(schema.id, config).unwrap_or(i64::MIN));
+        let series = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
+        let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
+        Ok(Self { schema, out, fields, tags, series, time_min, time_max: req.time_max_ns })
+    }
+
+    pub(crate) fn selection(&self) -> Selection<'_> {
+        Selection { series: self.series.as_deref(), time_min: self.time_min, time_max: self.time_max, columns: Some(&self.fields) }
+    }
+
+    /// A scan of nothing yet: add chunks and rows to its partitions.
+    pub(crate) fn into_scan(self, partition_ns: i64) -> Scan {
+        Scan {
+            schema: arrow_schema(&self.schema, &self.out),
+            out: self.out,
+            tags: self.tags,
+            series: self.series,
+            fields: self.fields,
+            time_min: self.time_min,
+            time_max: self.time_max,
+            partition_ns,
+            partitions: BTreeMap::new(),
+            current: None,
+            pending: Vec::new(),
+            late_column: None,
+        }
+    }
+}
+
 /// The chunks that may hold rows of `selection`, and views of the buffered rows, frozen
 /// before active. The state lock is held for neither copies nor sorts ([`crate::buffer`]).
-fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Selection<'_>) -> (Vec<Arc<ChunkHandle>>, Vec<BufferView>) {
+pub(crate) fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Selection<'_>) -> (Vec<Arc<ChunkHandle>>, Vec<BufferView>) {
     let state = shared.state.read();
     let chunks = state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(selection)).cloned().collect();
     let frozen = state.frozen.as_ref().map(|f| f.view(schema.id));
@@ -251,6 +289,13 @@ impl Scan {
     /// The schema of every batch: `time`, then the requested tags and fields in table order.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// Adds rows (of the selected series and times) to the partitions they fall in.
+    pub(crate) fn add_rows(&mut self, set: RowSet) {
+        for (partition, part) in split_partitions(set, self.partition_ns) {
+            self.partitions.entry(partition).or_default().buffered.push(part);
+        }
     }
 
     fn selection(&self, time_min: i64, time_max: i64) -> Selection<'_> {

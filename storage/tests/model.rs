@@ -1,5 +1,7 @@
 //! Model-based test: random sequences of writes, overwrites, rejected points, persists,
-//! compactions and reopens, checked after every step against a `BTreeMap`.
+//! compactions and reopens, checked after every step against a `BTreeMap`, and the newest row
+//! of each series ([`Storage::latest`]) and row counts from chunk footers
+//! ([`Storage::row_count`], when it gives one) against the model's.
 
 use std::collections::BTreeMap;
 
@@ -85,8 +87,32 @@ fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op,
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             assert_eq!(got, expected, "scan {from}..={to} series {s}");
+            assert_eq!(latest(storage, &req), newest_of(&expected), "latest {from}..={to} series {s}");
+            if let Some(rows) = storage.table("m").and_then(|_| storage.row_count(&req).expect("row count")) {
+                assert_eq!(rows, expected.len() as u64, "footer count {from}..={to} series {s}");
+            }
         }
     }
+}
+
+/// What [`Storage::latest`] returns, as the model's keys.
+fn latest(storage: &Storage, req: &ScanRequest) -> BTreeMap<Key, Fields> {
+    let mut got = BTreeMap::new();
+    if storage.table("m").is_some() {
+        for batch in storage.latest(req).expect("latest").expect("a raw table has latest rows") {
+            collect(&batch.expect("batch"), &mut got);
+        }
+    }
+    got
+}
+
+/// The row of each series at its newest time.
+fn newest_of(rows: &BTreeMap<Key, Fields>) -> BTreeMap<Key, Fields> {
+    let mut newest: BTreeMap<String, (Key, Fields)> = BTreeMap::new();
+    for (key, fields) in rows {
+        newest.insert(key.0.clone(), (key.clone(), *fields));
+    }
+    newest.into_values().collect()
 }
 
 proptest! {
@@ -101,6 +127,8 @@ proptest! {
             apply(&mut storage, &mut model, op, dir.path());
             let got = read_all(storage.as_ref().expect("open"), "m").expect("scan");
             prop_assert_eq!(&got, &model, "after {:?}", op);
+            let newest = latest(storage.as_ref().expect("open"), &ScanRequest::all("m"));
+            prop_assert_eq!(newest, newest_of(&model), "latest after {:?}", op);
         }
         storage.expect("open").verify().expect("every chunk block checks out");
     }

@@ -1,0 +1,180 @@
+//! The fast paths answer exactly what the general path answers (an engine with `fast_paths`
+//! off), on random rows with overwrites, late rows, missing values, persists, compactions and
+//! retention: the newest row of each series (`latest.rs`) and row counts from chunk footers
+//! (`scan_exec.rs`).
+
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use isobar_storage::{ColumnKind, FieldType, FieldValue, Point, Storage, StorageConfig, WriteBatch};
+use proptest::prelude::*;
+
+use crate::engine::{Output, QueryConfig, QueryEngine};
+
+const STATIONS: [&str; 3] = ["a", "b", "c"];
+const SENSORS: [&str; 2] = ["temp", "hum"];
+const SERIES: usize = STATIONS.len() * SENSORS.len();
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// (series, tick, value): rows at `tick` ms; a value of `None` leaves `v` out of the row.
+    Write(Vec<(usize, i64, Option<i32>)>),
+    Persist,
+    Compact,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let row = (0..SERIES, 0i64..40, prop::option::of(-50i32..50));
+    prop_oneof![
+        6 => prop::collection::vec(row, 1..20).prop_map(Step::Write),
+        2 => Just(Step::Persist),
+        1 => Just(Step::Compact),
+    ]
+}
+
+/// A time unique across series, so that no two series tie for the newest row of a group.
+fn time_ns(series: usize, tick: i64) -> i64 {
+    tick * 1_000_000 + series as i64
+}
+
+fn literal(ns: i64) -> String {
+    format!("'1970-01-01T00:00:00.{ns:09}Z'")
+}
+
+fn write(storage: &Storage, rows: &[(usize, i64, Option<i32>)], version: i64) {
+    let mut batch = WriteBatch::new();
+    for (series, tick, value) in rows {
+        let mut point = Point::new(time_ns(*series, *tick))
+            .tag("station", STATIONS[series / SENSORS.len()])
+            .tag("sensor", SENSORS[series % SENSORS.len()])
+            .field("n", FieldValue::I64(version));
+        if let Some(v) = value {
+            point = point.field("v", FieldValue::F64(f64::from(*v) / 4.0));
+        }
+        batch.push("m", point);
+    }
+    storage.write(&batch).expect("write");
+}
+
+async fn rows(engine: &QueryEngine, sql: &str) -> String {
+    let outputs = engine.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    match outputs.into_iter().next() {
+        Some(Output::Rows(batches)) => pretty_format_batches(&batches).expect("format").to_string(),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+/// Queries answered from the newest row of each series.
+fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
+    vec![
+        "SELECT station, sensor, last_value(v ORDER BY time) AS v, last_value(n ORDER BY time) AS n FROM m \
+         GROUP BY station, sensor ORDER BY station, sensor"
+            .into(),
+        "SELECT DISTINCT ON (station, sensor) station, sensor, time, v FROM m ORDER BY station, sensor, time DESC".into(),
+        "SELECT station, last(v, time) AS v, max(time) AS newest FROM m GROUP BY station ORDER BY station".into(),
+        format!(
+            "SELECT sensor, last_value(v ORDER BY time) AS v FROM m WHERE time >= {} AND time < {} GROUP BY sensor ORDER BY sensor",
+            literal(lo),
+            literal(hi)
+        ),
+        format!("SELECT DISTINCT station FROM m WHERE time > {} ORDER BY station", literal(lo)),
+        "SELECT s.station, s.sensor, last_value(s.v ORDER BY s.time) FROM m AS s WHERE s.sensor LIKE 't%' AND s.station <> 'b' \
+         GROUP BY s.station, s.sensor ORDER BY 1, 2"
+            .into(),
+    ]
+}
+
+/// Queries whose row counts chunk footers may give.
+fn count_queries(lo: i64, hi: i64) -> Vec<String> {
+    vec![
+        "SELECT count(*) FROM m".into(),
+        format!("SELECT count(*), count(time) FROM m WHERE time >= {} AND time <= {}", literal(lo), literal(hi)),
+        "SELECT count(*) AS n FROM m WHERE station = 'a'".into(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_paths_answer_as_the_general_path_does(
+        steps in prop::collection::vec(step(), 1..12),
+        retention in prop::option::of(5u64..30),
+        (lo, hi) in (0i64..40, 0i64..40).prop_map(|(a, b)| (time_ns(0, a.min(b)), time_ns(0, a.max(b) + 1))),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = StorageConfig::test_config(dir.path());
+        config.partition_duration_ms = 10;
+        if let Some(ms) = retention {
+            config.table_retention_ms.insert("m".into(), ms);
+        }
+        let storage = Storage::open(config).expect("open");
+        let columns = [
+            ("station".to_owned(), ColumnKind::Tag),
+            ("sensor".to_owned(), ColumnKind::Tag),
+            ("v".to_owned(), ColumnKind::Field(FieldType::F64)),
+            ("n".to_owned(), ColumnKind::Field(FieldType::I64)),
+        ];
+        storage.create_table("m", &columns).expect("create table");
+        for (version, step) in steps.iter().enumerate() {
+            match step {
+                Step::Write(rows) => write(&storage, rows, version as i64),
+                Step::Persist => drop(storage.persist().expect("persist")),
+                Step::Compact => drop(storage.compact().expect("compact")),
+            }
+        }
+        let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+        let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let reads = || storage.metrics().latest_reads.load(Ordering::Relaxed);
+        for sql in count_queries(lo, hi) {
+            let expected = runtime.block_on(rows(&general, &sql));
+            prop_assert_eq!(runtime.block_on(rows(&fast, &sql)), expected, "{}", sql);
+        }
+        for sql in latest_queries(lo, hi) {
+            let before = reads();
+            let expected = runtime.block_on(rows(&general, &sql));
+            prop_assert_eq!(reads(), before, "the general path scans: {}", sql);
+            let got = runtime.block_on(rows(&fast, &sql));
+            prop_assert!(reads() > before, "answered from the newest rows: {}", sql);
+            prop_assert_eq!(got, expected, "{}", sql);
+        }
+    }
+}
+
+#[test]
+fn count_star_is_read_from_chunk_footers_while_chunks_tell_it_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = StorageConfig::test_config(dir.path());
+    config.partition_duration_ms = 10;
+    let storage = Storage::open(config).expect("open");
+    write(&storage, &(0..SERIES).flat_map(|s| (0..30).map(move |t| (s, t, Some(1)))).collect::<Vec<_>>(), 0);
+    storage.persist().expect("persist");
+    let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let plan = |sql: &str| runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
+    let count = |sql: &str| runtime.block_on(rows(&fast, sql));
+    let all = "SELECT count(*) FROM m";
+    assert!(!plan(all).contains("ScanExec"), "footers count every row: {}", plan(all));
+    assert!(count(all).contains("| 180 "), "{}", count(all));
+    // An overwrite in the buffer of a row a chunk holds: only a scan can tell.
+    write(&storage, &[(0, 5, Some(2))], 1);
+    assert!(plan(all).contains("ScanExec: table=m, read=rows"), "{}", plan(all));
+    assert!(count(all).contains("| 180 "), "{}", count(all));
+    // Once persisted, two chunks overlap until compacted.
+    storage.persist().expect("persist");
+    assert!(plan(all).contains("ScanExec"), "{}", plan(all));
+    storage.compact().expect("compact");
+    assert!(!plan(all).contains("ScanExec"), "{}", plan(all));
+    // New readings after every chunk's are counted from the buffer.
+    write(&storage, &[(1, 35, Some(3)), (2, 36, None)], 2);
+    assert!(!plan(all).contains("ScanExec"), "{}", plan(all));
+    assert!(count(all).contains("| 182 "), "{}", count(all));
+    // A time range that cuts a chunk's series in two needs a scan; one that holds them does not.
+    let cut = format!("SELECT count(*) FROM m WHERE time >= {}", literal(time_ns(0, 15)));
+    assert!(plan(&cut).contains("ScanExec"), "{}", plan(&cut));
+    assert!(count(&cut).contains("| 92 "), "{}", count(&cut));
+    let whole = format!("SELECT count(*) FROM m WHERE time >= {} AND station = 'b'", literal(time_ns(0, 0)));
+    assert!(!plan(&whole).contains("ScanExec"), "{}", plan(&whole));
+    assert!(count(&whole).contains("| 61 "), "{}", count(&whole));
+}

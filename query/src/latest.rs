@@ -1,0 +1,155 @@
+//! Last values without a scan: an optimizer rule that answers "the latest reading of each
+//! sensor" from the newest row storage keeps of every series ([`Storage::latest`]).
+//!
+//! An aggregate qualifies when its answer is the same over the newest row of each series as
+//! over every row: it groups by expressions of tags only (constant within a series), and each
+//! aggregate picks the row of the newest time in its group: `last_value(x ORDER BY [tags,]
+//! time)`, `first_value(x ORDER BY [tags,] time DESC)` (what `DISTINCT ON (tags) ... ORDER BY
+//! tags, time DESC` becomes), `last(x, time)` and `max(time)`; with none, the distinct tag
+//! values. Whatever the group, the row that wins it is the newest row of its series, so it is
+//! among the series' newest rows. Between the aggregate and the table there may only be
+//! filters on tags (constant within a series, so they keep or drop whole series) and bounds on
+//! `time` (the newest row within the bounds is what storage returns), projections of bare
+//! columns and aliases of the table. The rule swaps the table scan for one of the newest rows
+//! and leaves the rest of the plan as it was.
+//!
+//! [`Storage::latest`]: isobar_storage::Storage::latest
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, Result};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, SortExpr, TableScan};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use isobar_storage::TIME_COLUMN;
+
+use crate::pushdown::Pushdown;
+use crate::table::StorageTable;
+
+/// Replaces the scan under a qualifying aggregate with a scan of each series' newest row.
+#[derive(Debug, Default)]
+pub(crate) struct LatestRows;
+
+impl OptimizerRule for LatestRows {
+    fn name(&self) -> &str {
+        "isobar_latest_rows"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else { return Ok(Transformed::no(plan)) };
+        let mut time_filters = Vec::new();
+        let Some(table) = table_under(&aggregate.input, &mut time_filters) else { return Ok(Transformed::no(plan)) };
+        if !qualifies(aggregate, |c| table.is_tag(&c.name)) {
+            return Ok(Transformed::no(plan));
+        }
+        let bounds = Pushdown::from_filters(&time_filters, |_| false);
+        let input = with_latest_scan(&aggregate.input, &bounds)?;
+        Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), vec![input])?))
+    }
+}
+
+/// The table at the bottom of a chain the rule may look through, if it keeps newest rows;
+/// collects the chain's bounds on `time`.
+fn table_under(plan: &LogicalPlan, time_filters: &mut Vec<Expr>) -> Option<StorageTable> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok()?;
+            let table = provider.downcast_ref::<StorageTable>()?.clone();
+            if scan.fetch.is_some() || !table.keeps_latest() {
+                return None;
+            }
+            for filter in &scan.filters {
+                accept_filter(filter, &table, time_filters)?;
+            }
+            Some(table)
+        }
+        LogicalPlan::Projection(projection) => {
+            if !projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
+                return None;
+            }
+            table_under(&projection.input, time_filters)
+        }
+        LogicalPlan::Filter(filter) => {
+            let table = table_under(&filter.input, time_filters)?;
+            accept_filter(&filter.predicate, &table, time_filters)?;
+            Some(table)
+        }
+        LogicalPlan::SubqueryAlias(alias) => table_under(&alias.input, time_filters),
+        _ => None,
+    }
+}
+
+/// Accepts a filter whose every conjunct is on tags only or a bound on `time`; keeps the bounds.
+fn accept_filter(filter: &Expr, table: &StorageTable, time_filters: &mut Vec<Expr>) -> Option<()> {
+    for conjunct in split_conjunction(filter) {
+        let columns = conjunct.column_refs();
+        if columns.iter().all(|c| table.is_tag(&c.name)) {
+            continue;
+        }
+        let on_time = columns.iter().all(|c| c.name == TIME_COLUMN);
+        if !on_time || !Pushdown::understands(conjunct, |_| false) {
+            return None;
+        }
+        time_filters.push(conjunct.clone());
+    }
+    Some(())
+}
+
+/// Whether every group is by tags and every aggregate picks the newest row of its group.
+fn qualifies(aggregate: &Aggregate, is_tag: impl Fn(&Column) -> bool) -> bool {
+    let on_tags = |e: &Expr| !matches!(e, Expr::GroupingSet(_)) && e.column_refs().iter().all(|c| is_tag(c));
+    aggregate.group_expr.iter().all(on_tags) && aggregate.aggr_expr.iter().all(|e| picks_newest(e, &is_tag))
+}
+
+fn picks_newest(e: &Expr, is_tag: &impl Fn(&Column) -> bool) -> bool {
+    let f = match e {
+        Expr::Alias(alias) => return picks_newest(&alias.expr, is_tag),
+        Expr::AggregateFunction(f) => f,
+        _ => return false,
+    };
+    let AggregateFunction { func, params } = f;
+    if params.distinct || params.filter.is_some() || params.null_treatment == Some(NullTreatment::IgnoreNulls) {
+        return false;
+    }
+    let is_time = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TIME_COLUMN);
+    match func.name() {
+        "last_value" => newest_first_by(&params.order_by, false, is_tag),
+        "first_value" => newest_first_by(&params.order_by, true, is_tag),
+        "last" => params.args.get(1).is_some_and(is_time) && params.order_by.is_empty(),
+        "max" => params.args.first().is_some_and(is_time),
+        _ => false,
+    }
+}
+
+/// Whether an ordering is by tags, then `time` in the direction that puts the newest row where
+/// the aggregate takes its row from (first when `descending`, last otherwise); what follows
+/// `time` only breaks ties between series.
+fn newest_first_by(order_by: &[SortExpr], descending: bool, is_tag: &impl Fn(&Column) -> bool) -> bool {
+    for sort in order_by {
+        match &sort.expr {
+            Expr::Column(c) if c.name == TIME_COLUMN => return sort.asc != descending,
+            e if e.column_refs().iter().all(|c| is_tag(c)) => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `plan` with its table scan reading the newest rows, within `bounds`.
+fn with_latest_scan(plan: &LogicalPlan, bounds: &Pushdown) -> Result<LogicalPlan> {
+    if let LogicalPlan::TableScan(scan) = plan {
+        let provider = source_as_provider(&scan.source)?;
+        let table = provider.downcast_ref::<StorageTable>().expect("table_under checked the provider");
+        let source = provider_as_source(Arc::new(table.latest_rows(bounds.time_min_ns, bounds.time_max_ns)));
+        return Ok(LogicalPlan::TableScan(TableScan { source, ..scan.clone() }));
+    }
+    let inputs = plan.inputs().into_iter().map(|input| with_latest_scan(input, bounds)).collect::<Result<Vec<_>>>()?;
+    plan.with_new_exprs(plan.expressions(), inputs)
+}
