@@ -98,6 +98,7 @@ impl QueryEngine {
         functions::register(&context);
         if config.fast_paths {
             context.add_optimizer_rule(Arc::new(crate::latest::LatestRows));
+            context.add_optimizer_rule(Arc::new(crate::rollup_rewrite::RollupAggregates));
         }
         Ok(Self { storage, context: Arc::new(context), config })
     }

@@ -1,7 +1,8 @@
 //! The fast paths answer exactly what the general path answers (an engine with `fast_paths`
 //! off), on random rows with overwrites, late rows, missing values, persists, compactions and
-//! retention: the newest row of each series (`latest.rs`) and row counts from chunk footers
-//! (`scan_exec.rs`).
+//! retention: the newest row of each series (`latest.rs`), row counts from chunk footers
+//! (`scan_exec.rs`) and aggregates from the rollup table (`rollup_rewrite.rs`). Values are
+//! multiples of 1/4, so that sums are exact in any order.
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +22,8 @@ enum Step {
     Write(Vec<(usize, i64, Option<i32>)>),
     Persist,
     Compact,
+    /// Writes the rollup windows the watermark passed, and recomputes those that took late rows.
+    Settle,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -29,6 +32,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => prop::collection::vec(row, 1..20).prop_map(Step::Write),
         2 => Just(Step::Persist),
         1 => Just(Step::Compact),
+        1 => Just(Step::Settle),
     ]
 }
 
@@ -84,6 +88,27 @@ fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
     ]
 }
 
+/// Aggregates by time buckets that are multiples of the rollup's 2 ms windows.
+fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
+    vec![
+        "SELECT station, sensor, date_bin(INTERVAL '4 milliseconds', time) AS t, count(v), sum(v), min(v), max(v), avg(v), \
+         sum(n), avg(n) FROM m GROUP BY station, sensor, t ORDER BY 1, 2, 3"
+            .into(),
+        format!(
+            "SELECT sensor, time_bucket(INTERVAL '2 milliseconds', time) AS t, avg(v) AS mean, max(n) FROM m \
+             WHERE time >= {} AND time < {} GROUP BY sensor, t ORDER BY 1, 2",
+            literal(lo),
+            literal(hi)
+        ),
+        format!("SELECT station, sum(v), count(n), min(v) FROM m WHERE time > {} GROUP BY station ORDER BY 1", literal(lo)),
+        format!(
+            "SELECT s.sensor, date_bin(INTERVAL '6 milliseconds', s.time, TIMESTAMP '1970-01-01 00:00:00.002') AS t, sum(s.v) \
+             FROM m AS s WHERE s.station = 'a' AND s.time <= {} GROUP BY s.sensor, t ORDER BY 1, 2",
+            literal(hi)
+        ),
+    ]
+}
+
 /// Queries whose row counts chunk footers may give.
 fn count_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
@@ -100,11 +125,14 @@ proptest! {
     fn fast_paths_answer_as_the_general_path_does(
         steps in prop::collection::vec(step(), 1..12),
         retention in prop::option::of(5u64..30),
-        (lo, hi) in (0i64..40, 0i64..40).prop_map(|(a, b)| (time_ns(0, a.min(b)), time_ns(0, a.max(b) + 1))),
+        // At least two rollup windows long, so that one lies wholly inside.
+        (lo, hi) in (0i64..40, 4i64..20).prop_map(|(from, len)| (time_ns(0, from), time_ns(0, from + len))),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = StorageConfig::test_config(dir.path());
         config.partition_duration_ms = 10;
+        config.rollup_interval_ms = 2;
+        config.rollup_lateness_ms = 3;
         if let Some(ms) = retention {
             config.table_retention_ms.insert("m".into(), ms);
         }
@@ -121,12 +149,26 @@ proptest! {
                 Step::Write(rows) => write(&storage, rows, version as i64),
                 Step::Persist => drop(storage.persist().expect("persist")),
                 Step::Compact => drop(storage.compact().expect("compact")),
+                Step::Settle => storage.settle_rollups().expect("settle rollups"),
             }
         }
         let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
         let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let reads = || storage.metrics().latest_reads.load(Ordering::Relaxed);
+        storage.settle_rollups().expect("settle rollups");
+        // The rollup table comes with the first row. Two final windows at least, and every raw
+        // row kept: the first query reads the rollup.
+        let rollup = storage.rollups().into_iter().next();
+        let read_rollup = rollup.filter(|r| retention.is_none() && r.frontier_ns.is_some_and(|f| f >= 4_000_000)).map(|r| r.table);
+        for (i, sql) in rollup_queries(lo, hi).into_iter().enumerate() {
+            let expected = runtime.block_on(rows(&general, &sql));
+            let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
+            if let Some(table) = read_rollup.as_ref().filter(|_| i == 0) {
+                prop_assert!(plan.contains(&format!("ScanExec: table={table}")), "read from {}: {}\n{}", table, sql, plan);
+            }
+            prop_assert_eq!(runtime.block_on(rows(&fast, &sql)), expected, "{}", sql);
+        }
         for sql in count_queries(lo, hi) {
             let expected = runtime.block_on(rows(&general, &sql));
             prop_assert_eq!(runtime.block_on(rows(&fast, &sql)), expected, "{}", sql);

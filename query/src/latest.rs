@@ -10,7 +10,7 @@
 //! among the series' newest rows. Between the aggregate and the table there may only be
 //! filters on tags (constant within a series, so they keep or drop whole series) and bounds on
 //! `time` (the newest row within the bounds is what storage returns), projections of bare
-//! columns and aliases of the table. The rule swaps the table scan for one of the newest rows
+//! columns and aliases of the table (`plan_chain.rs`). The rule swaps the table scan for one of the newest rows
 //! and leaves the rest of the plan as it was.
 //!
 //! [`Storage::latest`]: isobar_storage::Storage::latest
@@ -21,12 +21,11 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment};
-use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, SortExpr, TableScan};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use isobar_storage::TIME_COLUMN;
 
-use crate::pushdown::Pushdown;
+use crate::plan_chain::chain_under;
 use crate::table::StorageTable;
 
 /// Replaces the scan under a qualifying aggregate with a scan of each series' newest row.
@@ -44,62 +43,14 @@ impl OptimizerRule for LatestRows {
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
         let LogicalPlan::Aggregate(aggregate) = &plan else { return Ok(Transformed::no(plan)) };
-        let mut time_filters = Vec::new();
-        let Some(table) = table_under(&aggregate.input, &mut time_filters) else { return Ok(Transformed::no(plan)) };
-        if !qualifies(aggregate, |c| table.is_tag(&c.name)) {
+        let Some(chain) = chain_under(&aggregate.input) else { return Ok(Transformed::no(plan)) };
+        if !chain.table.keeps_latest() || !qualifies(aggregate, |c| chain.table.is_tag(&c.name)) {
             return Ok(Transformed::no(plan));
         }
-        let bounds = Pushdown::from_filters(&time_filters, |_| false);
-        let input = with_latest_scan(&aggregate.input, &bounds)?;
+        let (time_min_ns, time_max_ns) = chain.time_bounds();
+        let input = with_latest_scan(&aggregate.input, time_min_ns, time_max_ns)?;
         Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), vec![input])?))
     }
-}
-
-/// The table at the bottom of a chain the rule may look through, if it keeps newest rows;
-/// collects the chain's bounds on `time`.
-fn table_under(plan: &LogicalPlan, time_filters: &mut Vec<Expr>) -> Option<StorageTable> {
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            let provider = source_as_provider(&scan.source).ok()?;
-            let table = provider.downcast_ref::<StorageTable>()?.clone();
-            if scan.fetch.is_some() || !table.keeps_latest() {
-                return None;
-            }
-            for filter in &scan.filters {
-                accept_filter(filter, &table, time_filters)?;
-            }
-            Some(table)
-        }
-        LogicalPlan::Projection(projection) => {
-            if !projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
-                return None;
-            }
-            table_under(&projection.input, time_filters)
-        }
-        LogicalPlan::Filter(filter) => {
-            let table = table_under(&filter.input, time_filters)?;
-            accept_filter(&filter.predicate, &table, time_filters)?;
-            Some(table)
-        }
-        LogicalPlan::SubqueryAlias(alias) => table_under(&alias.input, time_filters),
-        _ => None,
-    }
-}
-
-/// Accepts a filter whose every conjunct is on tags only or a bound on `time`; keeps the bounds.
-fn accept_filter(filter: &Expr, table: &StorageTable, time_filters: &mut Vec<Expr>) -> Option<()> {
-    for conjunct in split_conjunction(filter) {
-        let columns = conjunct.column_refs();
-        if columns.iter().all(|c| table.is_tag(&c.name)) {
-            continue;
-        }
-        let on_time = columns.iter().all(|c| c.name == TIME_COLUMN);
-        if !on_time || !Pushdown::understands(conjunct, |_| false) {
-            return None;
-        }
-        time_filters.push(conjunct.clone());
-    }
-    Some(())
 }
 
 /// Whether every group is by tags and every aggregate picks the newest row of its group.
@@ -142,14 +93,14 @@ fn newest_first_by(order_by: &[SortExpr], descending: bool, is_tag: &impl Fn(&Co
     false
 }
 
-/// `plan` with its table scan reading the newest rows, within `bounds`.
-fn with_latest_scan(plan: &LogicalPlan, bounds: &Pushdown) -> Result<LogicalPlan> {
+/// `plan` with its table scan reading the newest rows within `time_min_ns..=time_max_ns`.
+fn with_latest_scan(plan: &LogicalPlan, time_min_ns: i64, time_max_ns: i64) -> Result<LogicalPlan> {
     if let LogicalPlan::TableScan(scan) = plan {
         let provider = source_as_provider(&scan.source)?;
         let table = provider.downcast_ref::<StorageTable>().expect("table_under checked the provider");
-        let source = provider_as_source(Arc::new(table.latest_rows(bounds.time_min_ns, bounds.time_max_ns)));
+        let source = provider_as_source(Arc::new(table.latest_rows(time_min_ns, time_max_ns)));
         return Ok(LogicalPlan::TableScan(TableScan { source, ..scan.clone() }));
     }
-    let inputs = plan.inputs().into_iter().map(|input| with_latest_scan(input, bounds)).collect::<Result<Vec<_>>>()?;
+    let inputs = plan.inputs().into_iter().map(|input| with_latest_scan(input, time_min_ns, time_max_ns)).collect::<Result<Vec<_>>>()?;
     plan.with_new_exprs(plan.expressions(), inputs)
 }

@@ -45,6 +45,21 @@ impl StorageTable {
         self.table.column(column).is_some_and(|c| c.kind == ColumnKind::Tag)
     }
 
+    /// The storage engine the table is in.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The table as storage describes it.
+    pub(crate) fn schema_of_table(&self) -> &TableSchema {
+        &self.table
+    }
+
+    /// Whether scans of the table may take fast paths (`QueryConfig::fast_paths`).
+    pub(crate) fn fast_paths(&self) -> bool {
+        self.fast_paths
+    }
+
     /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
     /// when it already does.
     pub(crate) fn keeps_latest(&self) -> bool {

@@ -367,6 +367,13 @@ impl Storage {
         self.shared.registry.lock().table(table).cloned()
     }
 
+    /// The time before which `table`'s rows are past its retention (scans leave them out);
+    /// `None` when it keeps every row.
+    pub fn retention_cutoff_ns(&self, table: &str) -> Option<i64> {
+        let registry = self.shared.registry.lock();
+        registry.retention_cutoff_ns(registry.table(table)?.id, &self.shared.config)
+    }
+
     /// Every table's schema, by name.
     pub fn tables(&self) -> Vec<TableSchema> {
         let mut out: Vec<TableSchema> = self.shared.registry.lock().tables().cloned().collect();

@@ -1,0 +1,334 @@
+//! Rollup-aware aggregation: an optimizer rule that answers an aggregate over a raw table from
+//! its rollup table (`weather_1m`), reading one row per series and window instead of every
+//! raw row, with the same answer.
+//!
+//! An aggregate qualifies when it groups by tags and at most one time bucket whose width is a
+//! multiple of the rollup's interval and whose origin is aligned to it (`date_trunc('minute',
+//! time)`, `date_bin(interval, time[, origin])`, `time_bucket`), and each aggregate is
+//! `count`, `sum`, `min`, `max` or `avg` of a numeric field. Between the aggregate and the
+//! table the chain of `plan_chain.rs` is allowed. The rule splits the query's time range at
+//! window boundaries: whole final windows come from the rollup table (whose scan of them is
+//! exact at any instant, late rows and windows being rewritten included); the partial windows
+//! at either end, the open windows (provisional while a value in them may have been replaced)
+//! and rows before the rollup's retention come from raw rows. Both give partial
+//! aggregates (a count, sum, min and max per field) that one aggregate combines by the
+//! original groups, since every window lies inside one bucket. `EXPLAIN` shows the rollup
+//! table's scan.
+//!
+//! Only the finest rollup is used: a coarser one (`weather_1h`) takes windows only once the
+//! finer ones are final, so its recent windows lag the raw rows.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, Result, ScalarValue, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit, when};
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
+use isobar_storage::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
+
+use crate::plan_chain::{Chain, chain_under};
+use crate::table::StorageTable;
+
+/// Answers qualifying aggregates over raw tables from their finest rollup.
+#[derive(Debug, Default)]
+pub(crate) struct RollupAggregates;
+
+impl OptimizerRule for RollupAggregates {
+    fn name(&self) -> &str {
+        "isobar_rollup_aggregates"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::TopDown)
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else { return Ok(Transformed::no(plan)) };
+        match from_rollup(aggregate)? {
+            Some(rewritten) => Ok(Transformed::yes(rewritten)),
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+/// A time bucket: `floor((time - origin) / width) * width + origin`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    width_ns: i64,
+    origin_ns: i64,
+}
+
+/// The rollup table's scan and the raw rows at the edges, combined as `aggregate` asks; `None`
+/// when the aggregate does not qualify.
+fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
+    let Some(chain) = chain_under(&aggregate.input) else { return Ok(None) };
+    if !chain.table.fast_paths() {
+        return Ok(None);
+    }
+    let raw = chain.table.schema_of_table();
+    let mut bucket = None;
+    for e in &aggregate.group_expr {
+        let e = strip_alias(e);
+        if matches!(e, Expr::GroupingSet(_)) {
+            return Ok(None);
+        }
+        if e.column_refs().iter().all(|c| chain.table.is_tag(&c.name)) {
+            continue;
+        }
+        match (bucket, time_bucket(e)) {
+            (None, Some(b)) => bucket = Some(b),
+            _ => return Ok(None),
+        }
+    }
+    let Some(wanted) = aggregate.aggr_expr.iter().map(|e| wanted(e, raw)).collect::<Option<Vec<_>>>() else { return Ok(None) };
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let storage = chain.table.storage();
+    let Some(rollup) = storage.rollups().into_iter().find(|r| r.source == raw.name) else { return Ok(None) };
+    let Some(rollup_schema) = storage.table(&rollup.table) else { return Ok(None) };
+    let interval = rollup.interval_ns;
+    let fields: BTreeSet<&str> = wanted.iter().map(|(_, f)| f.as_str()).collect();
+    let fits = bucket.is_none_or(|b| b.width_ns % interval == 0 && b.origin_ns.rem_euclid(interval) == 0);
+    if !fits || !fields.iter().all(|f| rollup_schema.column(&format!("{f}_count")).is_some()) {
+        return Ok(None);
+    }
+    // Whole final windows within the range and both retentions from the rollup; the rest raw.
+    let (time_min, time_max) = chain.time_bounds();
+    let raw_min = time_min.max(storage.retention_cutoff_ns(&raw.name).unwrap_or(i64::MIN));
+    let rollup_min = raw_min.max(storage.retention_cutoff_ns(&rollup.table).unwrap_or(i64::MIN));
+    let start = match rollup_min {
+        i64::MIN => Some(i64::MIN),
+        t => align_up(t, interval),
+    };
+    let end = match time_max {
+        i64::MAX => Some(i64::MAX),
+        t => t.checked_add(1).map(|t| t.div_euclid(interval) * interval),
+    };
+    // Open windows may hold values since replaced (provisional until final): raw rows serve
+    // them.
+    let (Some(start), Some(end), Some(frontier)) = (start, end, rollup.frontier_ns) else { return Ok(None) };
+    let end = end.min(frontier);
+    if start >= end {
+        return Ok(None);
+    }
+    let Some(qualifier) = aggregate.input.schema().qualified_field(0).0.cloned() else { return Ok(None) };
+    let tags: Vec<String> = raw.tags().map(|c| c.name.clone()).collect();
+    let rollup_table = StorageTable::new(storage.clone(), rollup_schema, true);
+    let mut branches = vec![rollup_branch(&rollup_table, &tags, &fields, start, end - 1)?];
+    if start > raw_min {
+        branches.push(raw_branch(&chain, &tags, &fields, raw_min, start - 1)?);
+    }
+    if end != i64::MAX && end <= time_max {
+        branches.push(raw_branch(&chain, &tags, &fields, end, time_max)?);
+    }
+    let mut builder = LogicalPlanBuilder::from(branches.remove(0));
+    for branch in branches {
+        builder = builder.union(branch)?;
+    }
+    builder = builder.alias(qualifier)?;
+    if let Some(tag_filter) = conjunction(chain.tag_filters.iter().cloned().map(unnormalize_col)) {
+        builder = builder.filter(tag_filter)?;
+    }
+    let partials = fields.iter().flat_map(|f| {
+        [
+            sum(col(partial(f, "count"))).alias(partial(f, "count")),
+            sum(col(partial(f, "sum"))).alias(partial(f, "sum")),
+            min(col(partial(f, "min"))).alias(partial(f, "min")),
+            max(col(partial(f, "max"))).alias(partial(f, "max")),
+        ]
+    });
+    let combined = builder.aggregate(aggregate.group_expr.clone(), partials.collect::<Vec<_>>())?.build()?;
+    let groups: Vec<Expr> =
+        (0..aggregate.group_expr.len()).map(|i| Expr::Column(Column::from(combined.schema().qualified_field(i)))).collect();
+    let finals = wanted.iter().zip(aggregate.schema.fields().iter().skip(aggregate.group_expr.len())).map(|((kind, f), out)| {
+        let value = match kind {
+            Kind::Count => col(partial(f, "count")),
+            Kind::Sum => col(partial(f, "sum")),
+            Kind::Min => col(partial(f, "min")),
+            Kind::Max => col(partial(f, "max")),
+            Kind::Avg => cast(col(partial(f, "sum")), DataType::Float64) / cast(col(partial(f, "count")), DataType::Float64),
+        };
+        value.alias(out.name())
+    });
+    let plan = LogicalPlanBuilder::from(combined).project(groups.into_iter().chain(finals))?.build()?;
+    // Anything DataFusion would type differently leaves the query to the general path.
+    let same = plan.schema().fields().len() == aggregate.schema.fields().len()
+        && plan
+            .schema()
+            .fields()
+            .iter()
+            .zip(aggregate.schema.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    Ok(same.then_some(plan))
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(alias) => strip_alias(&alias.expr),
+        e => e,
+    }
+}
+
+/// `count`, `sum`, `min`, `max` or `avg` of a numeric field of `raw`.
+fn wanted(e: &Expr, raw: &TableSchema) -> Option<(Kind, String)> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(e) else { return None };
+    if params.distinct || params.filter.is_some() || !params.order_by.is_empty() {
+        return None;
+    }
+    // `avg` of an integer field reads it cast to a float, which the partial sums do at the end.
+    let c = match params.args.as_slice() {
+        [Expr::Column(c)] => c,
+        [Expr::Cast(cast)] if cast.field.data_type() == &DataType::Float64 => match cast.expr.as_ref() {
+            Expr::Column(c) => c,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let numeric = matches!(raw.column(&c.name)?.kind, ColumnKind::Field(FieldType::F64 | FieldType::I64));
+    let kind = match func.name() {
+        "count" => Kind::Count,
+        "sum" => Kind::Sum,
+        "min" => Kind::Min,
+        "max" => Kind::Max,
+        "avg" => Kind::Avg,
+        _ => return None,
+    };
+    numeric.then(|| (kind, c.name.clone()))
+}
+
+/// The bucket a group expression puts `time` in, if it is one.
+fn time_bucket(e: &Expr) -> Option<Bucket> {
+    let Expr::ScalarFunction(ScalarFunction { func, args }) = e else { return None };
+    let is_time = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TIME_COLUMN);
+    match (func.name(), args.as_slice()) {
+        ("date_trunc", [Expr::Literal(unit, _), t]) if is_time(t) => {
+            let width_ns = match string(unit)?.to_ascii_lowercase().as_str() {
+                "microsecond" => 1_000,
+                "millisecond" => 1_000_000,
+                "second" => 1_000_000_000,
+                "minute" => 60_000_000_000,
+                "hour" => 3_600_000_000_000,
+                "day" => 86_400_000_000_000,
+                _ => return None,
+            };
+            Some(Bucket { width_ns, origin_ns: 0 })
+        }
+        ("date_bin", [Expr::Literal(stride, _), t, rest @ ..]) if is_time(t) => {
+            let origin_ns = match rest {
+                [] => 0,
+                [Expr::Literal(origin, _)] => timestamp_ns(origin)?,
+                _ => return None,
+            };
+            let width_ns = interval_ns(stride)?;
+            (width_ns > 0).then_some(Bucket { width_ns, origin_ns })
+        }
+        _ => None,
+    }
+}
+
+fn string(v: &ScalarValue) -> Option<&str> {
+    match v {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn interval_ns(v: &ScalarValue) -> Option<i64> {
+    const DAY_NS: i64 = 86_400_000_000_000;
+    match v {
+        ScalarValue::IntervalMonthDayNano(Some(i)) if i.months == 0 => i64::from(i.days).checked_mul(DAY_NS)?.checked_add(i.nanoseconds),
+        ScalarValue::IntervalDayTime(Some(i)) => {
+            i64::from(i.days).checked_mul(DAY_NS)?.checked_add(i64::from(i.milliseconds).checked_mul(1_000_000)?)
+        }
+        ScalarValue::DurationNanosecond(Some(n)) => Some(*n),
+        ScalarValue::DurationMicrosecond(Some(n)) => n.checked_mul(1_000),
+        ScalarValue::DurationMillisecond(Some(n)) => n.checked_mul(1_000_000),
+        ScalarValue::DurationSecond(Some(n)) => n.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+/// The first multiple of `interval` at or after `t`.
+fn align_up(t: i64, interval: i64) -> Option<i64> {
+    let down = t.div_euclid(interval) * interval;
+    if down == t { Some(t) } else { down.checked_add(interval) }
+}
+
+/// The name of a branch's partial aggregate of field `f`.
+fn partial(f: &str, what: &str) -> String {
+    format!("isobar_{what}_of_{f}")
+}
+
+fn time_literal(ns: i64) -> Expr {
+    lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
+}
+
+/// `time` within `min..=max`, leaving out the bounds at the ends of time.
+fn time_within(min: i64, max: i64) -> Option<Expr> {
+    let lower = (min != i64::MIN).then(|| col(TIME_COLUMN).gt_eq(time_literal(min)));
+    let upper = (max != i64::MAX).then(|| col(TIME_COLUMN).lt_eq(time_literal(max)));
+    conjunction(lower.into_iter().chain(upper))
+}
+
+/// The rollup table's windows starting within `min..=max`, as partials.
+fn rollup_branch(rollup: &StorageTable, tags: &[String], fields: &BTreeSet<&str>, min: i64, max: i64) -> Result<LogicalPlan> {
+    let name = rollup.schema_of_table().name.clone();
+    let mut builder = LogicalPlanBuilder::scan(TableReference::bare(name), provider_as_source(Arc::new(rollup.clone())), None)?;
+    if let Some(filter) = time_within(min, max) {
+        builder = builder.filter(filter)?;
+    }
+    let columns = fields.iter().flat_map(|f| {
+        ["count", "sum", "min", "max"].map(|what| col(Column::new_unqualified(format!("{f}_{what}"))).alias(partial(f, what)))
+    });
+    builder.project(keys(tags).chain(columns))?.build()
+}
+
+/// Raw rows within `min..=max`, as partials of one row each.
+fn raw_branch(chain: &Chain, tags: &[String], fields: &BTreeSet<&str>, min: i64, max: i64) -> Result<LogicalPlan> {
+    let mut builder = LogicalPlanBuilder::scan(chain.scan.table_name.clone(), Arc::clone(&chain.scan.source), None)?;
+    if let Some(filter) = time_within(min, max) {
+        builder = builder.filter(filter)?;
+    }
+    let columns = fields.iter().flat_map(|f| {
+        let value = || col(Column::new_unqualified(*f));
+        [
+            when(value().is_null(), lit(0i64)).otherwise(lit(1i64)).map(|c| c.alias(partial(f, "count"))),
+            Ok(value().alias(partial(f, "sum"))),
+            Ok(value().alias(partial(f, "min"))),
+            Ok(value().alias(partial(f, "max"))),
+        ]
+    });
+    builder.project(keys(tags).chain(columns.collect::<Result<Vec<_>>>()?))?.build()
+}
+
+/// The tags and `time`, by name.
+fn keys(tags: &[String]) -> impl Iterator<Item = Expr> + '_ {
+    tags.iter().map(|t| col(Column::new_unqualified(t))).chain([col(TIME_COLUMN)])
+}
