@@ -82,6 +82,8 @@ fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
             literal(hi)
         ),
         format!("SELECT DISTINCT station FROM m WHERE time > {} ORDER BY station", literal(lo)),
+        format!("SELECT * FROM m WHERE sensor = 'temp' AND time < {} ORDER BY time DESC LIMIT 1", literal(hi)),
+        "SELECT station, time, v FROM m ORDER BY station DESC, time DESC, v LIMIT 1".into(),
         "SELECT s.station, s.sensor, last_value(s.v ORDER BY s.time) FROM m AS s WHERE s.sensor LIKE 't%' AND s.station <> 'b' \
          GROUP BY s.station, s.sensor ORDER BY 1, 2"
             .into(),

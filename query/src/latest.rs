@@ -7,7 +7,8 @@
 //! time)`, `first_value(x ORDER BY [tags,] time DESC)` (what `DISTINCT ON (tags) ... ORDER BY
 //! tags, time DESC` becomes), `last(x, time)` and `max(time)`; with none, the distinct tag
 //! values. Whatever the group, the row that wins it is the newest row of its series, so it is
-//! among the series' newest rows. Between the aggregate and the table there may only be
+//! among the series' newest rows. The same holds for the first row of an ordering by tags and
+//! then `time` descending (`ORDER BY time DESC LIMIT 1`, the latest reading of one sensor). Between the aggregate and the table there may only be
 //! filters on tags (constant within a series, so they keep or drop whole series) and bounds on
 //! `time` (the newest row within the bounds is what storage returns), projections of bare
 //! columns and aliases of the table (`plan_chain.rs`). The rule swaps the table scan for one of the newest rows
@@ -28,7 +29,8 @@ use isobar_storage::TIME_COLUMN;
 use crate::plan_chain::chain_under;
 use crate::table::StorageTable;
 
-/// Replaces the scan under a qualifying aggregate with a scan of each series' newest row.
+/// Replaces the scan under a qualifying aggregate or first-row sort with a scan of each
+/// series' newest row.
 #[derive(Debug, Default)]
 pub(crate) struct LatestRows;
 
@@ -42,13 +44,23 @@ impl OptimizerRule for LatestRows {
     }
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else { return Ok(Transformed::no(plan)) };
-        let Some(chain) = chain_under(&aggregate.input) else { return Ok(Transformed::no(plan)) };
-        if !chain.table.keeps_latest() || !qualifies(aggregate, |c| chain.table.is_tag(&c.name)) {
+        let input = match &plan {
+            LogicalPlan::Aggregate(aggregate) => &aggregate.input,
+            LogicalPlan::Sort(sort) if sort.fetch == Some(1) => &sort.input,
+            _ => return Ok(Transformed::no(plan)),
+        };
+        let Some(chain) = chain_under(input) else { return Ok(Transformed::no(plan)) };
+        let is_tag = |c: &Column| chain.table.is_tag(&c.name);
+        let qualifies = match &plan {
+            LogicalPlan::Aggregate(aggregate) => qualifies(aggregate, is_tag),
+            LogicalPlan::Sort(sort) => newest_first_by(&sort.expr, true, &is_tag),
+            _ => false,
+        };
+        if !chain.table.keeps_latest() || !qualifies {
             return Ok(Transformed::no(plan));
         }
         let (time_min_ns, time_max_ns) = chain.time_bounds();
-        let input = with_latest_scan(&aggregate.input, time_min_ns, time_max_ns)?;
+        let input = with_latest_scan(input, time_min_ns, time_max_ns)?;
         Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), vec![input])?))
     }
 }

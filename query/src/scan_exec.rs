@@ -25,7 +25,7 @@ use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use isobar_storage::{Scan, ScanRequest, Storage};
+use isobar_storage::{Scan, ScanRequest, SeriesFilter, Storage};
 
 /// What a scan reads of its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,14 @@ impl DisplayAs for ScanExec {
         )?;
         if request.time_min_ns != i64::MIN || request.time_max_ns != i64::MAX {
             write!(f, ", time={}..={}", request.time_min_ns, request.time_max_ns)?;
+        }
+        match &request.series {
+            SeriesFilter::All => {}
+            SeriesFilter::Ids(ids) => write!(f, ", series={} ids", ids.len())?,
+            SeriesFilter::TagsEqual(tags) => {
+                let tags: Vec<String> = tags.iter().map(|(name, value)| format!("{name}={value}")).collect();
+                write!(f, ", tags=[{}]", tags.join(", "))?;
+            }
         }
         Ok(())
     }

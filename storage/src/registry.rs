@@ -32,7 +32,11 @@ pub(crate) struct Registry {
     /// Series by the hash of their table and tags; entries of one hash are told apart by tags.
     series_ids: FxHashMap<u64, Vec<SeriesId>>,
     series: FxHashMap<SeriesId, SeriesEntry>,
-    series_per_table: HashMap<TableId, usize>,
+    /// Each table's series, in id order.
+    table_series: FxHashMap<TableId, Vec<SeriesId>>,
+    /// Each table's series by tag column and value, in id order: what a tag equality selects,
+    /// found without walking the table's other series.
+    tag_postings: FxHashMap<TableId, FxHashMap<ColumnId, FxHashMap<String, Vec<SeriesId>>>>,
     next_table: u32,
     next_series: u64,
     pub(crate) next_sequence: u64,
@@ -136,9 +140,13 @@ impl Registry {
 
     fn insert_series(&mut self, s: SeriesEntry) {
         self.next_series = self.next_series.max(s.id.0 + 1);
-        *self.series_per_table.entry(s.table).or_default() += 1;
         let tags: Vec<(ColumnId, &str)> = s.tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
         self.series_ids.entry(series_hash(s.table, &tags)).or_default().push(s.id);
+        insert_sorted(self.table_series.entry(s.table).or_default(), s.id);
+        let postings = self.tag_postings.entry(s.table).or_default();
+        for (column, value) in &s.tags {
+            insert_sorted(postings.entry(*column).or_default().entry(value.clone()).or_default(), s.id);
+        }
         self.series.insert(s.id, s);
     }
 
@@ -161,9 +169,22 @@ impl Registry {
 
     /// Series of `table`, in id order.
     pub(crate) fn series_of(&self, table: TableId) -> Vec<&SeriesEntry> {
-        let mut out: Vec<&SeriesEntry> = self.series.values().filter(|s| s.table == table).collect();
-        out.sort_by_key(|s| s.id);
-        out
+        self.entries(self.table_series.get(&table).map(Vec::as_slice).unwrap_or_default())
+    }
+
+    /// Series of `table` whose tags equal all of `tags` (column, value), in id order.
+    pub(crate) fn series_tagged(&self, table: TableId, tags: &[(ColumnId, &str)]) -> Vec<&SeriesEntry> {
+        let Some(postings) = self.tag_postings.get(&table) else { return Vec::new() };
+        let lists: Option<Vec<&Vec<SeriesId>>> = tags.iter().map(|(column, value)| postings.get(column)?.get(*value)).collect();
+        let Some(mut lists) = lists else { return Vec::new() };
+        lists.sort_by_key(|l| l.len());
+        let Some((shortest, others)) = lists.split_first() else { return self.series_of(table) };
+        let ids: Vec<SeriesId> = shortest.iter().copied().filter(|id| others.iter().all(|l| l.binary_search(id).is_ok())).collect();
+        self.entries(&ids)
+    }
+
+    fn entries(&self, ids: &[SeriesId]) -> Vec<&SeriesEntry> {
+        ids.iter().filter_map(|id| self.series.get(id)).collect()
     }
 
     /// Checks that logged rows name known tables, series and columns of the right types, so
@@ -540,7 +561,7 @@ impl Registry {
         if let Some(id) = self.find_series(table, &tags) {
             return Ok(id);
         }
-        if self.series_per_table.get(&table).copied().unwrap_or(0) >= config.series_per_table_max {
+        if self.table_series.get(&table).map_or(0, Vec::len) >= config.series_per_table_max {
             return Err(format!("table has {} series, the limit", config.series_per_table_max));
         }
         let id = SeriesId(self.next_series);
@@ -609,4 +630,40 @@ impl RolledUp {
 /// the finer windows in it are.
 fn lateness_ns(finer_ns: Option<i64>, config: &StorageConfig) -> i64 {
     finer_ns.map_or(config.rollup_lateness_ns(), |finer| finer.saturating_neg())
+}
+
+/// Inserts `id` into the sorted `ids` (new series have the highest ids, so this appends).
+fn insert_sorted(ids: &mut Vec<SeriesId>, id: SeriesId) {
+    match ids.last() {
+        Some(last) if *last >= id => {
+            if let Err(at) = ids.binary_search(&id) {
+                ids.insert(at, id);
+            }
+        }
+        _ => ids.push(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_equalities_select_series_by_their_postings() {
+        let mut registry = Registry::default();
+        let (station, sensor) = (ColumnId(1), ColumnId(2));
+        let tagged = [("a", "temp"), ("a", "hum"), ("b", "temp"), ("b", "hum")];
+        for (i, (st, se)) in tagged.iter().enumerate() {
+            let tags = vec![(station, (*st).to_owned()), (sensor, (*se).to_owned())];
+            registry.insert_series(SeriesEntry { id: SeriesId(10 - i as u64), table: TableId(1), tags });
+        }
+        registry.insert_series(SeriesEntry { id: SeriesId(20), table: TableId(2), tags: vec![(station, "a".into())] });
+        let ids = |tags: &[(ColumnId, &str)]| registry.series_tagged(TableId(1), tags).iter().map(|s| s.id.0).collect::<Vec<_>>();
+        assert_eq!(ids(&[(station, "a")]), [9, 10], "in id order, of table 1 only");
+        assert_eq!(ids(&[(sensor, "temp"), (station, "b")]), [8]);
+        assert_eq!(ids(&[(station, "c")]), Vec::<u64>::new());
+        assert_eq!(ids(&[(ColumnId(9), "a")]), Vec::<u64>::new(), "a tag no series has");
+        assert_eq!(ids(&[]), [7, 8, 9, 10], "no condition: every series");
+        assert_eq!(registry.series_of(TableId(2)).len(), 1);
+    }
 }

@@ -228,20 +228,16 @@ impl Target {
             return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
         }
         let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
-        let all = registry.series_of(schema.id);
         let selected: Vec<_> = match &req.series {
-            SeriesFilter::All => all,
+            SeriesFilter::All => registry.series_of(schema.id),
             SeriesFilter::Ids(ids) => {
                 let ids: std::collections::HashSet<SeriesId> = ids.iter().copied().collect();
-                all.into_iter().filter(|s| ids.contains(&s.id)).collect()
+                registry.series_of(schema.id).into_iter().filter(|s| ids.contains(&s.id)).collect()
             }
             SeriesFilter::TagsEqual(pairs) => {
                 let wanted: Option<Vec<(ColumnId, &str)>> =
                     pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-                match wanted {
-                    None => Vec::new(),
-                    Some(w) => all.into_iter().filter(|s| w.iter().all(|(id, v)| s.tags.iter().any(|(t, x)| t == id && x == v))).collect(),
-                }
+                wanted.map(|w| registry.series_tagged(schema.id, &w)).unwrap_or_default()
             }
         };
         let out = output_columns(&schema, req.columns.as_deref())?;
