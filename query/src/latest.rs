@@ -1,18 +1,18 @@
 //! Last values without a scan: an optimizer rule that answers "the latest reading of each
 //! sensor" from the newest row storage keeps of every series ([`Storage::latest`]).
 //!
-//! An aggregate qualifies when its answer is the same over the newest row of each series as
-//! over every row: it groups by expressions of tags only (constant within a series), and each
-//! aggregate picks the row of the newest time in its group: `last_value(x ORDER BY [tags,]
-//! time)`, `first_value(x ORDER BY [tags,] time DESC)` (what `DISTINCT ON (tags) ... ORDER BY
-//! tags, time DESC` becomes), `last(x, time)` and `max(time)`; with none, the distinct tag
-//! values. Whatever the group, the row that wins it is the newest row of its series, so it is
-//! among the series' newest rows. The same holds for the first row of an ordering by tags and
-//! then `time` descending (`ORDER BY time DESC LIMIT 1`, the latest reading of one sensor). Between the aggregate and the table there may only be
-//! filters on tags (constant within a series, so they keep or drop whole series) and bounds on
-//! `time` (the newest row within the bounds is what storage returns), projections of bare
-//! columns and aliases of the table (`plan_chain.rs`). The rule swaps the table scan for one of the newest rows
-//! and leaves the rest of the plan as it was.
+//! An aggregate qualifies when its answer is the same over the newest row of each series as over
+//! every row: it groups by expressions of tags only (constant within a series), and each aggregate
+//! picks the row of the newest time in its group: `last_value(x ORDER BY [tags,] time)`,
+//! `first_value(x ORDER BY [tags,] time DESC)` (what `DISTINCT ON (tags) ... ORDER BY tags, time
+//! DESC` becomes), `last(x, time)` and `max(time)`; with none, the distinct tag values. Whatever
+//! the group, the row that wins it is the newest row of its series, so it is among the series'
+//! newest rows. The same holds for the first row of an ordering by tags and then `time` descending
+//! (`ORDER BY time DESC LIMIT 1`, the latest reading of one sensor). Between the aggregate and the
+//! table there may only be filters on tags (constant within a series, so they keep or drop whole
+//! series) and bounds on `time` (the newest row within the bounds is what storage returns),
+//! projections of bare columns and aliases of the table (`plan_chain.rs`). The rule swaps the table
+//! scan for one of the newest rows and leaves the rest of the plan as it was.
 //!
 //! [`Storage::latest`]: isobar_storage::Storage::latest
 
