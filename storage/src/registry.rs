@@ -36,7 +36,8 @@ pub(crate) struct Registry {
     table_series: FxHashMap<TableId, Vec<SeriesId>>,
     /// Each table's series by tag column and value, in id order: what a tag equality selects,
     /// found without walking the table's other series.
-    tag_postings: FxHashMap<TableId, FxHashMap<ColumnId, FxHashMap<String, Vec<SeriesId>>>>,
+    /// (Tag values hash with std's hasher: Fx hashes similar strings into few buckets.)
+    tag_postings: FxHashMap<TableId, FxHashMap<ColumnId, HashMap<String, Vec<SeriesId>>>>,
     next_table: u32,
     next_series: u64,
     pub(crate) next_sequence: u64,
@@ -145,7 +146,11 @@ impl Registry {
         insert_sorted(self.table_series.entry(s.table).or_default(), s.id);
         let postings = self.tag_postings.entry(s.table).or_default();
         for (column, value) in &s.tags {
-            insert_sorted(postings.entry(*column).or_default().entry(value.clone()).or_default(), s.id);
+            let by_value = postings.entry(*column).or_default();
+            match by_value.get_mut(value.as_str()) {
+                Some(ids) => insert_sorted(ids, s.id),
+                None => drop(by_value.insert(value.clone(), vec![s.id])),
+            }
         }
         self.series.insert(s.id, s);
     }
