@@ -131,7 +131,8 @@ fn literal(e: &Expr) -> Option<&ScalarValue> {
     }
 }
 
-fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
+/// A timestamp literal's nanoseconds since the epoch.
+pub(crate) fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
     match v {
         ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
         ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
@@ -141,7 +142,8 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
     }
 }
 
-fn string(v: &ScalarValue) -> Option<&str> {
+/// A string literal's text.
+pub(crate) fn string(v: &ScalarValue) -> Option<&str> {
     match v {
         ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Some(s),
         _ => None,

@@ -34,6 +34,7 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use isobar_storage::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
 
 use crate::plan_chain::{Chain, chain_under};
+use crate::pushdown::{string, timestamp_ns};
 use crate::table::StorageTable;
 
 /// Answers qualifying aggregates over raw tables from their finest rollup.
@@ -78,7 +79,7 @@ struct Bucket {
 /// when the aggregate does not qualify.
 fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(chain) = chain_under(&aggregate.input) else { return Ok(None) };
-    if !chain.table.fast_paths() {
+    if !chain.table.fast_paths() || !chain.table.reads_every_row() {
         return Ok(None);
     }
     let raw = chain.table.schema_of_table();
@@ -243,13 +244,6 @@ fn time_bucket(e: &Expr) -> Option<Bucket> {
     }
 }
 
-fn string(v: &ScalarValue) -> Option<&str> {
-    match v {
-        ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => Some(s),
-        _ => None,
-    }
-}
-
 fn interval_ns(v: &ScalarValue) -> Option<i64> {
     const DAY_NS: i64 = 86_400_000_000_000;
     match v {
@@ -261,16 +255,6 @@ fn interval_ns(v: &ScalarValue) -> Option<i64> {
         ScalarValue::DurationMicrosecond(Some(n)) => n.checked_mul(1_000),
         ScalarValue::DurationMillisecond(Some(n)) => n.checked_mul(1_000_000),
         ScalarValue::DurationSecond(Some(n)) => n.checked_mul(1_000_000_000),
-        _ => None,
-    }
-}
-
-fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
-    match v {
-        ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
-        ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
-        ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000_000),
-        ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000_000),
         _ => None,
     }
 }

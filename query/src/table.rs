@@ -60,10 +60,15 @@ impl StorageTable {
         self.fast_paths
     }
 
+    /// Whether scans read every row the filters select (not only the newest of each series).
+    pub(crate) fn reads_every_row(&self) -> bool {
+        self.latest.is_none()
+    }
+
     /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
     /// when it already does.
     pub(crate) fn keeps_latest(&self) -> bool {
-        self.fast_paths && self.latest.is_none() && self.storage.keeps_latest(&self.table.name)
+        self.fast_paths && self.reads_every_row() && self.storage.keeps_latest(&self.table.name)
     }
 
     /// The table as the newest row of each series within `time_min_ns..=time_max_ns`.

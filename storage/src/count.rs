@@ -20,12 +20,7 @@ impl Storage {
     /// table, whose open windows are not in chunks.
     pub fn row_count(&self, req: &ScanRequest) -> Result<Option<u64>> {
         let shared = &self.shared;
-        let registry = shared.registry.lock();
-        let target = Target::new(&registry, &shared.config, req)?;
-        if registry.rollup_sources.contains_key(&target.schema.id) {
-            return Ok(None);
-        }
-        drop(registry);
+        let Some(target) = Target::of_raw_table(shared, req)? else { return Ok(None) };
         let selection = target.selection();
         let (chunks, buffered) = snapshot(shared, &target.schema, &selection);
         let mut count = 0u64;

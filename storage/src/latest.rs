@@ -114,12 +114,7 @@ impl Storage {
     /// the range. `None` for a rollup table, whose open windows are not rows.
     pub fn latest(&self, req: &ScanRequest) -> Result<Option<Scan>> {
         let shared = &self.shared;
-        let registry = shared.registry.lock();
-        let target = Target::new(&registry, &shared.config, req)?;
-        if registry.rollup_sources.contains_key(&target.schema.id) {
-            return Ok(None);
-        }
-        drop(registry);
+        let Some(target) = Target::of_raw_table(shared, req)? else { return Ok(None) };
         shared.metrics.latest_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (mut rows, mut after) = (Vec::new(), Vec::new());
         if let Some(newest) = shared.state.read().latest.tables.get(&target.schema.id) {

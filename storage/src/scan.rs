@@ -249,6 +249,14 @@ impl Target {
         Ok(Self { schema, out, fields, tags, series, time_min, time_max: req.time_max_ns })
     }
 
+    /// [`Target::new`] for a raw table; `None` for a rollup table, whose open windows are not
+    /// stored rows.
+    pub(crate) fn of_raw_table(shared: &Shared, req: &ScanRequest) -> Result<Option<Self>> {
+        let registry = shared.registry.lock();
+        let target = Self::new(&registry, &shared.config, req)?;
+        Ok((!registry.rollup_sources.contains_key(&target.schema.id)).then_some(target))
+    }
+
     pub(crate) fn selection(&self) -> Selection<'_> {
         Selection { series: self.series.as_deref(), time_min: self.time_min, time_max: self.time_max, columns: Some(&self.fields) }
     }
