@@ -24,6 +24,7 @@ mod pg;
 mod pg_direct;
 mod pg_functions;
 mod pg_params;
+mod pg_rows;
 mod pg_session;
 mod query_runtime;
 mod serve;

@@ -4,7 +4,9 @@
 //! DataFusion plans anything.
 
 use std::fmt::Debug;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -22,7 +24,7 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
-use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
@@ -31,10 +33,11 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, Connection
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::messages::copy::CopyData;
+use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::extendedquery::{Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_STATEMENT};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
 use isobar_query::{BudgetedStream, CATALOG, QueryBudget, QueryEngine, aggregate_scalar_subqueries, check_statement, with_budget};
 
 use crate::auth::Authenticator;
@@ -109,18 +112,68 @@ fn statement_deadline(session: &PgSession) -> tokio::time::Instant {
 fn bounded(response: Response, deadline: tokio::time::Instant, budget: Arc<QueryBudget>) -> Response {
     let Response::Query(mut query) = response else { return response };
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-    let rows = BudgetedStream::new(rows, budget);
-    let bounded = futures::stream::unfold(Some(rows), move |rows| async move {
-        let mut rows = rows?;
-        match tokio::time::timeout_at(deadline, rows.next()).await {
-            Ok(Some(Err(e))) => Some((Err(with_sqlstate(e)), None)),
-            Ok(Some(row)) => Some((row, Some(rows))),
-            Ok(None) => None,
-            Err(_) => Some((Err(user_error("57014", "canceling statement due to statement timeout".into())), None)),
-        }
+    query.data_rows = Box::pin(Deadline {
+        rows: BudgetedStream::new(rows, budget),
+        deadline,
+        timer: Box::pin(tokio::time::sleep_until(deadline)),
+        since_check: 0,
+        ended: false,
     });
-    query.data_rows = Box::pin(bounded);
     Response::Query(query)
+}
+
+/// A query's rows until its deadline. The timer wakes a query waiting for rows; a query whose
+/// rows keep coming is checked against the clock every [`Deadline::CHECK_EVERY`] rows (a timer
+/// per row costs more than encoding the row).
+struct Deadline<S> {
+    rows: S,
+    deadline: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    since_check: u32,
+    ended: bool,
+}
+
+impl<S> Deadline<S> {
+    const CHECK_EVERY: u32 = 256;
+
+    fn timed_out(&mut self) -> Poll<Option<PgWireResult<DataRow>>> {
+        self.ended = true;
+        Poll::Ready(Some(Err(user_error("57014", "canceling statement due to statement timeout".into()))))
+    }
+}
+
+impl<S: Stream<Item = PgWireResult<DataRow>> + Unpin> Stream for Deadline<S> {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rows.poll_next_unpin(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(with_sqlstate(e))))
+            }
+            Poll::Ready(Some(row)) => {
+                self.since_check += 1;
+                if self.since_check >= Self::CHECK_EVERY {
+                    self.since_check = 0;
+                    if tokio::time::Instant::now() >= self.deadline {
+                        return self.timed_out();
+                    }
+                }
+                Poll::Ready(Some(row))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => self.timed_out(),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// An error from DataFusion with the SQLSTATE isobar gives it: `53200 out_of_memory` for a
@@ -178,7 +231,7 @@ impl SimpleQueryHandler for CountedSimple {
         let result = with_budget(Arc::clone(&budget), async {
             match direct_query(query) {
                 Some(statement) => match pg_direct::plan(&self.engine, statement).await {
-                    Ok(plan) => pg_direct::run(&self.engine, plan, client).await.map(|r| vec![r]),
+                    Ok(plan) => pg_direct::run(&self.engine, plan, &Format::UnifiedText, client).await.map(|r| vec![r]),
                     Err(e) => Err(e),
                 },
                 None => SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await,
@@ -268,6 +321,7 @@ impl ExtendedQueryHandler for CheckedExtended {
             ));
         }
         let aligned = crate::pg_params::aligned(portal);
+        client.session_extensions().insert(ResultFormat(portal.result_column_format.clone()));
         let budget = self.engine.budget_of(session.state().memory_limit_bytes());
         let query = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, aligned.as_ref().unwrap_or(portal), max_rows);
         let result = with_budget(Arc::clone(&budget), query).await;
@@ -275,6 +329,10 @@ impl ExtendedQueryHandler for CheckedExtended {
         result.map_err(with_sqlstate).map(|r| bounded(r, deadline, budget))
     }
 }
+
+/// The result formats the Execute being run asked for (the Bind's), for [`IsobarHook`], which
+/// runs queries but is not told them.
+struct ResultFormat(Format);
 
 /// Runs isobar's statements and refusals, in both query protocols: every statement passes
 /// the allow-list (`isobar_query::check_statement`) and the session's read-only check first;
@@ -365,8 +423,13 @@ impl QueryHook for IsobarHook {
         if let Some(result) = self.run(statement, client).await {
             return Some(result);
         }
-        match self.plan_own(statement).await? {
-            Ok(plan) => Some(pg_direct::run(&self.engine, plan, client).await),
+        let planned = match self.plan_own(statement).await {
+            Some(planned) => planned,
+            None if matches!(statement, Statement::Query(_)) => pg_direct::plan(&self.engine, statement.clone()).await,
+            None => return None,
+        };
+        match planned {
+            Ok(plan) => Some(pg_direct::run(&self.engine, plan, &Format::UnifiedText, client).await),
             Err(e) => Some(Err(e)),
         }
     }
@@ -398,12 +461,22 @@ impl QueryHook for IsobarHook {
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
+        plan: &LogicalPlan,
+        params: &ParamValues,
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.run(statement, client).await
+        if let Some(result) = self.run(statement, client).await {
+            return Some(result);
+        }
+        // Queries are run here so that their rows are encoded a batch at a time
+        // (`pg_rows.rs`), in the formats the Bind asked for.
+        let format = client.session_extensions().get::<ResultFormat>().filter(|_| matches!(statement, Statement::Query(_)))?;
+        let plan = match plan.clone().replace_params_with_values(params) {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
+        };
+        Some(pg_direct::run(&self.engine, plan, &format.0, client).await)
     }
 }
 

@@ -18,7 +18,6 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, ObjectName, SelectItem, SetExpr, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::{FieldInfo, Response};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
@@ -79,11 +78,17 @@ pub(crate) async fn plan(engine: &QueryEngine, statement: Statement) -> PgWireRe
         .map_err(|e| PgWireError::ApiError(Box::new(e)))
 }
 
-/// Runs a planned query and encodes its rows as text, as the simple query protocol sends them.
-pub(crate) async fn run(engine: &QueryEngine, plan: LogicalPlan, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<Response> {
-    let format = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+/// Runs a planned query, its rows encoded in `format` (text for the simple query protocol, as
+/// the Bind asked for the extended one) with the session's settings.
+pub(crate) async fn run(
+    engine: &QueryEngine,
+    plan: LogicalPlan,
+    format: &Format,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<Response> {
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
     let frame = engine.context().execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    encode_dataframe(frame, &Format::UnifiedText, Some(format)).await.map(Response::Query)
+    crate::pg_rows::query_response(frame, format, options).await.map(Response::Query)
 }
 
 /// datafusion-postgres's parser, except for [`direct_query`]s, which isobar plans.

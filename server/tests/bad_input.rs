@@ -147,6 +147,15 @@ async fn a_query_past_its_statement_timeout_is_cancelled_and_the_session_goes_on
     assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "cancelled near its deadline, not at the end");
     assert_eq!(client.query_one("SELECT 9::BIGINT", &[]).await.expect("the session goes on").get::<_, i64>(0), 9);
+    // A query whose rows keep coming is cut off too, in both protocols.
+    let started = Instant::now();
+    let endless = "SELECT value FROM generate_series(1, 20000000000)";
+    let err = client.query(endless, &[]).await.expect_err("cancelled while sending rows");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    let err = client.simple_query(endless).await.expect_err("cancelled while sending rows");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(40), "cancelled near their deadlines, not at the end");
+    assert_eq!(client.query_one("SELECT 10::BIGINT", &[]).await.expect("the session goes on").get::<_, i64>(0), 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
