@@ -93,9 +93,12 @@ fn pco_config(opts: &CodecOptions) -> ChunkConfig {
     ChunkConfig::default().with_compression_level(opts.pco_level)
 }
 
-/// Values a codec is chosen on: encoding a sample with every candidate and the whole column
-/// with the winner costs a fraction of encoding the whole column with every candidate.
+/// Values a decimal scale is chosen on (`ulp.rs`).
 const SAMPLE_VALUES: usize = 8192;
+
+/// Values a codec is chosen on: encoding a sample with every candidate and the whole block
+/// with the winner costs a fraction of encoding the whole block with every candidate.
+const CHOICE_SAMPLE_VALUES: usize = 2048;
 
 /// Encodes f64 values with the candidate codec that is smallest on a sample of them.
 pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
@@ -129,9 +132,9 @@ pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
     let best = |values: &[f64]| {
         CANDIDATES.into_iter().filter_map(|c| Some((c, encode(c, values)?))).min_by_key(|(c, bytes)| cost(*c, bytes.len()))
     };
-    if values.len() > 2 * SAMPLE_VALUES {
+    if values.len() > 2 * CHOICE_SAMPLE_VALUES {
         // A sample can mislead (more decimals later, say): then every candidate gets the column.
-        if let Some(encoded) = best(&values[..SAMPLE_VALUES]).and_then(|(c, _)| encode(c, values)) {
+        if let Some(encoded) = best(&values[..CHOICE_SAMPLE_VALUES]).and_then(|(c, _)| encode(c, values)) {
             return encoded;
         }
     }

@@ -22,7 +22,7 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self { row_group_rows_max: 128 * 1024, codec: CodecOptions::default() }
+        Self { row_group_rows_max: 16 * 1024, codec: CodecOptions::default() }
     }
 }
 
