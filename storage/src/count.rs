@@ -27,10 +27,7 @@ impl Storage {
         // The time ranges of each series' counted rows in chunks.
         let mut ranges: FxHashMap<SeriesId, Vec<(i64, i64)>> = FxHashMap::default();
         for chunk in &chunks {
-            for s in &chunk.reader.footer.series {
-                if !selection.wants_series(s.series) || !selection.overlaps(s.time_min, s.time_max) {
-                    continue;
-                }
+            for s in chunk.reader.selected_series(&selection) {
                 if s.time_min < selection.time_min || s.time_max > selection.time_max {
                     return Ok(None);
                 }

@@ -352,10 +352,8 @@ impl Scan {
         let selection = self.selection(self.time_min.max(start_ns), self.time_max.min(end));
         let mut rows: BTreeMap<SeriesId, u64> = BTreeMap::new();
         for chunk in &parts.chunks {
-            for s in &chunk.reader.footer.series {
-                if selection.wants_series(s.series) && selection.overlaps(s.time_min, s.time_max) {
-                    *rows.entry(s.series).or_default() += u64::from(s.rows);
-                }
+            for s in chunk.reader.selected_series(&selection) {
+                *rows.entry(s.series).or_default() += u64::from(s.rows);
             }
         }
         for run in parts.buffered.iter().chain([&parts.fixed]).flat_map(|set| &set.series) {

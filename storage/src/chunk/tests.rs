@@ -35,6 +35,11 @@ fn types() -> BTreeMap<ColumnId, FieldType> {
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
+    rows_of(6, 150)
+}
+
+/// Up to `rows_max` rows of series `0..series`.
+fn rows_of(series: u64, rows_max: usize) -> impl Strategy<Value = Vec<Row>> {
     let field = |id: u16| -> BoxedStrategy<Option<(ColumnId, FieldValue)>> {
         let value: BoxedStrategy<FieldValue> = match id {
             0 => (-500i64..500).prop_map(|v| FieldValue::F64(v as f64 / 4.0)).boxed(),
@@ -44,12 +49,12 @@ fn rows() -> impl Strategy<Value = Vec<Row>> {
         };
         prop::option::of(value.prop_map(move |v| (ColumnId(id), v))).boxed()
     };
-    let row = (0u64..6, 0i64..200, field(0), field(1), field(2), field(3)).prop_map(|(s, t, a, b, c, d)| Row {
+    let row = (0u64..series, 0i64..200, field(0), field(1), field(2), field(3)).prop_map(|(s, t, a, b, c, d)| Row {
         series: SeriesId(s),
         time: t,
         fields: [a, b, c, d].into_iter().flatten().collect(),
     });
-    prop::collection::vec(row, 1..150)
+    prop::collection::vec(row, 1..rows_max)
 }
 
 fn open(bytes: &[u8]) -> (tempfile::TempDir, crate::Result<ChunkReader>) {
@@ -88,6 +93,34 @@ proptest! {
         if !expected.is_empty() {
             prop_assert!(reader.may_match(&selection), "the footer must not rule out matching rows");
         }
+    }
+}
+
+proptest! {
+    /// A selection of a few of a chunk's many series looks them up in the footer instead of
+    /// filtering every entry; both give the same entries, and reads the same rows.
+    #[test]
+    fn a_few_series_of_many_are_looked_up_as_they_are_filtered(
+        rows in rows_of(400, 600),
+        series in prop::collection::btree_set(0u64..420, 0..12),
+        (lo, hi) in (0i64..200, 0i64..200),
+    ) {
+        let set = RowSet::from_rows(&rows, &types());
+        let (bytes, _) = encode_chunk(IDENTITY, &set, &schema(), &opts());
+        let (_dir, reader) = open(&bytes);
+        let reader = reader.expect("opens");
+        let series: Vec<SeriesId> = series.into_iter().map(SeriesId).collect();
+        let selection = Selection { series: Some(&series), time_min: lo.min(hi), time_max: lo.max(hi), columns: None };
+        let looked_up: Vec<_> = reader.selected_series(&selection).map(|s| s.series).collect();
+        let filtered: Vec<_> = reader
+            .footer
+            .series
+            .iter()
+            .filter(|s| selection.wants_series(s.series) && selection.overlaps(s.time_min, s.time_max))
+            .map(|s| s.series)
+            .collect();
+        prop_assert_eq!(looked_up, filtered);
+        prop_assert_eq!(reader.read(&selection).expect("reads").to_rows(), set.select(&selection).to_rows());
     }
 }
 
