@@ -99,6 +99,7 @@ impl QueryEngine {
         if config.fast_paths {
             context.add_optimizer_rule(Arc::new(crate::latest::LatestRows));
             context.add_optimizer_rule(Arc::new(crate::rollup_rewrite::RollupAggregates));
+            context.add_optimizer_rule(Arc::new(crate::time_order::FirstRowsInTimeOrder));
         }
         Ok(Self { storage, context: Arc::new(context), config })
     }

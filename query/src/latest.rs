@@ -16,18 +16,14 @@
 //!
 //! [`Storage::latest`]: isobar_storage::Storage::latest
 
-use std::sync::Arc;
-
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
-use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, SortExpr, TableScan};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, SortExpr};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use isobar_storage::TIME_COLUMN;
 
-use crate::plan_chain::chain_under;
-use crate::table::StorageTable;
+use crate::plan_chain::{chain_under, with_table};
 
 /// Replaces the scan under a qualifying aggregate or first-row sort with a scan of each
 /// series' newest row.
@@ -60,7 +56,7 @@ impl OptimizerRule for LatestRows {
             return Ok(Transformed::no(plan));
         }
         let (time_min_ns, time_max_ns) = chain.time_bounds();
-        let input = with_latest_scan(input, time_min_ns, time_max_ns)?;
+        let input = with_table(input, &|table| table.latest_rows(time_min_ns, time_max_ns))?;
         Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), vec![input])?))
     }
 }
@@ -103,16 +99,4 @@ fn newest_first_by(order_by: &[SortExpr], descending: bool, is_tag: &impl Fn(&Co
         }
     }
     false
-}
-
-/// `plan` with its table scan reading the newest rows within `time_min_ns..=time_max_ns`.
-fn with_latest_scan(plan: &LogicalPlan, time_min_ns: i64, time_max_ns: i64) -> Result<LogicalPlan> {
-    if let LogicalPlan::TableScan(scan) = plan {
-        let provider = source_as_provider(&scan.source)?;
-        let table = provider.downcast_ref::<StorageTable>().expect("table_under checked the provider");
-        let source = provider_as_source(Arc::new(table.latest_rows(time_min_ns, time_max_ns)));
-        return Ok(LogicalPlan::TableScan(TableScan { source, ..scan.clone() }));
-    }
-    let inputs = plan.inputs().into_iter().map(|input| with_latest_scan(input, time_min_ns, time_max_ns)).collect::<Result<Vec<_>>>()?;
-    plan.with_new_exprs(plan.expressions(), inputs)
 }

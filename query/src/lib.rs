@@ -32,6 +32,7 @@ mod session;
 mod subquery;
 mod system_rollups;
 mod table;
+mod time_order;
 
 pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};
 pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, Session};

@@ -5,7 +5,10 @@
 //! conditions on tags (constant within a series) and bounds on `time`; anything else between
 //! (a join, a field condition, a computed column) leaves the aggregate to the general path.
 
-use datafusion::datasource::source_as_provider;
+use std::sync::Arc;
+
+use datafusion::common::{Result, internal_err};
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableScan};
 use isobar_storage::TIME_COLUMN;
@@ -76,4 +79,19 @@ impl Chain {
         let bounds = Pushdown::from_filters(&self.time_filters, |_| false);
         (bounds.time_min_ns, bounds.time_max_ns)
     }
+}
+
+/// `plan` with the storage table it reads (the only one, as [`chain_under`] found it) replaced
+/// by `replace` of it.
+pub(crate) fn with_table(plan: &LogicalPlan, replace: &impl Fn(&StorageTable) -> StorageTable) -> Result<LogicalPlan> {
+    if let LogicalPlan::TableScan(scan) = plan {
+        let provider = source_as_provider(&scan.source)?;
+        let Some(table) = provider.downcast_ref::<StorageTable>() else {
+            return internal_err!("{} is not a storage table", scan.table_name);
+        };
+        let source = provider_as_source(Arc::new(replace(table)));
+        return Ok(LogicalPlan::TableScan(TableScan { source, ..scan.clone() }));
+    }
+    let inputs = plan.inputs().into_iter().map(|input| with_table(input, replace)).collect::<Result<Vec<_>>>()?;
+    plan.with_new_exprs(plan.expressions(), inputs)
 }

@@ -36,6 +36,8 @@ pub(crate) enum Read {
     RowsCountedByFooters,
     /// The newest row of each selected series (`latest.rs`).
     NewestRows,
+    /// Partitions in time order until `rows_wanted` rows are read (`time_order.rs`).
+    FirstRowsInTimeOrder { newest_first: bool, rows_wanted: u64 },
 }
 
 /// A storage table's scan in the physical plan.
@@ -59,7 +61,7 @@ impl ScanExec {
     fn row_count(&self) -> Option<u64> {
         *self.rows.get_or_init(|| match self.partition.read {
             Read::RowsCountedByFooters => self.partition.storage.row_count(&self.partition.request).ok().flatten(),
-            Read::Rows | Read::NewestRows => None,
+            Read::Rows | Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => None,
         })
     }
 }
@@ -68,8 +70,11 @@ impl DisplayAs for ScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let request = &self.partition.request;
         let read = match self.partition.read {
-            Read::Rows | Read::RowsCountedByFooters => "rows",
-            Read::NewestRows => "newest row of each series",
+            Read::Rows | Read::RowsCountedByFooters => "rows".to_owned(),
+            Read::NewestRows => "newest row of each series".to_owned(),
+            Read::FirstRowsInTimeOrder { newest_first, rows_wanted } => {
+                format!("rows {} first until {rows_wanted} are read", if newest_first { "newest" } else { "oldest" })
+            }
         };
         write!(
             f,
@@ -157,6 +162,8 @@ impl PartitionStream for ScanPartition {
                 let opened = match read {
                     Read::NewestRows => open_latest(&storage, &request, reservation),
                     Read::Rows | Read::RowsCountedByFooters => open_scan(&storage, &request, reservation),
+                    Read::FirstRowsInTimeOrder { newest_first, rows_wanted } => open_scan(&storage, &request, reservation)
+                        .map(|(scan, reservation)| (scan.in_time_order(newest_first, rows_wanted), reservation)),
                 };
                 match opened {
                     Ok(scan) => open = Some(scan),

@@ -31,6 +31,9 @@ pub(crate) struct StorageTable {
     /// Set when the table stands for the newest row of each series within these bounds on
     /// `time` (inclusive), as `latest.rs` plans it.
     latest: Option<(i64, i64)>,
+    /// Set when only the first rows in time order are wanted (newest first, how many), as
+    /// `time_order.rs` plans it.
+    time_order: Option<(bool, u64)>,
     /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
     fast_paths: bool,
 }
@@ -38,7 +41,7 @@ pub(crate) struct StorageTable {
 impl StorageTable {
     pub(crate) fn new(storage: Storage, table: TableSchema, fast_paths: bool) -> Self {
         let schema = arrow_schema(&table);
-        Self { storage, table, schema, latest: None, fast_paths }
+        Self { storage, table, schema, latest: None, time_order: None, fast_paths }
     }
 
     pub(crate) fn is_tag(&self, column: &str) -> bool {
@@ -60,9 +63,10 @@ impl StorageTable {
         self.fast_paths
     }
 
-    /// Whether scans read every row the filters select (not only the newest of each series).
+    /// Whether scans read every row the filters select (not only the newest of each series,
+    /// nor only the first in time order).
     pub(crate) fn reads_every_row(&self) -> bool {
-        self.latest.is_none()
+        self.latest.is_none() && self.time_order.is_none()
     }
 
     /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
@@ -74,6 +78,12 @@ impl StorageTable {
     /// The table as the newest row of each series within `time_min_ns..=time_max_ns`.
     pub(crate) fn latest_rows(&self, time_min_ns: i64, time_max_ns: i64) -> Self {
         Self { latest: Some((time_min_ns, time_max_ns)), ..self.clone() }
+    }
+
+    /// The table read in time order (newest first when `newest_first`) until `rows_wanted`
+    /// rows are read, whole partitions at a time.
+    pub(crate) fn in_time_order(&self, newest_first: bool, rows_wanted: u64) -> Self {
+        Self { time_order: Some((newest_first, rows_wanted)), ..self.clone() }
     }
 }
 
@@ -144,10 +154,11 @@ impl TableProvider for StorageTable {
             series: pushdown.series,
             columns: Some(names),
         };
-        let read = match (self.latest.is_some(), self.fast_paths) {
-            (true, _) => Read::NewestRows,
-            (false, true) => Read::RowsCountedByFooters,
-            (false, false) => Read::Rows,
+        let read = match (self.latest, self.time_order, self.fast_paths) {
+            (Some(_), _, _) => Read::NewestRows,
+            (None, Some((newest_first, rows_wanted)), _) => Read::FirstRowsInTimeOrder { newest_first, rows_wanted },
+            (None, None, true) => Read::RowsCountedByFooters,
+            (None, None, false) => Read::Rows,
         };
         Ok(Arc::new(ScanExec::new(self.storage.clone(), request, read, projected, reorder)?))
     }

@@ -85,6 +85,11 @@ pub struct Scan {
     pending: Vec<RecordBatch>,
     /// A rollup table's `late_updates` column, which [`correct`] adds to.
     late_column: Option<ColumnId>,
+    /// Partitions newest first instead of oldest first.
+    newest_first: bool,
+    /// Once this many rows are read, the partitions not begun are left unread.
+    rows_wanted: Option<u64>,
+    rows_read: u64,
 }
 
 /// What one partition's rows are merged from.
@@ -276,6 +281,9 @@ impl Target {
             current: None,
             pending: Vec::new(),
             late_column: None,
+            newest_first: false,
+            rows_wanted: None,
+            rows_read: 0,
         }
     }
 }
@@ -290,6 +298,16 @@ pub(crate) fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Select
 }
 
 impl Scan {
+    /// The scan for `ORDER BY time [DESC] LIMIT rows_wanted`: partitions in time order (newest
+    /// first when `newest_first`), and none begun once `rows_wanted` rows are read. Every row of
+    /// a partition not begun is older (newer) than every row read, so the first `rows_wanted`
+    /// rows in that order are among those read; within a partition rows still come by series.
+    pub fn in_time_order(mut self, newest_first: bool, rows_wanted: u64) -> Self {
+        self.newest_first = newest_first;
+        self.rows_wanted = Some(rows_wanted);
+        self
+    }
+
     /// The schema of every batch: `time`, then the requested tags and fields in table order.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -334,12 +352,18 @@ impl Scan {
                 }
                 sets.extend(buffered.iter().map(|set| set.of_series(&group)));
                 let merged = RowSet::merge(sets);
-                return Ok(Some(match self.late_column {
+                let rows = match self.late_column {
                     Some(late_column) => correct(merged, fixed.of_series(&group), late_column),
                     None => merged,
-                }));
+                };
+                self.rows_read += rows.len() as u64;
+                return Ok(Some(rows));
             }
-            let Some((start_ns, parts)) = self.partitions.pop_first() else { return Ok(None) };
+            if self.rows_wanted.is_some_and(|wanted| self.rows_read >= wanted) {
+                return Ok(None);
+            }
+            let next = if self.newest_first { self.partitions.pop_last() } else { self.partitions.pop_first() };
+            let Some((start_ns, parts)) = next else { return Ok(None) };
             let groups = self.series_groups(start_ns, &parts);
             self.current = Some(PartitionRead { start_ns, parts, groups });
         }
