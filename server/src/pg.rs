@@ -198,8 +198,12 @@ fn with_sqlstate(e: PgWireError) -> PgWireError {
 
 /// The highest `$n` in `sql` (0 for none): the parameters a Bind must supply. Counted from
 /// the tokens, since a plan does not list the placeholders inside its subqueries. `None` when
-/// the text does not tokenize (planning reports that).
+/// the text does not tokenize (planning reports that). Text without a `$` has none, and is
+/// not tokenized again at every execution.
 fn placeholders(sql: &str) -> Option<usize> {
+    if !sql.contains('$') {
+        return Some(0);
+    }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let numbers = tokens.iter().filter_map(|t| match t {
         Token::Placeholder(p) => p.strip_prefix('$')?.parse::<usize>().ok(),

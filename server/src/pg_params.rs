@@ -37,6 +37,9 @@ fn format_codes(format: &Format) -> Vec<i16> {
 /// used before, or `None` when the plan already uses every bound value in order.
 pub(crate) fn aligned(portal: &Portal<PgStatement>) -> Option<Portal<PgStatement>> {
     let (sql, Some((statement, plan))) = &portal.statement.statement else { return None };
+    if portal.parameters.is_empty() {
+        return None;
+    }
     let mut used: Vec<usize> = plan.get_parameter_types().ok()?.keys().filter_map(|id| placeholder_number(id)).collect();
     used.sort_unstable();
     let bound = portal.parameters.len();
