@@ -215,6 +215,8 @@ fn count_star_is_read_from_chunk_footers_while_chunks_tell_it_exactly() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let plan = |sql: &str| runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
     let count = |sql: &str| runtime.block_on(rows(&fast, sql));
+    let analyzed = count("EXPLAIN ANALYZE SELECT * FROM m WHERE station = 'a'");
+    assert!(analyzed.contains("ScanExec") && analyzed.contains("output_rows=60"), "the scan shows the rows it read: {analyzed}");
     let all = "SELECT count(*) FROM m";
     assert!(!plan(all).contains("ScanExec"), "footers count every row: {}", plan(all));
     assert!(count(all).contains("| 180 "), "{}", count(all));

@@ -7,7 +7,8 @@
 //! DataFusion's `StreamingTableExec`, which `ScanExec` wraps, makes the stream yield to other
 //! queries between batches. `ScanExec` names the table and what it reads in `EXPLAIN`, and
 //! tells DataFusion the exact number of rows when chunk footers give it
-//! ([`Storage::row_count`]), so that `count(*)` is answered without decoding.
+//! ([`Storage::row_count`]), so that `count(*)` is answered without decoding. `EXPLAIN ANALYZE`
+//! shows the rows it produced and the time spent reading and decoding them.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
@@ -53,7 +55,8 @@ impl ScanExec {
     /// A scan of `request` whose batches have `schema`: storage's columns picked in the order
     /// `reorder` gives.
     pub(crate) fn new(storage: Storage, request: ScanRequest, read: Read, schema: SchemaRef, reorder: Vec<usize>) -> Result<Self> {
-        let partition = ScanPartition { storage, request, read, schema: Arc::clone(&schema), reorder };
+        let metrics = ExecutionPlanMetricsSet::new();
+        let partition = ScanPartition { storage, request, read, schema: Arc::clone(&schema), reorder, metrics };
         let inner = StreamingTableExec::try_new(schema, vec![Arc::new(partition.clone())], None, Vec::new(), false, None)?;
         Ok(Self { partition, inner, rows: OnceLock::new() })
     }
@@ -125,6 +128,10 @@ impl ExecutionPlan for ScanExec {
         self.inner.execute(partition, context)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.partition.metrics.clone_inner())
+    }
+
     fn statistics_from_inputs(&self, _inputs: &[Arc<Statistics>], _args: &StatisticsArgs) -> Result<Arc<Statistics>> {
         let mut statistics = Statistics::new_unknown(&self.partition.schema);
         if let Some(rows) = self.row_count().and_then(|n| usize::try_from(n).ok()) {
@@ -142,6 +149,8 @@ struct ScanPartition {
     read: Read,
     schema: SchemaRef,
     reorder: Vec<usize>,
+    /// Shared with the [`ScanExec`] that shows them.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl PartitionStream for ScanPartition {
@@ -157,7 +166,9 @@ impl PartitionStream for ScanPartition {
         let reservation = MemoryConsumer::new(format!("scan of {}", request.table)).register(ctx.memory_pool());
         let mut to_open = Some((storage, request, reservation));
         let mut open: Option<(Scan, MemoryReservation)> = None;
+        let metrics = BaselineMetrics::new(&self.metrics, 0);
         let batches = std::iter::from_fn(move || {
+            let _timer = metrics.elapsed_compute().timer();
             if let Some((storage, request, reservation)) = to_open.take() {
                 let opened = match read {
                     Read::NewestRows => open_latest(&storage, &request, reservation),
@@ -171,7 +182,11 @@ impl PartitionStream for ScanPartition {
                 }
             }
             let batch = open.as_mut()?.0.next()?;
-            Some(batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder)))
+            let batch = batch.map_err(|e| DataFusionError::External(Box::new(e))).and_then(|b| reshape(&b, &schema, &reorder));
+            if let Ok(batch) = &batch {
+                metrics.record_output(batch.num_rows());
+            }
+            Some(batch)
         });
         Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), futures::stream::iter(batches)))
     }
