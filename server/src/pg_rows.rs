@@ -241,8 +241,8 @@ impl<'a> Column<'a> {
             Values::I16(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
             Values::I32(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
             Values::I64(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
-            Values::F32(values) => put_float(out, values[row], self.float_digits),
-            Values::F64(values) => put_float(out, values[row], self.float_digits),
+            Values::F32(values) => put_float(out, values[row], self.float_digits, |d| d.format_f32(values[row])),
+            Values::F64(values) => put_float(out, values[row], self.float_digits, |d| d.format_f64(values[row])),
             Values::Utf8(values) => out.put_slice(values.value(row).as_bytes()),
             Values::LargeUtf8(values) => out.put_slice(values.value(row).as_bytes()),
             Values::Utf8View(values) => out.put_slice(values.value(row).as_bytes()),
@@ -299,63 +299,24 @@ fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// A float as PostgreSQL's `extra_float_digits` asks: the shortest text that reads back as the
-/// same value (1 and more, the default), or rounded to fewer digits.
-fn put_float<F: Float>(out: &mut BytesMut, value: F, float_digits: i8) {
+/// same value (1 and more, the default), or as `rounded` gives it with fewer digits.
+fn put_float<F, R>(out: &mut BytesMut, value: F, float_digits: i8, rounded: impl FnOnce(ExtraFloatDigits) -> R)
+where
+    F: ryu::Float + Into<f64>,
+    R: AsRef<str>,
+{
+    // Widening an f32 is exact: the checks hold for both widths.
+    let wide: f64 = value.into();
     if float_digits < 1 {
-        out.put_slice(value.rounded(ExtraFloatDigits(float_digits)).as_bytes());
-    } else if value.is_nan() {
+        out.put_slice(rounded(ExtraFloatDigits(float_digits)).as_ref().as_bytes());
+    } else if wide.is_nan() {
         out.put_slice(b"NaN");
-    } else if value.is_infinite() {
-        out.put_slice(if value.is_sign_positive() { b"inf".as_slice() } else { b"-inf".as_slice() });
-    } else if value.is_zero() {
+    } else if wide.is_infinite() {
+        out.put_slice(if wide.is_sign_positive() { b"inf".as_slice() } else { b"-inf".as_slice() });
+    } else if wide == 0.0 {
         out.put_u8(b'0');
     } else {
         out.put_slice(ryu::Buffer::new().format_finite(value).as_bytes());
-    }
-}
-
-/// The two float widths, as [`put_float`] writes them.
-trait Float: ryu::Float + Copy {
-    fn is_nan(self) -> bool;
-    fn is_infinite(self) -> bool;
-    fn is_sign_positive(self) -> bool;
-    fn is_zero(self) -> bool;
-    fn rounded(self, digits: ExtraFloatDigits) -> String;
-}
-
-impl Float for f32 {
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    fn is_infinite(self) -> bool {
-        f32::is_infinite(self)
-    }
-    fn is_sign_positive(self) -> bool {
-        f32::is_sign_positive(self)
-    }
-    fn is_zero(self) -> bool {
-        self == 0.0
-    }
-    fn rounded(self, digits: ExtraFloatDigits) -> String {
-        digits.format_f32(self).to_string()
-    }
-}
-
-impl Float for f64 {
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    fn is_infinite(self) -> bool {
-        f64::is_infinite(self)
-    }
-    fn is_sign_positive(self) -> bool {
-        f64::is_sign_positive(self)
-    }
-    fn is_zero(self) -> bool {
-        self == 0.0
-    }
-    fn rounded(self, digits: ExtraFloatDigits) -> String {
-        digits.format_f64(self).to_string()
     }
 }
 
