@@ -44,11 +44,14 @@ pub struct QueryConfig {
     /// from the newest row of each series (`latest.rs`), or from chunk footers (`count(*)`,
     /// `scan_exec.rs`). Off only to compare with the general path.
     pub fast_paths: bool,
+    /// Threads one query's plan is split across (scans of many rows read in as many parts,
+    /// aggregations and sorts in as many partitions); 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        Self { memory_limit_bytes: 512 << 20, memory_pool_bytes: 2 << 30, timeout_ms: 300_000, fast_paths: true }
+        Self { memory_limit_bytes: 512 << 20, memory_pool_bytes: 2 << 30, timeout_ms: 300_000, fast_paths: true, threads: 0 }
     }
 }
 
@@ -84,7 +87,11 @@ impl QueryEngine {
         // `COPY ... TO`, `CREATE EXTERNAL TABLE` and file table functions find nothing to use.
         runtime.object_store_registry.deregister_store(ObjectStoreUrl::local_filesystem().as_ref())?;
         // isobar's own information_schema replaces DataFusion's, to speak PostgreSQL's type names.
-        let session = SessionConfig::new()
+        let mut session = SessionConfig::new();
+        if config.threads > 0 {
+            session = session.with_target_partitions(config.threads);
+        }
+        let session = session
             .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA);

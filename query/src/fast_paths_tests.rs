@@ -100,7 +100,8 @@ fn time_order_queries(lo: i64, hi: i64) -> Vec<String> {
     ]
 }
 
-/// Aggregates by time buckets that are multiples of the rollup's 2 ms windows.
+/// Aggregates by time buckets that are multiples of the rollup's 2 ms windows, then (the last
+/// two) by buckets that are not, answered from storage's windows of raw rows alone.
 fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
         "SELECT station, sensor, date_bin(INTERVAL '4 milliseconds', time) AS t, count(v), sum(v), min(v), max(v), avg(v), \
@@ -118,6 +119,14 @@ fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
              FROM m AS s WHERE s.station = 'a' AND s.time <= {} GROUP BY s.sensor, t ORDER BY 1, 2",
             literal(hi)
         ),
+        format!(
+            "SELECT station, date_bin(INTERVAL '3 milliseconds', time) AS t, count(v), sum(n), min(n), max(v), avg(v) FROM m \
+             WHERE time >= {} GROUP BY station, t ORDER BY 1, 2",
+            literal(lo)
+        ),
+        "SELECT sensor, date_trunc('millisecond', time) AS t, max(n), min(v) FROM m WHERE station <> 'c' GROUP BY sensor, t \
+         ORDER BY 1, 2"
+            .into(),
     ]
 }
 
@@ -164,8 +173,9 @@ proptest! {
                 Step::Settle => storage.settle_rollups().expect("settle rollups"),
             }
         }
-        let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
-        let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+        // The fast paths on three threads, against the general path on one.
+        let fast = QueryEngine::new(storage.clone(), QueryConfig { threads: 3, ..QueryConfig::default() }).expect("engine");
+        let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, threads: 1, ..QueryConfig::default() }).expect("engine");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let reads = || storage.metrics().latest_reads.load(Ordering::Relaxed);
         storage.settle_rollups().expect("settle rollups");
@@ -178,6 +188,9 @@ proptest! {
             let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
             if let Some(table) = read_rollup.as_ref().filter(|_| i == 0) {
                 prop_assert!(plan.contains(&format!("ScanExec: table={table}")), "read from {}: {}\n{}", table, sql, plan);
+            }
+            if i >= 4 {
+                prop_assert!(plan.contains("ScanExec: table=m, read=count, sum, min, max per series and"), "windows: {}\n{}", sql, plan);
             }
             prop_assert_eq!(runtime.block_on(rows(&fast, &sql)), expected, "{}", sql);
         }

@@ -1,19 +1,21 @@
-//! Rollup-aware aggregation: an optimizer rule that answers an aggregate over a raw table from
-//! its rollup table (`weather_1m`), reading one row per series and window instead of every
-//! raw row, with the same answer.
+//! Aggregation by windows: an optimizer rule that answers an aggregate over a raw table from
+//! partial aggregates per series and time window, from its rollup table (`weather_1m`) where
+//! that holds them and from storage's windowed scan of raw rows elsewhere, with the same answer.
 //!
-//! An aggregate qualifies when it groups by tags and at most one time bucket whose width is a
-//! multiple of the rollup's interval and whose origin is aligned to it (`date_trunc('minute',
-//! time)`, `date_bin(interval, time[, origin])`, `time_bucket`), and each aggregate is
-//! `count`, `sum`, `min`, `max` or `avg` of a numeric field. Between the aggregate and the
-//! table the chain of `plan_chain.rs` is allowed. The rule splits the query's time range at
-//! window boundaries: whole final windows come from the rollup table (whose scan of them is
-//! exact at any instant, late rows and windows being rewritten included); the partial windows
-//! at either end, the open windows (provisional while a value in them may have been replaced)
-//! and rows before the rollup's retention come from raw rows. Both give partial
-//! aggregates (a count, sum, min and max per field) that one aggregate combines by the
-//! original groups, since every window lies inside one bucket. `EXPLAIN` shows the rollup
-//! table's scan.
+//! An aggregate qualifies when it groups by tags and at most one time bucket
+//! (`date_trunc('minute', time)`, `date_bin(interval, time[, origin])`, `time_bucket`), and
+//! each aggregate is `count`, `sum`, `min`, `max` or `avg` of a numeric field. Between the
+//! aggregate and the table the chain of `plan_chain.rs` is allowed. When the bucket's width is
+//! a multiple of the rollup's interval and its origin aligned to it, the rule splits the
+//! query's time range at window boundaries: whole final windows come from the rollup table
+//! (whose scan of them is exact at any instant, late rows and windows being rewritten
+//! included); the partial windows at either end, the open windows (provisional while a value in
+//! them may have been replaced) and rows before the rollup's retention come from raw rows.
+//! Raw rows are read as storage's partials per series and bucket ([`Windows`]; per series when
+//! there is no bucket), computed as they are decoded: no tag strings per row and no hash
+//! table of the query's groups over every row. Both give partial aggregates (a count, sum, min
+//! and max per field) that one aggregate combines by the original groups, since every window
+//! lies inside one bucket. `EXPLAIN` shows the rollup table's scan and the windowed scans.
 //!
 //! Only the finest rollup is used: a coarser one (`weather_1h`) takes windows only once the
 //! finer ones are final, so its recent windows lag the raw rows.
@@ -29,15 +31,15 @@ use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit, when};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
-use isobar_storage::{ColumnKind, FieldType, TIME_COLUMN, TableSchema};
+use isobar_storage::{ColumnKind, FieldType, TIME_COLUMN, TableSchema, Windows, partial_name};
 
 use crate::plan_chain::{Chain, chain_under};
 use crate::pushdown::{string, timestamp_ns};
 use crate::table::StorageTable;
 
-/// Answers qualifying aggregates over raw tables from their finest rollup.
+/// Answers qualifying aggregates over raw tables from partials per window.
 #[derive(Debug, Default)]
 pub(crate) struct RollupAggregates;
 
@@ -75,8 +77,8 @@ struct Bucket {
     origin_ns: i64,
 }
 
-/// The rollup table's scan and the raw rows at the edges, combined as `aggregate` asks; `None`
-/// when the aggregate does not qualify.
+/// The rollup table's scan and windowed raw rows, combined as `aggregate` asks; `None` when
+/// the aggregate does not qualify.
 fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(chain) = chain_under(&aggregate.input) else { return Ok(None) };
     if !chain.table.fast_paths() || !chain.table.reads_every_row() {
@@ -101,44 +103,20 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     if wanted.is_empty() {
         return Ok(None);
     }
-    let storage = chain.table.storage();
-    let Some(rollup) = storage.rollups().into_iter().find(|r| r.source == raw.name) else { return Ok(None) };
-    let Some(rollup_schema) = storage.table(&rollup.table) else { return Ok(None) };
-    let interval = rollup.interval_ns;
     let fields: BTreeSet<&str> = wanted.iter().map(|(_, f)| f.as_str()).collect();
-    let fits = bucket.is_none_or(|b| b.width_ns % interval == 0 && b.origin_ns.rem_euclid(interval) == 0);
-    if !fits || !fields.iter().all(|f| rollup_schema.column(&format!("{f}_count")).is_some()) {
-        return Ok(None);
-    }
-    // Whole final windows within the range and both retentions from the rollup; the rest raw.
-    let (time_min, time_max) = chain.time_bounds();
-    let raw_min = time_min.max(storage.retention_cutoff_ns(&raw.name).unwrap_or(i64::MIN));
-    let rollup_min = raw_min.max(storage.retention_cutoff_ns(&rollup.table).unwrap_or(i64::MIN));
-    let start = match rollup_min {
-        i64::MIN => Some(i64::MIN),
-        t => align_up(t, interval),
-    };
-    let end = match time_max {
-        i64::MAX => Some(i64::MAX),
-        t => t.checked_add(1).map(|t| t.div_euclid(interval) * interval),
-    };
-    // Open windows may hold values since replaced (provisional until final): raw rows serve
-    // them.
-    let (Some(start), Some(end), Some(frontier)) = (start, end, rollup.frontier_ns) else { return Ok(None) };
-    let end = end.min(frontier);
-    if start >= end {
-        return Ok(None);
-    }
-    let Some(qualifier) = aggregate.input.schema().qualified_field(0).0.cloned() else { return Ok(None) };
     let tags: Vec<String> = raw.tags().map(|c| c.name.clone()).collect();
-    let rollup_table = StorageTable::new(storage.clone(), rollup_schema, true);
-    let mut branches = vec![rollup_branch(&rollup_table, &tags, &fields, start, end - 1)?];
-    if start > raw_min {
-        branches.push(raw_branch(&chain, &tags, &fields, raw_min, start - 1)?);
-    }
-    if end != i64::MAX && end <= time_max {
-        branches.push(raw_branch(&chain, &tags, &fields, end, time_max)?);
-    }
+    let Some(qualifier) = aggregate.input.schema().qualified_field(0).0.cloned() else { return Ok(None) };
+    let windows = match bucket {
+        Some(b) => Windows::Every { width_ns: b.width_ns, origin_ns: b.origin_ns },
+        None => Windows::PerSeries,
+    };
+    let mut branches = match rollup_branches(&chain, bucket, windows, &tags, &fields)? {
+        Some(branches) => branches,
+        None => {
+            let (time_min, time_max) = chain.time_bounds();
+            vec![windows_branch(&chain, windows, &tags, &fields, time_min, time_max)?]
+        }
+    };
     let mut builder = LogicalPlanBuilder::from(branches.remove(0));
     for branch in branches {
         builder = builder.union(branch)?;
@@ -178,6 +156,54 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             .zip(aggregate.schema.fields())
             .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
     Ok(same.then_some(plan))
+}
+
+/// The rollup table's whole final windows within the query's range and both retentions, and
+/// partials of the raw rows before and after them; `None` when the table has no rollup that
+/// fits the bucket and holds those fields, or none of its final windows is in the range.
+fn rollup_branches(
+    chain: &Chain,
+    bucket: Option<Bucket>,
+    windows: Windows,
+    tags: &[String],
+    fields: &BTreeSet<&str>,
+) -> Result<Option<Vec<LogicalPlan>>> {
+    let raw = chain.table.schema_of_table();
+    let storage = chain.table.storage();
+    let Some(rollup) = storage.rollups().into_iter().find(|r| r.source == raw.name) else { return Ok(None) };
+    let Some(rollup_schema) = storage.table(&rollup.table) else { return Ok(None) };
+    let interval = rollup.interval_ns;
+    let fits = bucket.is_none_or(|b| b.width_ns % interval == 0 && b.origin_ns.rem_euclid(interval) == 0);
+    if !fits || !fields.iter().all(|f| rollup_schema.column(&format!("{f}_count")).is_some()) {
+        return Ok(None);
+    }
+    let (time_min, time_max) = chain.time_bounds();
+    let raw_min = time_min.max(storage.retention_cutoff_ns(&raw.name).unwrap_or(i64::MIN));
+    let rollup_min = raw_min.max(storage.retention_cutoff_ns(&rollup.table).unwrap_or(i64::MIN));
+    let start = match rollup_min {
+        i64::MIN => Some(i64::MIN),
+        t => align_up(t, interval),
+    };
+    let end = match time_max {
+        i64::MAX => Some(i64::MAX),
+        t => t.checked_add(1).map(|t| t.div_euclid(interval) * interval),
+    };
+    // Open windows may hold values since replaced (provisional until final): raw rows serve
+    // them.
+    let (Some(start), Some(end), Some(frontier)) = (start, end, rollup.frontier_ns) else { return Ok(None) };
+    let end = end.min(frontier);
+    if start >= end {
+        return Ok(None);
+    }
+    let rollup_table = StorageTable::new(storage.clone(), rollup_schema, true);
+    let mut branches = vec![rollup_branch(&rollup_table, tags, fields, start, end - 1)?];
+    if start > raw_min {
+        branches.push(windows_branch(chain, windows, tags, fields, raw_min, start - 1)?);
+    }
+    if end != i64::MAX && end <= time_max {
+        branches.push(windows_branch(chain, windows, tags, fields, end, time_max)?);
+    }
+    Ok(Some(branches))
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
@@ -265,9 +291,9 @@ fn align_up(t: i64, interval: i64) -> Option<i64> {
     if down == t { Some(t) } else { down.checked_add(interval) }
 }
 
-/// The name of a branch's partial aggregate of field `f`.
+/// The name of a branch's partial aggregate of field `f`, as storage names it in windows.
 fn partial(f: &str, what: &str) -> String {
-    format!("isobar_{what}_of_{f}")
+    partial_name(f, what)
 }
 
 fn time_literal(ns: i64) -> Expr {
@@ -294,22 +320,12 @@ fn rollup_branch(rollup: &StorageTable, tags: &[String], fields: &BTreeSet<&str>
     builder.project(keys(tags).chain(columns))?.build()
 }
 
-/// Raw rows within `min..=max`, as partials of one row each.
-fn raw_branch(chain: &Chain, tags: &[String], fields: &BTreeSet<&str>, min: i64, max: i64) -> Result<LogicalPlan> {
-    let mut builder = LogicalPlanBuilder::scan(chain.scan.table_name.clone(), Arc::clone(&chain.scan.source), None)?;
-    if let Some(filter) = time_within(min, max) {
-        builder = builder.filter(filter)?;
-    }
-    let columns = fields.iter().flat_map(|f| {
-        let value = || col(Column::new_unqualified(*f));
-        [
-            when(value().is_null(), lit(0i64)).otherwise(lit(1i64)).map(|c| c.alias(partial(f, "count"))),
-            Ok(value().alias(partial(f, "sum"))),
-            Ok(value().alias(partial(f, "min"))),
-            Ok(value().alias(partial(f, "max"))),
-        ]
-    });
-    builder.project(keys(tags).chain(columns.collect::<Result<Vec<_>>>()?))?.build()
+/// Raw rows within `min..=max`, as partials per series and window, computed by storage.
+fn windows_branch(chain: &Chain, windows: Windows, tags: &[String], fields: &BTreeSet<&str>, min: i64, max: i64) -> Result<LogicalPlan> {
+    let table = chain.table.in_windows(windows, min, max);
+    let builder = LogicalPlanBuilder::scan(chain.scan.table_name.clone(), provider_as_source(Arc::new(table)), None)?;
+    let columns = fields.iter().flat_map(|f| ["count", "sum", "min", "max"].map(|what| col(Column::new_unqualified(partial(f, what)))));
+    builder.project(keys(tags).chain(columns))?.build()
 }
 
 /// The tags and `time`, by name.

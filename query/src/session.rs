@@ -564,7 +564,13 @@ mod tests {
     use super::*;
 
     fn session() -> SessionState {
-        SessionState::new(&QueryConfig { memory_limit_bytes: 512 << 20, memory_pool_bytes: 1 << 30, timeout_ms: 300_000, fast_paths: true })
+        SessionState::new(&QueryConfig {
+            memory_limit_bytes: 512 << 20,
+            memory_pool_bytes: 1 << 30,
+            timeout_ms: 300_000,
+            fast_paths: true,
+            threads: 0,
+        })
     }
 
     fn run(session: &mut SessionState, sql: &str) -> Result<SessionReply> {

@@ -16,7 +16,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use isobar_storage::{ColumnKind, ScanRequest, Storage, TIME_COLUMN, TableSchema};
+use isobar_storage::{ColumnKind, FieldType, ScanRequest, Storage, TIME_COLUMN, TableSchema, Windows, partial_name};
 
 use crate::insert::StorageSink;
 use crate::pushdown::Pushdown;
@@ -34,6 +34,11 @@ pub(crate) struct StorageTable {
     /// Set when only the first rows in time order are wanted (newest first, how many), as
     /// `time_order.rs` plans it.
     time_order: Option<(bool, u64)>,
+    /// Set when the table stands for partial aggregates of its rows within these bounds on
+    /// `time` (inclusive) per series and window, as `rollup_rewrite.rs` plans it: `time` is
+    /// the window's start, then the tags and each numeric field's count, sum, min and max
+    /// ([`isobar_storage::Windows`]).
+    windows: Option<(Windows, i64, i64)>,
     /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
     fast_paths: bool,
 }
@@ -41,7 +46,7 @@ pub(crate) struct StorageTable {
 impl StorageTable {
     pub(crate) fn new(storage: Storage, table: TableSchema, fast_paths: bool) -> Self {
         let schema = arrow_schema(&table);
-        Self { storage, table, schema, latest: None, time_order: None, fast_paths }
+        Self { storage, table, schema, latest: None, time_order: None, windows: None, fast_paths }
     }
 
     pub(crate) fn is_tag(&self, column: &str) -> bool {
@@ -66,7 +71,7 @@ impl StorageTable {
     /// Whether scans read every row the filters select (not only the newest of each series,
     /// nor only the first in time order).
     pub(crate) fn reads_every_row(&self) -> bool {
-        self.latest.is_none() && self.time_order.is_none()
+        self.latest.is_none() && self.time_order.is_none() && self.windows.is_none()
     }
 
     /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
@@ -80,10 +85,47 @@ impl StorageTable {
         Self { latest: Some((time_min_ns, time_max_ns)), ..self.clone() }
     }
 
+    /// The table as partial aggregates of its rows within `time_min_ns..=time_max_ns` per
+    /// series and window.
+    pub(crate) fn in_windows(&self, windows: Windows, time_min_ns: i64, time_max_ns: i64) -> Self {
+        let time = Field::new(TIME_COLUMN, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false);
+        let tags = self.table.tags().map(|c| Field::new(&c.name, DataType::Utf8, true));
+        let partials = self.table.columns.iter().flat_map(|c| match c.kind {
+            ColumnKind::Field(t @ (FieldType::F64 | FieldType::I64)) => {
+                let count = Field::new(partial_name(&c.name, "count"), DataType::Int64, false);
+                let rest = ["sum", "min", "max"].map(|what| Field::new(partial_name(&c.name, what), isobar_storage::arrow_type(t), true));
+                std::iter::once(count).chain(rest).collect()
+            }
+            _ => Vec::new(),
+        });
+        let schema = Arc::new(Schema::new(std::iter::once(time).chain(tags).chain(partials).collect::<Vec<_>>()));
+        Self { schema, windows: Some((windows, time_min_ns, time_max_ns)), ..self.clone() }
+    }
+
     /// The table read in time order (newest first when `newest_first`) until `rows_wanted`
     /// rows are read, whole partitions at a time.
     pub(crate) fn in_time_order(&self, newest_first: bool, rows_wanted: u64) -> Self {
         Self { time_order: Some((newest_first, rows_wanted)), ..self.clone() }
+    }
+}
+
+impl StorageTable {
+    /// The stored column an output column is read from: in windows, a field's partial
+    /// aggregates are read from the field.
+    fn stored_column(&self, output: &str) -> String {
+        let partial_of = |f: &&isobar_storage::ColumnDef| {
+            self.windows.is_some() && ["count", "sum", "min", "max"].iter().any(|what| partial_name(&f.name, what) == output)
+        };
+        self.table.columns.iter().find(partial_of).map_or_else(|| output.to_owned(), |f| f.name.clone())
+    }
+
+    /// The columns a scan of `stored` (in storage's order) outputs, by name.
+    fn output_columns(&self, stored: &[String]) -> Vec<String> {
+        if self.windows.is_none() {
+            return stored.to_vec();
+        }
+        let partials = |f: &String| ["count", "sum", "min", "max"].map(|what| partial_name(f, what));
+        stored.iter().flat_map(|n| if n == TIME_COLUMN || self.is_tag(n) { vec![n.clone()] } else { partials(n).to_vec() }).collect()
     }
 }
 
@@ -124,7 +166,7 @@ impl TableProvider for StorageTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
@@ -132,7 +174,7 @@ impl TableProvider for StorageTable {
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let projected = Arc::new(self.schema.project(&projection)?);
         let mut pushdown = Pushdown::from_filters(filters, |c| self.is_tag(c));
-        if let Some((time_min_ns, time_max_ns)) = self.latest {
+        if let Some((time_min_ns, time_max_ns)) = self.latest.or(self.windows.map(|(_, min, max)| (min, max))) {
             pushdown.narrow(time_min_ns, time_max_ns);
         }
         if pushdown.is_empty() {
@@ -140,13 +182,15 @@ impl TableProvider for StorageTable {
         }
         // Storage returns the requested columns in its own order; `reorder` puts them in
         // projection order.
-        let mut names: Vec<String> = projection.iter().map(|i| self.schema.field(*i).name().clone()).collect();
+        let mut names: Vec<String> = projection.iter().map(|i| self.stored_column(self.schema.field(*i).name())).collect();
+        if self.windows.is_some() || names.is_empty() {
+            // Windows are cut by time; a row count needs one column, and `time` is the cheapest.
+            names.push(TIME_COLUMN.to_owned());
+        }
         names.sort_by_key(|n| storage_rank(&self.table, n));
         names.dedup();
-        if names.is_empty() {
-            names.push(TIME_COLUMN.to_owned()); // a row count needs one column: `time` is the cheapest
-        }
-        let reorder = projection.iter().map(|i| names.iter().position(|n| n == self.schema.field(*i).name()).unwrap_or(0)).collect();
+        let output = self.output_columns(&names);
+        let reorder = projection.iter().map(|i| output.iter().position(|n| n == self.schema.field(*i).name()).unwrap_or(0)).collect();
         let request = ScanRequest {
             table: self.table.name.clone(),
             time_min_ns: pushdown.time_min_ns,
@@ -154,19 +198,31 @@ impl TableProvider for StorageTable {
             series: pushdown.series,
             columns: Some(names),
         };
-        let read = match (self.latest, self.time_order, self.fast_paths) {
-            (Some(_), _, _) => Read::NewestRows,
-            (None, Some((newest_first, rows_wanted)), _) => Read::FirstRowsInTimeOrder { newest_first, rows_wanted },
-            (None, None, true) => Read::RowsCountedByFooters,
-            (None, None, false) => Read::Rows,
+        let read = match (self.latest, self.time_order, self.windows, self.fast_paths) {
+            (Some(_), ..) => Read::NewestRows,
+            (None, Some((newest_first, rows_wanted)), ..) => Read::FirstRowsInTimeOrder { newest_first, rows_wanted },
+            (None, None, Some((windows, ..)), _) => Read::Windows(windows),
+            (None, None, None, true) => Read::RowsCountedByFooters,
+            (None, None, None, false) => Read::Rows,
         };
-        Ok(Arc::new(ScanExec::new(self.storage.clone(), request, read, projected, reorder)?))
+        let threads = match read {
+            Read::Rows | Read::RowsCountedByFooters | Read::Windows(_) => {
+                let most = state.config().target_partitions();
+                self.storage.parallel_reads(&request, most).map_err(|e| DataFusionError::External(Box::new(e)))?
+            }
+            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => 1,
+        };
+        Ok(Arc::new(ScanExec::new(self.storage.clone(), request, read, projected, reorder, threads)?))
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // In windows, `time` is a window's start: filters on it stay above the scan, which
+        // reads raw rows by their own times.
+        let on_time = |f: &Expr| self.windows.is_some() && f.column_refs().iter().any(|c| c.name == TIME_COLUMN);
         Ok(filters
             .iter()
             .map(|f| match (Pushdown::applies_exactly(f, |c| self.is_tag(c)), Pushdown::understands(f, |c| self.is_tag(c))) {
+                _ if on_time(f) => TableProviderFilterPushDown::Unsupported,
                 (true, _) => TableProviderFilterPushDown::Exact,
                 (false, true) => TableProviderFilterPushDown::Inexact,
                 (false, false) => TableProviderFilterPushDown::Unsupported,

@@ -379,6 +379,7 @@ impl Config {
             memory_limit_bytes: self.query.memory_limit_bytes,
             memory_pool_bytes: self.query.memory_pool_bytes,
             timeout_ms: self.query.timeout_ms,
+            threads: self.query.threads,
             ..isobar_query::QueryConfig::default()
         }
     }

@@ -38,13 +38,26 @@ type Rows = FxHashMap<TableId, TableSegment>;
 #[derive(Debug)]
 struct TableSegment {
     series: FxHashMap<SeriesId, Vec<Row>>,
+    rows: u64,
     time_min: i64,
     time_max: i64,
 }
 
 impl Default for TableSegment {
     fn default() -> Self {
-        Self { series: FxHashMap::default(), time_min: i64::MAX, time_max: i64::MIN }
+        Self { series: FxHashMap::default(), rows: 0, time_min: i64::MAX, time_max: i64::MIN }
+    }
+}
+
+impl TableSegment {
+    /// The rows of the series `selection` wants when the segment's times overlap its times,
+    /// without looking at each row's time.
+    fn rows_at_most(&self, selection: &Selection<'_>) -> u64 {
+        match selection.series {
+            _ if !selection.overlaps(self.time_min, self.time_max) => 0,
+            Some(ids) => ids.iter().filter_map(|id| self.series.get(id)).map(|rows| rows.len() as u64).sum(),
+            None => self.rows,
+        }
     }
 }
 
@@ -93,6 +106,7 @@ impl Buffer {
                 segments.tail_rows += 1;
                 table.time_min = table.time_min.min(row.time);
                 table.time_max = table.time_max.max(row.time);
+                table.rows += 1;
                 table.series.entry(row.series).or_default().push(row);
             }
         }
@@ -112,6 +126,13 @@ impl Buffer {
         }
         let copied = segments.tail.get(&table).map(|rows| wanted(rows, selection).cloned().collect()).unwrap_or_default();
         BufferView { table, sealed: segments.sealed.clone(), copied }
+    }
+
+    /// At most how many of `table`'s rows `selection` wants (a cheap upper bound).
+    pub(crate) fn rows_at_most(&self, table: TableId, selection: &Selection<'_>) -> u64 {
+        let segments = self.segments.lock();
+        let tail = segments.tail.get(&table).map_or(0, |rows| rows.rows_at_most(selection));
+        tail + rows_at_most(&segments.sealed, table, selection)
     }
 
     /// Hands the rows to a persist: scans keep reading them from the [`Frozen`] buffer.
@@ -134,6 +155,11 @@ impl Frozen {
     /// What a scan of `table` needs.
     pub(crate) fn view(&self, table: TableId) -> BufferView {
         BufferView { table, sealed: self.sealed.clone(), copied: Vec::new() }
+    }
+
+    /// At most how many of `table`'s rows `selection` wants (a cheap upper bound).
+    pub(crate) fn rows_at_most(&self, table: TableId, selection: &Selection<'_>) -> u64 {
+        rows_at_most(&self.sealed, table, selection)
     }
 
     /// Every table's rows split by time partition, in commit order, for persisting.
@@ -168,6 +194,10 @@ impl BufferView {
     fn copied_rows(&self) -> usize {
         self.copied.len()
     }
+}
+
+fn rows_at_most(sealed: &[Arc<Rows>], table: TableId, selection: &Selection<'_>) -> u64 {
+    sealed.iter().filter_map(|rows| rows.get(&table)).map(|rows| rows.rows_at_most(selection)).sum()
 }
 
 /// The rows of one table's segment that `selection` wants, in commit order per series.

@@ -33,6 +33,10 @@ pub struct StorageConfig {
     /// when persists happen turn it off.
     pub background_persist: bool,
     pub chunk: ChunkOptions,
+    /// Rows a scan reads at a time (its series grouped by the rows chunk footers list): what a
+    /// scan holds in memory besides its snapshot, and the work one thread of a parallel scan
+    /// takes at a time.
+    pub scan_group_rows: u64,
     pub tags_per_series_max: usize,
     pub columns_per_table_max: usize,
     pub name_bytes_max: usize,
@@ -81,6 +85,7 @@ impl StorageConfig {
             compaction_rows_max: 20_000_000,
             background_persist: true,
             chunk: ChunkOptions::default(),
+            scan_group_rows: 256 * 1024,
             tags_per_series_max: 64,
             columns_per_table_max: 1024,
             name_bytes_max: 256,
@@ -108,6 +113,8 @@ impl StorageConfig {
             background_persist: false,
             rollup_interval_ms: 0,
             chunk: ChunkOptions { row_group_rows_max: 64, codec: crate::codec::CodecOptions { pco_level: 4, zstd_level: 1 } },
+            // Scans of a few hundred rows split into groups, and parallel scans have work to share.
+            scan_group_rows: 100,
             ..Self::new(data_dir)
         }
     }
@@ -123,6 +130,9 @@ impl StorageConfig {
         }
         if self.commit_queue_len_max == 0 {
             return bad("commit_queue_len_max must be positive");
+        }
+        if self.scan_group_rows == 0 {
+            return bad("scan_group_rows must be positive");
         }
         if self.chunk.row_group_rows_max == 0 {
             return bad("chunk.row_group_rows_max must be positive");

@@ -1,4 +1,5 @@
-//! Exact row counts from chunk footers: what `count(*)` reads instead of decoding the table.
+//! Row counts from chunk footers: exact ones, what `count(*)` reads instead of decoding the
+//! table, and estimates that size a scan's parallelism.
 //!
 //! A footer gives each series' rows and time range in its chunk. Those rows are all counted
 //! when the range lies inside the request's time range and no other chunk holds rows of the
@@ -55,5 +56,29 @@ impl Storage {
             count += run.rows as u64;
         }
         Ok(Some(count))
+    }
+
+    /// How many threads could usefully share a scan of `req` ([`crate::Scan::split`]): one per
+    /// group of series it reads, by the rows chunk footers and the write buffer list for its
+    /// series in chunks and segments whose times overlap its own; between 1 and `most`.
+    pub fn parallel_reads(&self, req: &ScanRequest, most: usize) -> Result<usize> {
+        let shared = &self.shared;
+        let target = Target::new(&shared.registry.lock(), &shared.config, req)?;
+        let (table, selection) = (target.schema.id, target.selection());
+        let group_rows = shared.config.scan_group_rows.max(1);
+        let enough = (most as u64).saturating_mul(group_rows);
+        let (chunks, mut rows) = {
+            let state = shared.state.read();
+            let chunks: Vec<_> = state.chunks.values().filter(|c| c.table() == table).cloned().collect();
+            let frozen = state.frozen.as_ref().map_or(0, |f| f.rows_at_most(table, &selection));
+            (chunks, state.active.rows_at_most(table, &selection) + frozen)
+        };
+        for chunk in chunks.iter().filter(|c| c.reader.may_match(&selection)) {
+            if rows >= enough {
+                break;
+            }
+            rows += chunk.reader.selected_series(&selection).map(|s| u64::from(s.rows)).sum::<u64>();
+        }
+        Ok(usize::try_from(rows.div_ceil(group_rows)).unwrap_or(usize::MAX).clamp(1, most.max(1)))
     }
 }

@@ -133,7 +133,7 @@ impl Storage {
         }
         let selection = target.selection();
         let set = RowSet::from_rows(&rows, &crate::buffer::field_types(&target.schema, |id| selection.wants_column(id)));
-        let mut scan = target.into_scan(shared.config.partition_ns());
+        let mut scan = target.into_scan(&shared.config);
         scan.add_rows(set);
         Ok(Some(scan))
     }

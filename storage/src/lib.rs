@@ -56,6 +56,8 @@ mod rollup;
 mod scan;
 #[cfg(feature = "engine")]
 mod verify;
+#[cfg(feature = "engine")]
+mod windows;
 
 pub use arrow;
 pub use chunk::ChunkOptions;
@@ -74,6 +76,7 @@ pub use {
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},
     verify::{VerifyReport, verify_data_dir},
+    windows::{Windows, partial_name},
 };
 
 #[cfg(feature = "engine")]

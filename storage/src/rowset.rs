@@ -79,6 +79,14 @@ impl Values {
             (a, b) => panic!("merging a {} column into {}", b.field_type(), a.field_type()),
         }
     }
+    fn reserve(&mut self, additional: usize) {
+        match self {
+            Self::F64(v) => v.reserve(additional),
+            Self::I64(v) => v.reserve(additional),
+            Self::Bool(v) => v.reserve(additional),
+            Self::String(v) => v.reserve(additional),
+        }
+    }
     fn extend_from(&mut self, other: &Self, rows: std::ops::Range<usize>) {
         match (self, other) {
             (Self::F64(a), Self::F64(b)) => a.extend_from_slice(&b[rows]),
@@ -232,29 +240,31 @@ impl RowSet {
             sets.iter().map(|s| out.columns.iter().map(|c| s.columns.iter().position(|sc| sc.id == c.id)).collect()).collect();
         let mut cursors = vec![0usize; sets.len()];
         let mut picks: Vec<(i64, usize, usize)> = Vec::new();
+        let mut spans: Vec<(i64, i64, usize)> = Vec::new();
         loop {
             let next = sets.iter().zip(&cursors).filter_map(|(s, &c)| s.series.get(c).map(|r| r.series)).min();
             let Some(series) = next else { break };
             let holders: Vec<usize> =
                 (0..sets.len()).filter(|&k| sets[k].series.get(cursors[k]).is_some_and(|r| r.series == series)).collect();
-            if let [k] = holders[..] {
-                // Only one set has the series (the common case: chunks of other times or
-                // series): its rows are copied whole.
+            // The series' rows in each holder as (first time, last time, holder), by first time:
+            // when only one set holds the series, or each run ends before the next begins
+            // (chunks of successive times, the common case), they are copied whole in turn.
+            spans.clear();
+            spans.extend(holders.iter().filter_map(|&k| {
                 let run = sets[k].series[cursors[k]];
-                cursors[k] += 1;
-                let rows = run.row_start..run.row_start + run.rows;
-                out.series.push(SeriesRun { series, row_start: out.times.len(), rows: run.rows });
-                out.times.extend_from_slice(&sets[k].times[rows.clone()]);
-                for (col, map) in out.columns.iter_mut().zip(&maps[k]) {
-                    match map {
-                        Some(m) => {
-                            let src = &sets[k].columns[*m];
-                            col.values.extend_from(&src.values, rows.clone());
-                            col.valid.extend_from_slice(&src.valid[rows.clone()]);
-                        }
-                        None => col.push_null(run.rows),
-                    }
+                let times = &sets[k].times[run.row_start..run.row_start + run.rows];
+                Some((*times.first()?, *times.last()?, k))
+            }));
+            spans.sort_unstable();
+            if spans.windows(2).all(|pair| pair[0].1 < pair[1].0) {
+                let row_start = out.times.len();
+                for &(_, _, k) in &spans {
+                    out.copy_run(&sets[k], sets[k].series[cursors[k]], &maps[k]);
                 }
+                for k in holders {
+                    cursors[k] += 1;
+                }
+                out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
                 continue;
             }
             picks.clear();
@@ -286,6 +296,23 @@ impl RowSet {
             out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
         }
         out
+    }
+
+    /// Appends the rows of `run` of `set`, whose columns are at `map` in this set's (`None`:
+    /// absent from `set`, appended as nulls); the caller records the series run.
+    fn copy_run(&mut self, set: &RowSet, run: SeriesRun, map: &[Option<usize>]) {
+        let rows = run.row_start..run.row_start + run.rows;
+        self.times.extend_from_slice(&set.times[rows.clone()]);
+        for (col, map) in self.columns.iter_mut().zip(map) {
+            match map {
+                Some(m) => {
+                    let src = &set.columns[*m];
+                    col.values.extend_from(&src.values, rows.clone());
+                    col.valid.extend_from_slice(&src.valid[rows.clone()]);
+                }
+                None => col.push_null(run.rows),
+            }
+        }
     }
 
     /// The rows of the series in `series` (sorted).
@@ -350,6 +377,23 @@ impl RowSet {
             mine.values.extend_from(&theirs.values, 0..theirs.valid.len());
             mine.valid.extend(theirs.valid);
         }
+    }
+
+    /// Row sets with the same columns, each after the one before in (series, time) order, as
+    /// one, allocated once.
+    pub(crate) fn concat(sets: Vec<RowSet>) -> RowSet {
+        let total: usize = sets.iter().map(RowSet::len).sum();
+        let mut sets = sets.into_iter();
+        let Some(mut out) = sets.next() else { return RowSet::default() };
+        out.times.reserve(total - out.len());
+        for column in &mut out.columns {
+            column.values.reserve(total - column.valid.len());
+            column.valid.reserve(total - column.valid.len());
+        }
+        for set in sets {
+            out.append(set);
+        }
+        out
     }
 
     /// The rows `selection` wants, by series and time (columns are chosen when building).
@@ -424,5 +468,26 @@ mod tests {
         let selection = Selection { series: None, time_min: 6, time_max: 10, columns: None };
         let filtered = merged.select(&selection);
         assert_eq!(filtered.to_rows(), vec![row(1, 10, 2.0), row(2, 10, 3.0)]);
+    }
+
+    /// Sets of rows over random series and times, each set's times within its own window, so
+    /// that sets with windows apart take the whole-run copy and overlapping ones the row merge.
+    fn sets() -> impl proptest::strategy::Strategy<Value = Vec<Vec<Row>>> {
+        use proptest::prelude::*;
+        let set = (0i64..4, prop::collection::vec((0u64..5, 0i64..20, -100i32..100), 0..30))
+            .prop_map(|(window, rows)| rows.into_iter().map(|(s, t, v)| row(s, window * 15 + t, f64::from(v))).collect());
+        prop::collection::vec(set, 0..6)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merge_keeps_the_newest_row_of_each_key(sets in sets()) {
+            let merged = RowSet::merge(sets.iter().map(|rows| RowSet::from_rows(rows, &types())).collect());
+            let mut newest: BTreeMap<(SeriesId, i64), Row> = BTreeMap::new();
+            for row in sets.iter().flatten() {
+                newest.insert((row.series, row.time), row.clone());
+            }
+            proptest::prop_assert_eq!(merged.to_rows(), newest.into_values().collect::<Vec<_>>());
+        }
     }
 }

@@ -4,16 +4,18 @@
 //! that may match, by their footers) and returns a [`Scan`] that yields one partition at a
 //! time, merging chunks (oldest first), the frozen buffer and the active buffer with
 //! last-write-wins. Output rows are sorted by (series, time). Within a partition, series are
-//! read in groups of about [`GROUP_ROWS_TARGET`] rows (counted from the chunk footers), so a
+//! read in groups of about `scan_group_rows` rows (counted from the chunk footers), so a
 //! scan holds one group's rows at a time and its consumer starts on the first group while the
-//! next is decoded.
+//! next is decoded. [`Scan::split`] lets several threads read one snapshot, each taking the
+//! next group of series to read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parking_lot::Mutex;
 
 use crate::buffer::{BufferView, partition_start};
 use crate::config::StorageConfig;
@@ -25,9 +27,7 @@ use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::rollup::recompute::{correct, corrections};
 use crate::rowset::{RowSet, Selection, Values};
 use crate::schema::{ColumnKind, TIME_COLUMN, TableSchema};
-
-/// Rows one read of a partition aims at.
-const GROUP_ROWS_TARGET: u64 = 256 * 1024;
+use crate::windows::Windows;
 
 /// Rows per output record batch, at most.
 const BATCH_ROWS_MAX: usize = 64 * 1024;
@@ -62,29 +62,41 @@ impl ScanRequest {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum OutColumn {
+pub(crate) enum OutColumn {
     Time,
     Tag(ColumnId),
     Field(ColumnId, FieldType),
 }
 
-/// An iterator of record batches over a snapshot, one partition at a time.
+/// An iterator of record batches over a snapshot, one partition at a time; [`Scan::split`]
+/// shares one snapshot's reading among threads.
 #[derive(Debug)]
 pub struct Scan {
-    schema: SchemaRef,
-    out: Vec<OutColumn>,
-    tags: HashMap<SeriesId, Vec<(ColumnId, String)>>,
-    series: Option<Vec<SeriesId>>,
+    pub(crate) schema: SchemaRef,
+    pub(crate) out: Vec<OutColumn>,
+    tags: Arc<HashMap<SeriesId, Vec<(ColumnId, String)>>>,
+    series: Option<Arc<[SeriesId]>>,
     fields: Vec<ColumnId>,
     time_min: i64,
     time_max: i64,
     partition_ns: i64,
+    /// Rows a group of series aims at ([`StorageConfig::scan_group_rows`]).
+    group_rows: u64,
+    /// A rollup table's `late_updates` column, which [`correct`] adds to.
+    late_column: Option<ColumnId>,
+    /// What is left to read, shared with the scans split from this one.
+    work: Arc<Mutex<Work>>,
+    pending: Vec<RecordBatch>,
+    /// Set when batches hold partial aggregates per window instead of rows (`windows.rs`).
+    pub(crate) windows: Option<Windows>,
+}
+
+/// The groups of series a scan (and those split from it) has yet to read.
+#[derive(Debug, Default)]
+struct Work {
     partitions: BTreeMap<i64, Parts>,
     /// The partition being read.
     current: Option<PartitionRead>,
-    pending: Vec<RecordBatch>,
-    /// A rollup table's `late_updates` column, which [`correct`] adds to.
-    late_column: Option<ColumnId>,
     /// Partitions newest first instead of oldest first.
     newest_first: bool,
     /// Once this many rows are read, the partitions not begun are left unread.
@@ -107,7 +119,7 @@ struct Parts {
 #[derive(Debug)]
 struct PartitionRead {
     start_ns: i64,
-    parts: Parts,
+    parts: Arc<Parts>,
     /// Groups of series (each sorted) still to read.
     groups: VecDeque<Vec<SeriesId>>,
 }
@@ -193,20 +205,22 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     let estimate: usize = buffered.iter().map(|view| view.estimated_bytes(&selection)).sum();
     charge(estimate).map_err(|reason| Error::LimitExceeded(format!("buffered rows of {}: {reason}", schema.name)))?;
     let buffered: Vec<RowSet> = buffered.iter().map(|view| view.select(schema, &selection)).collect();
-    let mut scan = target.into_scan(shared.config.partition_ns());
+    let mut scan = target.into_scan(&shared.config);
     scan.late_column = late_column;
-    for chunk in chunks {
-        scan.partitions.entry(chunk.partition_start_ns()).or_default().chunks.push(chunk);
-    }
     for set in buffered.into_iter().chain([unwritten]) {
         scan.add_rows(set);
     }
-    for (partition, part) in split_partitions(fixed, scan.partition_ns) {
-        scan.partitions.entry(partition).or_default().fixed = part;
+    let mut work = scan.work.lock();
+    for chunk in chunks {
+        work.partitions.entry(chunk.partition_start_ns()).or_default().chunks.push(chunk);
     }
-    for parts in scan.partitions.values_mut() {
+    for (partition, part) in split_partitions(fixed, scan.partition_ns) {
+        work.partitions.entry(partition).or_default().fixed = part;
+    }
+    for parts in work.partitions.values_mut() {
         parts.chunks.sort_by_key(|c| c.age_key());
     }
+    drop(work);
     Ok(scan)
 }
 
@@ -267,23 +281,21 @@ impl Target {
     }
 
     /// A scan of nothing yet: add chunks and rows to its partitions.
-    pub(crate) fn into_scan(self, partition_ns: i64) -> Scan {
+    pub(crate) fn into_scan(self, config: &StorageConfig) -> Scan {
         Scan {
             schema: arrow_schema(&self.schema, &self.out),
             out: self.out,
-            tags: self.tags,
-            series: self.series,
+            tags: Arc::new(self.tags),
+            series: self.series.map(Arc::from),
             fields: self.fields,
             time_min: self.time_min,
             time_max: self.time_max,
-            partition_ns,
-            partitions: BTreeMap::new(),
-            current: None,
-            pending: Vec::new(),
+            partition_ns: config.partition_ns(),
+            group_rows: config.scan_group_rows.max(1),
             late_column: None,
-            newest_first: false,
-            rows_wanted: None,
-            rows_read: 0,
+            work: Arc::default(),
+            pending: Vec::new(),
+            windows: None,
         }
     }
 }
@@ -302,10 +314,38 @@ impl Scan {
     /// first when `newest_first`), and none begun once `rows_wanted` rows are read. Every row of
     /// a partition not begun is older (newer) than every row read, so the first `rows_wanted`
     /// rows in that order are among those read; within a partition rows still come by series.
-    pub fn in_time_order(mut self, newest_first: bool, rows_wanted: u64) -> Self {
-        self.newest_first = newest_first;
-        self.rows_wanted = Some(rows_wanted);
+    pub fn in_time_order(self, newest_first: bool, rows_wanted: u64) -> Self {
+        let mut work = self.work.lock();
+        work.newest_first = newest_first;
+        work.rows_wanted = Some(rows_wanted);
+        drop(work);
         self
+    }
+
+    /// Splits the scan into `n` scans of its snapshot that together return each of its rows
+    /// once, for `n` threads to read: each takes the next group of series from a queue they
+    /// share. Each returns whole groups, sorted by (series, time) within a group.
+    pub fn split(self, n: usize) -> Vec<Scan> {
+        let mut scans = Vec::with_capacity(n.max(1));
+        for _ in 1..n {
+            scans.push(Scan {
+                schema: Arc::clone(&self.schema),
+                out: self.out.clone(),
+                tags: Arc::clone(&self.tags),
+                series: self.series.clone(),
+                fields: self.fields.clone(),
+                time_min: self.time_min,
+                time_max: self.time_max,
+                partition_ns: self.partition_ns,
+                group_rows: self.group_rows,
+                late_column: self.late_column,
+                work: Arc::clone(&self.work),
+                pending: Vec::new(),
+                windows: self.windows,
+            });
+        }
+        scans.insert(0, self);
+        scans
     }
 
     /// The schema of every batch: `time`, then the requested tags and fields in table order.
@@ -315,8 +355,9 @@ impl Scan {
 
     /// Adds rows (of the selected series and times) to the partitions they fall in.
     pub(crate) fn add_rows(&mut self, set: RowSet) {
+        let mut work = self.work.lock();
         for (partition, part) in split_partitions(set, self.partition_ns) {
-            self.partitions.entry(partition).or_default().buffered.push(part);
+            work.partitions.entry(partition).or_default().buffered.push(part);
         }
     }
 
@@ -327,50 +368,59 @@ impl Scan {
     /// The next group of series of the current partition, merged; the next partition's first
     /// group when the current one is done; `None` at the end.
     fn next_group(&mut self) -> Result<Option<RecordBatch>> {
-        match self.next_rows()? {
-            Some(set) => Ok(Some(self.to_batch(set)?)),
-            None => Ok(None),
+        match (self.next_rows()?, self.windows) {
+            (Some(set), Some(windows)) => Ok(Some(self.to_windows(&set, windows)?)),
+            (Some(set), None) => Ok(Some(self.to_batch(set)?)),
+            (None, _) => Ok(None),
         }
     }
 
     /// [`Self::next_group`] as rows with series ids, for the engine's own readers.
     pub(crate) fn next_rows(&mut self) -> Result<Option<RowSet>> {
+        let Some((start_ns, parts, group)) = self.next_work() else { return Ok(None) };
+        let end = start_ns.saturating_add(self.partition_ns - 1);
+        let selection = Selection {
+            series: Some(&group),
+            time_min: self.time_min.max(start_ns),
+            time_max: self.time_max.min(end),
+            columns: Some(&self.fields),
+        };
+        let Parts { chunks, buffered, fixed } = &*parts;
+        let mut sets = Vec::with_capacity(chunks.len() + buffered.len());
+        for chunk in chunks.iter().filter(|c| c.reader.may_match(&selection)) {
+            sets.push(chunk.reader.read(&selection)?);
+        }
+        sets.extend(buffered.iter().map(|set| set.of_series(&group)));
+        let merged = RowSet::merge(sets);
+        let rows = match self.late_column {
+            Some(late_column) => correct(merged, fixed.of_series(&group), late_column),
+            None => merged,
+        };
+        self.work.lock().rows_read += rows.len() as u64;
+        Ok(Some(rows))
+    }
+
+    /// The next group of series to read and the partition it is of, taken from the work
+    /// shared by the scans split from one.
+    fn next_work(&self) -> Option<(i64, Arc<Parts>, Vec<SeriesId>)> {
+        let mut work = self.work.lock();
         loop {
-            if let Some(group) = self.current.as_mut().and_then(|read| read.groups.pop_front()) {
-                let Some(read) = &self.current else { continue };
-                let end = read.start_ns.saturating_add(self.partition_ns - 1);
-                let selection = Selection {
-                    series: Some(&group),
-                    time_min: self.time_min.max(read.start_ns),
-                    time_max: self.time_max.min(end),
-                    columns: Some(&self.fields),
-                };
-                let Parts { chunks, buffered, fixed } = &read.parts;
-                let mut sets = Vec::with_capacity(chunks.len() + buffered.len());
-                for chunk in chunks.iter().filter(|c| c.reader.may_match(&selection)) {
-                    sets.push(chunk.reader.read(&selection)?);
-                }
-                sets.extend(buffered.iter().map(|set| set.of_series(&group)));
-                let merged = RowSet::merge(sets);
-                let rows = match self.late_column {
-                    Some(late_column) => correct(merged, fixed.of_series(&group), late_column),
-                    None => merged,
-                };
-                self.rows_read += rows.len() as u64;
-                return Ok(Some(rows));
+            if let Some(read) = work.current.as_mut()
+                && let Some(group) = read.groups.pop_front()
+            {
+                return Some((read.start_ns, Arc::clone(&read.parts), group));
             }
-            if self.rows_wanted.is_some_and(|wanted| self.rows_read >= wanted) {
-                return Ok(None);
+            if work.rows_wanted.is_some_and(|wanted| work.rows_read >= wanted) {
+                return None;
             }
-            let next = if self.newest_first { self.partitions.pop_last() } else { self.partitions.pop_first() };
-            let Some((start_ns, parts)) = next else { return Ok(None) };
+            let (start_ns, parts) = if work.newest_first { work.partitions.pop_last() } else { work.partitions.pop_first() }?;
             let groups = self.series_groups(start_ns, &parts);
-            self.current = Some(PartitionRead { start_ns, parts, groups });
+            work.current = Some(PartitionRead { start_ns, parts: Arc::new(parts), groups });
         }
     }
 
     /// The series of one partition that the scan wants, in groups of about
-    /// [`GROUP_ROWS_TARGET`] rows, by the rows chunk footers and buffers list for each.
+    /// `group_rows` rows, by the rows chunk footers and buffers list for each.
     fn series_groups(&self, start_ns: i64, parts: &Parts) -> VecDeque<Vec<SeriesId>> {
         let end = start_ns.saturating_add(self.partition_ns - 1);
         let selection = self.selection(self.time_min.max(start_ns), self.time_max.min(end));
@@ -388,7 +438,7 @@ impl Scan {
         for (series, n) in rows {
             group.push(series);
             group_rows += n;
-            if group_rows >= GROUP_ROWS_TARGET {
+            if group_rows >= self.group_rows {
                 groups.push_back(std::mem::take(&mut group));
                 group_rows = 0;
             }
@@ -397,6 +447,11 @@ impl Scan {
             groups.push_back(group);
         }
         groups
+    }
+
+    /// The value of tag `id` of `series`.
+    pub(crate) fn tag(&self, series: SeriesId, id: ColumnId) -> Option<&str> {
+        self.tags.get(&series).and_then(|t| t.iter().find(|(c, _)| *c == id)).map(|(_, v)| v.as_str())
     }
 
     /// The rows of `set` as a batch; its vectors move into the arrays without copies.
@@ -411,19 +466,12 @@ impl Scan {
     fn to_array(&self, set: &mut RowSet, rows: usize, column: OutColumn) -> ArrayRef {
         match column {
             OutColumn::Time => Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut set.times)).with_timezone("UTC")),
-            OutColumn::Tag(id) => {
-                let mut values: Vec<Option<&str>> = Vec::with_capacity(rows);
-                for run in &set.series {
-                    let tag = self.tags.get(&run.series).and_then(|t| t.iter().find(|(c, _)| *c == id)).map(|(_, v)| v.as_str());
-                    values.extend(std::iter::repeat_n(tag, run.rows));
-                }
-                Arc::new(StringArray::from(values))
-            }
+            OutColumn::Tag(id) => Arc::new(repeated_strings(set.series.iter().map(|run| (self.tag(run.series, id), run.rows)), rows)),
             OutColumn::Field(id, ty) => match set.columns.iter_mut().find(|c| c.id == id) {
                 None => arrow::array::new_null_array(&arrow_type(ty), rows),
                 Some(c) => {
                     let valid = std::mem::take(&mut c.valid);
-                    let nulls = |valid: Vec<bool>| Some(NullBuffer::from(valid));
+                    let nulls = |valid: Vec<bool>| valid.contains(&false).then(|| NullBuffer::from(valid));
                     match std::mem::replace(&mut c.values, Values::Bool(Vec::new())) {
                         Values::F64(v) => Arc::new(Float64Array::new(v.into(), nulls(valid))),
                         Values::I64(v) => Arc::new(Int64Array::new(v.into(), nulls(valid))),
@@ -457,6 +505,48 @@ impl Iterator for Scan {
             }
         }
     }
+}
+
+/// A string column of `rows` rows given as runs of one value (`None`: null) repeated: the
+/// value's bytes copied once per row, with no per-row allocation or dispatch.
+pub(crate) fn repeated_strings<'a>(runs: impl Iterator<Item = (Option<&'a str>, usize)> + Clone, rows: usize) -> StringArray {
+    let bytes: usize = runs.clone().map(|(value, n)| value.map_or(0, str::len).saturating_mul(n)).sum();
+    if i32::try_from(bytes).is_err() {
+        // Past what 32-bit offsets address: let Arrow report it as it builds.
+        return runs.flat_map(|(value, n)| std::iter::repeat_n(value, n)).collect();
+    }
+    let mut values = Vec::with_capacity(bytes);
+    let mut offsets = Vec::with_capacity(rows + 1);
+    offsets.push(0i32);
+    // Kept once a null is met: whether each row so far has a value.
+    let mut valid: Option<Vec<bool>> = None;
+    for (value, n) in runs {
+        match value {
+            Some(value) => {
+                // The value once, then what is written so far doubled until the run is whole:
+                // a few large copies rather than one per row.
+                let (start, len) = (values.len(), value.len());
+                values.extend_from_slice(value.as_bytes());
+                let end = start + len * n;
+                while values.len() < end {
+                    let more = (values.len() - start).min(end - values.len());
+                    values.extend_from_within(start..start + more);
+                }
+                values.truncate(end);
+                offsets.extend((1..=n).map(|i| (start + i * len) as i32));
+            }
+            None => {
+                let before = offsets.len() - 1;
+                valid.get_or_insert_with(|| vec![true; before]);
+                offsets.resize(offsets.len() + n, values.len() as i32);
+            }
+        }
+        if let Some(valid) = &mut valid {
+            valid.resize(offsets.len() - 1, value.is_some());
+        }
+    }
+    // `new` checks that the offsets ascend and each slice is whole UTF-8.
+    StringArray::new(OffsetBuffer::new(offsets.into()), values.into(), valid.map(NullBuffer::from))
 }
 
 fn split_partitions(set: RowSet, partition_ns: i64) -> BTreeMap<i64, RowSet> {
@@ -513,4 +603,23 @@ fn arrow_schema(schema: &TableSchema, out: &[OutColumn]) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Array;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn repeated_strings_equal_the_values_one_by_one(runs in prop::collection::vec((prop::option::of("[a-zé]{0,5}"), 0usize..5), 0..8)) {
+            let rows = runs.iter().map(|(_, n)| n).sum();
+            let expected: StringArray = runs.iter().flat_map(|(value, n)| std::iter::repeat_n(value.as_deref(), *n)).collect();
+            let got = repeated_strings(runs.iter().map(|(value, n)| (value.as_deref(), *n)), rows);
+            prop_assert_eq!(got.len(), rows);
+            prop_assert_eq!(got, expected);
+        }
+    }
 }

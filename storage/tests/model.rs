@@ -87,12 +87,31 @@ fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op,
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             assert_eq!(got, expected, "scan {from}..={to} series {s}");
+            if storage.table("m").is_some() {
+                assert_eq!(read_split(storage, &req, 3), expected, "scan split in three {from}..={to} series {s}");
+            }
             assert_eq!(latest(storage, &req), newest_of(&expected), "latest {from}..={to} series {s}");
             if let Some(rows) = storage.table("m").and_then(|_| storage.row_count(&req).expect("row count")) {
                 assert_eq!(rows, expected.len() as u64, "footer count {from}..={to} series {s}");
             }
         }
     }
+}
+
+/// What a scan of `req` split into `n` returns, each part read on a thread of its own at once
+/// (`collect` asserts that no row comes twice).
+fn read_split(storage: &Storage, req: &ScanRequest, n: usize) -> BTreeMap<Key, Fields> {
+    let parts = storage.scan(req).expect("scan").split(n);
+    assert_eq!(parts.len(), n);
+    let batches: Vec<_> = std::thread::scope(|scope| {
+        let readers: Vec<_> = parts.into_iter().map(|part| scope.spawn(move || part.collect::<Vec<_>>())).collect();
+        readers.into_iter().flat_map(|reader| reader.join().expect("reader thread")).collect()
+    });
+    let mut got = BTreeMap::new();
+    for batch in batches {
+        collect(&batch.expect("batch"), &mut got);
+    }
+    got
 }
 
 /// What [`Storage::latest`] returns, as the model's keys.

@@ -87,16 +87,16 @@ impl ChunkReader {
     pub(crate) fn read(&self, selection: &Selection<'_>) -> Result<RowSet> {
         // Row ranges of the wanted series, in row order (series are stored in id order).
         let runs: Vec<(u64, u64)> = self.selected_series(selection).map(|s| (s.row_start, s.row_start + u64::from(s.rows))).collect();
-        let mut out = RowSet::default();
+        let mut sets = Vec::new();
         for group in &self.footer.row_groups {
             let (start, end) = (group.row_start, group.row_start + u64::from(group.rows));
             let first_after_start = runs.partition_point(|&(_, e)| e <= start);
             let needed = runs.get(first_after_start).is_some_and(|&(s, _)| s < end);
             if needed && selection.overlaps(group.time_min, group.time_max) {
-                out.append(self.read_group(group, selection)?.select(selection));
+                sets.push(self.read_group(group, selection)?.select(selection));
             }
         }
-        Ok(out)
+        Ok(RowSet::concat(sets))
     }
 
     /// Reads every block and checks it, for integrity checks.
