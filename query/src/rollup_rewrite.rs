@@ -33,7 +33,7 @@ use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, cast, col, lit};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
-use isobar_storage::{ColumnKind, FieldType, TIME_COLUMN, TableSchema, Windows, partial_name};
+use isobar_storage::{ColumnKind, FieldType, PARTIAL_AGGREGATES, TIME_COLUMN, TableSchema, Windows, partial_name};
 
 use crate::plan_chain::{Chain, chain_under};
 use crate::pushdown::{string, timestamp_ns};
@@ -127,10 +127,10 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     }
     let partials = fields.iter().flat_map(|f| {
         [
-            sum(col(partial(f, "count"))).alias(partial(f, "count")),
-            sum(col(partial(f, "sum"))).alias(partial(f, "sum")),
-            min(col(partial(f, "min"))).alias(partial(f, "min")),
-            max(col(partial(f, "max"))).alias(partial(f, "max")),
+            sum(col(partial_name(f, "count"))).alias(partial_name(f, "count")),
+            sum(col(partial_name(f, "sum"))).alias(partial_name(f, "sum")),
+            min(col(partial_name(f, "min"))).alias(partial_name(f, "min")),
+            max(col(partial_name(f, "max"))).alias(partial_name(f, "max")),
         ]
     });
     let combined = builder.aggregate(aggregate.group_expr.clone(), partials.collect::<Vec<_>>())?.build()?;
@@ -138,11 +138,11 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         (0..aggregate.group_expr.len()).map(|i| Expr::Column(Column::from(combined.schema().qualified_field(i)))).collect();
     let finals = wanted.iter().zip(aggregate.schema.fields().iter().skip(aggregate.group_expr.len())).map(|((kind, f), out)| {
         let value = match kind {
-            Kind::Count => col(partial(f, "count")),
-            Kind::Sum => col(partial(f, "sum")),
-            Kind::Min => col(partial(f, "min")),
-            Kind::Max => col(partial(f, "max")),
-            Kind::Avg => cast(col(partial(f, "sum")), DataType::Float64) / cast(col(partial(f, "count")), DataType::Float64),
+            Kind::Count => col(partial_name(f, "count")),
+            Kind::Sum => col(partial_name(f, "sum")),
+            Kind::Min => col(partial_name(f, "min")),
+            Kind::Max => col(partial_name(f, "max")),
+            Kind::Avg => cast(col(partial_name(f, "sum")), DataType::Float64) / cast(col(partial_name(f, "count")), DataType::Float64),
         };
         value.alias(out.name())
     });
@@ -291,11 +291,6 @@ fn align_up(t: i64, interval: i64) -> Option<i64> {
     if down == t { Some(t) } else { down.checked_add(interval) }
 }
 
-/// The name of a branch's partial aggregate of field `f`, as storage names it in windows.
-fn partial(f: &str, what: &str) -> String {
-    partial_name(f, what)
-}
-
 fn time_literal(ns: i64) -> Expr {
     lit(ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())))
 }
@@ -314,9 +309,9 @@ fn rollup_branch(rollup: &StorageTable, tags: &[String], fields: &BTreeSet<&str>
     if let Some(filter) = time_within(min, max) {
         builder = builder.filter(filter)?;
     }
-    let columns = fields.iter().flat_map(|f| {
-        ["count", "sum", "min", "max"].map(|what| col(Column::new_unqualified(format!("{f}_{what}"))).alias(partial(f, what)))
-    });
+    let columns = fields
+        .iter()
+        .flat_map(|f| PARTIAL_AGGREGATES.map(|what| col(Column::new_unqualified(format!("{f}_{what}"))).alias(partial_name(f, what))));
     builder.project(keys(tags).chain(columns))?.build()
 }
 
@@ -324,7 +319,7 @@ fn rollup_branch(rollup: &StorageTable, tags: &[String], fields: &BTreeSet<&str>
 fn windows_branch(chain: &Chain, windows: Windows, tags: &[String], fields: &BTreeSet<&str>, min: i64, max: i64) -> Result<LogicalPlan> {
     let table = chain.table.in_windows(windows, min, max);
     let builder = LogicalPlanBuilder::scan(chain.scan.table_name.clone(), provider_as_source(Arc::new(table)), None)?;
-    let columns = fields.iter().flat_map(|f| ["count", "sum", "min", "max"].map(|what| col(Column::new_unqualified(partial(f, what)))));
+    let columns = fields.iter().flat_map(|f| PARTIAL_AGGREGATES.map(|what| col(Column::new_unqualified(partial_name(f, what)))));
     builder.project(keys(tags).chain(columns))?.build()
 }
 

@@ -16,7 +16,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use isobar_storage::{ColumnKind, FieldType, ScanRequest, Storage, TIME_COLUMN, TableSchema, Windows, partial_name};
+use isobar_storage::{ColumnKind, FieldType, PARTIAL_AGGREGATES, ScanRequest, Storage, TIME_COLUMN, TableSchema, Windows, partial_name};
 
 use crate::insert::StorageSink;
 use crate::pushdown::Pushdown;
@@ -92,8 +92,9 @@ impl StorageTable {
         let tags = self.table.tags().map(|c| Field::new(&c.name, DataType::Utf8, true));
         let partials = self.table.columns.iter().flat_map(|c| match c.kind {
             ColumnKind::Field(t @ (FieldType::F64 | FieldType::I64)) => {
-                let count = Field::new(partial_name(&c.name, "count"), DataType::Int64, false);
-                let rest = ["sum", "min", "max"].map(|what| Field::new(partial_name(&c.name, what), isobar_storage::arrow_type(t), true));
+                let count = Field::new(partial_name(&c.name, PARTIAL_AGGREGATES[0]), DataType::Int64, false);
+                let rest =
+                    PARTIAL_AGGREGATES[1..].iter().map(|what| Field::new(partial_name(&c.name, what), isobar_storage::arrow_type(t), true));
                 std::iter::once(count).chain(rest).collect()
             }
             _ => Vec::new(),
@@ -102,19 +103,11 @@ impl StorageTable {
         Self { schema, windows: Some((windows, time_min_ns, time_max_ns)), ..self.clone() }
     }
 
-    /// The table read in time order (newest first when `newest_first`) until `rows_wanted`
-    /// rows are read, whole partitions at a time.
-    pub(crate) fn in_time_order(&self, newest_first: bool, rows_wanted: u64) -> Self {
-        Self { time_order: Some((newest_first, rows_wanted)), ..self.clone() }
-    }
-}
-
-impl StorageTable {
     /// The stored column an output column is read from: in windows, a field's partial
     /// aggregates are read from the field.
     fn stored_column(&self, output: &str) -> String {
         let partial_of = |f: &&isobar_storage::ColumnDef| {
-            self.windows.is_some() && ["count", "sum", "min", "max"].iter().any(|what| partial_name(&f.name, what) == output)
+            self.windows.is_some() && PARTIAL_AGGREGATES.iter().any(|what| partial_name(&f.name, what) == output)
         };
         self.table.columns.iter().find(partial_of).map_or_else(|| output.to_owned(), |f| f.name.clone())
     }
@@ -124,8 +117,17 @@ impl StorageTable {
         if self.windows.is_none() {
             return stored.to_vec();
         }
-        let partials = |f: &String| ["count", "sum", "min", "max"].map(|what| partial_name(f, what));
-        stored.iter().flat_map(|n| if n == TIME_COLUMN || self.is_tag(n) { vec![n.clone()] } else { partials(n).to_vec() }).collect()
+        let output = |n: &String| match n == TIME_COLUMN || self.is_tag(n) {
+            true => vec![n.clone()],
+            false => PARTIAL_AGGREGATES.iter().map(|what| partial_name(n, what)).collect(),
+        };
+        stored.iter().flat_map(output).collect()
+    }
+
+    /// The table read in time order (newest first when `newest_first`) until `rows_wanted`
+    /// rows are read, whole partitions at a time.
+    pub(crate) fn in_time_order(&self, newest_first: bool, rows_wanted: u64) -> Self {
+        Self { time_order: Some((newest_first, rows_wanted)), ..self.clone() }
     }
 }
 

@@ -76,7 +76,7 @@ pub use {
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},
     verify::{VerifyReport, verify_data_dir},
-    windows::{Windows, partial_name},
+    windows::{PARTIAL_AGGREGATES, Windows, partial_name},
 };
 
 #[cfg(feature = "engine")]

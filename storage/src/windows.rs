@@ -32,7 +32,10 @@ pub enum Windows {
     PerSeries,
 }
 
-/// The name of the partial aggregate `what` (`count`, `sum`, `min`, `max`) of field `field` in
+/// The partial aggregates a windowed scan outputs for each field, in order.
+pub const PARTIAL_AGGREGATES: [&str; 4] = ["count", "sum", "min", "max"];
+
+/// The name of the partial aggregate `what` (one of [`PARTIAL_AGGREGATES`]) of field `field` in
 /// a windowed scan's output.
 pub fn partial_name(field: &str, what: &str) -> String {
     format!("isobar_{what}_of_{field}")
@@ -68,8 +71,8 @@ impl Scan {
                 OutColumn::Tag(_) => fields.push(field.as_ref().clone()),
                 OutColumn::Field(_, ty @ (FieldType::F64 | FieldType::I64)) => {
                     let ty = crate::scan::arrow_type(*ty);
-                    fields.push(Field::new(partial_name(field.name(), "count"), DataType::Int64, false));
-                    for what in ["sum", "min", "max"] {
+                    fields.push(Field::new(partial_name(field.name(), PARTIAL_AGGREGATES[0]), DataType::Int64, false));
+                    for what in &PARTIAL_AGGREGATES[1..] {
                         fields.push(Field::new(partial_name(field.name(), what), ty.clone(), true));
                     }
                 }
