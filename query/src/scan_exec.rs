@@ -49,6 +49,17 @@ pub(crate) enum Read {
     Windows(Windows),
 }
 
+impl Read {
+    /// Whether the rows may come in any order, so that threads can share the reading
+    /// ([`Scan::split`]): not for the newest rows, nor for rows wanted in time order.
+    pub(crate) fn shares_among_threads(self) -> bool {
+        match self {
+            Read::Rows | Read::RowsCountedByFooters | Read::Windows(_) => true,
+            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => false,
+        }
+    }
+}
+
 /// A storage table's scan in the physical plan.
 #[derive(Debug)]
 pub(crate) struct ScanExec {
@@ -70,10 +81,7 @@ impl ScanExec {
         reorder: Vec<usize>,
         threads: usize,
     ) -> Result<Self> {
-        let threads = match read {
-            Read::Rows | Read::RowsCountedByFooters | Read::Windows(_) => threads.max(1),
-            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => 1,
-        };
+        let threads = if read.shares_among_threads() { threads.max(1) } else { 1 };
         let metrics = ExecutionPlanMetricsSet::new();
         let split = Arc::new(Mutex::new(Split { context: Weak::new(), scans: Vec::new() }));
         let partition = ScanPartition { storage, request, read, schema: Arc::clone(&schema), reorder, metrics, index: 0, threads, split };

@@ -207,12 +207,12 @@ impl TableProvider for StorageTable {
             (None, None, None, true) => Read::RowsCountedByFooters,
             (None, None, None, false) => Read::Rows,
         };
-        let threads = match read {
-            Read::Rows | Read::RowsCountedByFooters | Read::Windows(_) => {
+        let threads = match read.shares_among_threads() {
+            true => {
                 let most = state.config().target_partitions();
                 self.storage.parallel_reads(&request, most).map_err(|e| DataFusionError::External(Box::new(e)))?
             }
-            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => 1,
+            false => 1,
         };
         Ok(Arc::new(ScanExec::new(self.storage.clone(), request, read, projected, reorder, threads)?))
     }
