@@ -11,8 +11,13 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::common::collect;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Reset, ResetStatement as SqlResetStatement, Statement};
@@ -25,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::functions;
 use crate::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 use crate::memory::{QueryBudget, QueryMemoryPool, with_budget};
+use crate::plan_cache::{Inputs, PlanCache};
 use crate::policy::check_df_statement;
 use crate::session::{SessionReply, SessionState};
 
@@ -70,6 +76,7 @@ pub struct QueryEngine {
     storage: Storage,
     context: Arc<SessionContext>,
     config: QueryConfig,
+    plans: Arc<PlanCache>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -108,7 +115,7 @@ impl QueryEngine {
             context.add_optimizer_rule(Arc::new(crate::rollup_rewrite::RollupAggregates));
             context.add_optimizer_rule(Arc::new(crate::time_order::FirstRowsInTimeOrder));
         }
-        Ok(Self { storage, context: Arc::new(context), config })
+        Ok(Self { storage, context: Arc::new(context), config, plans: Arc::default() })
     }
 
     /// The DataFusion session, for protocol front ends.
@@ -119,6 +126,33 @@ impl QueryEngine {
     /// The storage engine behind the tables.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The rows of a planned statement, as a stream. A query's optimized plan is taken from
+    /// an earlier run of the same plan while storage's tables and rollups are as they were
+    /// then (`plan_cache.rs`); its physical plan is made anew, so it reads the rows there are
+    /// when it runs.
+    pub async fn execute_plan(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let state = self.context.state();
+        let Some(inputs) = Inputs::of(&self.storage, &plan) else {
+            return Ok(DataFrame::new(state, plan).execute_stream().await?);
+        };
+        let optimized = match self.plans.get(&plan, &inputs) {
+            Some(optimized) => optimized,
+            None => {
+                let optimized = state.optimize(&plan)?;
+                self.plans.put(plan, inputs, optimized.clone());
+                optimized
+            }
+        };
+        let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+        Ok(execute_stream(physical, Arc::new(TaskContext::from(&state)))?)
+    }
+
+    /// Queries that ran an optimized plan kept from an earlier run, and queries whose plan
+    /// could have been kept but was made anew, since start.
+    pub fn plans_reused(&self) -> (u64, u64) {
+        self.plans.counts()
     }
 
     /// The configured limits.
@@ -249,11 +283,8 @@ impl Session {
         let timeout_ms = self.state.statement_timeout_ms();
         let query = async {
             let plan = engine.context.state().statement_to_plan(statement).await?;
-            let frame = engine.context.execute_logical_plan(plan).await?;
-            tokio::time::timeout(Duration::from_millis(timeout_ms), frame.collect())
-                .await
-                .map_err(|_| Error::Timeout(timeout_ms))?
-                .map_err(Error::from)
+            let rows = async { collect(engine.execute_plan(plan).await?).await.map_err(Error::from) };
+            tokio::time::timeout(Duration::from_millis(timeout_ms), rows).await.map_err(|_| Error::Timeout(timeout_ms))?
         };
         Ok(Output::Rows(with_budget(engine.budget_of(self.state.memory_limit_bytes()), query).await?))
     }

@@ -14,7 +14,7 @@ use crate::engine::{Output, QueryConfig, QueryEngine};
 
 const STATIONS: [&str; 3] = ["a", "b", "c"];
 const SENSORS: [&str; 2] = ["temp", "hum"];
-const SERIES: usize = STATIONS.len() * SENSORS.len();
+pub(crate) const SERIES: usize = STATIONS.len() * SENSORS.len();
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -37,15 +37,26 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// A time unique across series, so that no two series tie for the newest row of a group.
-fn time_ns(series: usize, tick: i64) -> i64 {
+pub(crate) fn time_ns(series: usize, tick: i64) -> i64 {
     tick * 1_000_000 + series as i64
 }
 
-fn literal(ns: i64) -> String {
+pub(crate) fn literal(ns: i64) -> String {
     format!("'1970-01-01T00:00:00.{ns:09}Z'")
 }
 
-fn write(storage: &Storage, rows: &[(usize, i64, Option<i32>)], version: i64) {
+/// Table `m`: tags `station` and `sensor`, fields `v` (float) and `n` (integer).
+pub(crate) fn create_table(storage: &Storage) {
+    let columns = [
+        ("station".to_owned(), ColumnKind::Tag),
+        ("sensor".to_owned(), ColumnKind::Tag),
+        ("v".to_owned(), ColumnKind::Field(FieldType::F64)),
+        ("n".to_owned(), ColumnKind::Field(FieldType::I64)),
+    ];
+    storage.create_table("m", &columns).expect("create table");
+}
+
+pub(crate) fn write(storage: &Storage, rows: &[(usize, i64, Option<i32>)], version: i64) {
     let mut batch = WriteBatch::new();
     for (series, tick, value) in rows {
         let mut point = Point::new(time_ns(*series, *tick))
@@ -60,7 +71,7 @@ fn write(storage: &Storage, rows: &[(usize, i64, Option<i32>)], version: i64) {
     storage.write(&batch).expect("write");
 }
 
-async fn rows(engine: &QueryEngine, sql: &str) -> String {
+pub(crate) async fn rows(engine: &QueryEngine, sql: &str) -> String {
     let outputs = engine.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     match outputs.into_iter().next() {
         Some(Output::Rows(batches)) => pretty_format_batches(&batches).expect("format").to_string(),
@@ -69,7 +80,7 @@ async fn rows(engine: &QueryEngine, sql: &str) -> String {
 }
 
 /// Queries answered from the newest row of each series.
-fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
+pub(crate) fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
         "SELECT station, sensor, last_value(v ORDER BY time) AS v, last_value(n ORDER BY time) AS n FROM m \
          GROUP BY station, sensor ORDER BY station, sensor"
@@ -91,7 +102,7 @@ fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
 }
 
 /// The first rows in time order, read partition by partition.
-fn time_order_queries(lo: i64, hi: i64) -> Vec<String> {
+pub(crate) fn time_order_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
         "SELECT station, sensor, time, v FROM m ORDER BY time DESC, station, sensor LIMIT 5".into(),
         format!("SELECT * FROM m WHERE station = 'a' AND time <= {} ORDER BY time, sensor LIMIT 3", literal(hi)),
@@ -102,7 +113,7 @@ fn time_order_queries(lo: i64, hi: i64) -> Vec<String> {
 
 /// Aggregates by time buckets that are multiples of the rollup's 2 ms windows, then (the last
 /// two) by buckets that are not, answered from storage's windows of raw rows alone.
-fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
+pub(crate) fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
         "SELECT station, sensor, date_bin(INTERVAL '4 milliseconds', time) AS t, count(v), sum(v), min(v), max(v), avg(v), \
          sum(n), avg(n) FROM m GROUP BY station, sensor, t ORDER BY 1, 2, 3"
@@ -131,7 +142,7 @@ fn rollup_queries(lo: i64, hi: i64) -> Vec<String> {
 }
 
 /// Queries whose row counts chunk footers may give.
-fn count_queries(lo: i64, hi: i64) -> Vec<String> {
+pub(crate) fn count_queries(lo: i64, hi: i64) -> Vec<String> {
     vec![
         "SELECT count(*) FROM m".into(),
         format!("SELECT count(*), count(time) FROM m WHERE time >= {} AND time <= {}", literal(lo), literal(hi)),
@@ -158,13 +169,7 @@ proptest! {
             config.table_retention_ms.insert("m".into(), ms);
         }
         let storage = Storage::open(config).expect("open");
-        let columns = [
-            ("station".to_owned(), ColumnKind::Tag),
-            ("sensor".to_owned(), ColumnKind::Tag),
-            ("v".to_owned(), ColumnKind::Field(FieldType::F64)),
-            ("n".to_owned(), ColumnKind::Field(FieldType::I64)),
-        ];
-        storage.create_table("m", &columns).expect("create table");
+        create_table(&storage);
         for (version, step) in steps.iter().enumerate() {
             match step {
                 Step::Write(rows) => write(&storage, rows, version as i64),

@@ -23,6 +23,9 @@ mod information_schema;
 mod insert;
 mod latest;
 mod memory;
+mod plan_cache;
+#[cfg(test)]
+mod plan_cache_tests;
 mod plan_chain;
 mod policy;
 mod pushdown;

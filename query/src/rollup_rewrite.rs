@@ -170,7 +170,7 @@ fn rollup_branches(
 ) -> Result<Option<Vec<LogicalPlan>>> {
     let raw = chain.table.schema_of_table();
     let storage = chain.table.storage();
-    let Some(rollup) = storage.rollups().into_iter().find(|r| r.source == raw.name) else { return Ok(None) };
+    let Some(rollup) = storage.rollup_of(&raw.name) else { return Ok(None) };
     let Some(rollup_schema) = storage.table(&rollup.table) else { return Ok(None) };
     let interval = rollup.interval_ns;
     let fits = bucket.is_none_or(|b| b.width_ns % interval == 0 && b.origin_ns.rem_euclid(interval) == 0);

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use isobar_ingest::Users;
-use isobar_storage::{Health, Storage};
+use isobar_query::QueryEngine;
+use isobar_storage::Health;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -26,7 +27,7 @@ const REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// What every request shares.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpContext {
-    pub(crate) storage: Storage,
+    pub(crate) engine: QueryEngine,
     pub(crate) queries: Arc<QueryMetrics>,
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) users: Arc<Users>,
@@ -80,10 +81,10 @@ async fn handle(mut socket: TcpStream, cx: &HttpContext) -> std::io::Result<()> 
         return socket.shutdown().await;
     }
     match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/health") => match cx.storage.health() {
+        ("GET", "/health") => match cx.engine.storage().health() {
             // Writes and queries work; chunks set aside at start-up are named for the operator.
             Health::Ok => {
-                let quarantined = cx.storage.quarantined();
+                let quarantined = cx.engine.storage().quarantined();
                 let body = match quarantined.is_empty() {
                     true => "ok\n".to_owned(),
                     false => {
@@ -103,7 +104,7 @@ async fn handle(mut socket: TcpStream, cx: &HttpContext) -> std::io::Result<()> 
             }
         },
         ("GET", "/metrics") => {
-            respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(&cx.storage, &cx.queries, &cx.ingest)).await
+            respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(&cx.engine, &cx.queries, &cx.ingest)).await
         }
         ("GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
         _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,

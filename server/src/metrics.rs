@@ -16,7 +16,7 @@ pub(crate) struct IngestMetrics {
     /// Final rollup windows an external broker's full outbox could not take.
     pub(crate) emit_dropped: Arc<AtomicU64>,
 }
-use isobar_storage::Storage;
+use isobar_query::QueryEngine;
 
 /// Statements run over the Postgres wire protocol.
 #[derive(Debug, Default)]
@@ -42,7 +42,8 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 }
 
 /// The Prometheus exposition of every counter.
-pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestMetrics) -> String {
+pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &IngestMetrics) -> String {
+    let storage = engine.storage();
     let (mqtt, subs) = (&ingest.mqtt, &ingest.subscriptions);
     let m = storage.metrics();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -95,6 +96,14 @@ pub(crate) fn render(storage: &Storage, queries: &QueryMetrics, ingest: &IngestM
     );
     counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
     counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));
+    let (reused, planned) = engine.plans_reused();
+    counter(
+        &mut out,
+        "isobar_query_plans_reused_total",
+        "Queries that ran an optimized plan kept from an earlier run of the same plan.",
+        reused,
+    );
+    counter(&mut out, "isobar_query_plans_made_total", "Queries whose optimized plan could be kept and was made anew.", planned);
     let seconds = load(&queries.duration_us) as f64 / 1e6;
     out += "# HELP isobar_query_duration_seconds Time from a statement's arrival to its answer starting.\n";
     out += &format!("# TYPE isobar_query_duration_seconds summary\nisobar_query_duration_seconds_sum {seconds}\n");

@@ -87,8 +87,8 @@ pub(crate) async fn run(
     client: &(dyn ClientInfo + Send + Sync),
 ) -> PgWireResult<Response> {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let frame = engine.context().execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-    crate::pg_rows::query_response(frame, format, options).await.map(Response::Query)
+    let batches = engine.execute_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    crate::pg_rows::query_response(batches, format, options).map(Response::Query)
 }
 
 /// datafusion-postgres's parser, except for [`direct_query`]s, which isobar plans.

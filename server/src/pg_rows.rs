@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
-use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::portal::Format;
@@ -43,9 +43,12 @@ const SECONDS_PER_DAY: i64 = 86_400;
 const ISO_TIMESTAMP: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
 /// The response to a query: its fields described in `format`, its rows encoded as they come.
-pub(crate) async fn query_response(frame: DataFrame, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<QueryResponse> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(frame.schema().as_arrow(), format, Some(options))?);
-    let batches = frame.execute_stream().await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+pub(crate) fn query_response(
+    batches: SendableRecordBatchStream,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<QueryResponse> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(&batches.schema(), format, Some(options))?);
     let described = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| {

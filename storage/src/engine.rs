@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::buffer::{Buffer, Frozen};
-use crate::catalog::CatalogStore;
+use crate::catalog::{CatalogStore, Op};
 use crate::chunk::ChunkReader;
 use crate::commit::{CommitRequest, run_committer};
 use crate::config::StorageConfig;
@@ -143,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) rollup_maintenance: Mutex<()>,
     /// Where final rollup windows go, if anyone watches them.
     pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
+    /// See [`Storage::plan_generation`].
+    plan_generation: AtomicU64,
 }
 
 impl Shared {
@@ -284,6 +286,7 @@ impl Storage {
             rollup_kick,
             rollup_maintenance: Mutex::new(()),
             final_windows: Mutex::new(None),
+            plan_generation: AtomicU64::new(0),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
         for chunk in chunks.values() {
@@ -317,13 +320,17 @@ impl Storage {
             let (persister, stop_rx) = (Arc::clone(&shared), stop_rx.clone());
             threads.push(spawn("isobar-persist", move || run_persister(&persister, &kick_rx, &stop_rx))?);
         }
-        if shared.config.has_rollups() && shared.config.background_persist {
-            let (maintainer, tx) = (Arc::clone(&shared), commit_tx.clone());
-            threads.push(spawn("isobar-rollup", move || run_rollups(&maintainer, &tx, &rollup_kick_rx, &stop_rx))?);
-        }
+        let maintainer_tx = commit_tx.clone();
         let handle = Handle { commit_tx: Mutex::new(Some(commit_tx)), stop_tx: Mutex::new(Some(stop_tx)), threads: Mutex::new(threads) };
         let storage = Self { shared, handle: Arc::new(handle) };
+        // The open windows are rebuilt before the maintainer starts: a round between two groups
+        // of series read would move the frontier past rows of the groups not yet read.
         crate::rollup::maintain::start(&storage, reopened)?;
+        if storage.shared.config.has_rollups() && storage.shared.config.background_persist {
+            let maintainer = Arc::clone(&storage.shared);
+            let thread = spawn("isobar-rollup", move || run_rollups(&maintainer, &maintainer_tx, &rollup_kick_rx, &stop_rx))?;
+            storage.handle.threads.lock().push(thread);
+        }
         Ok(storage)
     }
 
@@ -372,6 +379,14 @@ impl Storage {
     pub fn retention_cutoff_ns(&self, table: &str) -> Option<i64> {
         let registry = self.shared.registry.lock();
         registry.retention_cutoff_ns(registry.table(table)?.id, &self.shared.config)
+    }
+
+    /// A number that changes whenever something a query plan is made from changes: a table,
+    /// column or rollup is created, or a rollup's frontier moves. Rows written or expired do
+    /// not change it (scans read them when they run); retention cutoffs do not either
+    /// ([`Storage::retention_cutoff_ns`] tells them).
+    pub fn plan_generation(&self) -> u64 {
+        self.shared.plan_generation.load(Ordering::SeqCst)
     }
 
     /// Every table's schema, by name.
@@ -465,6 +480,11 @@ pub(crate) fn commit(
     let prepared = prepare(&mut registry)?;
     if prepared.ops.is_empty() {
         return Ok(prepared.receipt);
+    }
+    // The registry already shows the change (a rollup's frontier moves in memory before its
+    // write is prepared), so a plan made under the new generation sees it.
+    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..))) {
+        shared.plan_generation.fetch_add(1, Ordering::SeqCst);
     }
     // The rows for open rollup windows merge after the registry lock, while the next writer
     // prepares: the open windows' lock, taken before the registry's is let go and held until

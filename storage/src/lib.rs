@@ -72,7 +72,7 @@ pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableS
 pub use {
     engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
-    rollup::maintain::RollupStatus,
+    rollup::maintain::{RollupOf, RollupStatus},
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},
     verify::{VerifyReport, verify_data_dir},

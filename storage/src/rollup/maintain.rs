@@ -50,7 +50,29 @@ pub struct RollupStatus {
     pub stale_windows: u64,
 }
 
+/// A table's rollup as a query is planned over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupOf {
+    /// The rollup table, e.g. `weather_1m`.
+    pub table: String,
+    pub interval_ns: i64,
+    /// Windows starting before this are final; `None` while none is.
+    pub frontier_ns: Option<i64>,
+}
+
 impl Storage {
+    /// The rollup built from table `source` (the finest, when it has a chain), without the
+    /// counts [`Storage::rollups`] gathers.
+    pub fn rollup_of(&self, source: &str) -> Option<RollupOf> {
+        let registry = self.shared.registry.lock();
+        let rollup = registry.rollups.get(&registry.table(source)?.id)?;
+        Some(RollupOf {
+            table: registry.table_by_id(rollup.table)?.name.clone(),
+            interval_ns: rollup.entry.interval_ns,
+            frontier_ns: (rollup.entry.frontier_ns != i64::MIN).then_some(rollup.entry.frontier_ns),
+        })
+    }
+
     /// Every rollup's state, by table name.
     pub fn rollups(&self) -> Vec<RollupStatus> {
         let registry = self.shared.registry.lock();
