@@ -132,7 +132,7 @@ impl Storage {
             rows.extend(newest_in_range(shared, &ScanRequest { series: SeriesFilter::Ids(after), ..req.clone() })?);
         }
         let selection = target.selection();
-        let set = RowSet::from_rows(&rows, &crate::buffer::field_types(&target.schema, |id| selection.wants_column(id)));
+        let set = RowSet::from_one_row_per_series(rows, &crate::buffer::field_types(&target.schema, |id| selection.wants_column(id)));
         let mut scan = target.into_scan(&shared.config);
         scan.add_rows(set);
         Ok(Some(scan))

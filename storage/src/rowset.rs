@@ -216,6 +216,29 @@ impl RowSet {
         out
     }
 
+    /// Builds a row set from rows of distinct series (one row each, as the newest rows are),
+    /// with the columns of `column_types`: sorted by series, without grouping them first.
+    pub(crate) fn from_one_row_per_series(mut rows: Vec<Row>, column_types: &BTreeMap<ColumnId, FieldType>) -> Self {
+        rows.sort_unstable_by_key(|r| r.series);
+        if rows.windows(2).any(|w| w[0].series == w[1].series) {
+            return Self::from_rows(&rows, column_types);
+        }
+        let mut out = Self {
+            series: Vec::with_capacity(rows.len()),
+            times: Vec::with_capacity(rows.len()),
+            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, rows.len())).collect(),
+        };
+        for (i, row) in rows.iter().enumerate() {
+            out.times.push(row.time);
+            for col in &mut out.columns {
+                let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
+                col.push(value);
+            }
+            out.series.push(SeriesRun { series: row.series, row_start: i, rows: 1 });
+        }
+        out
+    }
+
     /// Merges row sets given oldest first: for a key present in several, the newest row wins
     /// whole. Columns are the union of the inputs' columns.
     pub(crate) fn merge(sets: Vec<RowSet>) -> RowSet {
@@ -488,6 +511,14 @@ mod tests {
                 newest.insert((row.series, row.time), row.clone());
             }
             proptest::prop_assert_eq!(merged.to_rows(), newest.into_values().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn one_row_per_series_builds_what_grouping_builds(rows in proptest::collection::vec((0u64..40, 0i64..20, -100i32..100), 0..30)) {
+            // Distinct series, in any order; a repeated series takes the general path.
+            let rows: Vec<Row> = rows.into_iter().map(|(s, t, v)| row(s, t, f64::from(v))).collect();
+            let expected = RowSet::from_rows(&rows, &types()).to_rows();
+            proptest::prop_assert_eq!(RowSet::from_one_row_per_series(rows, &types()).to_rows(), expected);
         }
     }
 }

@@ -9,7 +9,7 @@
 //! next is decoded. [`Scan::split`] lets several threads read one snapshot, each taking the
 //! next group of series to read.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
@@ -21,6 +21,7 @@ use crate::buffer::{BufferView, partition_start};
 use crate::config::StorageConfig;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
+use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, SeriesId};
 use crate::registry::Registry;
 use crate::rollup::LATE_UPDATES_COLUMN;
@@ -74,7 +75,7 @@ pub(crate) enum OutColumn {
 pub struct Scan {
     pub(crate) schema: SchemaRef,
     pub(crate) out: Vec<OutColumn>,
-    tags: Arc<HashMap<SeriesId, Vec<(ColumnId, String)>>>,
+    tags: Arc<SeriesTags>,
     series: Option<Arc<[SeriesId]>>,
     fields: Vec<ColumnId>,
     time_min: i64,
@@ -224,6 +225,9 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     Ok(scan)
 }
 
+/// Series by id, with the values of some of their tags (column, value), sorted by column.
+pub(crate) type SeriesTags = FxHashMap<SeriesId, Vec<(ColumnId, String)>>;
+
 /// What a request selects of a table, decided under the registry lock.
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -231,8 +235,8 @@ pub(crate) struct Target {
     out: Vec<OutColumn>,
     /// The field columns to read, sorted.
     fields: Vec<ColumnId>,
-    /// The tags of every selected series.
-    pub(crate) tags: HashMap<SeriesId, Vec<(ColumnId, String)>>,
+    /// Every selected series, with the values of the tags the output has.
+    pub(crate) tags: SeriesTags,
     /// The selected series, sorted; `None` for all of the table's.
     series: Option<Vec<SeriesId>>,
     /// Inclusive, and not before the table's retention.
@@ -264,7 +268,13 @@ impl Target {
         // Rows past the table's retention are gone, whether or not their chunk is deleted yet.
         let time_min = req.time_min_ns.max(registry.retention_cutoff_ns(schema.id, config).unwrap_or(i64::MIN));
         let series = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
-        let tags = selected.into_iter().map(|s| (s.id, s.tags.clone())).collect();
+        // Only the tags the output shows are copied: a table of a million series has five
+        // million tag values, and a query of one tag column needs a fifth of them.
+        let shown: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Tag(id) = c { Some(*id) } else { None }).collect();
+        let mut tags = SeriesTags::with_capacity_and_hasher(selected.len(), Default::default());
+        for s in selected {
+            tags.insert(s.id, s.tags.iter().filter(|(id, _)| shown.contains(id)).cloned().collect());
+        }
         Ok(Self { schema, out, fields, tags, series, time_min, time_max: req.time_max_ns })
     }
 
