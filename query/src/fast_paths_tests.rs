@@ -259,3 +259,73 @@ fn count_star_is_read_from_chunk_footers_while_chunks_tell_it_exactly() {
     assert!(!plan(&whole).contains("ScanExec"), "{}", plan(&whole));
     assert!(count(&whole).contains("| 61 "), "{}", count(&whole));
 }
+
+/// Grouped by tags that tell series apart, each group holds one newest row: the aggregate is a
+/// projection of them, until a series shares a value of the tag with another.
+#[test]
+fn groups_of_one_series_take_the_newest_rows_as_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+    let point = |id: &str, site: &str, t: i64, v: Option<f64>| {
+        let p = Point::new(t).tag("id", id).tag("site", site).field("n", FieldValue::I64(t));
+        match v {
+            Some(v) => p.field("v", FieldValue::F64(v)),
+            None => p,
+        }
+    };
+    let mut batch = WriteBatch::new();
+    for (i, (id, site)) in [("a", "x"), ("b", "x"), ("c", "y")].into_iter().enumerate() {
+        for t in 1..5 {
+            // The newest row of `b` has no `v`: its last value is NULL, as over every row.
+            let v = (id != "b" || t < 4).then_some(i as f64 + t as f64 / 4.0);
+            batch.push("k", point(id, site, t * 1_000 + i as i64, v));
+        }
+    }
+    storage.write(&batch).expect("write");
+    let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+    let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let by_id = [
+        "SELECT id, last_value(v ORDER BY time) AS v, max(time) AS newest FROM k GROUP BY id ORDER BY id",
+        "SELECT DISTINCT ON (id) id, site, v, n FROM k ORDER BY id, time DESC",
+    ];
+    let by_all_tags =
+        "SELECT site, id, last(v, time) AS v FROM k WHERE time < '1970-01-01T00:00:00.000003Z' GROUP BY site, id ORDER BY 1, 2";
+    let check = |sql: &str, projected: bool| {
+        let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
+        assert_eq!(!plan.contains("Aggregate"), projected, "{sql}\n{plan}");
+        assert_eq!(runtime.block_on(rows(&fast, sql)), runtime.block_on(rows(&general, sql)), "{sql}");
+    };
+    for sql in by_id {
+        check(sql, true);
+    }
+    check(by_all_tags, true);
+    // A second series with `id` a: a group by `id` may hold two series again.
+    let mut batch = WriteBatch::new();
+    batch.push("k", point("a", "y", 9_000, Some(7.0)));
+    storage.write(&batch).expect("write");
+    for sql in by_id {
+        check(sql, false);
+    }
+    check(by_all_tags, true);
+}
+
+/// Without `GROUP BY`, a last value over no rows is one row of NULL, as over every row.
+#[test]
+fn a_last_value_without_groups_answers_one_row_when_no_row_is_in_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+    let mut batch = WriteBatch::new();
+    batch.push("plain", Point::new(5).field("v", FieldValue::F64(1.5)));
+    storage.write(&batch).expect("write");
+    let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+    let general = QueryEngine::new(storage, QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    for sql in [
+        "SELECT last_value(v ORDER BY time) AS v FROM plain",
+        "SELECT last_value(v ORDER BY time) AS v FROM plain WHERE time > '1970-01-01T00:00:01Z'",
+    ] {
+        let expected = runtime.block_on(rows(&general, sql));
+        assert_eq!(runtime.block_on(rows(&fast, sql)), expected, "{sql}");
+    }
+}

@@ -12,18 +12,22 @@
 //! table there may only be filters on tags (constant within a series, so they keep or drop whole
 //! series) and bounds on `time` (the newest row within the bounds is what storage returns),
 //! projections of bare columns and aliases of the table (`plan_chain.rs`). The rule swaps the table
-//! scan for one of the newest rows and leaves the rest of the plan as it was.
+//! scan for one of the newest rows and leaves the rest of the plan as it was; when the groups
+//! are by bare tags that tell series apart (all of the table's tags, or one that each series
+//! has a value of its own for, as `sensor_id` usually is), each group holds one newest row and
+//! the aggregate becomes a projection of them.
 //!
 //! [`Storage::latest`]: isobar_storage::Storage::latest
 
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::logical_expr::expr::{AggregateFunction, NullTreatment};
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, SortExpr};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, SortExpr};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use isobar_storage::TIME_COLUMN;
 
 use crate::plan_chain::{chain_under, with_table};
+use crate::table::StorageTable;
 
 /// Replaces the scan under a qualifying aggregate or first-row sort with a scan of each
 /// series' newest row.
@@ -57,7 +61,59 @@ impl OptimizerRule for LatestRows {
         }
         let (time_min_ns, time_max_ns) = chain.time_bounds();
         let input = with_table(input, &|table| table.latest_rows(time_min_ns, time_max_ns))?;
+        if let LogicalPlan::Aggregate(aggregate) = &plan
+            && let Some(rows) = one_series_per_group(aggregate, &chain.table, &input)?
+        {
+            return Ok(Transformed::yes(rows));
+        }
         Ok(Transformed::yes(plan.with_new_exprs(plan.expressions(), vec![input])?))
+    }
+}
+
+/// When `aggregate` groups by bare tag columns that tell series apart (all the table's tags, or
+/// one tag whose every series has a value of its own), each group holds one series and so one
+/// of `newest` rows: the aggregate is a projection of them, each aggregate the value it
+/// picks, without DataFusion's ordered aggregates over as many groups as series.
+fn one_series_per_group(aggregate: &Aggregate, table: &StorageTable, newest: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let Some(groups) = aggregate.group_expr.iter().map(bare_column).collect::<Option<Vec<&Column>>>() else { return Ok(None) };
+    // Without groups an aggregate answers one row, also when no row is in range.
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let schema = table.schema_of_table();
+    let all_tags = schema.tags().all(|t| groups.iter().any(|c| c.name == t.name));
+    if !all_tags && !groups.iter().any(|c| table.storage().tag_is_key(&schema.name, &c.name)) {
+        return Ok(None);
+    }
+    let Some(values) = aggregate.aggr_expr.iter().map(picked_value).collect::<Option<Vec<Expr>>>() else { return Ok(None) };
+    let exprs = groups.into_iter().map(|c| Expr::Column(c.clone())).chain(values);
+    let named = exprs.enumerate().map(|(i, e)| {
+        let (qualifier, field) = aggregate.schema.qualified_field(i);
+        e.alias_qualified(qualifier.cloned(), field.name())
+    });
+    let projection = LogicalPlanBuilder::from(newest.clone()).project(named.collect::<Vec<_>>())?.build()?;
+    // Anything DataFusion would type differently keeps the aggregate.
+    let same = projection.schema().fields().iter().zip(aggregate.schema.fields()).all(|(a, b)| a.data_type() == b.data_type());
+    Ok(same.then_some(projection))
+}
+
+fn bare_column(e: &Expr) -> Option<&Column> {
+    match e {
+        Expr::Column(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The value a newest-row aggregate ([`picks_newest`]) takes from a group of one row.
+fn picked_value(e: &Expr) -> Option<Expr> {
+    let f = match e {
+        Expr::Alias(alias) => return picked_value(&alias.expr),
+        Expr::AggregateFunction(f) => f,
+        _ => return None,
+    };
+    match f.func.name() {
+        "last_value" | "first_value" | "last" | "max" => f.params.args.first().cloned(),
+        _ => None,
     }
 }
 

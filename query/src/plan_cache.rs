@@ -5,7 +5,7 @@
 //!
 //! The key is the logical plan as planned from the statement, parameters replaced by their
 //! values. An entry is used only while what isobar's optimizer rules read from storage is as it
-//! was: [`Storage::plan_generation`] (tables, columns, rollups and their frontiers) and, for a
+//! was: [`Storage::plan_generation`] (tables, columns, series, rollups and their frontiers) and, for a
 //! table with a rollup, its retention cutoff and its rollup's, to the rollup's window. Rows
 //! are not part of it: scans read them when the plan runs, and so does `count(*)` from chunk
 //! footers, which the physical plan (made anew each time) takes. Plans that call a function

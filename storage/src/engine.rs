@@ -382,7 +382,7 @@ impl Storage {
     }
 
     /// A number that changes whenever something a query plan is made from changes: a table,
-    /// column or rollup is created, or a rollup's frontier moves. Rows written or expired do
+    /// column, series or rollup is created, or a rollup's frontier moves. Rows written or expired do
     /// not change it (scans read them when they run); retention cutoffs do not either
     /// ([`Storage::retention_cutoff_ns`] tells them).
     pub fn plan_generation(&self) -> u64 {
@@ -483,7 +483,7 @@ pub(crate) fn commit(
     }
     // The registry already shows the change (a rollup's frontier moves in memory before its
     // write is prepared), so a plan made under the new generation sees it.
-    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..))) {
+    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..) | Op::Series(..))) {
         shared.plan_generation.fetch_add(1, Ordering::SeqCst);
     }
     // The rows for open rollup windows merge after the registry lock, while the next writer

@@ -108,6 +108,15 @@ impl Storage {
         registry.table(table).is_some_and(|t| !registry.rollup_sources.contains_key(&t.id))
     }
 
+    /// Whether tag `column` tells the series of `table` apart (every series has it, each with
+    /// a value of its own), so that grouping by it puts one series in each group. A new series
+    /// can end that; it changes [`Storage::plan_generation`].
+    pub fn tag_is_key(&self, table: &str, column: &str) -> bool {
+        let registry = self.shared.registry.lock();
+        let Some(schema) = registry.table(table) else { return false };
+        schema.column(column).is_some_and(|c| c.kind == crate::schema::ColumnKind::Tag && registry.tag_is_key(schema.id, c.id))
+    }
+
     /// The newest row, within the request's time range, of each series the request selects,
     /// as a scan returns rows: what `last_value(x ORDER BY time)` per series reads. Reads one
     /// kept row per series; only a series whose newest row is after the range is scanned, for

@@ -188,6 +188,17 @@ impl Registry {
         self.entries(&ids)
     }
 
+    /// Whether tag `column` tells the series of `table` apart: every series has it, each with
+    /// a value of its own.
+    pub(crate) fn tag_is_key(&self, table: TableId, column: ColumnId) -> bool {
+        let series = self.table_series.get(&table).map_or(0, Vec::len);
+        match self.tag_postings.get(&table).and_then(|p| p.get(&column)) {
+            // A series is in one list per tag at most: as many single-series lists as series.
+            Some(by_value) => by_value.len() == series && by_value.values().all(|ids| ids.len() == 1),
+            None => series == 0,
+        }
+    }
+
     fn entries(&self, ids: &[SeriesId]) -> Vec<&SeriesEntry> {
         ids.iter().filter_map(|id| self.series.get(id)).collect()
     }
