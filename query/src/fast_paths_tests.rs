@@ -45,8 +45,23 @@ pub(crate) fn literal(ns: i64) -> String {
     format!("'1970-01-01T00:00:00.{ns:09}Z'")
 }
 
+/// Storage in `dir` with table `m` ([`create_table`]), rollup windows of 2 ms final 3 ms after
+/// the newest row, partitions of 10 ms and, when given, a retention of `m` in ms.
+pub(crate) fn open_with_table(dir: &std::path::Path, retention_ms: Option<u64>) -> Storage {
+    let mut config = StorageConfig::test_config(dir);
+    config.partition_duration_ms = 10;
+    config.rollup_interval_ms = 2;
+    config.rollup_lateness_ms = 3;
+    if let Some(ms) = retention_ms {
+        config.table_retention_ms.insert("m".into(), ms);
+    }
+    let storage = Storage::open(config).expect("open");
+    create_table(&storage);
+    storage
+}
+
 /// Table `m`: tags `station` and `sensor`, fields `v` (float) and `n` (integer).
-pub(crate) fn create_table(storage: &Storage) {
+fn create_table(storage: &Storage) {
     let columns = [
         ("station".to_owned(), ColumnKind::Tag),
         ("sensor".to_owned(), ColumnKind::Tag),
@@ -161,15 +176,7 @@ proptest! {
         (lo, hi) in (0i64..40, 4i64..20).prop_map(|(from, len)| (time_ns(0, from), time_ns(0, from + len))),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = StorageConfig::test_config(dir.path());
-        config.partition_duration_ms = 10;
-        config.rollup_interval_ms = 2;
-        config.rollup_lateness_ms = 3;
-        if let Some(ms) = retention {
-            config.table_retention_ms.insert("m".into(), ms);
-        }
-        let storage = Storage::open(config).expect("open");
-        create_table(&storage);
+        let storage = open_with_table(dir.path(), retention);
         for (version, step) in steps.iter().enumerate() {
             match step {
                 Step::Write(rows) => write(&storage, rows, version as i64),

@@ -2,11 +2,11 @@
 //! what a plan made anew answers, while rows are written, overwritten and expire, rollup
 //! windows become final, chunks are persisted and a column is added.
 
-use isobar_storage::{FieldValue, Point, Storage, StorageConfig, WriteBatch};
+use isobar_storage::{FieldValue, Point, WriteBatch};
 
 use crate::engine::{QueryConfig, QueryEngine};
 use crate::fast_paths_tests::{
-    SERIES, count_queries, create_table, latest_queries, rollup_queries, rows, time_ns, time_order_queries, write,
+    SERIES, count_queries, latest_queries, open_with_table, rollup_queries, rows, time_ns, time_order_queries, write,
 };
 
 #[test]
@@ -23,15 +23,7 @@ fn kept_plans_follow_retention_cutoffs() {
 
 fn check_kept_plans(retention_ms: Option<u64>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = StorageConfig::test_config(dir.path());
-    config.partition_duration_ms = 10;
-    config.rollup_interval_ms = 2;
-    config.rollup_lateness_ms = 3;
-    if let Some(ms) = retention_ms {
-        config.table_retention_ms.insert("m".into(), ms);
-    }
-    let storage = Storage::open(config).expect("open");
-    create_table(&storage);
+    let storage = open_with_table(dir.path(), retention_ms);
     let kept = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (lo, hi) = (time_ns(0, 3), time_ns(0, 33));

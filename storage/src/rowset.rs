@@ -205,11 +205,7 @@ impl RowSet {
                 if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
                     continue;
                 }
-                out.times.push(row.time);
-                for col in &mut out.columns {
-                    let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
-                    col.push(value);
-                }
+                out.push_row(row);
             }
             out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
         }
@@ -229,14 +225,20 @@ impl RowSet {
             columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, rows.len())).collect(),
         };
         for (i, row) in rows.iter().enumerate() {
-            out.times.push(row.time);
-            for col in &mut out.columns {
-                let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
-                col.push(value);
-            }
+            out.push_row(row);
             out.series.push(SeriesRun { series: row.series, row_start: i, rows: 1 });
         }
         out
+    }
+
+    /// Appends `row`'s time and its values of this set's columns (none where it has none); the
+    /// caller records the series run.
+    fn push_row(&mut self, row: &Row) {
+        self.times.push(row.time);
+        for col in &mut self.columns {
+            let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
+            col.push(value);
+        }
     }
 
     /// Merges row sets given oldest first: for a key present in several, the newest row wins
