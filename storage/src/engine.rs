@@ -121,7 +121,8 @@ pub(crate) struct Shared {
     pub(crate) config: StorageConfig,
     pub(crate) store: CatalogStore,
     pub(crate) chunk_dir: PathBuf,
-    pub(crate) registry: Mutex<Registry>,
+    /// Shared with scans, which read tag values from it ([`crate::scan::Scan::tags`]).
+    pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) state: RwLock<State>,
     pub(crate) next_chunk: AtomicU64,
     pub(crate) metrics: Metrics,
@@ -271,7 +272,7 @@ impl Storage {
             config,
             store,
             chunk_dir,
-            registry: Mutex::new(Registry::default()),
+            registry: Arc::new(Mutex::new(Registry::default())),
             state: RwLock::new(State::default()),
             next_chunk: AtomicU64::new(0),
             metrics: Metrics::default(),
@@ -306,6 +307,7 @@ impl Storage {
             last = last.max(seq);
             Ok(())
         })?;
+        state.latest.sort();
         state.applied_sequence = last;
         registry.next_sequence = last.0 + 1;
         *shared.state.write() = state;

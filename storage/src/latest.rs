@@ -10,6 +10,7 @@
 //! buffered rows. Rows past a table's retention are left out when read, as scans leave them.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::catalog::CatalogStore;
@@ -17,14 +18,28 @@ use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::Result;
 use crate::fxhash::FxHashMap;
 use crate::model::{ChunkId, SeriesId, TableId};
-use crate::rowset::{RowSet, Selection};
+use crate::model::{ColumnId, FieldType};
+use crate::rowset::{Column, RowSet, Selection, SeriesRun};
 use crate::scan::{RollupView, Scan, ScanRequest, SeriesFilter, Target, scan_view};
 use crate::wal::{self, Row, TableRows};
 
 /// The newest row of every series, by table.
 #[derive(Debug, Default)]
 pub(crate) struct Latest {
-    tables: FxHashMap<TableId, FxHashMap<SeriesId, Row>>,
+    tables: FxHashMap<TableId, Newest>,
+}
+
+/// The newest row of each series of one table, in columns: a series takes the next slot when
+/// its first row comes, so that reading every series copies whole columns, and keeping a row
+/// sets values in place.
+#[derive(Debug, Default)]
+struct Newest {
+    slot_of: FxHashMap<SeriesId, usize>,
+    /// The series of each slot.
+    series: Vec<SeriesId>,
+    times: Vec<i64>,
+    /// Sorted by column id, each with one value per slot.
+    columns: Vec<Column>,
 }
 
 impl Latest {
@@ -33,7 +48,7 @@ impl Latest {
         for t in tables {
             let newest = self.tables.entry(t.table).or_default();
             for row in &t.rows {
-                offer(newest, row);
+                newest.offer(row);
             }
         }
     }
@@ -78,21 +93,104 @@ impl Latest {
             let kept = latest.tables.entry(table).or_default();
             // Chunks come oldest first, so a newer chunk's row at the same time wins.
             for row in &rows {
-                offer(kept, row);
+                kept.offer(row);
             }
         }
         Ok(latest)
     }
+
+    /// Puts each table's slots in series order, the order new series mostly come in, so that
+    /// reads need not sort. Open calls it once the chunks' and the WAL's rows are in.
+    pub(crate) fn sort(&mut self) {
+        for newest in self.tables.values_mut() {
+            newest.sort();
+        }
+    }
 }
 
-/// Keeps `row` if it is at its series' newest time or later.
-fn offer(newest: &mut FxHashMap<SeriesId, Row>, row: &Row) {
-    match newest.get_mut(&row.series) {
-        Some(kept) if kept.time > row.time => {}
-        Some(kept) => *kept = row.clone(),
-        None => {
-            newest.insert(row.series, row.clone());
+impl Newest {
+    /// Keeps `row` if it is at its series' newest time or later.
+    fn offer(&mut self, row: &Row) {
+        let slot = match self.slot_of.entry(row.series) {
+            Entry::Occupied(e) if self.times[*e.get()] > row.time => return,
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let slot = self.series.len();
+                e.insert(slot);
+                self.series.push(row.series);
+                self.times.push(row.time);
+                for column in &mut self.columns {
+                    column.push_null(1);
+                }
+                slot
+            }
+        };
+        self.times[slot] = row.time;
+        for (id, value) in &row.fields {
+            if let Err(i) = self.columns.binary_search_by_key(id, |c| c.id) {
+                let mut column = Column::new(*id, value.field_type(), self.series.len());
+                column.push_null(self.series.len());
+                self.columns.insert(i, column);
+            }
         }
+        // The row replaces the kept one whole: a field it lacks is null.
+        for column in &mut self.columns {
+            let value = row.fields.binary_search_by_key(&column.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
+            column.set(slot, value);
+        }
+    }
+
+    fn sort(&mut self) {
+        let mut order: Vec<usize> = (0..self.series.len()).collect();
+        order.sort_unstable_by_key(|&slot| self.series[slot]);
+        self.series = order.iter().map(|&slot| self.series[slot]).collect();
+        self.times = order.iter().map(|&slot| self.times[slot]).collect();
+        self.columns = self.columns.iter().map(|c| c.gather(&order)).collect();
+        self.slot_of = self.series.iter().enumerate().map(|(slot, series)| (*series, slot)).collect();
+    }
+
+    /// The kept rows of `series` (sorted; `None`: every series) that are within the time range,
+    /// with the columns of `column_types`, and the series whose kept row is after the range.
+    fn read(
+        &self,
+        series: Option<&[SeriesId]>,
+        time_min: i64,
+        time_max: i64,
+        column_types: &BTreeMap<ColumnId, FieldType>,
+    ) -> (RowSet, Vec<SeriesId>) {
+        let mut after = Vec::new();
+        let mut within = |slot: &usize| match self.times[*slot] {
+            time if time < time_min => false,
+            time if time > time_max => {
+                after.push(self.series[*slot]);
+                false
+            }
+            _ => true,
+        };
+        let mut slots: Vec<usize> = match series {
+            None => (0..self.series.len()).filter(&mut within).collect(),
+            Some(ids) => ids.iter().filter_map(|id| self.slot_of.get(id).copied()).filter(&mut within).collect(),
+        };
+        if !slots.is_sorted_by_key(|&slot| self.series[slot]) {
+            slots.sort_unstable_by_key(|&slot| self.series[slot]);
+        }
+        let columns = column_types
+            .iter()
+            .map(|(id, ty)| match self.columns.binary_search_by_key(id, |c| c.id) {
+                Ok(i) => self.columns[i].gather(&slots),
+                Err(_) => {
+                    let mut column = Column::new(*id, *ty, slots.len());
+                    column.push_null(slots.len());
+                    column
+                }
+            })
+            .collect();
+        let set = RowSet {
+            series: slots.iter().enumerate().map(|(row, &slot)| SeriesRun { series: self.series[slot], row_start: row, rows: 1 }).collect(),
+            times: slots.iter().map(|&slot| self.times[slot]).collect(),
+            columns,
+        };
+        (set, after)
     }
 }
 
@@ -125,39 +223,32 @@ impl Storage {
         let shared = &self.shared;
         let Some(target) = Target::of_raw_table(shared, req)? else { return Ok(None) };
         shared.metrics.latest_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (mut rows, mut after) = (Vec::new(), Vec::new());
-        if let Some(newest) = shared.state.read().latest.tables.get(&target.schema.id) {
-            for series in target.tags.keys() {
-                match newest.get(series) {
-                    Some(row) if row.time < target.time_min => {}
-                    Some(row) if row.time <= target.time_max => rows.push(row.clone()),
-                    Some(_) => after.push(*series),
-                    None => {}
-                }
-            }
-        }
-        if !after.is_empty() {
-            after.sort_unstable();
-            rows.extend(newest_in_range(shared, &ScanRequest { series: SeriesFilter::Ids(after), ..req.clone() })?);
-        }
         let selection = target.selection();
-        let set = RowSet::from_one_row_per_series(rows, &crate::buffer::field_types(&target.schema, |id| selection.wants_column(id)));
-        let mut scan = target.into_scan(&shared.config);
-        scan.add_rows(set);
+        let column_types = crate::buffer::field_types(&target.schema, |id| selection.wants_column(id));
+        let (mut set, after) = match shared.state.read().latest.tables.get(&target.schema.id) {
+            Some(newest) => newest.read(selection.series, target.time_min, target.time_max, &column_types),
+            None => (RowSet::default(), Vec::new()),
+        };
+        if !after.is_empty() {
+            let rest = newest_in_range(shared, &ScanRequest { series: SeriesFilter::Ids(after), ..req.clone() }, &column_types)?;
+            set = RowSet::merge(vec![set, rest]);
+        }
+        let mut scan = target.into_scan(shared);
+        scan.add_ready(set);
         Ok(Some(scan))
     }
 }
 
 /// The newest row of each series `req` selects within its time range, by scanning it.
-fn newest_in_range(shared: &Shared, req: &ScanRequest) -> Result<Vec<Row>> {
+fn newest_in_range(shared: &Shared, req: &ScanRequest, column_types: &BTreeMap<ColumnId, FieldType>) -> Result<RowSet> {
     let mut scan = scan_view(shared, req, RollupView::Exact)?;
-    let mut newest: FxHashMap<SeriesId, Row> = FxHashMap::default();
+    let mut newest = Newest::default();
     while let Some(set) = scan.next_rows()? {
         for row in set.last_rows() {
-            offer(&mut newest, &row);
+            newest.offer(&row);
         }
     }
-    Ok(newest.into_values().collect())
+    Ok(newest.read(None, i64::MIN, i64::MAX, column_types).0)
 }
 
 #[cfg(test)]
@@ -175,7 +266,11 @@ mod tests {
     }
 
     fn kept(latest: &Latest) -> Vec<(i64, Vec<u64>)> {
-        let mut rows: Vec<_> = latest.tables.values().flat_map(|t| t.values()).map(|r| (r.time, bits(r))).collect();
+        let rows = latest.tables.values().flat_map(|newest| {
+            let types = newest.columns.iter().map(|c| (c.id, c.values.field_type())).collect();
+            newest.read(None, i64::MIN, i64::MAX, &types).0.to_rows()
+        });
+        let mut rows: Vec<_> = rows.map(|r| (r.time, bits(&r))).collect();
         rows.sort_unstable();
         rows
     }
@@ -207,5 +302,47 @@ mod tests {
         assert_eq!(kept(&stored), expected);
         assert_eq!(kept(&decoded), expected);
         assert_eq!(kept(&shared.state.read().latest), expected);
+    }
+
+    fn row(series: u64, time: i64, v: Option<f64>, w: Option<i64>) -> Row {
+        let fields = [v.map(|v| (ColumnId(0), FieldValue::F64(v))), w.map(|w| (ColumnId(1), FieldValue::I64(w)))];
+        Row { series: SeriesId(series), time, fields: fields.into_iter().flatten().collect() }
+    }
+
+    proptest::proptest! {
+        /// Rows offered in any order of series and times, with overwrites, rows lacking a
+        /// field and a column no row has, read back for some series and a time range.
+        #[test]
+        fn kept_columns_read_as_the_newest_rows(
+            rows in proptest::collection::vec((0u64..12, 0i64..20, proptest::option::of(-9i32..9), proptest::option::of(-9i64..9)), 0..60),
+            sorted: bool,
+            series in proptest::option::of(proptest::collection::btree_set(0u64..14, 0..8)),
+            (time_min, span) in (0i64..20, 0i64..20),
+        ) {
+            let time_max = time_min + span;
+            let mut newest = Newest::default();
+            let mut expected: BTreeMap<SeriesId, Row> = BTreeMap::new();
+            for (s, t, v, w) in rows {
+                let row = row(s, t, v.map(f64::from), w);
+                newest.offer(&row);
+                if expected.get(&row.series).is_none_or(|kept| kept.time <= t) {
+                    expected.insert(row.series, row);
+                }
+            }
+            if sorted {
+                newest.sort();
+            }
+            let types = BTreeMap::from([(ColumnId(0), FieldType::F64), (ColumnId(1), FieldType::I64), (ColumnId(2), FieldType::String)]);
+            let wanted: Option<Vec<SeriesId>> = series.map(|s| s.into_iter().map(SeriesId).collect());
+            let (set, after) = newest.read(wanted.as_deref(), time_min, time_max, &types);
+            let chosen: Vec<&Row> = expected.values().filter(|r| wanted.as_ref().is_none_or(|w| w.contains(&r.series))).collect();
+            let within = chosen.iter().copied().filter(|r| (time_min..=time_max).contains(&r.time));
+            proptest::prop_assert_eq!(set.to_rows(), RowSet::from_rows(within, &types).to_rows());
+            let mut after = after;
+            after.sort_unstable();
+            let later: Vec<SeriesId> = chosen.iter().filter(|r| r.time > time_max).map(|r| r.series).collect();
+            proptest::prop_assert_eq!(after, later);
+            proptest::prop_assert_eq!(set.columns.len(), 3);
+        }
     }
 }

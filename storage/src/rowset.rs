@@ -61,6 +61,22 @@ impl Values {
             }
         }
     }
+    /// Puts `value` at `i`, or a default when `None`; the same types as [`Self::push`].
+    fn set(&mut self, i: usize, value: Option<&FieldValue>) {
+        match (self, value) {
+            (Self::F64(v), Some(FieldValue::F64(x))) => v[i] = *x,
+            (Self::I64(v), Some(FieldValue::I64(x))) => v[i] = *x,
+            (Self::Bool(v), Some(FieldValue::Bool(x))) => v[i] = *x,
+            (Self::String(v), Some(FieldValue::String(x))) => v[i] = Arc::clone(x),
+            (Self::F64(v), None) => v[i] = 0.0,
+            (Self::I64(v), None) => v[i] = 0,
+            (Self::Bool(v), None) => v[i] = false,
+            (Self::String(v), None) => v[i] = Arc::from(""),
+            (values, Some(value)) => {
+                panic!("column of {} given a {} value", values.field_type(), value.field_type())
+            }
+        }
+    }
     fn push_default(&mut self, n: usize) {
         match self {
             Self::F64(v) => v.resize(v.len() + n, 0.0),
@@ -132,9 +148,23 @@ impl Column {
         self.values.push(value);
         self.valid.push(value.is_some());
     }
-    fn push_null(&mut self, n: usize) {
+    pub(crate) fn push_null(&mut self, n: usize) {
         self.values.push_default(n);
         self.valid.resize(self.valid.len() + n, false);
+    }
+    /// Puts `value` (none: null) at row `i`.
+    pub(crate) fn set(&mut self, i: usize, value: Option<&FieldValue>) {
+        self.values.set(i, value);
+        self.valid[i] = value.is_some();
+    }
+    /// The values at `indexes`, in that order, copied by runs of consecutive rows.
+    pub(crate) fn gather(&self, indexes: &[usize]) -> Column {
+        let mut out = Column::new(self.id, self.values.field_type(), indexes.len());
+        for rows in contiguous(indexes) {
+            out.values.extend_from(&self.values, rows.clone());
+            out.valid.extend_from_slice(&self.valid[rows]);
+        }
+        out
     }
     pub(crate) fn null_count(&self) -> usize {
         self.valid.iter().filter(|v| !**v).count()
@@ -208,25 +238,6 @@ impl RowSet {
                 out.push_row(row);
             }
             out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
-        }
-        out
-    }
-
-    /// Builds a row set from rows of distinct series (one row each, as the newest rows are),
-    /// with the columns of `column_types`: sorted by series, without grouping them first.
-    pub(crate) fn from_one_row_per_series(mut rows: Vec<Row>, column_types: &BTreeMap<ColumnId, FieldType>) -> Self {
-        rows.sort_unstable_by_key(|r| r.series);
-        if rows.windows(2).any(|w| w[0].series == w[1].series) {
-            return Self::from_rows(&rows, column_types);
-        }
-        let mut out = Self {
-            series: Vec::with_capacity(rows.len()),
-            times: Vec::with_capacity(rows.len()),
-            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, rows.len())).collect(),
-        };
-        for (i, row) in rows.iter().enumerate() {
-            out.push_row(row);
-            out.series.push(SeriesRun { series: row.series, row_start: i, rows: 1 });
         }
         out
     }
@@ -356,18 +367,7 @@ impl RowSet {
         let mut out = RowSet {
             series: Vec::new(),
             times: indexes.iter().map(|&i| self.times[i]).collect(),
-            columns: self
-                .columns
-                .iter()
-                .map(|c| {
-                    let mut col = Column::new(c.id, c.values.field_type(), indexes.len());
-                    for rows in contiguous(indexes) {
-                        col.values.extend_from(&c.values, rows.clone());
-                        col.valid.extend_from_slice(&c.valid[rows]);
-                    }
-                    col
-                })
-                .collect(),
+            columns: self.columns.iter().map(|c| c.gather(indexes)).collect(),
         };
         let mut k = 0;
         for run in &self.series {
@@ -456,7 +456,7 @@ impl RowSet {
     }
 }
 
-/// Ascending `indexes` as runs of consecutive rows, for copying by slices.
+/// `indexes` as runs of consecutive rows, for copying by slices.
 fn contiguous(indexes: &[usize]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let mut k = 0;
     std::iter::from_fn(move || {
@@ -513,14 +513,6 @@ mod tests {
                 newest.insert((row.series, row.time), row.clone());
             }
             proptest::prop_assert_eq!(merged.to_rows(), newest.into_values().collect::<Vec<_>>());
-        }
-
-        #[test]
-        fn one_row_per_series_builds_what_grouping_builds(rows in proptest::collection::vec((0u64..40, 0i64..20, -100i32..100), 0..30)) {
-            // Distinct series, in any order; a repeated series takes the general path.
-            let rows: Vec<Row> = rows.into_iter().map(|(s, t, v)| row(s, t, f64::from(v))).collect();
-            let expected = RowSet::from_rows(&rows, &types()).to_rows();
-            proptest::prop_assert_eq!(RowSet::from_one_row_per_series(rows, &types()).to_rows(), expected);
         }
     }
 }

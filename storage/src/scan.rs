@@ -21,7 +21,6 @@ use crate::buffer::{BufferView, partition_start};
 use crate::config::StorageConfig;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
-use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, SeriesId};
 use crate::registry::Registry;
 use crate::rollup::LATE_UPDATES_COLUMN;
@@ -75,7 +74,9 @@ pub(crate) enum OutColumn {
 pub struct Scan {
     pub(crate) schema: SchemaRef,
     pub(crate) out: Vec<OutColumn>,
-    tags: Arc<SeriesTags>,
+    /// Where output tag values come from, locked once per batch. Series are never removed and
+    /// their tags never change, so a value read late is the one of the snapshot.
+    registry: Arc<Mutex<Registry>>,
     series: Option<Arc<[SeriesId]>>,
     fields: Vec<ColumnId>,
     time_min: i64,
@@ -95,6 +96,8 @@ pub struct Scan {
 /// The groups of series a scan (and those split from it) has yet to read.
 #[derive(Debug, Default)]
 struct Work {
+    /// Rows merged already (the newest rows of series), read before the partitions.
+    ready: VecDeque<RowSet>,
     partitions: BTreeMap<i64, Parts>,
     /// The partition being read.
     current: Option<PartitionRead>,
@@ -206,7 +209,7 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     let estimate: usize = buffered.iter().map(|view| view.estimated_bytes(&selection)).sum();
     charge(estimate).map_err(|reason| Error::LimitExceeded(format!("buffered rows of {}: {reason}", schema.name)))?;
     let buffered: Vec<RowSet> = buffered.iter().map(|view| view.select(schema, &selection)).collect();
-    let mut scan = target.into_scan(&shared.config);
+    let mut scan = target.into_scan(shared);
     scan.late_column = late_column;
     for set in buffered.into_iter().chain([unwritten]) {
         scan.add_rows(set);
@@ -225,9 +228,6 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
     Ok(scan)
 }
 
-/// Series by id, with the values of some of their tags (column, value), sorted by column.
-pub(crate) type SeriesTags = FxHashMap<SeriesId, Vec<(ColumnId, String)>>;
-
 /// What a request selects of a table, decided under the registry lock.
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -235,8 +235,6 @@ pub(crate) struct Target {
     out: Vec<OutColumn>,
     /// The field columns to read, sorted.
     fields: Vec<ColumnId>,
-    /// Every selected series, with the values of the tags the output has.
-    pub(crate) tags: SeriesTags,
     /// The selected series, sorted; `None` for all of the table's.
     series: Option<Vec<SeriesId>>,
     /// Inclusive, and not before the table's retention.
@@ -251,31 +249,23 @@ impl Target {
             return Err(Error::InvalidRequest(format!("time range {}..={} is empty", req.time_min_ns, req.time_max_ns)));
         }
         let schema = registry.table(&req.table).cloned().ok_or_else(|| Error::InvalidRequest(format!("no table {}", req.table)))?;
-        let selected: Vec<_> = match &req.series {
-            SeriesFilter::All => registry.series_of(schema.id),
+        let out = output_columns(&schema, req.columns.as_deref())?;
+        let fields = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
+        let series = match &req.series {
+            SeriesFilter::All => None,
             SeriesFilter::Ids(ids) => {
                 let ids: std::collections::HashSet<SeriesId> = ids.iter().copied().collect();
-                registry.series_of(schema.id).into_iter().filter(|s| ids.contains(&s.id)).collect()
+                Some(registry.series_of(schema.id).into_iter().map(|s| s.id).filter(|id| ids.contains(id)).collect())
             }
             SeriesFilter::TagsEqual(pairs) => {
                 let wanted: Option<Vec<(ColumnId, &str)>> =
                     pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-                wanted.map(|w| registry.series_tagged(schema.id, &w)).unwrap_or_default()
+                Some(wanted.map(|w| registry.series_tagged(schema.id, &w).iter().map(|s| s.id).collect()).unwrap_or_default())
             }
         };
-        let out = output_columns(&schema, req.columns.as_deref())?;
-        let fields = out.iter().filter_map(|c| if let OutColumn::Field(id, _) = c { Some(*id) } else { None }).collect();
         // Rows past the table's retention are gone, whether or not their chunk is deleted yet.
         let time_min = req.time_min_ns.max(registry.retention_cutoff_ns(schema.id, config).unwrap_or(i64::MIN));
-        let series = (req.series != SeriesFilter::All).then(|| selected.iter().map(|s| s.id).collect());
-        // Only the tags the output shows are copied: a table of a million series has five
-        // million tag values, and a query of one tag column needs a fifth of them.
-        let shown: Vec<ColumnId> = out.iter().filter_map(|c| if let OutColumn::Tag(id) = c { Some(*id) } else { None }).collect();
-        let mut tags = SeriesTags::with_capacity_and_hasher(selected.len(), Default::default());
-        for s in selected {
-            tags.insert(s.id, s.tags.iter().filter(|(id, _)| shown.contains(id)).cloned().collect());
-        }
-        Ok(Self { schema, out, fields, tags, series, time_min, time_max: req.time_max_ns })
+        Ok(Self { schema, out, fields, series, time_min, time_max: req.time_max_ns })
     }
 
     /// [`Target::new`] for a raw table; `None` for a rollup table, whose open windows are not
@@ -291,11 +281,12 @@ impl Target {
     }
 
     /// A scan of nothing yet: add chunks and rows to its partitions.
-    pub(crate) fn into_scan(self, config: &StorageConfig) -> Scan {
+    pub(crate) fn into_scan(self, shared: &Shared) -> Scan {
+        let config = &shared.config;
         Scan {
             schema: arrow_schema(&self.schema, &self.out),
             out: self.out,
-            tags: Arc::new(self.tags),
+            registry: Arc::clone(&shared.registry),
             series: self.series.map(Arc::from),
             fields: self.fields,
             time_min: self.time_min,
@@ -341,7 +332,7 @@ impl Scan {
             scans.push(Scan {
                 schema: Arc::clone(&self.schema),
                 out: self.out.clone(),
-                tags: Arc::clone(&self.tags),
+                registry: Arc::clone(&self.registry),
                 series: self.series.clone(),
                 fields: self.fields.clone(),
                 time_min: self.time_min,
@@ -371,6 +362,21 @@ impl Scan {
         }
     }
 
+    /// Adds rows that need no merging (one row per series, as [`Storage::latest`] reads), read
+    /// before any partition, in groups of about `group_rows` rows.
+    pub(crate) fn add_ready(&mut self, set: RowSet) {
+        let group_rows = usize::try_from(self.group_rows).unwrap_or(usize::MAX);
+        let mut work = self.work.lock();
+        if set.len() <= group_rows {
+            work.ready.push_back(set);
+            return;
+        }
+        for start in (0..set.len()).step_by(group_rows) {
+            let rows: Vec<usize> = (start..set.len().min(start + group_rows)).collect();
+            work.ready.push_back(set.take(&rows));
+        }
+    }
+
     fn selection(&self, time_min: i64, time_max: i64) -> Selection<'_> {
         Selection { series: self.series.as_deref(), time_min, time_max, columns: Some(&self.fields) }
     }
@@ -387,6 +393,9 @@ impl Scan {
 
     /// [`Self::next_group`] as rows with series ids, for the engine's own readers.
     pub(crate) fn next_rows(&mut self) -> Result<Option<RowSet>> {
+        if let Some(set) = self.work.lock().ready.pop_front() {
+            return Ok(Some(set));
+        }
         let Some((start_ns, parts, group)) = self.next_work() else { return Ok(None) };
         let end = start_ns.saturating_add(self.partition_ns - 1);
         let selection = Selection {
@@ -459,38 +468,47 @@ impl Scan {
         groups
     }
 
-    /// The value of tag `id` of `series`.
-    pub(crate) fn tag(&self, series: SeriesId, id: ColumnId) -> Option<&str> {
-        self.tags.get(&series).and_then(|t| t.iter().find(|(c, _)| *c == id)).map(|(_, v)| v.as_str())
+    /// The registry, for [`tag`], when the output has tags.
+    pub(crate) fn tags(&self) -> Option<parking_lot::MutexGuard<'_, Registry>> {
+        self.out.iter().any(|c| matches!(c, OutColumn::Tag(_))).then(|| self.registry.lock())
     }
 
     /// The rows of `set` as a batch; its vectors move into the arrays without copies.
     fn to_batch(&self, mut set: RowSet) -> Result<RecordBatch> {
         let rows = set.len();
-        let columns: Vec<ArrayRef> = self.out.iter().map(|c| self.to_array(&mut set, rows, *c)).collect();
+        let registry = self.tags();
+        let columns: Vec<ArrayRef> = self.out.iter().map(|c| to_array(registry.as_deref(), &mut set, rows, *c)).collect();
         Ok(RecordBatch::try_new(self.schema(), columns)?)
     }
+}
 
-    /// One output column of `set`, which holds `rows` rows; takes the column's values out of
-    /// `set` (each column is output once).
-    fn to_array(&self, set: &mut RowSet, rows: usize, column: OutColumn) -> ArrayRef {
-        match column {
-            OutColumn::Time => Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut set.times)).with_timezone("UTC")),
-            OutColumn::Tag(id) => Arc::new(repeated_strings(set.series.iter().map(|run| (self.tag(run.series, id), run.rows)), rows)),
-            OutColumn::Field(id, ty) => match set.columns.iter_mut().find(|c| c.id == id) {
-                None => arrow::array::new_null_array(&arrow_type(ty), rows),
-                Some(c) => {
-                    let valid = std::mem::take(&mut c.valid);
-                    let nulls = |valid: Vec<bool>| valid.contains(&false).then(|| NullBuffer::from(valid));
-                    match std::mem::replace(&mut c.values, Values::Bool(Vec::new())) {
-                        Values::F64(v) => Arc::new(Float64Array::new(v.into(), nulls(valid))),
-                        Values::I64(v) => Arc::new(Int64Array::new(v.into(), nulls(valid))),
-                        Values::Bool(v) => Arc::new(BooleanArray::new(v.as_slice().into(), nulls(valid))),
-                        Values::String(v) => Arc::new(v.iter().zip(&valid).map(|(s, ok)| ok.then_some(&**s)).collect::<StringArray>()),
-                    }
-                }
-            },
+/// The value of tag `id` of `series`, from the registry [`Scan::tags`] gave.
+pub(crate) fn tag(registry: Option<&Registry>, series: SeriesId, id: ColumnId) -> Option<&str> {
+    registry?.series_tags(series).iter().find(|(c, _)| *c == id).map(|(_, v)| v.as_str())
+}
+
+/// One output column of `set`, which holds `rows` rows; takes the column's values out of
+/// `set` (each column is output once).
+fn to_array(registry: Option<&Registry>, set: &mut RowSet, rows: usize, column: OutColumn) -> ArrayRef {
+    match column {
+        OutColumn::Time => Arc::new(TimestampNanosecondArray::from(std::mem::take(&mut set.times)).with_timezone("UTC")),
+        OutColumn::Tag(id) => {
+            let runs: Vec<(Option<&str>, usize)> = set.series.iter().map(|run| (tag(registry, run.series, id), run.rows)).collect();
+            Arc::new(repeated_strings(&runs, rows))
         }
+        OutColumn::Field(id, ty) => match set.columns.iter_mut().find(|c| c.id == id) {
+            None => arrow::array::new_null_array(&arrow_type(ty), rows),
+            Some(c) => {
+                let valid = std::mem::take(&mut c.valid);
+                let nulls = |valid: Vec<bool>| valid.contains(&false).then(|| NullBuffer::from(valid));
+                match std::mem::replace(&mut c.values, Values::Bool(Vec::new())) {
+                    Values::F64(v) => Arc::new(Float64Array::new(v.into(), nulls(valid))),
+                    Values::I64(v) => Arc::new(Int64Array::new(v.into(), nulls(valid))),
+                    Values::Bool(v) => Arc::new(BooleanArray::new(v.as_slice().into(), nulls(valid))),
+                    Values::String(v) => Arc::new(v.iter().zip(&valid).map(|(s, ok)| ok.then_some(&**s)).collect::<StringArray>()),
+                }
+            }
+        },
     }
 }
 
@@ -519,18 +537,18 @@ impl Iterator for Scan {
 
 /// A string column of `rows` rows given as runs of one value (`None`: null) repeated: the
 /// value's bytes copied once per row, with no per-row allocation or dispatch.
-pub(crate) fn repeated_strings<'a>(runs: impl Iterator<Item = (Option<&'a str>, usize)> + Clone, rows: usize) -> StringArray {
-    let bytes: usize = runs.clone().map(|(value, n)| value.map_or(0, str::len).saturating_mul(n)).sum();
+pub(crate) fn repeated_strings(runs: &[(Option<&str>, usize)], rows: usize) -> StringArray {
+    let bytes: usize = runs.iter().map(|(value, n)| value.map_or(0, str::len).saturating_mul(*n)).sum();
     if i32::try_from(bytes).is_err() {
         // Past what 32-bit offsets address: let Arrow report it as it builds.
-        return runs.flat_map(|(value, n)| std::iter::repeat_n(value, n)).collect();
+        return runs.iter().flat_map(|(value, n)| std::iter::repeat_n(*value, *n)).collect();
     }
     let mut values = Vec::with_capacity(bytes);
     let mut offsets = Vec::with_capacity(rows + 1);
     offsets.push(0i32);
     // Kept once a null is met: whether each row so far has a value.
     let mut valid: Option<Vec<bool>> = None;
-    for (value, n) in runs {
+    for &(value, n) in runs {
         match value {
             Some(value) => {
                 // The value once, then what is written so far doubled until the run is whole:
@@ -627,7 +645,8 @@ mod tests {
         fn repeated_strings_equal_the_values_one_by_one(runs in prop::collection::vec((prop::option::of("[a-zé]{0,5}"), 0usize..5), 0..8)) {
             let rows = runs.iter().map(|(_, n)| n).sum();
             let expected: StringArray = runs.iter().flat_map(|(value, n)| std::iter::repeat_n(value.as_deref(), *n)).collect();
-            let got = repeated_strings(runs.iter().map(|(value, n)| (value.as_deref(), *n)), rows);
+            let runs_of_str: Vec<(Option<&str>, usize)> = runs.iter().map(|(value, n)| (value.as_deref(), *n)).collect();
+            let got = repeated_strings(&runs_of_str, rows);
             prop_assert_eq!(got.len(), rows);
             prop_assert_eq!(got, expected);
         }

@@ -107,6 +107,7 @@ impl Scan {
         }
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(TimestampNanosecondArray::from(cuts.iter().map(|c| c.3).collect::<Vec<_>>()).with_timezone("UTC"))];
+        let registry = self.tags();
         for column in &self.out {
             match *column {
                 OutColumn::Time => {}
@@ -116,11 +117,11 @@ impl Scan {
                     for &(k, ..) in &cuts {
                         match runs.last_mut() {
                             Some((last, _, n)) if *last == k => *n += 1,
-                            _ => runs.push((k, self.tag(set.series[k].series, id), 1)),
+                            _ => runs.push((k, crate::scan::tag(registry.as_deref(), set.series[k].series, id), 1)),
                         }
                     }
-                    let runs = runs.into_iter().map(|(_, tag, n)| (tag, n));
-                    columns.push(Arc::new(crate::scan::repeated_strings(runs, cuts.len())));
+                    let runs: Vec<(Option<&str>, usize)> = runs.into_iter().map(|(_, tag, n)| (tag, n)).collect();
+                    columns.push(Arc::new(crate::scan::repeated_strings(&runs, cuts.len())));
                 }
                 OutColumn::Field(id, ty) => {
                     let column = set.columns.iter().find(|c| c.id == id);
