@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use isobar_ingest::simulator::SeedFleet;
 use isobar_storage::codec::{self, CodecOptions};
-use isobar_storage::{FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, WriteBatch};
+use isobar_storage::{FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, TagPredicate, WriteBatch};
 
 /// Rows of 3 tags, time and 2 f64 fields, as the durable-write target states them.
 fn write_batches(batches: usize, rows: usize, writer: usize, start: usize) -> Vec<WriteBatch> {
@@ -116,7 +116,7 @@ fn chunks_and_scans(c: &mut Criterion) {
     });
     group.throughput(Throughput::Elements(rows / 100));
     let one_series = ScanRequest {
-        series: SeriesFilter::TagsEqual(vec![("sensor_id".into(), "st-00003-humidity".into())]),
+        series: SeriesFilter::Tags(vec![TagPredicate::equals("sensor_id", "st-00003-humidity")]),
         columns: Some(vec!["time".into(), "sensor_value".into()]),
         ..ScanRequest::all("weather")
     };

@@ -122,7 +122,7 @@ pub(crate) fn time_order_queries(lo: i64, hi: i64) -> Vec<String> {
         "SELECT station, sensor, time, v FROM m ORDER BY time DESC, station, sensor LIMIT 5".into(),
         format!("SELECT * FROM m WHERE station = 'a' AND time <= {} ORDER BY time, sensor LIMIT 3", literal(hi)),
         format!("SELECT s.time, s.sensor, s.n FROM m AS s WHERE s.time > {} ORDER BY s.time DESC, s.sensor LIMIT 4 OFFSET 2", literal(lo)),
-        "SELECT time, station, sensor, v FROM m WHERE sensor LIKE 't%' ORDER BY time DESC, station, sensor LIMIT 3".into(),
+        "SELECT time, station, sensor, v FROM m WHERE substr(sensor, 1) LIKE 't%' ORDER BY time DESC, station, sensor LIMIT 3".into(),
     ]
 }
 
@@ -208,7 +208,7 @@ proptest! {
         }
         for (i, sql) in time_order_queries(lo, hi).into_iter().enumerate() {
             let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
-            // The last one filters on a tag with LIKE, which storage does not apply itself.
+            // The last one filters on an expression of a tag, which storage does not apply itself.
             prop_assert_eq!(plan.contains("first until"), i < 3, "{}\n{}", sql, plan);
             let expected = runtime.block_on(rows(&general, &sql));
             prop_assert_eq!(runtime.block_on(rows(&fast, &sql)), expected, "{}", sql);

@@ -35,6 +35,8 @@ mod session;
 mod subquery;
 mod system_rollups;
 mod table;
+#[cfg(test)]
+mod tag_filter_tests;
 mod time_order;
 
 pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};

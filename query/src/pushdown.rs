@@ -1,14 +1,17 @@
 //! Turns the filters DataFusion offers a table into a storage scan's time range and series
 //! filter.
 //!
-//! Understood: comparisons and `BETWEEN` of `time` with timestamp literals, and equality of a
-//! tag with a string literal. Storage applies these exactly, so a filter made only of them is
-//! left to storage (`Exact`); in a filter that also holds others, they only narrow what storage
-//! decodes, and DataFusion applies the whole filter above the scan (`Inexact`).
+//! Understood: comparisons and `BETWEEN` of `time` with timestamp literals, and conditions on a
+//! tag against string literals that storage's series index resolves (`=`, `<>`, `IN`, `NOT IN`,
+//! `LIKE`, `ILIKE` and their `NOT`, `~`, `~*`, `!~`, `!~*`). Storage applies these
+//! exactly, so a filter made only of them is left to storage (`Exact`); in a filter that also
+//! holds others, they only narrow what storage decodes, and DataFusion applies the whole filter
+//! above the scan (`Inexact`).
 
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::{InList, Like};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
-use isobar_storage::{SeriesFilter, TIME_COLUMN};
+use isobar_storage::{SeriesFilter, TIME_COLUMN, TagPredicate, TagTest};
 
 /// The part of a scan the filters decide.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,14 +27,14 @@ impl Pushdown {
     /// What `filters` (all of which must hold) allow; `is_tag` tells tags from other columns.
     pub(crate) fn from_filters(filters: &[Expr], is_tag: impl Fn(&str) -> bool) -> Self {
         let mut p = Self { time_min_ns: i64::MIN, time_max_ns: i64::MAX, series: SeriesFilter::All };
-        let mut tags: Vec<(String, String)> = Vec::new();
+        let mut tags: Vec<TagPredicate> = Vec::new();
         for filter in filters {
             for conjunct in split_and(filter) {
                 p.apply(conjunct, &is_tag, &mut tags);
             }
         }
         if !tags.is_empty() {
-            p.series = SeriesFilter::TagsEqual(tags);
+            p.series = SeriesFilter::Tags(tags);
         }
         p
     }
@@ -51,8 +54,13 @@ impl Pushdown {
         split_and(filter).into_iter().all(|c| p.apply(c, &is_tag, &mut tags))
     }
 
-    fn apply(&mut self, e: &Expr, is_tag: &impl Fn(&str) -> bool, tags: &mut Vec<(String, String)>) -> bool {
+    fn apply(&mut self, e: &Expr, is_tag: &impl Fn(&str) -> bool, tags: &mut Vec<TagPredicate>) -> bool {
         match e {
+            // DataFusion writes a short `IN` list as equalities joined by OR.
+            Expr::BinaryExpr(BinaryExpr { op: Operator::Or, .. }) => match equalities_of_one_tag(e) {
+                Some((column, values)) if is_tag(column) => push_tag(tags, column, Some(TagTest::In(values))),
+                _ => false,
+            },
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (column, op, value) = match (column_name(left), literal(right), column_name(right), literal(left)) {
                     (Some(c), Some(v), _, _) => (c, *op, v),
@@ -73,12 +81,36 @@ impl Pushdown {
                         _ => return false,
                     }
                     true
-                } else if op == Operator::Eq && is_tag(column) {
+                } else if is_tag(column) {
                     let Some(v) = string(value) else { return false };
-                    tags.push((column.to_owned(), v.to_owned()));
-                    true
+                    let test = match op {
+                        Operator::Eq => Some(TagTest::In(vec![v.to_owned()])),
+                        Operator::NotEq => Some(TagTest::NotIn(vec![v.to_owned()])),
+                        Operator::RegexMatch => TagTest::regex(v, false, false),
+                        Operator::RegexIMatch => TagTest::regex(v, true, false),
+                        Operator::RegexNotMatch => TagTest::regex(v, false, true),
+                        Operator::RegexNotIMatch => TagTest::regex(v, true, true),
+                        _ => None,
+                    };
+                    push_tag(tags, column, test)
                 } else {
                     false
+                }
+            }
+            Expr::InList(InList { expr, list, negated }) => match column_name(expr) {
+                Some(column) if is_tag(column) => {
+                    // A NULL in the list makes `NOT IN` unknown for every row: left to DataFusion.
+                    let values: Option<Vec<String>> = list.iter().map(|v| Some(string(literal(v)?)?.to_owned())).collect();
+                    push_tag(tags, column, values.map(|v| if *negated { TagTest::NotIn(v) } else { TagTest::In(v) }))
+                }
+                _ => false,
+            },
+            Expr::Like(Like { negated, expr, pattern, escape_char: None, case_insensitive }) => {
+                match (column_name(expr), literal(pattern).and_then(string)) {
+                    (Some(column), Some(pattern)) if is_tag(column) => {
+                        push_tag(tags, column, Some(like_test(pattern, *case_insensitive, *negated)))
+                    }
+                    _ => false,
                 }
             }
             Expr::Between(Between { expr, negated: false, low, high }) if column_name(expr) == Some(TIME_COLUMN) => {
@@ -104,6 +136,48 @@ impl Pushdown {
     pub(crate) fn is_empty(&self) -> bool {
         self.time_min_ns > self.time_max_ns
     }
+}
+
+/// Adds `test` of tag `column`, if there is one; whether it was added.
+fn push_tag(tags: &mut Vec<TagPredicate>, column: &str, test: Option<TagTest>) -> bool {
+    match test {
+        Some(test) => {
+            tags.push(TagPredicate { tag: column.to_owned(), test });
+            true
+        }
+        None => false,
+    }
+}
+
+/// `tag = 'a' OR tag = 'b' ...` as the tag and its values.
+fn equalities_of_one_tag(e: &Expr) -> Option<(&str, Vec<String>)> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let (column, mut values) = equalities_of_one_tag(left)?;
+            let (other, more) = equalities_of_one_tag(right)?;
+            values.extend(more);
+            (column == other).then_some((column, values))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            let (column, value) = match (column_name(left), column_name(right)) {
+                (Some(column), None) => (column, right),
+                (None, Some(column)) => (column, left),
+                _ => return None,
+            };
+            Some((column, vec![string(literal(value)?)?.to_owned()]))
+        }
+        _ => None,
+    }
+}
+
+/// `LIKE pattern` (or `NOT LIKE`) as a test storage resolves; one without wildcards or escapes
+/// is an equality.
+fn like_test(pattern: &str, case_insensitive: bool, negated: bool) -> TagTest {
+    if !case_insensitive && !pattern.contains(['%', '_', '\\']) {
+        let values = vec![pattern.to_owned()];
+        return if negated { TagTest::NotIn(values) } else { TagTest::In(values) };
+    }
+    TagTest::Like { pattern: pattern.to_owned(), case_insensitive, negated }
 }
 
 fn split_and(e: &Expr) -> Vec<&Expr> {
@@ -178,11 +252,33 @@ mod tests {
     #[test]
     fn tag_equalities_become_a_series_filter_and_others_are_left_to_datafusion() {
         let p = pushdown(&[col("station").eq(lit("a")), col("value").eq(lit("b")), col("station").gt(lit("c"))]);
-        assert_eq!(p.series, SeriesFilter::TagsEqual(vec![("station".into(), "a".into())]));
+        assert_eq!(p.series, SeriesFilter::Tags(vec![TagPredicate::equals("station", "a")]));
         assert_eq!((p.time_min_ns, p.time_max_ns), (i64::MIN, i64::MAX));
         let either = col("time").gt(ts(1)).or(col("time").lt(ts(0)));
         assert_eq!(pushdown(std::slice::from_ref(&either)).time_min_ns, i64::MIN, "an OR is not a range");
         assert!(!Pushdown::understands(&either, |_| false));
         assert!(Pushdown::understands(&col("station").eq(lit("a")), |c| c == "station"));
+    }
+
+    #[test]
+    fn tag_conditions_become_tests_storage_resolves() {
+        let tests = |filter: Expr| match pushdown(&[filter]).series {
+            SeriesFilter::Tags(tags) => tags.into_iter().map(|t| t.test).collect(),
+            _ => Vec::new(),
+        };
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let either = col("station").eq(lit("a")).or(lit("b").eq(col("station"))).or(col("station").eq(lit("c")));
+        assert_eq!(tests(either), [TagTest::In(strings(&["a", "b", "c"]))]);
+        assert!(tests(col("station").eq(lit("a")).or(col("other").eq(lit("b")))).is_empty(), "an OR over two columns");
+        assert_eq!(tests(col("station").not_eq(lit("a"))), [TagTest::NotIn(strings(&["a"]))]);
+        assert_eq!(tests(col("station").in_list(vec![lit("a"), lit("b")], true)), [TagTest::NotIn(strings(&["a", "b"]))]);
+        assert!(tests(col("station").in_list(vec![lit("a"), lit(ScalarValue::Utf8(None))], true)).is_empty(), "NOT IN with a NULL");
+        let like = TagTest::Like { pattern: "a_%".into(), case_insensitive: true, negated: false };
+        assert_eq!(tests(col("station").ilike(lit("a_%"))), [like]);
+        assert_eq!(tests(col("station").like(lit("ab"))), [TagTest::In(strings(&["ab"]))]);
+        let escaped = Expr::Like(Like::new(false, Box::new(col("station")), Box::new(lit("a!%")), Some('!'), false));
+        assert!(tests(escaped).is_empty(), "an ESCAPE character of its own");
+        assert!(tests(Expr::BinaryExpr(BinaryExpr::new(Box::new(col("station")), Operator::RegexMatch, Box::new(lit("("))))).is_empty());
+        assert!(tests(col("value").not_eq(lit("a"))).is_empty(), "not a tag");
     }
 }

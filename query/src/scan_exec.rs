@@ -31,7 +31,7 @@ use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use isobar_storage::{Scan, ScanRequest, SeriesFilter, Storage, Windows};
+use isobar_storage::{Scan, ScanRequest, SeriesFilter, Storage, TagPredicate, TagTest, Windows};
 use parking_lot::Mutex;
 
 /// What a scan reads of its table.
@@ -128,12 +128,29 @@ impl DisplayAs for ScanExec {
         match &request.series {
             SeriesFilter::All => {}
             SeriesFilter::Ids(ids) => write!(f, ", series={} ids", ids.len())?,
-            SeriesFilter::TagsEqual(tags) => {
-                let tags: Vec<String> = tags.iter().map(|(name, value)| format!("{name}={value}")).collect();
+            SeriesFilter::Tags(tags) => {
+                let tags: Vec<String> = tags.iter().map(tag_condition).collect();
                 write!(f, ", tags=[{}]", tags.join(", "))?;
             }
         }
         Ok(())
+    }
+}
+
+/// A tag condition as `EXPLAIN` shows it.
+fn tag_condition(p: &TagPredicate) -> String {
+    let tag = &p.tag;
+    match &p.test {
+        TagTest::In(values) if values.len() == 1 => format!("{tag}={}", values[0]),
+        TagTest::In(values) => format!("{tag} IN ({})", values.join(", ")),
+        TagTest::NotIn(values) if values.len() == 1 => format!("{tag}<>{}", values[0]),
+        TagTest::NotIn(values) => format!("{tag} NOT IN ({})", values.join(", ")),
+        TagTest::Like { pattern, case_insensitive, negated } => {
+            format!("{tag} {}{}LIKE {pattern}", if *negated { "NOT " } else { "" }, if *case_insensitive { "I" } else { "" })
+        }
+        TagTest::Regex { pattern, case_insensitive, negated } => {
+            format!("{tag} {}~{} {pattern}", if *negated { "!" } else { "" }, if *case_insensitive { "*" } else { "" })
+        }
     }
 }
 

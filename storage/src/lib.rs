@@ -49,6 +49,8 @@ mod latest;
 #[cfg(feature = "engine")]
 mod persist;
 #[cfg(feature = "engine")]
+mod postings;
+#[cfg(feature = "engine")]
 mod registry;
 #[cfg(feature = "engine")]
 mod rollup;
@@ -72,6 +74,7 @@ pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableS
 pub use {
     engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
+    postings::{TagPredicate, TagTest},
     rollup::maintain::{RollupOf, RollupStatus},
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},

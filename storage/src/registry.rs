@@ -20,6 +20,7 @@ use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, RejectedPoint, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
+use crate::postings::{Postings, TagTest};
 use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
 use crate::wal::{self, Row, TableRows};
@@ -34,10 +35,8 @@ pub(crate) struct Registry {
     series: SeriesById,
     /// Each table's series, in id order.
     table_series: FxHashMap<TableId, Vec<SeriesId>>,
-    /// Each table's series by tag column and value, in id order: what a tag equality selects,
-    /// found without walking the table's other series.
-    /// (Tag values hash with std's hasher: Fx hashes similar strings into few buckets.)
-    tag_postings: FxHashMap<TableId, FxHashMap<ColumnId, HashMap<String, Vec<SeriesId>>>>,
+    /// Each table's series by tag column and value: what tag conditions select.
+    postings: Postings,
     next_table: u32,
     next_series: u64,
     pub(crate) next_sequence: u64,
@@ -144,14 +143,7 @@ impl Registry {
         let tags: Vec<(ColumnId, &str)> = s.tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
         self.series_ids.entry(series_hash(s.table, &tags)).or_default().push(s.id);
         insert_sorted(self.table_series.entry(s.table).or_default(), s.id);
-        let postings = self.tag_postings.entry(s.table).or_default();
-        for (column, value) in &s.tags {
-            let by_value = postings.entry(*column).or_default();
-            match by_value.get_mut(value.as_str()) {
-                Some(ids) => insert_sorted(ids, s.id),
-                None => drop(by_value.insert(value.clone(), vec![s.id])),
-            }
-        }
+        self.postings.insert(s.table, s.id, &s.tags);
         self.series.insert(s);
     }
 
@@ -177,26 +169,19 @@ impl Registry {
         self.entries(self.table_series.get(&table).map(Vec::as_slice).unwrap_or_default())
     }
 
-    /// Series of `table` whose tags equal all of `tags` (column, value), in id order.
-    pub(crate) fn series_tagged(&self, table: TableId, tags: &[(ColumnId, &str)]) -> Vec<&SeriesEntry> {
-        let Some(postings) = self.tag_postings.get(&table) else { return Vec::new() };
-        let lists: Option<Vec<&Vec<SeriesId>>> = tags.iter().map(|(column, value)| postings.get(column)?.get(*value)).collect();
-        let Some(mut lists) = lists else { return Vec::new() };
-        lists.sort_by_key(|l| l.len());
-        let Some((shortest, others)) = lists.split_first() else { return self.series_of(table) };
-        let ids: Vec<SeriesId> = shortest.iter().copied().filter(|id| others.iter().all(|l| l.binary_search(id).is_ok())).collect();
-        self.entries(&ids)
+    /// The ids of the series of `table` whose tags meet every (column, test), in id order;
+    /// with no tests, every series. Fails when a regular expression does not compile.
+    pub(crate) fn series_meeting(&self, table: TableId, tests: &[(ColumnId, &TagTest)]) -> Result<Vec<SeriesId>, String> {
+        if tests.is_empty() {
+            return Ok(self.table_series.get(&table).cloned().unwrap_or_default());
+        }
+        self.postings.select(table, tests)
     }
 
     /// Whether tag `column` tells the series of `table` apart: every series has it, each with
     /// a value of its own.
     pub(crate) fn tag_is_key(&self, table: TableId, column: ColumnId) -> bool {
-        let series = self.table_series.get(&table).map_or(0, Vec::len);
-        match self.tag_postings.get(&table).and_then(|p| p.get(&column)) {
-            // A series is in one list per tag at most: as many single-series lists as series.
-            Some(by_value) => by_value.len() == series && by_value.values().all(|ids| ids.len() == 1),
-            None => series == 0,
-        }
+        self.postings.is_key(table, column, self.table_series.get(&table).map_or(0, Vec::len))
     }
 
     fn entries(&self, ids: &[SeriesId]) -> Vec<&SeriesEntry> {
@@ -730,7 +715,11 @@ mod tests {
             registry.insert_series(SeriesEntry { id: SeriesId(10 - i as u64), table: TableId(1), tags });
         }
         registry.insert_series(SeriesEntry { id: SeriesId(20), table: TableId(2), tags: vec![(station, "a".into())] });
-        let ids = |tags: &[(ColumnId, &str)]| registry.series_tagged(TableId(1), tags).iter().map(|s| s.id.0).collect::<Vec<_>>();
+        let ids = |tags: &[(ColumnId, &str)]| {
+            let tests: Vec<(ColumnId, TagTest)> = tags.iter().map(|(c, v)| (*c, TagTest::In(vec![(*v).to_owned()]))).collect();
+            let tests: Vec<(ColumnId, &TagTest)> = tests.iter().map(|(c, t)| (*c, t)).collect();
+            registry.series_meeting(TableId(1), &tests).expect("no regex").iter().map(|s| s.0).collect::<Vec<_>>()
+        };
         assert_eq!(ids(&[(station, "a")]), [9, 10], "in id order, of table 1 only");
         assert_eq!(ids(&[(sensor, "temp"), (station, "b")]), [8]);
         assert_eq!(ids(&[(station, "c")]), Vec::<u64>::new());

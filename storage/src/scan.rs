@@ -22,6 +22,7 @@ use crate::config::StorageConfig;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::{Error, Result};
 use crate::model::{ColumnId, FieldType, SeriesId};
+use crate::postings::{TagPredicate, TagTest};
 use crate::registry::Registry;
 use crate::rollup::LATE_UPDATES_COLUMN;
 use crate::rollup::recompute::{correct, corrections};
@@ -37,8 +38,8 @@ const BATCH_ROWS_MAX: usize = 64 * 1024;
 pub enum SeriesFilter {
     All,
     Ids(Vec<SeriesId>),
-    /// Series whose tags equal all of these (name, value) pairs.
-    TagsEqual(Vec<(String, String)>),
+    /// Series whose tags meet all of these.
+    Tags(Vec<TagPredicate>),
 }
 
 /// What to read.
@@ -257,10 +258,14 @@ impl Target {
                 let ids: std::collections::HashSet<SeriesId> = ids.iter().copied().collect();
                 Some(registry.series_of(schema.id).into_iter().map(|s| s.id).filter(|id| ids.contains(id)).collect())
             }
-            SeriesFilter::TagsEqual(pairs) => {
-                let wanted: Option<Vec<(ColumnId, &str)>> =
-                    pairs.iter().map(|(n, v)| Some((schema.column(n).filter(|c| c.kind == ColumnKind::Tag)?.id, v.as_str()))).collect();
-                Some(wanted.map(|w| registry.series_tagged(schema.id, &w).iter().map(|s| s.id).collect()).unwrap_or_default())
+            SeriesFilter::Tags(predicates) => {
+                let tests: Option<Vec<(ColumnId, &TagTest)>> =
+                    predicates.iter().map(|p| Some((schema.column(&p.tag).filter(|c| c.kind == ColumnKind::Tag)?.id, &p.test))).collect();
+                // A condition on a column that is not a tag: no series has it.
+                match tests {
+                    Some(tests) => Some(registry.series_meeting(schema.id, &tests).map_err(Error::InvalidRequest)?),
+                    None => Some(Vec::new()),
+                }
             }
         };
         // Rows past the table's retention are gone, whether or not their chunk is deleted yet.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use isobar_storage::{FieldValue, ScanRequest, SeriesFilter, Storage, WriteBatch};
+use isobar_storage::{FieldValue, ScanRequest, SeriesFilter, Storage, TagPredicate, WriteBatch};
 use proptest::prelude::*;
 
 use crate::common::{Fields, Key, collect, config, point, read_all};
@@ -73,7 +73,7 @@ fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op,
             *slot = Some(Storage::open(config(dir)).expect("reopen"));
         }
         Op::ScanRange(from, to, s) => {
-            let filter = if *s < 4 { SeriesFilter::TagsEqual(vec![("s".into(), series(*s))]) } else { SeriesFilter::All };
+            let filter = if *s < 4 { SeriesFilter::Tags(vec![TagPredicate::equals("s", &series(*s))]) } else { SeriesFilter::All };
             let req = ScanRequest { time_min_ns: *from, time_max_ns: *to, series: filter, ..ScanRequest::all("m") };
             let mut got = BTreeMap::new();
             if storage.table("m").is_some() {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::DataType;
-use isobar_storage::{ColumnKind, Error, FieldType, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, WriteBatch};
+use isobar_storage::{
+    ColumnKind, Error, FieldType, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, TagPredicate, WriteBatch,
+};
 
 use crate::common::{config, point, read_all};
 
@@ -103,7 +105,7 @@ fn scans_project_and_filter() {
     let req = ScanRequest {
         time_min_ns: 0,
         time_max_ns: 1_000_000,
-        series: SeriesFilter::TagsEqual(vec![("s".into(), "even".into())]),
+        series: SeriesFilter::Tags(vec![TagPredicate::equals("s", "even")]),
         columns: Some(vec!["a".into()]),
         ..ScanRequest::all("m")
     };
@@ -114,7 +116,7 @@ fn scans_project_and_filter() {
     assert_eq!(values, [-1.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
     let bad = ScanRequest { columns: Some(vec!["nope".into()]), ..ScanRequest::all("m") };
     assert!(matches!(storage.scan(&bad), Err(Error::InvalidRequest(_))));
-    let none = ScanRequest { series: SeriesFilter::TagsEqual(vec![("s".into(), "none".into())]), ..ScanRequest::all("m") };
+    let none = ScanRequest { series: SeriesFilter::Tags(vec![TagPredicate::equals("s", "none")]), ..ScanRequest::all("m") };
     assert_eq!(storage.scan(&none).expect("scan").count(), 0);
 }
 
