@@ -108,7 +108,8 @@ impl Pushdown {
             Expr::Like(Like { negated, expr, pattern, escape_char: None, case_insensitive }) => {
                 match (column_name(expr), literal(pattern).and_then(string)) {
                     (Some(column), Some(pattern)) if is_tag(column) => {
-                        push_tag(tags, column, Some(like_test(pattern, *case_insensitive, *negated)))
+                        let test = TagTest::Like { pattern: pattern.to_owned(), case_insensitive: *case_insensitive, negated: *negated };
+                        push_tag(tags, column, Some(test))
                     }
                     _ => false,
                 }
@@ -168,16 +169,6 @@ fn equalities_of_one_tag(e: &Expr) -> Option<(&str, Vec<String>)> {
         }
         _ => None,
     }
-}
-
-/// `LIKE pattern` (or `NOT LIKE`) as a test storage resolves; one without wildcards or escapes
-/// is an equality.
-fn like_test(pattern: &str, case_insensitive: bool, negated: bool) -> TagTest {
-    if !case_insensitive && !pattern.contains(['%', '_', '\\']) {
-        let values = vec![pattern.to_owned()];
-        return if negated { TagTest::NotIn(values) } else { TagTest::In(values) };
-    }
-    TagTest::Like { pattern: pattern.to_owned(), case_insensitive, negated }
 }
 
 fn split_and(e: &Expr) -> Vec<&Expr> {
@@ -275,7 +266,6 @@ mod tests {
         assert!(tests(col("station").in_list(vec![lit("a"), lit(ScalarValue::Utf8(None))], true)).is_empty(), "NOT IN with a NULL");
         let like = TagTest::Like { pattern: "a_%".into(), case_insensitive: true, negated: false };
         assert_eq!(tests(col("station").ilike(lit("a_%"))), [like]);
-        assert_eq!(tests(col("station").like(lit("ab"))), [TagTest::In(strings(&["ab"]))]);
         let escaped = Expr::Like(Like::new(false, Box::new(col("station")), Box::new(lit("a!%")), Some('!'), false));
         assert!(tests(escaped).is_empty(), "an ESCAPE character of its own");
         assert!(tests(Expr::BinaryExpr(BinaryExpr::new(Box::new(col("station")), Operator::RegexMatch, Box::new(lit("("))))).is_empty());

@@ -17,8 +17,7 @@ use crate::catalog::CatalogStore;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::Result;
 use crate::fxhash::FxHashMap;
-use crate::model::{ChunkId, SeriesId, TableId};
-use crate::model::{ColumnId, FieldType};
+use crate::model::{ChunkId, ColumnId, FieldType, SeriesId, TableId};
 use crate::rowset::{Column, RowSet, Selection, SeriesRun};
 use crate::scan::{RollupView, Scan, ScanRequest, SeriesFilter, Target, scan_view};
 use crate::wal::{self, Row, TableRows};
@@ -128,9 +127,7 @@ impl Newest {
         self.times[slot] = row.time;
         for (id, value) in &row.fields {
             if let Err(i) = self.columns.binary_search_by_key(id, |c| c.id) {
-                let mut column = Column::new(*id, value.field_type(), self.series.len());
-                column.push_null(self.series.len());
-                self.columns.insert(i, column);
+                self.columns.insert(i, Column::nulls(*id, value.field_type(), self.series.len()));
             }
         }
         // The row replaces the kept one whole: a field it lacks is null.
@@ -178,11 +175,7 @@ impl Newest {
             .iter()
             .map(|(id, ty)| match self.columns.binary_search_by_key(id, |c| c.id) {
                 Ok(i) => self.columns[i].gather(&slots),
-                Err(_) => {
-                    let mut column = Column::new(*id, *ty, slots.len());
-                    column.push_null(slots.len());
-                    column
-                }
+                Err(_) => Column::nulls(*id, *ty, slots.len()),
             })
             .collect();
         let set = RowSet {

@@ -1,6 +1,6 @@
 //! The series index: each table's series by tag column and value, so that a condition on tags
-//! selects series without walking the table's other series. Values are kept sorted: `=` and
-//! `IN` look values up and a prefix (`LIKE 'p%'`) reads one range, at a cost that does not grow
+//! selects series without walking the table's other series. Values are kept sorted: `=`, `IN`
+//! and a `LIKE` without wildcards look values up and a prefix (`LIKE 'p%'`) reads one range, at a cost that does not grow
 //! with the table's series; `<>`, `NOT IN`, other patterns and regular expressions walk the
 //! column's distinct values, never its rows. Patterns match as DataFusion's (Arrow's) kernels
 //! match them, so that a condition resolved here selects what DataFusion's filter would. The registry rebuilds it at open from the
@@ -149,6 +149,11 @@ fn matching(values: &BTreeMap<String, Vec<SeriesId>>, test: &TagTest) -> Result<
             unwanted.sort_unstable();
             values.iter().filter(|(v, _)| unwanted.binary_search(&v.as_str()).is_err()).map(|(_, ids)| ids).collect()
         }
+        // A pattern without wildcards or escapes is an equality.
+        TagTest::Like { pattern, case_insensitive: false, negated } if !has_wildcards(pattern) => {
+            let value = vec![pattern.clone()];
+            return matching(values, &if *negated { TagTest::NotIn(value) } else { TagTest::In(value) });
+        }
         TagTest::Like { pattern, case_insensitive: false, negated: false }
             if pattern.strip_suffix('%').is_some_and(|prefix| !has_wildcards(prefix)) =>
         {
@@ -213,6 +218,8 @@ mod tests {
             (ColumnId(1), like("ST_1", true, false), |v| v.len() == 4 && v.to_lowercase().starts_with("st") && v.ends_with('1')),
             (ColumnId(2), like("%m%", false, true), |v| !v.contains('m')),
             (ColumnId(2), like("t\\e%", false, false), |v| v.starts_with("te")),
+            (ColumnId(1), like("st3", false, false), |v| v == "st3"),
+            (ColumnId(1), like("st3", false, true), |v| v != "st3"),
             (ColumnId(2), TagTest::regex("^t", true, false).expect("compiles"), |v| v.to_lowercase().starts_with('t')),
             (ColumnId(2), TagTest::regex("m", false, true).expect("compiles"), |v| !v.contains('m')),
             (ColumnId(3), TagTest::NotIn(Vec::new()), |_| false),

@@ -148,6 +148,12 @@ impl Column {
         self.values.push(value);
         self.valid.push(value.is_some());
     }
+    /// A column of `rows` nulls.
+    pub(crate) fn nulls(id: ColumnId, ty: FieldType, rows: usize) -> Self {
+        let mut column = Self::new(id, ty, rows);
+        column.push_null(rows);
+        column
+    }
     pub(crate) fn push_null(&mut self, n: usize) {
         self.values.push_default(n);
         self.valid.resize(self.valid.len() + n, false);
@@ -235,21 +241,15 @@ impl RowSet {
                 if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
                     continue;
                 }
-                out.push_row(row);
+                out.times.push(row.time);
+                for col in &mut out.columns {
+                    let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
+                    col.push(value);
+                }
             }
             out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
         }
         out
-    }
-
-    /// Appends `row`'s time and its values of this set's columns (none where it has none); the
-    /// caller records the series run.
-    fn push_row(&mut self, row: &Row) {
-        self.times.push(row.time);
-        for col in &mut self.columns {
-            let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
-            col.push(value);
-        }
     }
 
     /// Merges row sets given oldest first: for a key present in several, the newest row wins
