@@ -46,11 +46,13 @@ pub(crate) fn literal(ns: i64) -> String {
 }
 
 /// Storage in `dir` with table `m` ([`create_table`]), rollup windows of 2 ms final 3 ms after
-/// the newest row, partitions of 10 ms and, when given, a retention of `m` in ms.
+/// the newest row and of 4 ms built from them, partitions of 10 ms and, when given, a retention
+/// of `m` in ms.
 pub(crate) fn open_with_table(dir: &std::path::Path, retention_ms: Option<u64>) -> Storage {
     let mut config = StorageConfig::test_config(dir);
     config.partition_duration_ms = 10;
     config.rollup_interval_ms = 2;
+    config.rollup_coarser_intervals_ms = vec![4];
     config.rollup_lateness_ms = 3;
     if let Some(ms) = retention_ms {
         config.table_retention_ms.insert("m".into(), ms);
@@ -191,15 +193,23 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let reads = || storage.metrics().latest_reads.load(Ordering::Relaxed);
         storage.settle_rollups().expect("settle rollups");
-        // The rollup table comes with the first row. Two final windows at least, and every raw
-        // row kept: the first query reads the rollup.
-        let rollup = storage.rollups().into_iter().next();
-        let read_rollup = rollup.filter(|r| retention.is_none() && r.frontier_ns.is_some_and(|f| f >= 4_000_000)).map(|r| r.table);
+        // With every raw row kept, the first query (4 ms buckets, all of time) reads the final
+        // windows of `m_4ms`, and those of `m_2ms` that `m_4ms` has yet to take.
+        let mut rollups = storage.rollups();
+        rollups.sort_by_key(|r| std::cmp::Reverse(r.interval_ns));
+        let mut read_rollups = Vec::new();
+        let mut covered_ns = i64::MIN;
+        for r in rollups.into_iter().filter(|_| retention.is_none()) {
+            if let Some(frontier_ns) = r.frontier_ns.filter(|f| *f > covered_ns) {
+                read_rollups.push(r.table);
+                covered_ns = frontier_ns;
+            }
+        }
         for (i, sql) in rollup_queries(lo, hi).into_iter().enumerate() {
             let expected = runtime.block_on(rows(&general, &sql));
             let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
-            if let Some(table) = read_rollup.as_ref().filter(|_| i == 0) {
-                prop_assert!(plan.contains(&format!("ScanExec: table={table}")), "read from {}: {}\n{}", table, sql, plan);
+            for table in read_rollups.iter().filter(|_| i == 0) {
+                prop_assert!(plan.contains(&format!("ScanExec: table={table},")), "read from {}: {}\n{}", table, sql, plan);
             }
             if i >= 4 {
                 prop_assert!(plan.contains("ScanExec: table=m, read=count, sum, min, max per series and"), "windows: {}\n{}", sql, plan);
@@ -334,5 +344,66 @@ fn a_last_value_without_groups_answers_one_row_when_no_row_is_in_range() {
     ] {
         let expected = runtime.block_on(rows(&general, sql));
         assert_eq!(runtime.block_on(rows(&fast, sql)), expected, "{sql}");
+    }
+}
+
+/// With a chain of rollups, each part of the range comes from the coarsest rollup that has it
+/// final: an 8 ms bucket reads `m_4ms` where it is final, `m_2ms` where only it is, and raw
+/// rows for the open windows and the partial windows at the range's edges; a 2 ms bucket
+/// cannot read `m_4ms`.
+#[test]
+fn a_chain_of_rollups_serves_each_part_from_the_coarsest_that_has_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = open_with_table(dir.path(), None);
+    write(&storage, &(0..SERIES).flat_map(|s| (0..42).map(move |t| (s, t, Some(t as i32 - 20)))).collect::<Vec<_>>(), 0);
+    storage.settle_rollups().expect("settle rollups");
+    let rollups = storage.rollups();
+    let frontier = |table: &str| rollups.iter().find(|r| r.table == table).and_then(|r| r.frontier_ns);
+    // The newest row is at 41 ms: 2 ms windows final up to 38 ms, and 4 ms windows, which take
+    // the final 2 ms windows, up to 36 ms.
+    assert_eq!((frontier("m_2ms"), frontier("m_4ms")), (Some(38_000_000), Some(36_000_000)), "{rollups:?}");
+    let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+    let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let cases = [
+        // All of time: m_4ms to 36 ms, m_2ms to 38 ms, raw rows after.
+        (
+            "SELECT station, date_bin(INTERVAL '8 milliseconds', time) AS t, count(v), sum(v), min(v), max(v), avg(v) FROM m \
+          GROUP BY station, t ORDER BY 1, 2"
+                .to_owned(),
+            ["m_4ms", "m_2ms"].as_slice(),
+            true,
+        ),
+        // From 3 ms: raw rows to 4 ms, m_4ms to 36 ms, m_2ms to 38 ms.
+        (
+            format!(
+                "SELECT sensor, sum(n), count(v), max(v) FROM m WHERE time >= {} AND time <= {} GROUP BY sensor ORDER BY 1",
+                literal(3_000_000),
+                literal(37_999_999)
+            ),
+            ["m_4ms", "m_2ms"].as_slice(),
+            true,
+        ),
+        // From 34 ms: no whole final window of m_4ms; m_2ms to 38 ms, raw rows after.
+        (
+            format!("SELECT station, min(v) FROM m WHERE time >= {} GROUP BY station ORDER BY 1", literal(34_000_000)),
+            ["m_2ms"].as_slice(),
+            false,
+        ),
+        // 2 ms buckets fit m_2ms alone.
+        (
+            "SELECT sensor, date_bin(INTERVAL '2 milliseconds', time) AS t, avg(v) FROM m GROUP BY sensor, t ORDER BY 1, 2".to_owned(),
+            ["m_2ms"].as_slice(),
+            false,
+        ),
+    ];
+    for (sql, tables, coarse) in cases {
+        let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
+        for table in tables {
+            assert!(plan.contains(&format!("ScanExec: table={table},")), "reads {table}: {sql}\n{plan}");
+        }
+        assert_eq!(plan.contains("ScanExec: table=m_4ms,"), coarse, "{sql}\n{plan}");
+        assert!(plan.contains("ScanExec: table=m, read=count, sum, min, max per series"), "raw rows after the rollups: {sql}\n{plan}");
+        assert_eq!(runtime.block_on(rows(&fast, &sql)), runtime.block_on(rows(&general, &sql)), "{sql}");
     }
 }

@@ -6,7 +6,7 @@
 //! The key is the logical plan as planned from the statement, parameters replaced by their
 //! values. An entry is used only while what isobar's optimizer rules read from storage is as it
 //! was: [`Storage::plan_generation`] (tables, columns, series, rollups and their frontiers) and, for a
-//! table with a rollup, its retention cutoff and its rollup's, to the rollup's window. Rows
+//! table with rollups, its retention cutoff and its rollups', to each rollup's window. Rows
 //! are not part of it: scans read them when the plan runs, and so does `count(*)` from chunk
 //! footers, which the physical plan (made anew each time) takes. Plans that call a function
 //! that is not immutable (`now()`, `random()`) are not kept, since the optimizer turns `now()`
@@ -54,7 +54,7 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Inputs {
     generation: u64,
-    /// For each table the plan reads that has a rollup: the raw table's and the rollup's
+    /// For each table the plan reads and each of its rollups: the raw table's and the rollup's
     /// retention cutoffs, as rollup windows.
     cutoffs: Vec<(Option<i64>, Option<i64>)>,
 }
@@ -71,7 +71,7 @@ impl Inputs {
                 // A scan's key is its table's name: the arguments of a table function
                 // (`generate_series(1, 10)`) and what a catalog table lists are not in it.
                 keep &= source_as_provider(&scan.source).is_ok_and(|p| p.downcast_ref::<StorageTable>().is_some());
-                if let Some(rollup) = storage.rollup_of(scan.table_name.table()) {
+                for rollup in storage.rollup_chain(scan.table_name.table()) {
                     let window = |cutoff: Option<i64>| cutoff.map(|t| t.div_euclid(rollup.interval_ns));
                     let table = storage.retention_cutoff_ns(scan.table_name.table());
                     cutoffs.push((window(table), window(storage.retention_cutoff_ns(&rollup.table))));

@@ -17,8 +17,10 @@
 //! and max per field) that one aggregate combines by the original groups, since every window
 //! lies inside one bucket. `EXPLAIN` shows the rollup table's scan and the windowed scans.
 //!
-//! Only the finest rollup is used: a coarser one (`weather_1h`) takes windows only once the
-//! finer ones are final, so its recent windows lag the raw rows.
+//! With a chain of rollups (`weather_1m`, `weather_1h`), each part of the range comes from the
+//! coarsest rollup that fits the bucket and has it final: an hour bucket over a year reads
+//! `weather_1h` for all but the last hours, which `weather_1m` and raw rows serve, since a
+//! coarser rollup takes windows only once the finer ones are final.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -158,9 +160,20 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     Ok(same.then_some(plan))
 }
 
-/// The rollup table's whole final windows within the query's range and both retentions, and
-/// partials of the raw rows before and after them; `None` when the table has no rollup that
-/// fits the bucket and holds those fields, or none of its final windows is in the range.
+/// A rollup that can serve the query: its bucket is a multiple of the rollup's interval and
+/// the rollup keeps the fields.
+struct Level {
+    table: StorageTable,
+    interval_ns: i64,
+    /// Windows starting before this are final.
+    frontier_ns: i64,
+    /// The rollup table's retention cutoff; `i64::MIN` when it keeps every window.
+    cutoff_ns: i64,
+}
+
+/// Partials of the query's range within the raw table's retention: whole final windows of the
+/// coarsest rollup that has them, the rest from finer rollups, and the rest from raw rows;
+/// `None` when no rollup serves any of it.
 fn rollup_branches(
     chain: &Chain,
     bucket: Option<Bucket>,
@@ -170,40 +183,74 @@ fn rollup_branches(
 ) -> Result<Option<Vec<LogicalPlan>>> {
     let raw = chain.table.schema_of_table();
     let storage = chain.table.storage();
-    let Some(rollup) = storage.rollup_of(&raw.name) else { return Ok(None) };
-    let Some(rollup_schema) = storage.table(&rollup.table) else { return Ok(None) };
-    let interval = rollup.interval_ns;
-    let fits = bucket.is_none_or(|b| b.width_ns % interval == 0 && b.origin_ns.rem_euclid(interval) == 0);
-    if !fits || !fields.iter().all(|f| rollup_schema.column(&format!("{f}_count")).is_some()) {
-        return Ok(None);
-    }
+    let levels: Vec<Level> = storage
+        .rollup_chain(&raw.name)
+        .into_iter()
+        .rev()
+        .filter_map(|rollup| {
+            let schema = storage.table(&rollup.table)?;
+            let interval_ns = rollup.interval_ns;
+            let fits = bucket.is_none_or(|b| b.width_ns % interval_ns == 0 && b.origin_ns.rem_euclid(interval_ns) == 0);
+            let keeps = fields.iter().all(|f| schema.column(&format!("{f}_count")).is_some());
+            let cutoff_ns = storage.retention_cutoff_ns(&rollup.table).unwrap_or(i64::MIN);
+            let level =
+                Level { table: StorageTable::new(storage.clone(), schema, true), interval_ns, frontier_ns: rollup.frontier_ns?, cutoff_ns };
+            (fits && keeps).then_some(level)
+        })
+        .collect();
     let (time_min, time_max) = chain.time_bounds();
     let raw_min = time_min.max(storage.retention_cutoff_ns(&raw.name).unwrap_or(i64::MIN));
-    let rollup_min = raw_min.max(storage.retention_cutoff_ns(&rollup.table).unwrap_or(i64::MIN));
-    let start = match rollup_min {
-        i64::MIN => Some(i64::MIN),
-        t => align_up(t, interval),
-    };
-    let end = match time_max {
-        i64::MAX => Some(i64::MAX),
-        t => t.checked_add(1).map(|t| t.div_euclid(interval) * interval),
-    };
-    // Open windows may hold values since replaced (provisional until final): raw rows serve
-    // them.
-    let (Some(start), Some(end), Some(frontier)) = (start, end, rollup.frontier_ns) else { return Ok(None) };
-    let end = end.min(frontier);
-    if start >= end {
-        return Ok(None);
+    let cover = Cover { chain, windows, tags, fields };
+    let mut branches = Vec::new();
+    Ok(cover.range(&levels, raw_min, time_max, &mut branches)?.then_some(branches))
+}
+
+/// What the branches of one query share.
+struct Cover<'a> {
+    chain: &'a Chain,
+    windows: Windows,
+    tags: &'a [String],
+    fields: &'a BTreeSet<&'a str>,
+}
+
+impl Cover<'_> {
+    /// Adds to `out` the branches covering `lo..=hi`: the whole final windows of `levels[0]`
+    /// (the coarsest left) within its retention, and the rest from the finer levels and raw
+    /// rows. Open windows may hold values since replaced (provisional until final), so raw rows
+    /// serve them. Returns whether a rollup served any part.
+    fn range(&self, levels: &[Level], lo: i64, hi: i64, out: &mut Vec<LogicalPlan>) -> Result<bool> {
+        if lo > hi {
+            return Ok(false);
+        }
+        let Some((level, finer)) = levels.split_first() else {
+            out.push(windows_branch(self.chain, self.windows, self.tags, self.fields, lo, hi)?);
+            return Ok(false);
+        };
+        let interval = level.interval_ns;
+        let start = match lo.max(level.cutoff_ns) {
+            i64::MIN => Some(i64::MIN),
+            t => align_up(t, interval),
+        };
+        // Exclusive.
+        let end = match hi {
+            i64::MAX => Some(i64::MAX),
+            t => t.checked_add(1).map(|t| t.div_euclid(interval) * interval),
+        };
+        let (Some(start), Some(end)) = (start, end.map(|end| end.min(level.frontier_ns))) else {
+            return self.range(finer, lo, hi, out);
+        };
+        if start >= end {
+            return self.range(finer, lo, hi, out);
+        }
+        out.push(rollup_branch(&level.table, self.tags, self.fields, start, end - 1)?);
+        if start > lo {
+            self.range(finer, lo, start - 1, out)?;
+        }
+        if end <= hi {
+            self.range(finer, end, hi, out)?;
+        }
+        Ok(true)
     }
-    let rollup_table = StorageTable::new(storage.clone(), rollup_schema, true);
-    let mut branches = vec![rollup_branch(&rollup_table, tags, fields, start, end - 1)?];
-    if start > raw_min {
-        branches.push(windows_branch(chain, windows, tags, fields, raw_min, start - 1)?);
-    }
-    if end != i64::MAX && end <= time_max {
-        branches.push(windows_branch(chain, windows, tags, fields, end, time_max)?);
-    }
-    Ok(Some(branches))
 }
 
 fn strip_alias(e: &Expr) -> &Expr {

@@ -574,6 +574,21 @@ impl Registry {
 }
 
 impl Registry {
+    /// The final windows of rollup table `table` (series, start) whose rows do not hold every
+    /// raw row under them yet, with the source series: for a coarser rollup, those holding
+    /// windows its finer rollups have not settled (late rows not yet recomputed, rows being
+    /// written), which a coarser rollup only learns of once the finer rows are stored.
+    pub(crate) fn unsettled_under(&self, table: TableId) -> BTreeMap<(SeriesId, i64), SeriesId> {
+        let Some(source) = self.rollup_sources.get(&table) else { return BTreeMap::new() };
+        let Some(rollup) = self.rollups.get(source).filter(|r| r.finer) else { return BTreeMap::new() };
+        let Some(finer) = self.rollup_sources.get(source).and_then(|s| self.rollups.get(s)) else { return BTreeMap::new() };
+        let mut unsettled: Vec<(SeriesId, i64)> = finer.unsettled().collect();
+        unsettled.extend(self.unsettled_under(*source).into_keys());
+        rollup.windows_over(unsettled)
+    }
+}
+
+impl Registry {
     /// The series of `table` with exactly `tags` (sorted by column id), if there is one.
     fn find_series(&self, table: TableId, tags: &[(ColumnId, &str)]) -> Option<SeriesId> {
         let same = |s: &SeriesEntry| s.table == table && s.tags.iter().map(|(c, v)| (*c, v.as_str())).eq(tags.iter().copied());

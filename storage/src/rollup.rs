@@ -578,21 +578,46 @@ impl Rollup {
     }
 
     /// The windows before the frontier that scans must not take from the stored rows: those
-    /// that took late rows since, or are being recomputed. Returns rows of recent windows,
-    /// complete from memory, and for the others what to recompute from raw rows.
-    pub(crate) fn fixes(&self, wants: impl Fn(SeriesId, i64) -> bool) -> (Vec<Row>, Vec<Fix>) {
+    /// that took late rows since, or are being recomputed, and (`under`, by window, with the
+    /// source series) those holding windows of a finer rollup that are not settled there yet.
+    /// Returns rows of recent windows, complete from memory, and for the others what to
+    /// recompute from the source's rows.
+    pub(crate) fn fixes(&self, wants: impl Fn(SeriesId, i64) -> bool, under: &BTreeMap<(SeriesId, i64), SeriesId>) -> (Vec<Row>, Vec<Fix>) {
         let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
         for (key, d) in self.dirty.iter().chain(&self.rewriting).filter(|((s, t), _)| wants(*s, *t)) {
             late.entry(*key).or_insert((d.raw_series, 0)).1 += d.late_rows;
         }
+        for (key, source_series) in under.iter().filter(|((s, t), _)| wants(*s, *t)) {
+            late.entry(*key).or_insert((*source_series, 0));
+        }
         let (mut rows, mut fixes) = (Vec::new(), Vec::new());
         for ((series, start_ns), (raw_series, late_rows)) in late {
-            match self.recent_row(series, start_ns) {
+            // A recent window's memory lacks what the finer rollup has yet to hand over.
+            match self.recent_row(series, start_ns).filter(|_| !under.contains_key(&(series, start_ns))) {
                 Some(row) => rows.push(row),
                 None => fixes.push(Fix { series, start_ns, raw_series, late_rows: i64::try_from(late_rows).unwrap_or(i64::MAX) }),
             }
         }
         (rows, fixes)
+    }
+
+    /// Windows (series, start) whose final rows, stored or being written, may not hold every
+    /// row of the source yet: those that took late rows, are being recomputed or written.
+    pub(crate) fn unsettled(&self) -> impl Iterator<Item = (SeriesId, i64)> + '_ {
+        self.dirty.keys().chain(self.rewriting.keys()).copied().chain(self.pending.keys().map(|(t, s)| (*s, *t)))
+    }
+
+    /// This coarser rollup's final windows holding `finer` windows (series of the source,
+    /// start), with the source series, for [`Rollup::fixes`].
+    pub(crate) fn windows_over(&self, finer: impl IntoIterator<Item = (SeriesId, i64)>) -> BTreeMap<(SeriesId, i64), SeriesId> {
+        finer
+            .into_iter()
+            .filter_map(|(source_series, start)| {
+                let window = window_start(start, self.entry.interval_ns);
+                let series = *self.series.get(&source_series)?;
+                (window < self.entry.frontier_ns).then_some(((series, window), source_series))
+            })
+            .collect()
     }
 
     /// Rows of final rows being written and of the `open` windows, for scans.

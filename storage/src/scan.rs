@@ -192,7 +192,7 @@ fn scan_charged(shared: &Shared, req: &ScanRequest, view: RollupView, charge: Ch
             drop(open);
             let mut fixes = Vec::new();
             if view != RollupView::Written {
-                let (rows, recompute) = rollup.fixes(wants);
+                let (rows, recompute) = rollup.fixes(wants, &registry.unsettled_under(schema.id));
                 unwritten.extend(rows);
                 // A window whose raw rows have expired keeps its stored row.
                 let raw_cutoff = registry.retention_cutoff_ns(source, &shared.config).unwrap_or(i64::MIN);

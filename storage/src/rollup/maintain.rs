@@ -61,16 +61,27 @@ pub struct RollupOf {
 }
 
 impl Storage {
-    /// The rollup built from table `source` (the finest, when it has a chain), without the
-    /// counts [`Storage::rollups`] gathers.
-    pub fn rollup_of(&self, source: &str) -> Option<RollupOf> {
+    /// The rollups built from table `source`, finest first: its rollup (`weather_1m`), the
+    /// rollup built from that (`weather_1h`), and so on; without the counts
+    /// [`Storage::rollups`] gathers.
+    pub fn rollup_chain(&self, source: &str) -> Vec<RollupOf> {
         let registry = self.shared.registry.lock();
-        let rollup = registry.rollups.get(&registry.table(source)?.id)?;
-        Some(RollupOf {
-            table: registry.table_by_id(rollup.table)?.name.clone(),
-            interval_ns: rollup.entry.interval_ns,
-            frontier_ns: (rollup.entry.frontier_ns != i64::MIN).then_some(rollup.entry.frontier_ns),
-        })
+        let mut out = Vec::new();
+        let Some(mut table) = registry.table(source).map(|t| t.id) else { return out };
+        while let Some(rollup) = registry.rollups.get(&table) {
+            let Some(name) = registry.table_by_id(rollup.table).map(|t| t.name.clone()) else { break };
+            out.push(RollupOf {
+                table: name,
+                interval_ns: rollup.entry.interval_ns,
+                frontier_ns: (rollup.entry.frontier_ns != i64::MIN).then_some(rollup.entry.frontier_ns),
+            });
+            // A chain never comes back to a table; the bound is for a catalog that says otherwise.
+            if out.len() > registry.rollups.len() {
+                break;
+            }
+            table = rollup.table;
+        }
+        out
     }
 
     /// Every rollup's state, by table name.
