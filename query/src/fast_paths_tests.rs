@@ -110,6 +110,12 @@ pub(crate) fn latest_queries(lo: i64, hi: i64) -> Vec<String> {
             literal(hi)
         ),
         format!("SELECT DISTINCT station FROM m WHERE time > {} ORDER BY station", literal(lo)),
+        format!(
+            "SELECT DISTINCT sensor FROM m WHERE station IN ('a', 'c') AND time >= {} AND time < {} ORDER BY sensor",
+            literal(lo),
+            literal(hi)
+        ),
+        "SELECT count(*) FROM (SELECT DISTINCT x.station FROM m AS x) AS d".into(),
         format!("SELECT * FROM m WHERE sensor = 'temp' AND time < {} ORDER BY time DESC LIMIT 1", literal(hi)),
         "SELECT station, time, v FROM m ORDER BY station DESC, time DESC, v LIMIT 1".into(),
         "SELECT s.station, s.sensor, last_value(s.v ORDER BY s.time) FROM m AS s WHERE s.sensor LIKE 't%' AND s.station <> 'b' \
@@ -405,5 +411,49 @@ fn a_chain_of_rollups_serves_each_part_from_the_coarsest_that_has_it() {
         assert_eq!(plan.contains("ScanExec: table=m_4ms,"), coarse, "{sql}\n{plan}");
         assert!(plan.contains("ScanExec: table=m, read=count, sum, min, max per series"), "raw rows after the rollups: {sql}\n{plan}");
         assert_eq!(runtime.block_on(rows(&fast, &sql)), runtime.block_on(rows(&general, &sql)), "{sql}");
+    }
+}
+
+/// `SELECT DISTINCT tag` reads one series of each value from the series index: values of
+/// series with rows in the time range only (a series whose newest row is after the range is
+/// scanned for it), `NULL` once for series without the tag, tag conditions applied; a condition
+/// storage does not apply exactly, or more than one tag, takes the newest rows instead.
+#[test]
+fn distinct_tag_values_come_from_the_series_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+    let mut batch = WriteBatch::new();
+    for (id, site, times) in [("a", Some("x"), 1..6), ("b", Some("x"), 1..4), ("c", Some("y"), 10..13), ("d", None, 2..3)] {
+        for t in times {
+            let point = Point::new(t * 1_000_000).tag("id", id).field("v", FieldValue::F64(t as f64));
+            batch.push(
+                "k",
+                match site {
+                    Some(site) => point.tag("site", site),
+                    None => point,
+                },
+            );
+        }
+    }
+    storage.write(&batch).expect("write");
+    let fast = QueryEngine::new(storage.clone(), QueryConfig::default()).expect("engine");
+    let general = QueryEngine::new(storage.clone(), QueryConfig { fast_paths: false, ..QueryConfig::default() }).expect("engine");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let cases = [
+        ("SELECT DISTINCT site FROM k ORDER BY site".to_owned(), 3, true),
+        (format!("SELECT DISTINCT site FROM k WHERE time <= {} ORDER BY site", literal(3_000_000)), 2, true),
+        (format!("SELECT DISTINCT x.site FROM k AS x WHERE x.time >= {} ORDER BY 1", literal(4_000_000)), 2, true),
+        (format!("SELECT DISTINCT site FROM k WHERE id <> 'a' AND time >= {} ORDER BY site", literal(4_000_000)), 1, true),
+        ("SELECT DISTINCT id FROM k WHERE site IS NULL OR site = 'y' ORDER BY id".to_owned(), 2, false),
+        ("SELECT DISTINCT site FROM k WHERE substr(id, 1) = 'a' ORDER BY site".to_owned(), 1, false),
+        ("SELECT DISTINCT site, id FROM k ORDER BY site, id".to_owned(), 4, false),
+    ];
+    for (sql, rows_expected, from_index) in cases {
+        let plan = runtime.block_on(rows(&fast, &format!("EXPLAIN {sql}")));
+        assert_eq!(plan.contains("read=distinct"), from_index, "{sql}\n{plan}");
+        let got = runtime.block_on(rows(&fast, &sql));
+        assert_eq!(got, runtime.block_on(rows(&general, &sql)), "{sql}");
+        // A header, three rules and a row per value.
+        assert_eq!(got.lines().count(), 4 + rows_expected, "{sql}\n{got}");
     }
 }

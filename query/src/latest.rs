@@ -15,9 +15,12 @@
 //! scan for one of the newest rows and leaves the rest of the plan as it was; when the groups
 //! are by bare tags that tell series apart (all of the table's tags, or one that each series
 //! has a value of its own for, as `sensor_id` usually is), each group holds one newest row and
-//! the aggregate becomes a projection of them.
+//! the aggregate becomes a projection of them. `SELECT DISTINCT tag` over one tag reads still
+//! less: one row of a series for each value, from the series index ([`Storage::distinct_tag`]),
+//! when storage applies every condition on the way exactly.
 //!
 //! [`Storage::latest`]: isobar_storage::Storage::latest
+//! [`Storage::distinct_tag`]: isobar_storage::Storage::distinct_tag
 
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
@@ -26,7 +29,8 @@ use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder,
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use isobar_storage::TIME_COLUMN;
 
-use crate::plan_chain::{chain_under, with_table};
+use crate::plan_chain::{Chain, chain_under, with_table};
+use crate::pushdown::Pushdown;
 use crate::table::StorageTable;
 
 /// Replaces the scan under a qualifying aggregate or first-row sort with a scan of each
@@ -60,6 +64,11 @@ impl OptimizerRule for LatestRows {
             return Ok(Transformed::no(plan));
         }
         let (time_min_ns, time_max_ns) = chain.time_bounds();
+        if let LogicalPlan::Aggregate(aggregate) = &plan
+            && let Some(values) = distinct_tag(aggregate, &chain, input)?
+        {
+            return Ok(Transformed::yes(values));
+        }
         let input = with_table(input, &|table| table.latest_rows(time_min_ns, time_max_ns))?;
         if let LogicalPlan::Aggregate(aggregate) = &plan
             && let Some(rows) = one_series_per_group(aggregate, &chain.table, &input)?
@@ -94,6 +103,29 @@ fn one_series_per_group(aggregate: &Aggregate, table: &StorageTable, newest: &Lo
     let projection = LogicalPlanBuilder::from(newest.clone()).project(named.collect::<Vec<_>>())?.build()?;
     // Anything DataFusion would type differently keeps the aggregate.
     let same = projection.schema().fields().iter().zip(aggregate.schema.fields()).all(|(a, b)| a.data_type() == b.data_type());
+    Ok(same.then_some(projection))
+}
+
+/// `SELECT DISTINCT tag` (an aggregate of no aggregates grouped by one bare tag): one row of a
+/// series for each value, from the series index, when storage applies every condition on the
+/// way exactly, so that the row of a series it picks for a value meets them all.
+fn distinct_tag(aggregate: &Aggregate, chain: &Chain, input: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let ([Expr::Column(tag)], true) = (aggregate.group_expr.as_slice(), aggregate.aggr_expr.is_empty()) else { return Ok(None) };
+    let is_tag = |c: &str| chain.table.is_tag(c);
+    if !is_tag(&tag.name) || !chain.tag_filters.iter().chain(&chain.time_filters).all(|f| Pushdown::applies_exactly(f, is_tag)) {
+        return Ok(None);
+    }
+    // A tag that tells series apart has a value per series: the newest rows are as quick.
+    let table = chain.table.schema_of_table();
+    if chain.table.storage().tag_is_key(&table.name, &tag.name) {
+        return Ok(None);
+    }
+    let (time_min_ns, time_max_ns) = chain.time_bounds();
+    let values = with_table(input, &|table| table.distinct_values(&tag.name, time_min_ns, time_max_ns))?;
+    let (qualifier, field) = aggregate.schema.qualified_field(0);
+    let projection =
+        LogicalPlanBuilder::from(values).project([Expr::Column(tag.clone()).alias_qualified(qualifier.cloned(), field.name())])?.build()?;
+    let same = projection.schema().field(0).data_type() == field.data_type();
     Ok(same.then_some(projection))
 }
 

@@ -35,7 +35,7 @@ use isobar_storage::{Scan, ScanRequest, SeriesFilter, Storage, TagPredicate, Tag
 use parking_lot::Mutex;
 
 /// What a scan reads of its table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Read {
     /// Every row the request selects.
     Rows,
@@ -47,15 +47,18 @@ pub(crate) enum Read {
     FirstRowsInTimeOrder { newest_first: bool, rows_wanted: u64 },
     /// Partial aggregates of the selected rows per series and window (`rollup_rewrite.rs`).
     Windows(Windows),
+    /// One row for each distinct value of this tag among the selected series with rows
+    /// (`latest.rs`).
+    DistinctTag(String),
 }
 
 impl Read {
     /// Whether the rows may come in any order, so that threads can share the reading
     /// ([`Scan::split`]): not for the newest rows, nor for rows wanted in time order.
-    pub(crate) fn shares_among_threads(self) -> bool {
+    pub(crate) fn shares_among_threads(&self) -> bool {
         match self {
             Read::Rows | Read::RowsCountedByFooters | Read::Windows(_) => true,
-            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } => false,
+            Read::NewestRows | Read::FirstRowsInTimeOrder { .. } | Read::DistinctTag(_) => false,
         }
     }
 }
@@ -94,7 +97,7 @@ impl ScanExec {
     fn row_count(&self) -> Option<u64> {
         *self.rows.get_or_init(|| match self.partition.read {
             Read::RowsCountedByFooters => self.partition.storage.row_count(&self.partition.request).ok().flatten(),
-            Read::Rows | Read::NewestRows | Read::FirstRowsInTimeOrder { .. } | Read::Windows(_) => None,
+            Read::Rows | Read::NewestRows | Read::FirstRowsInTimeOrder { .. } | Read::Windows(_) | Read::DistinctTag(_) => None,
         })
     }
 }
@@ -102,7 +105,7 @@ impl ScanExec {
 impl DisplayAs for ScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let request = &self.partition.request;
-        let read = match self.partition.read {
+        let read = match &self.partition.read {
             Read::Rows | Read::RowsCountedByFooters => "rows".to_owned(),
             Read::Windows(Windows::Every { width_ns, origin_ns }) => {
                 format!("count, sum, min, max per series and {width_ns} ns window from {origin_ns}")
@@ -110,8 +113,9 @@ impl DisplayAs for ScanExec {
             Read::Windows(Windows::PerSeries) => "count, sum, min, max per series".to_owned(),
             Read::NewestRows => "newest row of each series".to_owned(),
             Read::FirstRowsInTimeOrder { newest_first, rows_wanted } => {
-                format!("rows {} first until {rows_wanted} are read", if newest_first { "newest" } else { "oldest" })
+                format!("rows {} first until {rows_wanted} are read", if *newest_first { "newest" } else { "oldest" })
             }
+            Read::DistinctTag(tag) => format!("distinct {tag} from the series index"),
         };
         write!(
             f,
@@ -236,16 +240,17 @@ impl ScanPartition {
         // Registered in the query's task, so that it counts against the query's budget; the
         // copy of buffered rows the scan makes is held until its last partition ends.
         let reservation = MemoryConsumer::new(format!("scan of {}", self.request.table)).register(ctx.memory_pool());
-        let (scan, reservation) = match self.read {
-            Read::NewestRows => open_latest(&self.storage, &self.request, reservation)?,
+        let (scan, reservation) = match &self.read {
+            Read::NewestRows => (of_raw_table(&self.request, self.storage.latest(&self.request))?, reservation),
+            Read::DistinctTag(tag) => (of_raw_table(&self.request, self.storage.distinct_tag(&self.request, tag))?, reservation),
             Read::Rows | Read::RowsCountedByFooters => open_scan(&self.storage, &self.request, reservation)?,
             Read::FirstRowsInTimeOrder { newest_first, rows_wanted } => {
                 let (scan, reservation) = open_scan(&self.storage, &self.request, reservation)?;
-                (scan.in_time_order(newest_first, rows_wanted), reservation)
+                (scan.in_time_order(*newest_first, *rows_wanted), reservation)
             }
             Read::Windows(windows) => {
                 let (scan, reservation) = open_scan(&self.storage, &self.request, reservation)?;
-                (scan.in_windows(windows).map_err(|e| DataFusionError::External(Box::new(e)))?, reservation)
+                (scan.in_windows(*windows).map_err(|e| DataFusionError::External(Box::new(e)))?, reservation)
             }
         };
         let reservation = Arc::new(reservation);
@@ -304,10 +309,11 @@ fn open_scan(storage: &Storage, request: &ScanRequest, reservation: MemoryReserv
 }
 
 /// Reads the newest row of each series the request selects.
-fn open_latest(storage: &Storage, request: &ScanRequest, reservation: MemoryReservation) -> Result<(Scan, MemoryReservation)> {
-    match storage.latest(request) {
-        Ok(Some(scan)) => Ok((scan, reservation)),
-        Ok(None) => Err(DataFusionError::Internal(format!("{} keeps no newest rows", request.table))),
+/// A scan of what storage keeps for raw tables only (the newest rows, the series index).
+fn of_raw_table(request: &ScanRequest, scan: isobar_storage::Result<Option<Scan>>) -> Result<Scan> {
+    match scan {
+        Ok(Some(scan)) => Ok(scan),
+        Ok(None) => Err(DataFusionError::Internal(format!("{} is a rollup table", request.table))),
         Err(e) => Err(DataFusionError::External(Box::new(e))),
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct StorageTable {
     /// the window's start, then the tags and each numeric field's count, sum, min and max
     /// ([`isobar_storage::Windows`]).
     windows: Option<(Windows, i64, i64)>,
+    /// Set when the table stands for one row of each distinct value of this tag among the
+    /// series with rows within these bounds on `time` (inclusive), as `latest.rs` plans it.
+    distinct_tag: Option<(String, i64, i64)>,
     /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
     fast_paths: bool,
 }
@@ -46,7 +49,7 @@ pub(crate) struct StorageTable {
 impl StorageTable {
     pub(crate) fn new(storage: Storage, table: TableSchema, fast_paths: bool) -> Self {
         let schema = arrow_schema(&table);
-        Self { storage, table, schema, latest: None, time_order: None, windows: None, fast_paths }
+        Self { storage, table, schema, latest: None, time_order: None, windows: None, distinct_tag: None, fast_paths }
     }
 
     pub(crate) fn is_tag(&self, column: &str) -> bool {
@@ -69,9 +72,9 @@ impl StorageTable {
     }
 
     /// Whether scans read every row the filters select (not only the newest of each series,
-    /// nor only the first in time order).
+    /// nor only the first in time order, nor one per value of a tag).
     pub(crate) fn reads_every_row(&self) -> bool {
-        self.latest.is_none() && self.time_order.is_none() && self.windows.is_none()
+        self.latest.is_none() && self.time_order.is_none() && self.windows.is_none() && self.distinct_tag.is_none()
     }
 
     /// Whether the table can stand for the newest rows of its series (see `latest.rs`); not
@@ -83,6 +86,12 @@ impl StorageTable {
     /// The table as the newest row of each series within `time_min_ns..=time_max_ns`.
     pub(crate) fn latest_rows(&self, time_min_ns: i64, time_max_ns: i64) -> Self {
         Self { latest: Some((time_min_ns, time_max_ns)), ..self.clone() }
+    }
+
+    /// The table as one row of a series for each distinct value of tag `tag` among the series
+    /// with rows within `time_min_ns..=time_max_ns`.
+    pub(crate) fn distinct_values(&self, tag: &str, time_min_ns: i64, time_max_ns: i64) -> Self {
+        Self { distinct_tag: Some((tag.to_owned(), time_min_ns, time_max_ns)), ..self.clone() }
     }
 
     /// The table as partial aggregates of its rows within `time_min_ns..=time_max_ns` per
@@ -176,7 +185,9 @@ impl TableProvider for StorageTable {
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let projected = Arc::new(self.schema.project(&projection)?);
         let mut pushdown = Pushdown::from_filters(filters, |c| self.is_tag(c));
-        if let Some((time_min_ns, time_max_ns)) = self.latest.or(self.windows.map(|(_, min, max)| (min, max))) {
+        let bounds =
+            self.latest.or(self.windows.map(|(_, min, max)| (min, max))).or(self.distinct_tag.as_ref().map(|(_, min, max)| (*min, *max)));
+        if let Some((time_min_ns, time_max_ns)) = bounds {
             pushdown.narrow(time_min_ns, time_max_ns);
         }
         if pushdown.is_empty() {
@@ -201,6 +212,7 @@ impl TableProvider for StorageTable {
             columns: Some(names),
         };
         let read = match (self.latest, self.time_order, self.windows, self.fast_paths) {
+            _ if let Some((tag, ..)) = &self.distinct_tag => Read::DistinctTag(tag.clone()),
             (Some(_), ..) => Read::NewestRows,
             (None, Some((newest_first, rows_wanted)), ..) => Read::FirstRowsInTimeOrder { newest_first, rows_wanted },
             (None, None, Some((windows, ..)), _) => Read::Windows(windows),

@@ -187,6 +187,24 @@ impl Newest {
     }
 }
 
+impl Newest {
+    /// Of `series` (sorted; `None`: every series), those whose kept row is within the time
+    /// range, with its time, and those whose kept row is after it.
+    fn within(&self, series: Option<&[SeriesId]>, time_min: i64, time_max: i64) -> (Vec<(SeriesId, i64)>, Vec<SeriesId>) {
+        let (mut within, mut after) = (Vec::new(), Vec::new());
+        let mut offer = |slot: usize| match self.times[slot] {
+            time if time < time_min => {}
+            time if time > time_max => after.push(self.series[slot]),
+            time => within.push((self.series[slot], time)),
+        };
+        match series {
+            None => (0..self.series.len()).for_each(&mut offer),
+            Some(ids) => ids.iter().filter_map(|id| self.slot_of.get(id).copied()).for_each(&mut offer),
+        }
+        (within, after)
+    }
+}
+
 /// What the catalog keeps with a new chunk of `rows`: its newest row of each series.
 pub(crate) fn chunk_latest(table: TableId, rows: &RowSet) -> Vec<u8> {
     wal::encode(&[TableRows { table, rows: rows.last_rows() }])
@@ -229,6 +247,92 @@ impl Storage {
         let mut scan = target.into_scan(shared);
         scan.add_ready(set);
         Ok(Some(scan))
+    }
+}
+
+impl Storage {
+    /// One row for each distinct value of tag `tag` among the series `req` selects that have a
+    /// row within its time range, `NULL` once when such a series lacks the tag: what `SELECT
+    /// DISTINCT tag` reads, from the series index and each series' newest row instead of rows.
+    /// Each row is a row of a series with that value (at a time within the range), read as a
+    /// scan reads rows, with the request's columns; fields read as `NULL`. Only a series whose
+    /// newest row is after the range is scanned, for the range. `None` for a rollup table.
+    pub fn distinct_tag(&self, req: &ScanRequest, tag: &str) -> Result<Option<Scan>> {
+        let shared = &self.shared;
+        let Some(target) = Target::of_raw_table(shared, req)? else { return Ok(None) };
+        let column = match target.schema.column(tag) {
+            Some(c) if c.kind == crate::schema::ColumnKind::Tag => c.id,
+            _ => return Err(crate::error::Error::InvalidRequest(format!("{tag} is not a tag of {}", target.schema.name))),
+        };
+        shared.metrics.latest_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let selection = target.selection();
+        let (mut within, after) = match shared.state.read().latest.tables.get(&target.schema.id) {
+            Some(newest) => newest.within(selection.series, target.time_min, target.time_max),
+            None => (Vec::new(), Vec::new()),
+        };
+        if !after.is_empty() {
+            let req = ScanRequest { series: SeriesFilter::Ids(after), columns: Some(Vec::new()), ..req.clone() };
+            let rows = newest_in_range(shared, &req, &BTreeMap::new())?;
+            within.extend(rows.series.iter().map(|run| (run.series, rows.times[run.row_start])));
+        }
+        let within = TimeById::new(within);
+        let mut rows: Vec<(SeriesId, i64)> = {
+            let registry = shared.registry.lock();
+            registry.one_series_per_value(target.schema.id, column, |id| within.get(id))
+        };
+        rows.sort_unstable();
+        let set = RowSet {
+            series: rows.iter().enumerate().map(|(row, (series, _))| SeriesRun { series: *series, row_start: row, rows: 1 }).collect(),
+            times: rows.iter().map(|(_, time)| *time).collect(),
+            columns: crate::buffer::field_types(&target.schema, |id| selection.wants_column(id))
+                .into_iter()
+                .map(|(id, ty)| Column::nulls(id, ty, rows.len()))
+                .collect(),
+        };
+        let mut scan = target.into_scan(shared);
+        scan.add_ready(set);
+        Ok(Some(scan))
+    }
+}
+
+/// (series, time) pairs found by series id: through a vector of positions over the ids' span
+/// when they are dense (as ids handed out in sequence are), else a map.
+struct TimeById {
+    times: Vec<(SeriesId, i64)>,
+    index: Index,
+}
+
+enum Index {
+    Dense { first: u64, positions: Vec<u32> },
+    Sparse(FxHashMap<SeriesId, usize>),
+}
+
+impl TimeById {
+    fn new(times: Vec<(SeriesId, i64)>) -> Self {
+        let first = times.iter().map(|(s, _)| s.0).min().unwrap_or(0);
+        let span = times.iter().map(|(s, _)| (s.0 - first).saturating_add(1)).max().unwrap_or(0);
+        let index = match u32::try_from(times.len()) {
+            Ok(_) if span <= 4 * times.len() as u64 + 1024 => {
+                let mut positions = vec![u32::MAX; span as usize];
+                for (i, (series, _)) in times.iter().enumerate() {
+                    positions[(series.0 - first) as usize] = i as u32;
+                }
+                Index::Dense { first, positions }
+            }
+            _ => Index::Sparse(times.iter().enumerate().map(|(i, (series, _))| (*series, i)).collect()),
+        };
+        Self { times, index }
+    }
+
+    fn get(&self, series: SeriesId) -> Option<(SeriesId, i64)> {
+        let i = match &self.index {
+            Index::Dense { first, positions } => {
+                let at = *positions.get(usize::try_from(series.0.checked_sub(*first)?).ok()?)?;
+                (at != u32::MAX).then_some(at as usize)?
+            }
+            Index::Sparse(map) => *map.get(&series)?,
+        };
+        Some(self.times[i])
     }
 }
 
@@ -336,6 +440,22 @@ mod tests {
             let later: Vec<SeriesId> = chosen.iter().filter(|r| r.time > time_max).map(|r| r.series).collect();
             proptest::prop_assert_eq!(after, later);
             proptest::prop_assert_eq!(set.columns.len(), 3);
+        }
+    }
+
+    #[test]
+    fn times_are_found_by_series_id_whether_ids_are_dense_or_far_apart() {
+        let dense: Vec<(SeriesId, i64)> = (10..2_000u64).rev().map(|id| (SeriesId(id), id as i64 * 3)).collect();
+        let far = vec![(SeriesId(5), 1), (SeriesId(u64::MAX), 2), (SeriesId(1 << 40), 3)];
+        let widest = vec![(SeriesId(0), 1), (SeriesId(u64::MAX), 2)];
+        for times in [dense, far, widest] {
+            let by_id = TimeById::new(times.clone());
+            for (series, time) in &times {
+                assert_eq!(by_id.get(*series), Some((*series, *time)));
+            }
+            for missing in [4, 6, 2_000, 1 << 39, u64::MAX - 1] {
+                assert_eq!(by_id.get(SeriesId(missing)), None, "{missing}");
+            }
         }
     }
 }

@@ -124,6 +124,21 @@ impl Postings {
         Ok(shortest.iter().copied().filter(|id| others.iter().all(|l| l.binary_search(id).is_ok())).collect())
     }
 
+    /// For each value of tag `column` in `table`, in order, what `pick` gives for the first
+    /// of its series it gives something for; and how many series have the tag.
+    pub(crate) fn first_of_each_value<T>(&self, table: TableId, column: ColumnId, pick: impl Fn(SeriesId) -> Option<T>) -> (Vec<T>, usize) {
+        let Some(by_value) = self.tables.get(&table).and_then(|columns| columns.get(&column)) else { return (Vec::new(), 0) };
+        let mut listed = 0;
+        let picked = by_value
+            .values()
+            .filter_map(|ids| {
+                listed += ids.len();
+                ids.iter().find_map(|id| pick(*id))
+            })
+            .collect();
+        (picked, listed)
+    }
+
     /// Whether tag `column` tells the `series` series of `table` apart: every series has it,
     /// each with a value of its own.
     pub(crate) fn is_key(&self, table: TableId, column: ColumnId, series: usize) -> bool {

@@ -178,6 +178,21 @@ impl Registry {
         self.postings.select(table, tests)
     }
 
+    /// For each value of tag `column` among the series of `table` that `pick` gives something
+    /// for, what it gives for one of them; and once more for one that lacks the tag, if any.
+    pub(crate) fn one_series_per_value<T>(&self, table: TableId, column: ColumnId, pick: impl Fn(SeriesId) -> Option<T>) -> Vec<T> {
+        let (mut picked, listed) = self.postings.first_of_each_value(table, column, &pick);
+        let all = self.table_series.get(&table).map(Vec::as_slice).unwrap_or_default();
+        // Every series is listed under its value unless some lack the tag.
+        if listed < all.len()
+            && let Some(lacking) =
+                all.iter().filter(|id| !self.series_tags(**id).iter().any(|(c, _)| *c == column)).find_map(|id| pick(*id))
+        {
+            picked.push(lacking);
+        }
+        picked
+    }
+
     /// Whether tag `column` tells the series of `table` apart: every series has it, each with
     /// a value of its own.
     pub(crate) fn tag_is_key(&self, table: TableId, column: ColumnId) -> bool {
