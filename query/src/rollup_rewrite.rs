@@ -112,13 +112,21 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         Some(b) => Windows::Every { width_ns: b.width_ns, origin_ns: b.origin_ns },
         None => Windows::PerSeries,
     };
-    let mut branches = match rollup_branches(&chain, bucket, windows, &tags, &fields)? {
-        Some(branches) => branches,
+    let (mut branches, intervals_ns) = match rollup_branches(&chain, bucket, windows, &tags, &fields)? {
+        Some(Branches { plans, intervals_ns }) => (plans, intervals_ns),
         None => {
             let (time_min, time_max) = chain.time_bounds();
-            vec![windows_branch(&chain, windows, &tags, &fields, time_min, time_max)?]
+            (vec![windows_branch(&chain, windows, &tags, &fields, time_min, time_max)?], BTreeSet::new())
         }
     };
+    // Raw rows come as one row per series and bucket (or per series without one), and so do
+    // rollups whose interval is the bucket; when the groups tell series apart, each group is
+    // then one row, and the partials are the answer without combining them.
+    let one_row_per_window = match bucket {
+        Some(b) => intervals_ns.iter().all(|i| *i == b.width_ns),
+        None => intervals_ns.is_empty(),
+    };
+    let one_row_per_group = one_row_per_window && groups_tell_series_apart(&aggregate.group_expr, &chain);
     let mut builder = LogicalPlanBuilder::from(branches.remove(0));
     for branch in branches {
         builder = builder.union(branch)?;
@@ -127,17 +135,25 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     if let Some(tag_filter) = conjunction(chain.tag_filters.iter().cloned().map(unnormalize_col)) {
         builder = builder.filter(tag_filter)?;
     }
-    let partials = fields.iter().flat_map(|f| {
-        [
-            sum(col(partial_name(f, "count"))).alias(partial_name(f, "count")),
-            sum(col(partial_name(f, "sum"))).alias(partial_name(f, "sum")),
-            min(col(partial_name(f, "min"))).alias(partial_name(f, "min")),
-            max(col(partial_name(f, "max"))).alias(partial_name(f, "max")),
-        ]
-    });
-    let combined = builder.aggregate(aggregate.group_expr.clone(), partials.collect::<Vec<_>>())?.build()?;
-    let groups: Vec<Expr> =
-        (0..aggregate.group_expr.len()).map(|i| Expr::Column(Column::from(combined.schema().qualified_field(i)))).collect();
+    let groups: Vec<Expr> = if one_row_per_group {
+        let named = aggregate.group_expr.iter().enumerate().map(|(i, e)| {
+            let (qualifier, field) = aggregate.schema.qualified_field(i);
+            strip_alias(e).clone().alias_qualified(qualifier.cloned(), field.name())
+        });
+        named.collect()
+    } else {
+        let partials = fields.iter().flat_map(|f| {
+            [
+                sum(col(partial_name(f, "count"))).alias(partial_name(f, "count")),
+                sum(col(partial_name(f, "sum"))).alias(partial_name(f, "sum")),
+                min(col(partial_name(f, "min"))).alias(partial_name(f, "min")),
+                max(col(partial_name(f, "max"))).alias(partial_name(f, "max")),
+            ]
+        });
+        builder = LogicalPlanBuilder::from(builder.aggregate(aggregate.group_expr.clone(), partials.collect::<Vec<_>>())?.build()?);
+        let combined = builder.schema();
+        (0..aggregate.group_expr.len()).map(|i| Expr::Column(Column::from(combined.qualified_field(i)))).collect()
+    };
     let finals = wanted.iter().zip(aggregate.schema.fields().iter().skip(aggregate.group_expr.len())).map(|((kind, f), out)| {
         let value = match kind {
             Kind::Count => col(partial_name(f, "count")),
@@ -148,7 +164,7 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         };
         value.alias(out.name())
     });
-    let plan = LogicalPlanBuilder::from(combined).project(groups.into_iter().chain(finals))?.build()?;
+    let plan = builder.project(groups.into_iter().chain(finals))?.build()?;
     // Anything DataFusion would type differently leaves the query to the general path.
     let same = plan.schema().fields().len() == aggregate.schema.fields().len()
         && plan
@@ -171,6 +187,28 @@ struct Level {
     cutoff_ns: i64,
 }
 
+/// Whether grouping by `groups` puts each series in groups of its own: they hold every tag
+/// of the table, or one that each series has a value of its own for.
+fn groups_tell_series_apart(groups: &[Expr], chain: &Chain) -> bool {
+    let columns: Vec<&str> = groups
+        .iter()
+        .filter_map(|e| match strip_alias(e) {
+            Expr::Column(c) => Some(c.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let table = chain.table.schema_of_table();
+    table.tags().all(|t| columns.contains(&t.name.as_str()))
+        || columns.iter().any(|c| chain.table.is_tag(c) && chain.table.storage().tag_is_key(&table.name, c))
+}
+
+/// The branches of a query and the intervals of the rollups that serve them.
+#[derive(Default)]
+struct Branches {
+    plans: Vec<LogicalPlan>,
+    intervals_ns: BTreeSet<i64>,
+}
+
 /// Partials of the query's range within the raw table's retention: whole final windows of the
 /// coarsest rollup that has them, the rest from finer rollups, and the rest from raw rows;
 /// `None` when no rollup serves any of it.
@@ -180,7 +218,7 @@ fn rollup_branches(
     windows: Windows,
     tags: &[String],
     fields: &BTreeSet<&str>,
-) -> Result<Option<Vec<LogicalPlan>>> {
+) -> Result<Option<Branches>> {
     let raw = chain.table.schema_of_table();
     let storage = chain.table.storage();
     let levels: Vec<Level> = storage
@@ -201,7 +239,7 @@ fn rollup_branches(
     let (time_min, time_max) = chain.time_bounds();
     let raw_min = time_min.max(storage.retention_cutoff_ns(&raw.name).unwrap_or(i64::MIN));
     let cover = Cover { chain, windows, tags, fields };
-    let mut branches = Vec::new();
+    let mut branches = Branches::default();
     Ok(cover.range(&levels, raw_min, time_max, &mut branches)?.then_some(branches))
 }
 
@@ -218,12 +256,12 @@ impl Cover<'_> {
     /// (the coarsest left) within its retention, and the rest from the finer levels and raw
     /// rows. Open windows may hold values since replaced (provisional until final), so raw rows
     /// serve them. Returns whether a rollup served any part.
-    fn range(&self, levels: &[Level], lo: i64, hi: i64, out: &mut Vec<LogicalPlan>) -> Result<bool> {
+    fn range(&self, levels: &[Level], lo: i64, hi: i64, out: &mut Branches) -> Result<bool> {
         if lo > hi {
             return Ok(false);
         }
         let Some((level, finer)) = levels.split_first() else {
-            out.push(windows_branch(self.chain, self.windows, self.tags, self.fields, lo, hi)?);
+            out.plans.push(windows_branch(self.chain, self.windows, self.tags, self.fields, lo, hi)?);
             return Ok(false);
         };
         let interval = level.interval_ns;
@@ -242,7 +280,8 @@ impl Cover<'_> {
         if start >= end {
             return self.range(finer, lo, hi, out);
         }
-        out.push(rollup_branch(&level.table, self.tags, self.fields, start, end - 1)?);
+        out.plans.push(rollup_branch(&level.table, self.tags, self.fields, start, end - 1)?);
+        out.intervals_ns.insert(interval);
         if start > lo {
             self.range(finer, lo, start - 1, out)?;
         }
