@@ -4,7 +4,7 @@
 //! Sources write only through `isobar_storage::Storage::write` and acknowledge a message only
 //! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
 //! into rows; `router.rs` runs a batch of messages through them into one write batch;
-//! `store.rs` writes it and the dead letters (`dead_letters.rs`, table `system.ingest_errors`)
+//! `line_protocol.rs` parses InfluxDB line protocol into points; `store.rs` writes it and the dead letters (`dead_letters.rs`, table `system.ingest_errors`)
 //! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes and serves subscribers through `mqtt_broker.rs`; `mqtt_subscriber.rs` subscribes to an external broker; `tls.rs` loads certificates for
 //! both; `emit.rs` publishes final rollup windows to the listener's subscribers; `simulator.rs` is the fleet simulator and `publisher.rs` publishes it over MQTT (`isobar simulate`),
 //! which also drives benchmarks and the demo.
@@ -14,6 +14,7 @@ pub mod dead_letters;
 #[cfg(feature = "engine")]
 pub mod emit;
 mod error;
+pub mod line_protocol;
 pub mod mqtt_broker;
 pub mod mqtt_codec;
 #[cfg(feature = "engine")]

@@ -1,0 +1,310 @@
+//! InfluxDB line protocol: the text Telegraf, Node-RED, Home Assistant and most device SDKs
+//! write, one point per line:
+//!
+//! ```text
+//! weather,station_id=st1,sensor=temp sensor_value=21.5,ok=true 1700000000000000000
+//! ```
+//!
+//! The measurement becomes the table, tags the series key and fields the columns; a line
+//! without a timestamp takes the time of the write. Parsing follows InfluxDB's rules: in the
+//! measurement `\,` and `\ ` are a comma and a space; in tag keys, tag values and field keys
+//! also `\=`; a backslash before any other character stays, and the character after it never
+//! ends the element. String field values are in double quotes, where `\"` and `\\` are a quote
+//! and a backslash. Numbers are floats unless they end in `i` (integer) or `u` (unsigned, kept
+//! as isobar's 64-bit integers when they fit); `t`, `T`, `true`, `True`, `TRUE` and the same
+//! forms of false are booleans. Lines starting with `#` and blank lines are skipped. A field
+//! named twice keeps the last value; a tag named twice is an error, as in InfluxDB. Each line
+//! parses on its own: a bad line is reported with its number and never affects its neighbours.
+
+use isobar_storage::{FieldValue, Point};
+
+/// Characters a backslash escapes in a measurement.
+const MEASUREMENT_ESCAPES: &[u8] = b", ";
+/// Characters a backslash escapes in tag keys, tag values and field keys.
+const KEY_ESCAPES: &[u8] = b",= ";
+/// The longest line shown back in an error.
+const SHOWN_LINE_BYTES_MAX: usize = 200;
+
+/// The unit of the timestamps of a write (`precision=` on `/write` and `/api/v2/write`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+    Minutes,
+    Hours,
+}
+
+impl Precision {
+    /// The precision a request names, in either API's spelling (`ns`, `n`, `us`, `u`, `µ`,
+    /// `ms`, `s`, and v1's `m` and `h`); `None` for anything else.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "" | "n" | "ns" => Self::Nanoseconds,
+            "u" | "us" | "µ" | "µs" => Self::Microseconds,
+            "ms" => Self::Milliseconds,
+            "s" => Self::Seconds,
+            "m" => Self::Minutes,
+            "h" => Self::Hours,
+            _ => return None,
+        })
+    }
+
+    fn ns_per_unit(self) -> i64 {
+        match self {
+            Self::Nanoseconds => 1,
+            Self::Microseconds => 1_000,
+            Self::Milliseconds => 1_000_000,
+            Self::Seconds => 1_000_000_000,
+            Self::Minutes => 60_000_000_000,
+            Self::Hours => 3_600_000_000_000,
+        }
+    }
+}
+
+/// One line's point and the table it is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub table: String,
+    pub point: Point,
+}
+
+/// A line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based, counting every line of the body.
+    pub line_number: usize,
+    /// The line as written, cut after 200 bytes.
+    pub line: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unable to parse '{}' (line {}): {}", self.line, self.line_number, self.reason)
+    }
+}
+
+/// Each line of `body` that holds a point, parsed, in order: its point, or why it does not
+/// parse. Timestamps are in `precision`; a line without one is at `now_ns`.
+pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Vec<Result<Line, LineError>> {
+    let mut out = Vec::new();
+    for (i, line) in body.split('\n').enumerate() {
+        let line = line.trim_end_matches(['\r', ' ', '\t']);
+        let content = line.trim_start_matches([' ', '\t']);
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        out.push(parse_line(content, precision, now_ns).map_err(|reason| LineError { line_number: i + 1, line: shown(line), reason }));
+    }
+    out
+}
+
+/// `line` cut at a character boundary after at most [`SHOWN_LINE_BYTES_MAX`] bytes.
+fn shown(line: &str) -> String {
+    let mut end = line.len().min(SHOWN_LINE_BYTES_MAX);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].to_owned()
+}
+
+/// One line without leading or trailing whitespace, neither blank nor a comment.
+pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<Line, String> {
+    let bytes = line.as_bytes();
+    let (measurement, mut at) = scan(bytes, 0, b", ");
+    if measurement.is_empty() {
+        return Err("missing measurement".into());
+    }
+    let table = unescape(measurement, MEASUREMENT_ESCAPES);
+    let mut point = Point::new(0);
+    while bytes.get(at) == Some(&b',') {
+        let (key, next) = scan(bytes, at + 1, b",= ");
+        let key = unescape(key, KEY_ESCAPES);
+        if key.is_empty() {
+            return Err("missing tag key".into());
+        }
+        if bytes.get(next) != Some(&b'=') {
+            return Err(format!("missing tag value of tag {key:?}"));
+        }
+        let (value, next) = scan(bytes, next + 1, b", ");
+        let value = unescape(value, KEY_ESCAPES);
+        if value.is_empty() {
+            return Err(format!("missing tag value of tag {key:?}"));
+        }
+        if point.tags.iter().any(|(k, _)| *k == key) {
+            return Err(format!("duplicate tags: {key:?}"));
+        }
+        point.tags.push((key, value));
+        at = next;
+    }
+    at = skip_blanks(bytes, at);
+    if at >= bytes.len() {
+        return Err("missing fields".into());
+    }
+    loop {
+        let (key, next) = scan(bytes, at, b",= ");
+        let key = unescape(key, KEY_ESCAPES);
+        if key.is_empty() {
+            return Err("missing field key".into());
+        }
+        if bytes.get(next) != Some(&b'=') {
+            return Err(format!("missing field value of field {key:?}"));
+        }
+        let (value, next) = field_value(line, next + 1).map_err(|reason| format!("field {key:?}: {reason}"))?;
+        match point.fields.iter_mut().find(|(k, _)| *k == key) {
+            Some(field) => field.1 = value,
+            None => point.fields.push((key, value)),
+        }
+        at = next;
+        match bytes.get(at) {
+            Some(b',') => at += 1,
+            _ => break,
+        }
+    }
+    // A field value ends at a blank or the end of the line.
+    point.time.0 = match &line[skip_blanks(bytes, at)..] {
+        "" => now_ns,
+        digits => timestamp(digits, precision)?,
+    };
+    if let Some(name) = point.tags.iter().map(|(k, _)| k).chain(point.fields.iter().map(|(k, _)| k)).find(|k| *k == "time") {
+        return Err(format!("invalid field or tag name {name:?}: time is the timestamp's column"));
+    }
+    Ok(Line { table, point })
+}
+
+/// The element from `start` up to the first of `ends` not escaped by a backslash (a backslash
+/// always takes the byte after it into the element), and where it ended.
+fn scan<'a>(bytes: &'a [u8], start: usize, ends: &[u8]) -> (&'a [u8], usize) {
+    let mut i = start;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b if ends.contains(&b) => break,
+            _ => i += 1,
+        }
+    }
+    let end = i.min(bytes.len());
+    (&bytes[start..end], end)
+}
+
+fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t')) {
+        at += 1;
+    }
+    at
+}
+
+/// `raw` with a backslash before each of `escapes` removed; other backslashes stay.
+fn unescape(raw: &[u8], escapes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match (raw[i], raw.get(i + 1)) {
+            (b'\\', Some(next)) if escapes.contains(next) => {
+                out.push(*next);
+                i += 2;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were removed, at character boundaries of valid UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The field value starting at `start`, and where it ended (a comma, a blank or the end).
+fn field_value(line: &str, start: usize) -> Result<(FieldValue, usize), String> {
+    let bytes = line.as_bytes();
+    if bytes.get(start) == Some(&b'"') {
+        let mut value = String::new();
+        let mut i = start + 1;
+        let mut plain = i;
+        loop {
+            match bytes.get(i) {
+                None => return Err("unterminated string".into()),
+                Some(b'"') => break,
+                Some(b'\\') if matches!(bytes.get(i + 1), Some(b'"' | b'\\')) => {
+                    value.push_str(&line[plain..i]);
+                    plain = i + 1;
+                    i += 2;
+                }
+                Some(_) => i += 1,
+            }
+        }
+        value.push_str(&line[plain..i]);
+        let end = i + 1;
+        if !matches!(bytes.get(end), None | Some(b',' | b' ' | b'\t')) {
+            return Err("text after the closing quote of a string".into());
+        }
+        return Ok((FieldValue::String(value.into()), end));
+    }
+    let end = bytes[start..].iter().position(|b| matches!(b, b',' | b' ' | b'\t')).map_or(bytes.len(), |n| start + n);
+    let raw = &line[start..end];
+    let value = match raw {
+        "" => return Err("missing value".into()),
+        "t" | "T" | "true" | "True" | "TRUE" => FieldValue::Bool(true),
+        "f" | "F" | "false" | "False" | "FALSE" => FieldValue::Bool(false),
+        _ if raw.ends_with('i') => {
+            let digits = &raw[..raw.len() - 1];
+            if !is_integer(digits) {
+                return Err(format!("invalid integer {raw:?}"));
+            }
+            FieldValue::I64(digits.parse().map_err(|_| format!("integer {raw:?} is out of range"))?)
+        }
+        _ if raw.ends_with('u') => {
+            let digits = &raw[..raw.len() - 1];
+            if digits.starts_with('-') || !is_integer(digits) {
+                return Err(format!("invalid unsigned integer {raw:?}"));
+            }
+            let n: u64 = digits.parse().map_err(|_| format!("unsigned integer {raw:?} is out of range"))?;
+            FieldValue::I64(
+                i64::try_from(n).map_err(|_| format!("unsigned integer {raw:?} is above isobar's integer maximum {}", i64::MAX))?,
+            )
+        }
+        _ if is_float(raw) => FieldValue::F64(raw.parse().map_err(|_| format!("invalid number {raw:?}"))?),
+        _ => return Err(format!("invalid field value {raw:?} (a string must be in double quotes)")),
+    };
+    Ok((value, end))
+}
+
+/// An optional `-` and one or more ASCII digits.
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An optional `-`, digits with at most one `.` (at least one digit), and an optional
+/// exponent: what InfluxDB takes as a float (no `NaN`, no infinities, no leading `+`).
+fn is_float(s: &str) -> bool {
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut parts = mantissa.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next().unwrap_or_default();
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = digits(whole) && digits(fraction) && whole.len() + fraction.len() > 0;
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exponent_ok
+}
+
+/// A line's timestamp in `precision`, in nanoseconds.
+fn timestamp(raw: &str, precision: Precision) -> Result<i64, String> {
+    if !is_integer(raw) {
+        return Err(format!("invalid timestamp {raw:?}"));
+    }
+    raw.parse::<i64>().ok().and_then(|t| t.checked_mul(precision.ns_per_unit())).ok_or_else(|| format!("timestamp {raw:?} is out of range"))
+}
+
+#[cfg(test)]
+#[path = "line_protocol_tests.rs"]
+mod tests;

@@ -1,0 +1,241 @@
+//! Line protocol as InfluxDB documents it: escaping, every field type, precisions, missing
+//! timestamps, duplicates and malformed lines; and any point written out with its escapes
+//! parses back to itself.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NOW_NS: i64 = 1_700_000_000_123_456_789;
+
+fn one(line: &str) -> Result<Line, String> {
+    parse_line(line, Precision::Nanoseconds, NOW_NS)
+}
+
+fn tags(line: &Line) -> Vec<(&str, &str)> {
+    line.point.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn fields(line: &Line) -> Vec<(&str, FieldValue)> {
+    line.point.fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+}
+
+fn string(s: &str) -> FieldValue {
+    FieldValue::String(s.into())
+}
+
+#[test]
+fn special_characters_are_escaped_as_influxdb_documents() {
+    let line = one(r#"my\ measurement,tag\ key=tag\ value,tag\,k=v\=x field\ key="string with \"quotes\" and \\ backslash",f\=k=1i 1"#)
+        .expect("parses");
+    assert_eq!(line.table, "my measurement");
+    assert_eq!(tags(&line), [("tag key", "tag value"), ("tag,k", "v=x")]);
+    assert_eq!(fields(&line), [("field key", string(r#"string with "quotes" and \ backslash"#)), ("f=k", FieldValue::I64(1))]);
+    assert_eq!(line.point.time.0, 1);
+    // The example of InfluxDB's reference: quotes outside string values are plain characters,
+    // and a backslash before anything but a special character stays.
+    let line = one(concat!(
+        r#""measurement\ with\ quo⚡️es\ and\ emoji",tag\ key\ with\ sp🚀ces=tag\,value\,with"commas" "#,
+        r#"field_k\ey="string field value, only \" need be esc🍭ped""#
+    ))
+    .expect("parses");
+    assert_eq!(line.table, r#""measurement with quo⚡️es and emoji""#);
+    assert_eq!(tags(&line), [("tag key with sp🚀ces", r#"tag,value,with"commas""#)]);
+    assert_eq!(fields(&line), [(r"field_k\ey", string(r#"string field value, only " need be esc🍭ped"#))]);
+    // An equals sign needs no escape in a measurement; a backslash before a backslash keeps both
+    // and takes the second out of the way of what follows.
+    let line = one(r"a=b\\,t=v f=1").expect("parses");
+    assert_eq!((line.table.as_str(), tags(&line)), (r"a=b\\", vec![("t", "v")]));
+    // Commas, spaces and equals signs inside a string value need no escape.
+    let line = one(r#"m s="a, b = c",n=2"#).expect("parses");
+    assert_eq!(fields(&line), [("s", string("a, b = c")), ("n", FieldValue::F64(2.0))]);
+}
+
+#[test]
+fn every_field_type_parses() {
+    let line = one(r#"m i=-12i,u=34u,f=1.5,g=1,h=-1.5e-3,k=.5,l=5.,e=2E+2,s="x",empty="""#).expect("parses");
+    assert_eq!(
+        fields(&line),
+        [
+            ("i", FieldValue::I64(-12)),
+            ("u", FieldValue::I64(34)),
+            ("f", FieldValue::F64(1.5)),
+            ("g", FieldValue::F64(1.0)),
+            ("h", FieldValue::F64(-0.0015)),
+            ("k", FieldValue::F64(0.5)),
+            ("l", FieldValue::F64(5.0)),
+            ("e", FieldValue::F64(200.0)),
+            ("s", string("x")),
+            ("empty", string("")),
+        ]
+    );
+    for (text, value) in [("t", true), ("T", true), ("true", true), ("True", true), ("TRUE", true)].into_iter().chain([
+        ("f", false),
+        ("F", false),
+        ("false", false),
+        ("False", false),
+        ("FALSE", false),
+    ]) {
+        assert_eq!(fields(&one(&format!("m b={text}")).expect("parses")), [("b", FieldValue::Bool(value))], "{text}");
+    }
+    let extremes = one("m a=9223372036854775807i,b=-9223372036854775808i,c=9223372036854775807u").expect("parses");
+    assert_eq!(fields(&extremes), [("a", FieldValue::I64(i64::MAX)), ("b", FieldValue::I64(i64::MIN)), ("c", FieldValue::I64(i64::MAX))]);
+}
+
+#[test]
+fn timestamps_are_read_in_the_precision_of_the_write() {
+    let cases = [
+        ("n", 1),
+        ("ns", 1),
+        ("u", 1_000),
+        ("us", 1_000),
+        ("µ", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    for (name, ns) in cases {
+        let precision = Precision::parse(name).unwrap_or_else(|| panic!("{name}"));
+        let line = parse_line("m a=1 -3", precision, NOW_NS).expect("parses");
+        assert_eq!(line.point.time.0, -3 * ns, "{name}");
+        assert_eq!(parse_line("m a=1", precision, NOW_NS).expect("parses").point.time.0, NOW_NS, "no timestamp: the write's time");
+    }
+    assert_eq!(Precision::parse("d"), None);
+    assert!(parse_line("m a=1 9223372036854775807", Precision::Milliseconds, NOW_NS).expect_err("overflows").contains("out of range"));
+}
+
+#[test]
+fn a_field_named_twice_keeps_the_last_value_and_a_tag_named_twice_is_refused() {
+    let line = one("m a=1,b=2i,a=3").expect("parses");
+    assert_eq!(fields(&line), [("a", FieldValue::F64(3.0)), ("b", FieldValue::I64(2))]);
+    assert!(one("m,t=1,t=2 a=1").expect_err("duplicate").contains("duplicate tags"));
+}
+
+#[test]
+fn malformed_lines_say_what_is_wrong() {
+    let cases = [
+        ("m", "missing fields"),
+        ("m ", "missing fields"),
+        ("m,t=v", "missing fields"),
+        (",t=v a=1", "missing measurement"),
+        ("m,t a=1", "missing tag value"),
+        ("m,t= a=1", "missing tag value"),
+        ("m,=v a=1", "missing tag key"),
+        ("m, a=1", "missing tag key"),
+        ("m a", "missing field value"),
+        ("m a=", "missing value"),
+        ("m =1", "missing field key"),
+        ("m a=1,", "missing field key"),
+        ("m a=1 x", "invalid timestamp"),
+        ("m a=1 1 2", "invalid timestamp"),
+        ("m a=1 1.5", "invalid timestamp"),
+        ("m a=1 99999999999999999999", "out of range"),
+        ("m a=abc", "invalid field value"),
+        ("m a=\"x", "unterminated string"),
+        ("m a=\"x\"y", "after the closing quote"),
+        ("m a=1i2", "invalid field value"),
+        ("m a=1.2.3", "invalid field value"),
+        ("m a=NaN", "invalid field value"),
+        ("m a=inf", "invalid field value"),
+        ("m a=+1", "invalid field value"),
+        ("m a=1e", "invalid field value"),
+        ("m a=-i", "invalid integer"),
+        ("m a=-1u", "invalid unsigned"),
+        ("m a=9223372036854775808i", "out of range"),
+        ("m a=18446744073709551616u", "out of range"),
+        ("m a=9223372036854775808u", "above isobar's integer maximum"),
+        ("m time=1", "time is the timestamp's column"),
+        ("m,time=x a=1", "time is the timestamp's column"),
+    ];
+    for (line, reason) in cases {
+        let error = one(line).err().unwrap_or_else(|| panic!("{line:?} parses"));
+        assert!(error.contains(reason), "{line:?}: {error}");
+    }
+}
+
+#[test]
+fn a_body_reports_bad_lines_by_number_and_keeps_their_neighbours() {
+    let body = "# a comment\r\nm,t=a v=1 10\r\n\r\n   \nm,t=b v= 20\nm,t=c v=3\n  # indented comment\nm v=4 40\n";
+    let parsed = parse(body, Precision::Nanoseconds, NOW_NS);
+    assert_eq!(parsed.len(), 4);
+    assert_eq!(parsed[0].as_ref().expect("line 2").point.time.0, 10);
+    let error = parsed[1].as_ref().expect_err("line 5");
+    assert_eq!((error.line_number, error.line.as_str()), (5, "m,t=b v= 20"));
+    assert!(error.to_string().contains("unable to parse 'm,t=b v= 20' (line 5)"), "{error}");
+    assert_eq!(parsed[2].as_ref().expect("line 6").point.time.0, NOW_NS);
+    assert_eq!(tags(parsed[3].as_ref().expect("line 8")), []);
+    // A long bad line is shown cut, at a character boundary.
+    let long = format!("m a={}", "é".repeat(300));
+    let error = parse(&long, Precision::Nanoseconds, NOW_NS).remove(0).expect_err("bad");
+    assert!(error.line.len() <= 200 && long.starts_with(&error.line), "{}", error.line.len());
+}
+
+/// A name of characters that need escapes, without a backslash (which no escaping can put
+/// before a special character) and not `time`.
+fn name() -> impl Strategy<Value = String> {
+    "[a-z0-9 ,=\"_µ⚡]{1,8}".prop_filter("not time", |s| s != "time")
+}
+
+fn escape(s: &str, specials: &[u8]) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii() && specials.contains(&(c as u8)) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn value() -> impl Strategy<Value = FieldValue> {
+    prop_oneof![
+        any::<i64>().prop_map(FieldValue::I64),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(FieldValue::F64),
+        any::<bool>().prop_map(FieldValue::Bool),
+        "[^\n]{0,12}".prop_map(|s| FieldValue::String(s.into())),
+    ]
+}
+
+fn render(value: &FieldValue) -> String {
+    match value {
+        FieldValue::I64(n) => format!("{n}i"),
+        // Rust writes the shortest text that reads back to the same float.
+        FieldValue::F64(f) => format!("{f:?}").replace("inf", "x"),
+        FieldValue::Bool(b) => b.to_string(),
+        FieldValue::String(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+    }
+}
+
+proptest! {
+    #[test]
+    fn points_written_with_their_escapes_parse_back(
+        table in name().prop_filter("no comment", |s| !s.starts_with('#')),
+        tags in prop::collection::btree_map(name(), name(), 0..4),
+        fields in prop::collection::btree_map(name(), value(), 1..5),
+        time in any::<i64>(),
+    ) {
+        let mut line = escape(&table, MEASUREMENT_ESCAPES);
+        for (k, v) in &tags {
+            line.push_str(&format!(",{}={}", escape(k, KEY_ESCAPES), escape(v, KEY_ESCAPES)));
+        }
+        let rendered: Vec<String> = fields.iter().map(|(k, v)| format!("{}={}", escape(k, KEY_ESCAPES), render(v))).collect();
+        line.push_str(&format!(" {} {time}", rendered.join(",")));
+        let parsed = parse(&line, Precision::Nanoseconds, NOW_NS);
+        prop_assert_eq!(parsed.len(), 1);
+        let parsed = parsed[0].clone().map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+        prop_assert_eq!(&parsed.table, &table);
+        prop_assert_eq!(parsed.point.tags, tags.into_iter().collect::<Vec<_>>());
+        let expected: Vec<(String, FieldValue)> = fields.into_iter().collect();
+        prop_assert!(parsed.point.fields.len() == expected.len()
+            && parsed.point.fields.iter().zip(&expected).all(|(a, b)| a.0 == b.0 && a.1.same(&b.1)), "{line}");
+        prop_assert_eq!(parsed.point.time.0, time);
+    }
+
+    /// Any bytes: each line parses or is reported, nothing panics.
+    #[test]
+    fn any_text_is_parsed_or_reported(body in "[a-z ,=\"\\\\0-9.\n#tTfFiu-]{0,80}") {
+        let lines = body.split('\n').filter(|l| { let t = l.trim(); !t.is_empty() && !t.starts_with('#') }).count();
+        prop_assert_eq!(parse(&body, Precision::Seconds, NOW_NS).len(), lines);
+    }
+}
