@@ -36,7 +36,7 @@ pub use error::{Error, Result};
 pub use router::{Routed, Router};
 pub use rule::{Message, Rule, RuleSpec, TimeUnit};
 #[cfg(feature = "engine")]
-pub use store::{Ingestor, Stored};
+pub use store::{Ingestor, LinesWritten, Stored};
 pub use users::Users;
 
 pub use isobar_storage::{Point, WriteBatch};

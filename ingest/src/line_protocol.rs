@@ -66,6 +66,8 @@ impl Precision {
 /// One line's point and the table it is for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
+    /// 1-based, counting every line of the body.
+    pub line_number: usize,
     pub table: String,
     pub point: Point,
 }
@@ -96,9 +98,17 @@ pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Vec<Result<Line, 
         if content.is_empty() || content.starts_with('#') {
             continue;
         }
-        out.push(parse_line(content, precision, now_ns).map_err(|reason| LineError { line_number: i + 1, line: shown(line), reason }));
+        out.push(match parse_line(content, precision, now_ns) {
+            Ok((table, point)) => Ok(Line { line_number: i + 1, table, point }),
+            Err(reason) => Err(LineError { line_number: i + 1, line: shown(line), reason }),
+        });
     }
     out
+}
+
+/// Line `line_number` (1-based) of `body` as an error shows it.
+pub fn line_text(body: &str, line_number: usize) -> String {
+    shown(body.split('\n').nth(line_number.saturating_sub(1)).unwrap_or_default().trim_end_matches(['\r', ' ', '\t']))
 }
 
 /// `line` cut at a character boundary after at most [`SHOWN_LINE_BYTES_MAX`] bytes.
@@ -110,8 +120,9 @@ fn shown(line: &str) -> String {
     line[..end].to_owned()
 }
 
-/// One line without leading or trailing whitespace, neither blank nor a comment.
-pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<Line, String> {
+/// One line without leading or trailing whitespace, neither blank nor a comment: its table and
+/// point, or why it does not parse.
+pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(String, Point), String> {
     let bytes = line.as_bytes();
     let (measurement, mut at) = scan(bytes, 0, b", ");
     if measurement.is_empty() {
@@ -171,7 +182,7 @@ pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<Line,
     if let Some(name) = point.tags.iter().map(|(k, _)| k).chain(point.fields.iter().map(|(k, _)| k)).find(|k| *k == "time") {
         return Err(format!("invalid field or tag name {name:?}: time is the timestamp's column"));
     }
-    Ok(Line { table, point })
+    Ok((table, point))
 }
 
 /// The element from `start` up to the first of `ends` not escaped by a backslash (a backslash

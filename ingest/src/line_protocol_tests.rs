@@ -9,7 +9,7 @@ use super::*;
 const NOW_NS: i64 = 1_700_000_000_123_456_789;
 
 fn one(line: &str) -> Result<Line, String> {
-    parse_line(line, Precision::Nanoseconds, NOW_NS)
+    parse_line(line, Precision::Nanoseconds, NOW_NS).map(|(table, point)| Line { line_number: 1, table, point })
 }
 
 fn tags(line: &Line) -> Vec<(&str, &str)> {
@@ -97,9 +97,9 @@ fn timestamps_are_read_in_the_precision_of_the_write() {
     ];
     for (name, ns) in cases {
         let precision = Precision::parse(name).unwrap_or_else(|| panic!("{name}"));
-        let line = parse_line("m a=1 -3", precision, NOW_NS).expect("parses");
-        assert_eq!(line.point.time.0, -3 * ns, "{name}");
-        assert_eq!(parse_line("m a=1", precision, NOW_NS).expect("parses").point.time.0, NOW_NS, "no timestamp: the write's time");
+        let (_, point) = parse_line("m a=1 -3", precision, NOW_NS).expect("parses");
+        assert_eq!(point.time.0, -3 * ns, "{name}");
+        assert_eq!(parse_line("m a=1", precision, NOW_NS).expect("parses").1.time.0, NOW_NS, "no timestamp: the write's time");
     }
     assert_eq!(Precision::parse("d"), None);
     assert!(parse_line("m a=1 9223372036854775807", Precision::Milliseconds, NOW_NS).expect_err("overflows").contains("out of range"));
@@ -164,6 +164,8 @@ fn a_body_reports_bad_lines_by_number_and_keeps_their_neighbours() {
     assert_eq!((error.line_number, error.line.as_str()), (5, "m,t=b v= 20"));
     assert!(error.to_string().contains("unable to parse 'm,t=b v= 20' (line 5)"), "{error}");
     assert_eq!(parsed[2].as_ref().expect("line 6").point.time.0, NOW_NS);
+    assert_eq!(parsed[2].as_ref().expect("line 6").line_number, 6);
+    assert_eq!(line_text(body, 5), "m,t=b v= 20");
     assert_eq!(tags(parsed[3].as_ref().expect("line 8")), []);
     // A long bad line is shown cut, at a character boundary.
     let long = format!("m a={}", "é".repeat(300));

@@ -4,10 +4,13 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use isobar_storage::{Storage, WriteBatch, WriteReceipt};
 
 use crate::dead_letters::{self, DeadLetters};
 use crate::error::Result;
+use crate::line_protocol::{self, LineError, Precision};
 use crate::router::Router;
 use crate::rule::Message;
 
@@ -18,6 +21,15 @@ pub struct Stored {
     pub rows_written: u64,
     /// Messages that made no row, now dead letters.
     pub messages_rejected: u64,
+}
+
+/// What writing a body of line protocol did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinesWritten {
+    /// Points storage wrote, durable on return.
+    pub points_written: u64,
+    /// The lines not written, in line order.
+    pub errors: Vec<LineError>,
 }
 
 /// The rules and storage behind every source.
@@ -68,6 +80,39 @@ impl Ingestor {
             self.write(late).await?;
         }
         Ok(stored)
+    }
+
+    /// Writes the points of a body of line protocol in one durable write and returns what
+    /// was written and each line that was not, with its number: a line that does not parse,
+    /// or whose point storage refuses (a type conflict, a table name it does not take). The
+    /// client is told about every such line, as InfluxDB reports a partial write, so none
+    /// becomes a dead letter.
+    pub async fn write_lines(&self, body: &str, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
+        let mut errors = Vec::new();
+        let mut batch = WriteBatch::new();
+        // The line of each point, by table, in the order the batch holds them.
+        let mut lines: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for parsed in line_protocol::parse(body, precision, now_ns) {
+            match parsed {
+                Ok(line) => {
+                    lines.entry(line.table.clone()).or_default().push(line.line_number);
+                    batch.push(&line.table, line.point);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        let mut written = LinesWritten { points_written: 0, errors };
+        if !batch.is_empty() {
+            let receipt = self.write(batch).await?;
+            written.points_written = receipt.rows_written;
+            for r in receipt.rejected {
+                if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
+                    written.errors.push(LineError { line_number, line: line_protocol::line_text(body, line_number), reason: r.reason });
+                }
+            }
+        }
+        written.errors.sort_by_key(|e| e.line_number);
+        Ok(written)
     }
 
     /// Logs why `message` is not stored and adds its dead letter to `batch`.
