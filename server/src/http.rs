@@ -1,33 +1,45 @@
-//! The HTTP listener: `GET /health` and `GET /metrics` (Prometheus text format).
+//! The HTTP listener: `GET /health`, `GET /metrics` (Prometheus text format), and InfluxDB's
+//! write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`), on axum and
+//! hyper (HTTP/1.1 with keep-alive).
 //!
-//! Hand-written HTTP/1.1 for two read-only endpoints: one request per connection, a bounded
-//! request head (`http/request.rs`), a timeout, and a cap on connections served at once, so a
-//! slow or hostile client costs one small task. With users configured (required beyond
-//! loopback), every request carries basic auth of one of them.
+//! hyper serves each connection with a time limit on reading each request head; at most
+//! `connections_max` connections are served at once, and a client past the cap gets 503 at
+//! once. With users configured (required beyond loopback), every request carries one user's
+//! credentials: basic auth, `Authorization: Token <user>:<password>` (InfluxDB 2's header), or
+//! InfluxDB 1's `u` and `p` query parameters.
 
-mod request;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use base64::Engine;
-use isobar_ingest::Users;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use isobar_ingest::{Ingestor, Users};
 use isobar_query::QueryEngine;
 use isobar_storage::Health;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::metrics::{IngestMetrics, QueryMetrics, render};
-use request::{HeadError, REQUEST_HEAD_BYTES_MAX, head_end, parse_head};
 
-/// Time a client has to send its request head.
-const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Time a client has to send a request head, and to start the next one on a kept connection.
+const REQUEST_HEAD_TIMEOUT_MS: u64 = 5_000;
 
 /// What every request shares.
 #[derive(Debug, Clone)]
 pub(crate) struct HttpContext {
     pub(crate) engine: QueryEngine,
+    pub(crate) ingestor: Ingestor,
     pub(crate) queries: Arc<QueryMetrics>,
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) users: Arc<Users>,
@@ -36,98 +48,94 @@ pub(crate) struct HttpContext {
 /// Serves until the task is dropped, at most `connections_max` connections at once; a client
 /// past the cap gets 503 at once.
 pub(crate) async fn serve(listener: TcpListener, cx: HttpContext, connections_max: usize) {
+    let app = routes(cx);
     let slots = Arc::new(Semaphore::new(connections_max));
     loop {
         let Ok((mut socket, _)) = listener.accept().await else { continue };
-        let cx = cx.clone();
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tokio::spawn(async move {
-                let busy = respond(&mut socket, "503 Service Unavailable", "text/plain", "too many connections\n");
-                let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), busy).await;
+                let _ = tokio::time::timeout(Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS), too_many(&mut socket)).await;
             });
             continue;
         };
+        let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), handle(socket, &cx)).await;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(REQUEST_HEAD_TIMEOUT_MS))
+                .serve_connection(TokioIo::new(socket), service);
+            let _ = connection.await;
             drop(slot);
         });
     }
 }
 
-async fn handle(mut socket: TcpStream, cx: &HttpContext) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while head_end(&head).is_none() {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > REQUEST_HEAD_BYTES_MAX {
-            return respond(&mut socket, "431 Request Header Fields Too Large", "text/plain", "request head too large\n").await;
-        }
-    }
-    let request = match parse_head(&head[..head_end(&head).unwrap_or(head.len())]) {
-        Ok(request) => request,
-        Err(HeadError::TooLarge) => {
-            return respond(&mut socket, "431 Request Header Fields Too Large", "text/plain", "request head too large\n").await;
-        }
-        Err(HeadError::Malformed) => return respond(&mut socket, "400 Bad Request", "text/plain", "not an HTTP/1.1 request\n").await,
-    };
-    if !admitted(&cx.users, request.header("authorization")) {
-        let head =
-            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"isobar\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        socket.write_all(head.as_bytes()).await?;
-        return socket.shutdown().await;
-    }
-    match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/health") => match cx.engine.storage().health() {
-            // Writes and queries work; chunks set aside at start-up are named for the operator.
-            Health::Ok => {
-                let quarantined = cx.engine.storage().quarantined();
-                let body = match quarantined.is_empty() {
-                    true => "ok\n".to_owned(),
-                    false => {
-                        format!("ok; chunks quarantined at start-up, their rows missing until restored:\n{}\n", quarantined.join("\n"))
-                    }
-                };
-                respond(&mut socket, "200 OK", "text/plain", &body).await
-            }
-            Health::BackgroundFailing(e) => {
-                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("background work failing, retried: {e}\n")).await
-            }
-            Health::WritesRefused(e) => {
-                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("writes refused until restart: {e}\n")).await
-            }
-            Health::DiskFull(e) => {
-                respond(&mut socket, "503 Service Unavailable", "text/plain", &format!("writes refused until space is freed: {e}\n")).await
-            }
-        },
-        ("GET", "/metrics") => {
-            respond(&mut socket, "200 OK", "text/plain; version=0.0.4", &render(&cx.engine, &cx.queries, &cx.ingest)).await
-        }
-        ("GET", _) => respond(&mut socket, "404 Not Found", "text/plain", "not found\n").await,
-        _ => respond(&mut socket, "405 Method Not Allowed", "text/plain", "only GET\n").await,
-    }
-}
-
-/// Whether a request's `Authorization` header names a configured user (any request, when
-/// none are configured).
-fn admitted(users: &Users, authorization: Option<&str>) -> bool {
-    if users.is_empty() {
-        return true;
-    }
-    let credentials = authorization
-        .and_then(|a| a.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|raw| String::from_utf8(raw).ok());
-    let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else { return false };
-    users.admits(Some(name), Some(password.as_bytes()))
-}
-
-async fn respond(socket: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+async fn too_many(socket: &mut TcpStream) -> std::io::Result<()> {
+    let body = "too many connections\n";
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     socket.write_all(head.as_bytes()).await?;
     socket.write_all(body.as_bytes()).await?;
     socket.shutdown().await
+}
+
+fn routes(cx: HttpContext) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ping", get(write::ping).head(write::ping))
+        .route("/write", post(write::v1))
+        .route("/api/v2/write", post(write::v2))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(cx.clone(), authenticate))
+        .with_state(cx)
+}
+
+async fn health(State(cx): State<HttpContext>) -> Response {
+    let unavailable = |reason: String| (StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+    match cx.engine.storage().health() {
+        // Writes and queries work; chunks set aside at start-up are named for the operator.
+        Health::Ok => {
+            let quarantined = cx.engine.storage().quarantined();
+            match quarantined.is_empty() {
+                true => "ok\n".into_response(),
+                false => format!("ok; chunks quarantined at start-up, their rows missing until restored:\n{}\n", quarantined.join("\n"))
+                    .into_response(),
+            }
+        }
+        Health::BackgroundFailing(e) => unavailable(format!("background work failing, retried: {e}\n")),
+        Health::WritesRefused(e) => unavailable(format!("writes refused until restart: {e}\n")),
+        Health::DiskFull(e) => unavailable(format!("writes refused until space is freed: {e}\n")),
+    }
+}
+
+async fn metrics(State(cx): State<HttpContext>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&cx.engine, &cx.queries, &cx.ingest)).into_response()
+}
+
+/// Lets a request through when it carries a configured user's credentials (any request when
+/// none are configured).
+async fn authenticate(State(cx): State<HttpContext>, request: Request<Body>, next: Next) -> Response {
+    if cx.users.is_empty() || admitted(&cx.users, request.headers(), request.uri()) {
+        return next.run(request).await;
+    }
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"isobar\"")], "unauthorized\n").into_response()
+}
+
+/// Whether the credentials a request carries name a user of `users`.
+fn admitted(users: &Users, headers: &HeaderMap, uri: &Uri) -> bool {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let credentials = if let Some(basic) = authorization.strip_prefix("Basic ") {
+        base64::engine::general_purpose::STANDARD.decode(basic.trim()).ok().and_then(|raw| String::from_utf8(raw).ok())
+    } else if let Some(token) = authorization.strip_prefix("Token ") {
+        Some(token.trim().to_owned())
+    } else {
+        let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri).unwrap_or(Query(Vec::new()));
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        param("u").zip(param("p")).map(|(u, p)| format!("{u}:{p}"))
+    };
+    let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else { return false };
+    users.admits(Some(name), Some(password.as_bytes()))
 }

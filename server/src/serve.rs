@@ -72,7 +72,13 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
     let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| User::new(&u.name, &u.password)), Vec::new()));
-    let http_context = crate::http::HttpContext { engine: engine.clone(), queries, ingest: Arc::clone(&ingest_metrics), users: http_users };
+    let http_context = crate::http::HttpContext {
+        engine: engine.clone(),
+        ingestor: ingestor.clone(),
+        queries,
+        ingest: Arc::clone(&ingest_metrics),
+        users: http_users,
+    };
     let http_task = tokio::spawn(crate::http::serve(http, http_context, config.http.connections_max));
     let mut subscriptions = JoinSet::new();
     for spec in &config.subscriptions {

@@ -1,6 +1,6 @@
 //! The HTTP listener's limits: basic auth of a configured user on every request when users are
 //! set (required beyond loopback), a cap on connections served at once, and a clear status
-//! for a request that is not HTTP.
+//! for a request that is not HTTP; kept connections closed when idle.
 
 mod common;
 
@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::{Server, http_get};
 
+/// Sends `raw` (a request head) asking for the connection to close after the answer, and
+/// reads the answer.
 fn request(port: u16, raw: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.write_all(raw.as_bytes()).expect("send");
+    stream.write_all(raw.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1).as_bytes()).expect("send");
     let mut out = String::new();
     stream.read_to_string(&mut out).expect("read");
     out
@@ -51,4 +53,22 @@ fn requests_carry_a_users_basic_auth_and_connections_are_capped() {
     while !request(port, right).starts_with("HTTP/1.1 200") {
         assert!(Instant::now() < deadline, "a slot frees when a client goes");
     }
+}
+
+/// A kept connection that sends no next request is closed once the time for a request head
+/// has passed, so an idle client does not hold a slot.
+#[test]
+fn an_idle_kept_connection_is_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let mut stream = TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut answer = [0u8; 256];
+    let n = stream.read(&mut answer).expect("answer");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).expect("the server closes the connection");
+    assert!(rest.is_empty() && start.elapsed() < Duration::from_secs(30), "{rest:?}");
 }

@@ -154,7 +154,7 @@ pub(crate) async fn connect(pg_port: u16) -> tokio_postgres::Client {
 pub(crate) fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
     let mut out = String::new();
     stream.read_to_string(&mut out).expect("read");
     out

@@ -1,0 +1,138 @@
+//! InfluxDB's write API, for Telegraf, Node-RED, Home Assistant and the InfluxDB clients:
+//! `POST /write` (v1: `db`, `precision`, `u`, `p`) and `POST /api/v2/write` (`bucket`, `org`,
+//! `precision`), bodies of line protocol, gzip when `Content-Encoding: gzip` says so. The
+//! measurement is the table and tags the series key; `db` and `bucket` are required, as
+//! InfluxDB requires them, and name no separate store: every table is in isobar's one database.
+//! A write answers 204 once every point is durable; a body with lines that did not parse or
+//! that storage refused answers 400 naming them (the other lines are written, as InfluxDB
+//! reports a partial write), in each API's error shape.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use isobar_ingest::LinesWritten;
+use isobar_ingest::line_protocol::Precision;
+use serde_json::json;
+
+use super::HttpContext;
+
+/// The largest write body, as sent and once decompressed.
+pub(super) const BODY_BYTES_MAX: usize = 64 << 20;
+/// Time a client has to send a write's body.
+const BODY_TIMEOUT_MS: u64 = 60_000;
+/// Lines an error response names at most.
+const ERRORS_SHOWN_MAX: usize = 10;
+/// What `/ping` says it is: the InfluxDB version whose write API isobar speaks.
+const INFLUXDB_VERSION: &str = "1.8.10 (isobar)";
+
+/// Which API a write came through, for the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    V1,
+    V2,
+}
+
+impl Api {
+    fn error(self, status: StatusCode, message: &str) -> Response {
+        let body = match self {
+            Api::V1 => json!({ "error": message }),
+            Api::V2 => {
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "unauthorized",
+                    StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+                    StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                    _ => "invalid",
+                };
+                json!({ "code": code, "message": message })
+            }
+        };
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+/// `GET /ping` and `HEAD /ping`: what InfluxDB 1 clients and Telegraf check before writing.
+pub(super) async fn ping() -> Response {
+    (StatusCode::NO_CONTENT, [("X-Influxdb-Version", INFLUXDB_VERSION), ("X-Influxdb-Build", "OSS")]).into_response()
+}
+
+pub(super) async fn v1(
+    State(cx): State<HttpContext>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if params.get("db").is_none_or(|db| db.is_empty()) {
+        return Api::V1.error(StatusCode::BAD_REQUEST, "database is required");
+    }
+    write(&cx, Api::V1, params.get("precision").map(String::as_str), &headers, body).await
+}
+
+pub(super) async fn v2(
+    State(cx): State<HttpContext>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if params.get("bucket").is_none_or(|bucket| bucket.is_empty()) {
+        return Api::V2.error(StatusCode::BAD_REQUEST, "bucket is required");
+    }
+    write(&cx, Api::V2, params.get("precision").map(String::as_str), &headers, body).await
+}
+
+async fn write(cx: &HttpContext, api: Api, precision: Option<&str>, headers: &HeaderMap, body: Body) -> Response {
+    let Some(precision) = Precision::parse(precision.unwrap_or("ns")) else {
+        return api.error(StatusCode::BAD_REQUEST, &format!("invalid precision {:?}", precision.unwrap_or_default()));
+    };
+    let read = tokio::time::timeout(Duration::from_millis(BODY_TIMEOUT_MS), axum::body::to_bytes(body, BODY_BYTES_MAX)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return api.error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {BODY_BYTES_MAX} bytes, or cut off")),
+        Err(_) => return api.error(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
+    };
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let text = match encoding.trim().to_ascii_lowercase().as_str() {
+        "gzip" => match gunzip(&bytes) {
+            Ok(text) => text,
+            Err(response) => return api.error(response.0, &response.1),
+        },
+        "" | "identity" => bytes.to_vec(),
+        other => return api.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("content encoding {other:?}: isobar takes gzip or none")),
+    };
+    let Ok(text) = String::from_utf8(text) else { return api.error(StatusCode::BAD_REQUEST, "body is not UTF-8") };
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    match cx.ingestor.write_lines(&text, precision, now_ns).await {
+        Ok(written) if written.errors.is_empty() => StatusCode::NO_CONTENT.into_response(),
+        Ok(written) => api.error(StatusCode::BAD_REQUEST, &partial_write(api, &written)),
+        Err(e) => api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, nothing written: {e}")),
+    }
+}
+
+/// A gzip body, decompressed, at most [`BODY_BYTES_MAX`] bytes of it.
+fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, (StatusCode, String)> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(BODY_BYTES_MAX).unwrap_or(u64::MAX) + 1;
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("gzip body does not decompress: {e}")))?;
+    if out.len() > BODY_BYTES_MAX {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {BODY_BYTES_MAX} bytes once decompressed")));
+    }
+    Ok(out)
+}
+
+/// The message of a write some of whose lines were not written, as each API words it.
+fn partial_write(api: Api, written: &LinesWritten) -> String {
+    let shown: Vec<String> = written.errors.iter().take(ERRORS_SHOWN_MAX).map(ToString::to_string).collect();
+    let more = written.errors.len().saturating_sub(ERRORS_SHOWN_MAX);
+    let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
+    match api {
+        Api::V1 => format!("partial write: {}{more} dropped={}", shown.join("; "), written.errors.len()),
+        Api::V2 => format!("partial write has occurred, errors encountered on line(s): {}{more}", shown.join("; ")),
+    }
+}
