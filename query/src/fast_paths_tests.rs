@@ -453,6 +453,8 @@ fn distinct_tag_values_come_from_the_series_index() {
         (format!("SELECT DISTINCT site FROM k WHERE time <= {} ORDER BY site", literal(3_000_000)), 2, true),
         (format!("SELECT DISTINCT x.site FROM k AS x WHERE x.time >= {} ORDER BY 1", literal(4_000_000)), 2, true),
         (format!("SELECT DISTINCT site FROM k WHERE id <> 'a' AND time >= {} ORDER BY site", literal(4_000_000)), 1, true),
+        // `a`, the first series of `x`, does not meet the condition; `b` does.
+        ("SELECT DISTINCT site FROM k WHERE id IN ('b', 'c') ORDER BY site".to_owned(), 2, true),
         ("SELECT DISTINCT id FROM k WHERE site IS NULL OR site = 'y' ORDER BY id".to_owned(), 2, false),
         ("SELECT DISTINCT site FROM k WHERE substr(id, 1) = 'a' ORDER BY site".to_owned(), 1, false),
         ("SELECT DISTINCT site, id FROM k ORDER BY site, id".to_owned(), 4, false),

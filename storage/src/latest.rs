@@ -185,9 +185,7 @@ impl Newest {
         };
         (set, after)
     }
-}
 
-impl Newest {
     /// Of `series` (sorted; `None`: every series), those whose kept row is within the time
     /// range, with its time, and those whose kept row is after it.
     fn within(&self, series: Option<&[SeriesId]>, time_min: i64, time_max: i64) -> (Vec<(SeriesId, i64)>, Vec<SeriesId>) {
@@ -248,9 +246,7 @@ impl Storage {
         scan.add_ready(set);
         Ok(Some(scan))
     }
-}
 
-impl Storage {
     /// One row for each distinct value of tag `tag` among the series `req` selects that have a
     /// row within its time range, `NULL` once when such a series lacks the tag: what `SELECT
     /// DISTINCT tag` reads, from the series index and each series' newest row instead of rows.
