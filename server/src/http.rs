@@ -1,6 +1,7 @@
 //! The HTTP listener: `GET /health`, `GET /metrics` (Prometheus text format), and InfluxDB's
-//! write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`), on axum and
-//! hyper (HTTP/1.1 with keep-alive).
+//! write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`) with the
+//! `CREATE DATABASE` its writers send to `/query` (`http/influxql.rs`), on axum and hyper
+//! (HTTP/1.1 with keep-alive).
 //!
 //! hyper serves each connection with a time limit on reading each request head; at most
 //! `connections_max` connections are served at once, and a client past the cap gets 503 at
@@ -8,6 +9,7 @@
 //! credentials: basic auth, `Authorization: Token <user>:<password>` (InfluxDB 2's header), or
 //! InfluxDB 1's `u` and `p` query parameters.
 
+mod influxql;
 mod write;
 
 use std::sync::Arc;
@@ -88,6 +90,7 @@ fn routes(cx: HttpContext) -> Router {
         .route("/ping", get(write::ping).head(write::ping))
         .route("/write", post(write::v1))
         .route("/api/v2/write", post(write::v2))
+        .route("/query", get(influxql::query).post(influxql::query))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn_with_state(cx.clone(), authenticate))
         .with_state(cx)

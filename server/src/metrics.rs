@@ -1,6 +1,6 @@
 //! The counters `/metrics` exposes, in Prometheus text format: storage's (rows, fsyncs,
-//! persists), the query front end's (statements, errors, time to answer) and the MQTT
-//! listener's (connections, messages, messages not stored).
+//! persists), the query front end's (statements, errors, time to answer), the MQTT
+//! listener's (connections, messages, messages not stored) and the line protocol writes'.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,13 +8,20 @@ use std::time::Instant;
 
 use isobar_ingest::mqtt_listener::MqttMetrics;
 
-/// Ingest's counters: the MQTT listener's and the broker subscriptions'; and the emitter's.
+/// Ingest's counters: the MQTT listener's, the broker subscriptions', the HTTP line protocol
+/// writes'; and the emitter's.
 #[derive(Debug, Default)]
 pub(crate) struct IngestMetrics {
     pub(crate) mqtt: Arc<MqttMetrics>,
     pub(crate) subscriptions: Arc<MqttMetrics>,
     /// Final rollup windows an external broker's full outbox could not take.
     pub(crate) emit_dropped: Arc<AtomicU64>,
+    /// Line protocol write requests over HTTP.
+    pub(crate) line_writes: AtomicU64,
+    /// Points those requests wrote durably.
+    pub(crate) line_points_written: AtomicU64,
+    /// Lines those requests could not write (did not parse, or storage refused the point).
+    pub(crate) line_lines_rejected: AtomicU64,
 }
 use isobar_query::QueryEngine;
 
@@ -133,6 +140,14 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
         "isobar_mqtt_connections_refused_total",
         "MQTT connections refused because the listener served its most.",
         load(&mqtt.connections_refused),
+    );
+    counter(&mut out, "isobar_line_writes_total", "Line protocol write requests over HTTP.", load(&ingest.line_writes));
+    counter(&mut out, "isobar_line_points_written_total", "Points line protocol writes wrote durably.", load(&ingest.line_points_written));
+    counter(
+        &mut out,
+        "isobar_line_lines_rejected_total",
+        "Lines of line protocol writes that did not parse or that storage refused.",
+        load(&ingest.line_lines_rejected),
     );
     counter(&mut out, "isobar_subscription_connects_total", "Connections to external brokers accepted.", load(&subs.connections));
     counter(&mut out, "isobar_subscription_messages_total", "Messages delivered by external brokers.", load(&subs.messages));

@@ -114,3 +114,78 @@ fn one_connection_carries_many_writes() {
     });
     assert_eq!(count, 3);
 }
+
+/// What Telegraf's `outputs.influxdb` sends: `CREATE DATABASE` as a form to `/query`, then each
+/// batch gzipped in a chunked body with its headers; and `outputs.influxdb_v2`'s token writes.
+#[test]
+fn telegraf_requests_are_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "", "");
+    let toml = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n"))
+        .expect("write config");
+    let server = Server::start_config(&data, &config);
+    let port = server.http_port;
+    let basic = ("Authorization", "Basic dGVsZWdyYWY6czNjcmV0");
+    let agent = ("User-Agent", "Telegraf/1.32.0 Go/1.23.2");
+
+    let form = [basic, agent, ("Content-Type", "application/x-www-form-urlencoded")];
+    let created = send(port, "POST", "/query", &form, b"q=CREATE+DATABASE+%22telegraf%22");
+    assert!(created.starts_with("HTTP/1.1 200") && created.ends_with(r#"{"results":[{"statement_id":0}]}"#), "{created}");
+    let created = send(port, "GET", "/query?q=create%20database%20fleet%3B%20CREATE%20DATABASE%20%22x%22", &[basic], b"");
+    assert!(created.ends_with(r#"{"results":[{"statement_id":0},{"statement_id":1}]}"#), "{created}");
+    let refused = send(port, "POST", "/query?q=SELECT%20*%20FROM%20cpu", &[basic], b"");
+    assert!(refused.starts_with("HTTP/1.1 400") && refused.contains("SQL over the Postgres wire protocol"), "{refused}");
+    assert!(send(port, "POST", "/query", &form, b"q=CREATE+DATABASE+%22telegraf%22").starts_with("HTTP/1.1 200"));
+    assert!(send(port, "POST", "/query", &[agent], b"").starts_with("HTTP/1.1 401"), "/query needs credentials too");
+
+    // A gzipped batch in two chunks, as Go's client sends a body of unknown length.
+    let batch = "cpu,cpu=cpu0,host=edge-1 usage_idle=97.5,usage_user=1.25 1700000000000000000\n\
+                 cpu,cpu=cpu1,host=edge-1 usage_idle=88,usage_user=9.5 1700000000000000000\n\
+                 mem,host=edge-1 used=1073741824i,used_percent=12.5 1700000000000000000\n";
+    let gz = gzip(batch);
+    let (first, second) = gz.split_at(gz.len() / 2);
+    let mut chunked = Vec::new();
+    for chunk in [first, second] {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = "POST /write?db=telegraf&rp=autogen&consistency=any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                User-Agent: Telegraf/1.32.0 Go/1.23.2\r\nAuthorization: Basic dGVsZWdyYWY6czNjcmV0\r\n\
+                Content-Type: text/plain; charset=utf-8\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).expect("head");
+    stream.write_all(&chunked).expect("body");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+
+    // outputs.influxdb_v2: a token, gzip, a Content-Length body.
+    let v2 =
+        [("Authorization", "Token telegraf:s3cret"), agent, ("Content-Type", "text/plain; charset=utf-8"), ("Content-Encoding", "gzip")];
+    let ok = send(
+        port,
+        "POST",
+        "/api/v2/write?bucket=telegraf&org=edge",
+        &v2,
+        &gzip("cpu,cpu=cpu0,host=edge-2 usage_idle=50 1700000001000000000\n"),
+    );
+    assert!(ok.starts_with("HTTP/1.1 204"), "{ok}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (cpu, mem) = runtime.block_on(async {
+        let client = server.client().await;
+        let cpu = client.query("SELECT host, cpu, usage_idle FROM cpu ORDER BY time, cpu", &[]).await.expect("cpu");
+        let mem = client.query_one("SELECT used, used_percent FROM mem", &[]).await.expect("mem");
+        (cpu, mem)
+    });
+    let cpu: Vec<(String, String, f64)> = cpu.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let expected = [("edge-1", "cpu0", 97.5), ("edge-1", "cpu1", 88.0), ("edge-2", "cpu0", 50.0)];
+    assert_eq!(cpu, expected.map(|(h, c, v)| (h.to_owned(), c.to_owned(), v)));
+    assert_eq!((mem.get::<_, i64>(0), mem.get::<_, f64>(1)), (1_073_741_824, 12.5));
+    let metrics = send(port, "GET", "/metrics", &[basic], b"");
+    assert!(metrics.contains("isobar_line_writes_total 2\n") && metrics.contains("isobar_line_points_written_total 4\n"), "{metrics}");
+}

@@ -1,20 +1,41 @@
-//! Python's Postgres clients against a started server: psycopg 3 (parameters, COPY),
-//! SQLAlchemy 2 (connect, reflect a table) and pandas (`read_sql`). `scripts/setup` installs
-//! them into a venv; `ISOBAR_PYTHON` names its interpreter.
+//! Python clients against a started server: psycopg 3 (parameters, COPY), SQLAlchemy 2
+//! (connect, reflect a table) and pandas (`read_sql`) over the Postgres wire protocol; InfluxDB's
+//! own clients (`influxdb-client` for the v2 API, `influxdb` for v1) over the HTTP listener.
+//! `scripts/setup` installs them into a venv; `ISOBAR_PYTHON` names its interpreter.
 
 mod common;
 
-#[test]
-fn psycopg_sqlalchemy_and_pandas_work() {
+use common::Server;
+
+/// Runs `tests/python/<script>` with `args`; fails with its output unless it succeeds.
+fn run_script(script: &str, args: &[String]) {
     let python = std::env::var("ISOBAR_PYTHON")
         .unwrap_or_else(|_| format!("{}/.cache/isobar/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = common::Server::start(&dir.path().join("data"));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/clients.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let out = std::process::Command::new(&python)
         .arg(&script)
-        .arg(server.pg_port.to_string())
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {python} (./scripts/setup installs it): {e}"));
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn psycopg_sqlalchemy_and_pandas_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    run_script("clients.py", &[server.pg_port.to_string()]);
+}
+
+#[test]
+fn influxdb_clients_write_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "", "");
+    let toml = std::fs::read_to_string(&config).expect("config");
+    let toml = toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n");
+    std::fs::write(&config, toml).expect("write config");
+    let server = Server::start_config(&data, &config);
+    let args = [server.http_port.to_string(), server.pg_port.to_string(), "telegraf".to_owned(), "s3cret".to_owned()];
+    run_script("influx_clients.py", &args);
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -105,10 +106,16 @@ async fn write(cx: &HttpContext, api: Api, precision: Option<&str>, headers: &He
     };
     let Ok(text) = String::from_utf8(text) else { return api.error(StatusCode::BAD_REQUEST, "body is not UTF-8") };
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    match cx.ingestor.write_lines(&text, precision, now_ns).await {
-        Ok(written) if written.errors.is_empty() => StatusCode::NO_CONTENT.into_response(),
-        Ok(written) => api.error(StatusCode::BAD_REQUEST, &partial_write(api, &written)),
-        Err(e) => api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, nothing written: {e}")),
+    cx.ingest.line_writes.fetch_add(1, Ordering::Relaxed);
+    let written = match cx.ingestor.write_lines(&text, precision, now_ns).await {
+        Ok(written) => written,
+        Err(e) => return api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, nothing written: {e}")),
+    };
+    cx.ingest.line_points_written.fetch_add(written.points_written, Ordering::Relaxed);
+    cx.ingest.line_lines_rejected.fetch_add(u64::try_from(written.errors.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    match written.errors.is_empty() {
+        true => StatusCode::NO_CONTENT.into_response(),
+        false => api.error(StatusCode::BAD_REQUEST, &partial_write(api, &written)),
     }
 }
 
