@@ -1,6 +1,7 @@
-//! Kill cycles: a real `isobar serve` takes rows over pgwire COPY or MQTT QoS 1 and is
-//! SIGKILLed at a random moment, again and again; after each restart every row it acknowledged
-//! (a COPY's `CommandComplete`, a PUBACK) is there. Persists run during the load, so some kills
+//! Kill cycles: a real `isobar serve` takes rows over pgwire COPY, multi-row INSERT, line
+//! protocol over HTTP or MQTT QoS 1 and is SIGKILLed at a random moment, again and again; after
+//! each restart every row it acknowledged (a COPY's or INSERT's `CommandComplete`, a 204, a
+//! PUBACK) is there. Persists run during the load, so some kills
 //! land in them.
 //!
 //! `ISOBAR_KILL_CYCLES` sets the number of cycles per test (default 5);
@@ -40,9 +41,17 @@ fn check_acknowledged(acknowledged: &BTreeSet<i64>, stored: &BTreeSet<i64>, cycl
     assert!(lost.is_empty(), "cycle {cycle}: acknowledged rows lost after SIGKILL: {lost:?} (of {})", acknowledged.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgwire_copy_loses_no_acknowledged_row_across_kills() {
-    const ROWS_PER_COPY: i64 = 200;
+/// Rows in each acknowledged unit (a COPY, an INSERT statement, a line protocol body).
+const ROWS_PER_BATCH: i64 = 200;
+
+/// How a test writes batch `b` (the rows `v` = b * ROWS_PER_BATCH .. (b + 1) * ROWS_PER_BATCH
+/// of table `m`): until the server goes away, from `first` on, sending each acknowledged batch
+/// on `acks`.
+type Writer = fn(&Server, i64, std::sync::mpsc::Sender<i64>) -> tokio::task::JoinHandle<()>;
+
+/// Kill cycles against a server writing `m` with `writer`: after each SIGKILL and restart,
+/// every row of every acknowledged batch is there.
+async fn kill_cycles(path: &str, writer: Writer) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let config = Server::config(&data, STORAGE, "");
@@ -56,42 +65,105 @@ async fn pgwire_copy_loses_no_acknowledged_row_across_kills() {
     let mut acknowledged = BTreeSet::new();
     let mut next = 0i64;
     for cycle in 0..cycles() {
-        let client = server.client().await;
-        // Copies one after another until the server goes away; each returns the batch it
-        // acknowledged, so the rows of a COPY cut off by the kill are not counted.
         let (acks, acked) = std::sync::mpsc::channel();
-        let writer = tokio::spawn(async move {
-            for batch in next.. {
+        let writing = writer(&server, next, acks);
+        let first = acked.recv_timeout(Duration::from_secs(30)).expect("a batch is acknowledged");
+        std::thread::sleep(pause());
+        server.signal("KILL");
+        writing.await.expect("writer");
+        // Batches cut off by the kill were never acknowledged, so they are not counted.
+        let acked: Vec<i64> = [first].into_iter().chain(acked.try_iter()).collect();
+        for batch in &acked {
+            acknowledged.extend(batch * ROWS_PER_BATCH..(batch + 1) * ROWS_PER_BATCH);
+        }
+        next = acked.iter().max().map_or(next, |b| b + 1);
+        server = Server::start_config(&data, &config);
+        check_acknowledged(&acknowledged, &stored(&server, "m", "v").await, cycle);
+    }
+    assert!(acknowledged.len() >= cycles() * ROWS_PER_BATCH as usize, "only {} rows were acknowledged in all", acknowledged.len());
+    eprintln!("{path}: {} kills, {} rows acknowledged, every one kept", cycles(), acknowledged.len());
+}
+
+/// The values of batch `batch`.
+fn batch_values(batch: i64) -> std::ops::Range<i64> {
+    batch * ROWS_PER_BATCH..(batch + 1) * ROWS_PER_BATCH
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgwire_copy_loses_no_acknowledged_row_across_kills() {
+    kill_cycles("COPY", |server, first, acks| {
+        let port = server.pg_port;
+        tokio::spawn(async move {
+            let client = common::connect(port).await;
+            for batch in first.. {
                 let Ok(sink) = client.copy_in("COPY m (time, s, v) FROM STDIN").await else { break };
                 futures::pin_mut!(sink);
-                let rows: String =
-                    (batch * ROWS_PER_COPY..(batch + 1) * ROWS_PER_COPY).map(|v| format!("{}\ts{}\t{v}\n", timestamp(v), v % 7)).collect();
+                let rows: String = batch_values(batch).map(|v| format!("{}\ts{}\t{v}\n", timestamp(v), v % 7)).collect();
                 if sink.send(bytes::Bytes::from(rows)).await.is_err() {
                     break;
                 }
                 match sink.finish().await {
                     Ok(n) => {
-                        assert_eq!(n, ROWS_PER_COPY as u64, "COPY reports every row");
+                        assert_eq!(n, ROWS_PER_BATCH as u64, "COPY reports every row");
                         let _ = acks.send(batch);
                     }
                     Err(_) => break,
                 }
             }
-        });
-        let first = acked.recv_timeout(Duration::from_secs(30)).expect("a COPY finishes");
-        std::thread::sleep(pause());
-        server.signal("KILL");
-        writer.await.expect("writer");
-        let acked: Vec<i64> = [first].into_iter().chain(acked.try_iter()).collect();
-        for batch in &acked {
-            acknowledged.extend(batch * ROWS_PER_COPY..(batch + 1) * ROWS_PER_COPY);
-        }
-        next = acked.last().map_or(next, |b| b + 1);
-        server = Server::start_config(&data, &config);
-        check_acknowledged(&acknowledged, &stored(&server, "m", "v").await, cycle);
-    }
-    assert!(acknowledged.len() >= cycles() * 200, "only {} rows were acknowledged in all", acknowledged.len());
-    eprintln!("COPY: {} kills, {} rows acknowledged, every one kept", cycles(), acknowledged.len());
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_insert_loses_no_acknowledged_row_across_kills() {
+    kill_cycles("INSERT", |server, first, acks| {
+        let port = server.pg_port;
+        tokio::spawn(async move {
+            let client = common::connect(port).await;
+            for batch in first.. {
+                let values: Vec<String> = batch_values(batch).map(|v| format!("('{}', 's{}', {v})", timestamp(v), v % 7)).collect();
+                match client.execute(&format!("INSERT INTO m (time, s, v) VALUES {}", values.join(", ")), &[]).await {
+                    Ok(n) => {
+                        assert_eq!(n, ROWS_PER_BATCH as u64, "INSERT reports every row");
+                        let _ = acks.send(batch);
+                    }
+                    Err(_) => break,
+                }
+            }
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_protocol_loses_no_acknowledged_row_across_kills() {
+    kill_cycles("line protocol", |server, first, acks| {
+        let port = server.http_port;
+        tokio::task::spawn_blocking(move || {
+            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return };
+            for batch in first.. {
+                let body: String = batch_values(batch).map(|v| format!("m,s=s{} v={v}i {}\n", v % 7, 1_700_000_000 + v)).collect();
+                let head = format!("POST /write?db=x&precision=s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+                if stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes())).is_err() {
+                    break;
+                }
+                // A 204 has no body: its head is the whole answer.
+                let mut answer = Vec::new();
+                let mut byte = [0u8; 1];
+                while !answer.ends_with(b"\r\n\r\n") && matches!(std::io::Read::read(&mut stream, &mut byte), Ok(1)) {
+                    answer.push(byte[0]);
+                }
+                match answer.starts_with(b"HTTP/1.1 204") && answer.ends_with(b"\r\n\r\n") {
+                    true => {
+                        let _ = acks.send(batch);
+                    }
+                    false => break,
+                }
+            }
+        })
+    })
+    .await;
 }
 
 /// Row `v`'s time: a second apart from its neighbours'.
