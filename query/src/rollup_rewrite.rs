@@ -119,12 +119,13 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             (vec![windows_branch(&chain, windows, &tags, &fields, time_min, time_max)?], BTreeSet::new())
         }
     };
-    // Raw rows come as one row per series and bucket (or per series without one), and so do
-    // rollups whose interval is the bucket; when the groups tell series apart, each group is
-    // then one row, and the partials are the answer without combining them.
+    // Raw rows come as one row per series and bucket, and so do rollups whose interval is the
+    // bucket; when the groups tell series apart, each group is then one row, and the partials
+    // are the answer without combining them. Without a bucket, a series' rows may come as one
+    // partial per partition, which must be combined.
     let one_row_per_window = match bucket {
         Some(b) => intervals_ns.iter().all(|i| *i == b.width_ns),
-        None => intervals_ns.is_empty(),
+        None => false,
     };
     let one_row_per_group = one_row_per_window && groups_tell_series_apart(&aggregate.group_expr, &chain);
     let mut builder = LogicalPlanBuilder::from(branches.remove(0));
