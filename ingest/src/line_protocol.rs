@@ -16,7 +16,10 @@
 //! named twice keeps the last value; a tag named twice is an error, as in InfluxDB. Each line
 //! parses on its own: a bad line is reported with its number and never affects its neighbours.
 
-use isobar_storage::{FieldValue, Point};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use isobar_storage::{Columns, FieldValue, Point, TIME_COLUMN};
 
 /// Characters a backslash escapes in a measurement.
 const MEASUREMENT_ESCAPES: &[u8] = b", ";
@@ -123,13 +126,30 @@ fn shown(line: &str) -> String {
 /// One line without leading or trailing whitespace, neither blank nor a comment: its table and
 /// point, or why it does not parse.
 pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(String, Point), String> {
+    let (key, at) = parse_key(line)?;
+    let mut fields = Vec::new();
+    let time = parse_fields(line, at, precision, now_ns, &mut fields)?;
+    check_time_names(key.tags.iter().map(|(k, _)| k.as_str()).chain(fields.iter().map(|(k, _)| k.as_ref())))?;
+    let fields = fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+    Ok((key.table, Point { time: isobar_storage::TimestampNs(time), tags: key.tags, fields }))
+}
+
+/// A line's series key: its measurement and tags.
+struct Key {
+    table: String,
+    tags: Vec<(String, String)>,
+}
+
+/// The measurement and tags `line` starts with, and where they end: at the first blank not
+/// escaped, or the end. Nothing after that is read, so lines that start alike parse alike.
+fn parse_key(line: &str) -> Result<(Key, usize), String> {
     let bytes = line.as_bytes();
     let (measurement, mut at) = scan(bytes, 0, b", ");
     if measurement.is_empty() {
         return Err("missing measurement".into());
     }
-    let table = unescape(measurement, MEASUREMENT_ESCAPES);
-    let mut point = Point::new(0);
+    let table = unescape(measurement, MEASUREMENT_ESCAPES).into_owned();
+    let mut tags: Vec<(String, String)> = Vec::new();
     while bytes.get(at) == Some(&b',') {
         let (key, next) = scan(bytes, at + 1, b",= ");
         let key = unescape(key, KEY_ESCAPES);
@@ -144,12 +164,25 @@ pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(Stri
         if value.is_empty() {
             return Err(format!("missing tag value of tag {key:?}"));
         }
-        if point.tags.iter().any(|(k, _)| *k == key) {
+        if tags.iter().any(|(k, _)| *k == key) {
             return Err(format!("duplicate tags: {key:?}"));
         }
-        point.tags.push((key, value));
+        tags.push((key.into_owned(), value.into_owned()));
         at = next;
     }
+    Ok((Key { table, tags }, at))
+}
+
+/// The fields after the key (which ends at `at`) into `fields`, a field named twice keeping
+/// its last value, and the line's time in nanoseconds.
+fn parse_fields<'a>(
+    line: &'a str,
+    mut at: usize,
+    precision: Precision,
+    now_ns: i64,
+    fields: &mut Vec<(Cow<'a, str>, FieldValue)>,
+) -> Result<i64, String> {
+    let bytes = line.as_bytes();
     at = skip_blanks(bytes, at);
     if at >= bytes.len() {
         return Err("missing fields".into());
@@ -164,9 +197,9 @@ pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(Stri
             return Err(format!("missing field value of field {key:?}"));
         }
         let (value, next) = field_value(line, next + 1).map_err(|reason| format!("field {key:?}: {reason}"))?;
-        match point.fields.iter_mut().find(|(k, _)| *k == key) {
+        match fields.iter_mut().find(|(k, _)| *k == key) {
             Some(field) => field.1 = value,
-            None => point.fields.push((key, value)),
+            None => fields.push((key, value)),
         }
         at = next;
         match bytes.get(at) {
@@ -175,14 +208,75 @@ pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(Stri
         }
     }
     // A field value ends at a blank or the end of the line.
-    point.time.0 = match &line[skip_blanks(bytes, at)..] {
-        "" => now_ns,
-        digits => timestamp(digits, precision)?,
-    };
-    if let Some(name) = point.tags.iter().map(|(k, _)| k).chain(point.fields.iter().map(|(k, _)| k)).find(|k| *k == "time") {
-        return Err(format!("invalid field or tag name {name:?}: time is the timestamp's column"));
+    match &line[skip_blanks(bytes, at)..] {
+        "" => Ok(now_ns),
+        digits => timestamp(digits, precision),
     }
-    Ok((table, point))
+}
+
+/// Refuses a tag or field named `time`, the timestamp's column.
+fn check_time_names<'a>(mut names: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    match names.find(|k| *k == TIME_COLUMN) {
+        Some(name) => Err(format!("invalid field or tag name {name:?}: time is the timestamp's column")),
+        None => Ok(()),
+    }
+}
+
+/// What a body of line protocol holds, in columns per table, for one write: each line's
+/// measurement and tags are parsed once per distinct spelling, not once per line.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Per table: its rows, and the line number of each row.
+    pub tables: Vec<(String, Columns, Vec<usize>)>,
+    /// The lines that do not parse, in order.
+    pub errors: Vec<LineError>,
+}
+
+/// Parses `body` as [`parse`] does (the same rows, the same errors), into columns.
+pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
+    let mut parsed = Parsed::default();
+    // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
+    let mut keys: HashMap<&str, Result<(usize, u32, bool), String>> = HashMap::new();
+    let mut fields = Vec::new();
+    for (i, line) in body.split('\n').enumerate() {
+        let line = line.trim_end_matches(['\r', ' ', '\t']);
+        let content = line.trim_start_matches([' ', '\t']);
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let key_end = scan(content.as_bytes(), 0, b" ").1;
+        let key = keys.entry(&content[..key_end]).or_insert_with(|| {
+            let (key, _) = parse_key(content)?;
+            let table = match parsed.tables.iter().position(|(t, _, _)| *t == key.table) {
+                Some(table) => table,
+                None => {
+                    parsed.tables.push((key.table, Columns::new(), Vec::new()));
+                    parsed.tables.len() - 1
+                }
+            };
+            let time_tag = key.tags.iter().any(|(k, _)| k == TIME_COLUMN);
+            Ok((table, parsed.tables[table].1.add_tag_set(key.tags), time_tag))
+        });
+        fields.clear();
+        let row = key.clone().and_then(|(table, tag_set, time_tag)| {
+            let time = parse_fields(content, key_end, precision, now_ns, &mut fields)?;
+            check_time_names(time_tag.then_some(TIME_COLUMN).into_iter().chain(fields.iter().map(|(k, _)| k.as_ref())))?;
+            Ok((table, tag_set, time))
+        });
+        match row {
+            Ok((table, tag_set, time)) => {
+                let (_, columns, lines) = &mut parsed.tables[table];
+                let row = columns.push_row(tag_set, time);
+                for (name, value) in fields.drain(..) {
+                    let field = columns.field(&name);
+                    columns.set(row, field, value);
+                }
+                lines.push(i + 1);
+            }
+            Err(reason) => parsed.errors.push(LineError { line_number: i + 1, line: shown(line), reason }),
+        }
+    }
+    parsed
 }
 
 /// The element from `start` up to the first of `ends` not escaped by a backslash (a backslash
@@ -207,8 +301,13 @@ fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// `raw` with a backslash before each of `escapes` removed; other backslashes stay.
-fn unescape(raw: &[u8], escapes: &[u8]) -> String {
+/// `raw` with a backslash before each of `escapes` removed; other backslashes stay. Borrowed
+/// when there is no backslash.
+fn unescape<'a>(raw: &'a [u8], escapes: &[u8]) -> Cow<'a, str> {
+    if !raw.contains(&b'\\') {
+        // `raw` is a slice of a `str` cut at ASCII bytes.
+        return String::from_utf8_lossy(raw);
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -224,7 +323,7 @@ fn unescape(raw: &[u8], escapes: &[u8]) -> String {
         }
     }
     // Only ASCII bytes were removed, at character boundaries of valid UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// The field value starting at `start`, and where it ended (a comma, a blank or the end).

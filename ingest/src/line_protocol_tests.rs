@@ -240,4 +240,41 @@ proptest! {
         let lines = body.split('\n').filter(|l| { let t = l.trim(); !t.is_empty() && !t.starts_with('#') }).count();
         prop_assert_eq!(parse(&body, Precision::Seconds, NOW_NS).len(), lines);
     }
+
+    /// Parsing into columns gives the same rows and the same errors as parsing into points,
+    /// for bodies whose lines repeat keys, mix tables, conflict and fail in every way.
+    #[test]
+    fn columns_hold_what_points_hold(
+        lines in prop::collection::vec(
+            (
+                prop::sample::select(vec!["m,a=1", "m,a=2", "m", "n,a=1,b=x", "m,time=1", "m,a=1,a=2", "m,a\\ b=1", ",a=1", "m,a="]),
+                "([a-c]=([0-9]{1,2}i?|\"s\"|t|1\\.5|x)(,[a-c]=[0-9]i?){0,2}|time=1|)( [0-9]{1,3}| x)?",
+            ),
+            0..30,
+        ),
+        junk in "[a-z ,=\"\\\\0-9.\n#tTfFiu-]{0,40}",
+    ) {
+        let mut body: Vec<String> = lines.iter().map(|(key, rest)| format!("{key} {rest}")).collect();
+        body.push(junk);
+        let body = body.join("\n");
+        let points = parse(&body, Precision::Seconds, NOW_NS);
+        let columns = parse_columns(&body, Precision::Seconds, NOW_NS);
+        let errors: Vec<&LineError> = points.iter().filter_map(|p| p.as_ref().err()).collect();
+        prop_assert_eq!(columns.errors.iter().collect::<Vec<_>>(), errors, "{}", body);
+        let mut rows: Vec<(usize, String, Point)> = Vec::new();
+        for (table, columns, numbers) in &columns.tables {
+            prop_assert_eq!(columns.len(), numbers.len());
+            rows.extend(numbers.iter().enumerate().map(|(row, n)| (*n, table.clone(), columns.point(row))));
+        }
+        rows.sort_by_key(|(n, _, _)| *n);
+        // Columns hold fields in the order the batch first had them; a point in the line's.
+        let sorted = |mut p: Point| {
+            p.fields.sort_by(|a, b| a.0.cmp(&b.0));
+            p
+        };
+        let rows: Vec<(usize, String, Point)> = rows.into_iter().map(|(n, t, p)| (n, t, sorted(p))).collect();
+        let expected: Vec<(usize, String, Point)> =
+            points.into_iter().filter_map(Result::ok).map(|l| (l.line_number, l.table, sorted(l.point))).collect();
+        prop_assert_eq!(rows, expected, "{}", body);
+    }
 }

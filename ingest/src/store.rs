@@ -88,20 +88,15 @@ impl Ingestor {
     /// client is told about every such line, as InfluxDB reports a partial write, so none
     /// becomes a dead letter.
     pub async fn write_lines(&self, body: &str, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
-        let mut errors = Vec::new();
+        let parsed = line_protocol::parse_columns(body, precision, now_ns);
+        let mut written = LinesWritten { points_written: 0, errors: parsed.errors };
         let mut batch = WriteBatch::new();
-        // The line of each point, by table, in the order the batch holds them.
+        // The line of each row, by table.
         let mut lines: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for parsed in line_protocol::parse(body, precision, now_ns) {
-            match parsed {
-                Ok(line) => {
-                    lines.entry(line.table.clone()).or_default().push(line.line_number);
-                    batch.push(&line.table, line.point);
-                }
-                Err(error) => errors.push(error),
-            }
+        for (table, columns, numbers) in parsed.tables {
+            batch.push_columns(&table, columns);
+            lines.insert(table, numbers);
         }
-        let mut written = LinesWritten { points_written: 0, errors };
         if !batch.is_empty() {
             let receipt = self.write(batch).await?;
             written.points_written = receipt.rows_written;

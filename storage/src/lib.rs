@@ -66,7 +66,7 @@ pub use chunk::ChunkOptions;
 pub use config::StorageConfig;
 pub use error::{DecodeError, Error, Result};
 pub use model::{
-    ChunkId, ColumnId, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
+    ChunkId, ColumnId, Columns, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
     WriteBatch, WriteReceipt,
 };
 pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableSchema};

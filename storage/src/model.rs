@@ -146,6 +146,84 @@ impl Point {
     }
 }
 
+/// Rows of one table in columns, each tag set once: what bulk writers (line protocol, COPY,
+/// multi-row INSERT) hand storage, which then checks names, types and series once per tag set
+/// and field shape rather than once per row. Row `i` is the point at `times[i]` with the tags
+/// of `tag_sets[row_tag_sets[i]]` and, of each field column, its value in row `i` if it has one;
+/// written, or refused for the same reason, as that point with its fields in column order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    tag_sets: Vec<Vec<(String, String)>>,
+    row_tag_sets: Vec<u32>,
+    times: Vec<i64>,
+    fields: Vec<(String, Vec<Option<FieldValue>>)>,
+}
+
+impl Columns {
+    /// No rows yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a tag set (names unique; order does not matter) for rows to name by the index
+    /// returned. Writers add each tag set once.
+    pub fn add_tag_set(&mut self, tags: Vec<(String, String)>) -> u32 {
+        self.tag_sets.push(tags);
+        u32::try_from(self.tag_sets.len() - 1).expect("fewer than 2^32 tag sets in a batch")
+    }
+    /// The field column called `name`, added (no value in any row so far) if it is new.
+    pub fn field(&mut self, name: &str) -> usize {
+        if let Some(i) = self.fields.iter().position(|(n, _)| n == name) {
+            return i;
+        }
+        self.fields.push((name.to_owned(), vec![None; self.times.len()]));
+        self.fields.len() - 1
+    }
+    /// The field column called `name`, if there is one.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|(n, _)| n == name)
+    }
+    /// Adds a row at `time_ns` with the tags of tag set `tag_set`, no field values yet; its index.
+    pub fn push_row(&mut self, tag_set: u32, time_ns: i64) -> usize {
+        assert!((tag_set as usize) < self.tag_sets.len(), "a row names a tag set that was added");
+        self.row_tag_sets.push(tag_set);
+        self.times.push(time_ns);
+        for (_, values) in &mut self.fields {
+            values.push(None);
+        }
+        self.times.len() - 1
+    }
+    /// Sets row `row`'s value of field column `field`.
+    pub fn set(&mut self, row: usize, field: usize, value: FieldValue) {
+        self.fields[field].1[row] = Some(value);
+    }
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+    /// Row `row` as a point.
+    pub fn point(&self, row: usize) -> Point {
+        let tags = self.tag_sets[self.row_tag_sets[row] as usize].clone();
+        let fields = self.fields.iter().filter_map(|(name, values)| Some((name.clone(), values[row].clone()?))).collect();
+        Point { time: TimestampNs(self.times[row]), tags, fields }
+    }
+    pub(crate) fn tag_sets(&self) -> &[Vec<(String, String)>] {
+        &self.tag_sets
+    }
+    pub(crate) fn row_tag_set(&self, row: usize) -> usize {
+        self.row_tag_sets[row] as usize
+    }
+    pub(crate) fn time(&self, row: usize) -> i64 {
+        self.times[row]
+    }
+    pub(crate) fn fields(&self) -> &[(String, Vec<Option<FieldValue>>)] {
+        &self.fields
+    }
+}
+
 /// A source's position (a Kinesis sequence number, an MQTT session's state) committed
 /// atomically with the rows of the batch that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +238,7 @@ pub struct SourcePosition {
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub(crate) tables: BTreeMap<String, Vec<Point>>,
+    pub(crate) columns: BTreeMap<String, Columns>,
     pub(crate) positions: Vec<SourcePosition>,
 }
 
@@ -176,6 +255,16 @@ impl WriteBatch {
     pub fn extend(&mut self, table: &str, points: impl IntoIterator<Item = Point>) {
         self.tables.entry(table.to_owned()).or_default().extend(points);
     }
+    /// Adds the rows of `columns` to `table`. A batch gives a table its rows either as points
+    /// or in columns; rows added in columns twice are appended.
+    pub fn push_columns(&mut self, table: &str, columns: Columns) {
+        match self.columns.get_mut(table) {
+            Some(existing) => existing.append(columns),
+            None => {
+                self.columns.insert(table.to_owned(), columns);
+            }
+        }
+    }
     /// The points for `table`, in the order they were added.
     pub fn points(&self, table: &str) -> &[Point] {
         self.tables.get(table).map_or(&[], Vec::as_slice)
@@ -186,7 +275,7 @@ impl WriteBatch {
     }
     /// Number of points in the batch.
     pub fn len(&self) -> usize {
-        self.tables.values().map(Vec::len).sum()
+        self.tables.values().map(Vec::len).sum::<usize>() + self.columns.values().map(Columns::len).sum::<usize>()
     }
     /// Whether the batch holds no points and no positions.
     pub fn is_empty(&self) -> bool {
@@ -194,11 +283,31 @@ impl WriteBatch {
     }
 }
 
+impl Columns {
+    /// Appends `other`'s rows.
+    fn append(&mut self, other: Columns) {
+        let offset = u32::try_from(self.tag_sets.len()).expect("fewer than 2^32 tag sets in a batch");
+        self.tag_sets.extend(other.tag_sets);
+        let first = self.times.len();
+        self.row_tag_sets.extend(other.row_tag_sets.iter().map(|t| t + offset));
+        self.times.extend(other.times);
+        for (name, values) in other.fields {
+            let field = self.field(&name);
+            self.fields[field].1.truncate(first);
+            self.fields[field].1.extend(values);
+        }
+        for (_, values) in &mut self.fields {
+            values.resize(self.times.len(), None);
+        }
+    }
+}
+
 /// A point that was not written, and why. Its neighbours in the batch are unaffected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedPoint {
     pub table: String,
-    /// Index of the point within its table's points in the batch.
+    /// Index of the point within its table's points in the batch, or of its row in the
+    /// table's columns.
     pub index: usize,
     pub reason: String,
 }

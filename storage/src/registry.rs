@@ -19,11 +19,28 @@ use crate::fxhash::{FxHashMap, FxHasher};
 use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
-use crate::model::{ColumnId, RejectedPoint, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
+use crate::model::{ColumnId, Columns, Point, RejectedPoint, SeriesId, TableId, WalSequence, WriteBatch, WriteReceipt};
 use crate::postings::{Postings, TagTest};
 use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
 use crate::wal::{self, Row, TableRows};
+
+mod columns;
+
+/// A table's rows in a write batch.
+enum Input<'a> {
+    Points(&'a [Point]),
+    Columns(&'a Columns),
+}
+
+impl Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Input::Points(points) => points.len(),
+            Input::Columns(columns) => columns.len(),
+        }
+    }
+}
 
 /// Tables and series known to the engine.
 #[derive(Debug, Default)]
@@ -236,10 +253,11 @@ impl Registry {
         let mut rollups_due = false;
         let mut open_rows = Vec::new();
         let now_ns = now_ns();
-        for (name, points) in &batch.tables {
+        let inputs = batch.tables.iter().map(|(name, points)| (name, Input::Points(points)));
+        for (name, input) in inputs.chain(batch.columns.iter().map(|(name, columns)| (name, Input::Columns(columns)))) {
             let refused = check_table_name(name, &limits).err().or_else(|| self.refuse_rollup_write(name));
             if let Some(reason) = refused {
-                let rejected = (0..points.len()).map(|index| RejectedPoint { table: name.clone(), index, reason: reason.clone() });
+                let rejected = (0..input.len()).map(|index| RejectedPoint { table: name.clone(), index, reason: reason.clone() });
                 receipt.rejected.extend(rejected);
                 continue;
             }
@@ -248,25 +266,38 @@ impl Registry {
                 None => TableSchema::new(TableId(self.next_table), name),
             };
             let mut schema_changed = !self.tables.contains_key(name);
-            let mut rows = Vec::with_capacity(points.len());
             let expired_before = self.retention_cutoff_ns(schema.id, config);
             let future_limit = config.future_limit_ns(now_ns);
-            for (index, point) in points.iter().enumerate() {
-                let refused = expired_before.and_then(|cutoff| expired(name, point.time.0, cutoff));
-                if let Some(reason) = refused.or_else(|| future_limit.and_then(|limit| too_far_ahead(point.time.0, limit, config))) {
-                    receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
-                    continue;
-                }
-                let resolved = schema.resolve(point, &limits).and_then(|(resolved, changed)| {
-                    let series = self.series_for(schema.id, resolved.tags, config, &mut ops)?;
-                    Ok((Row { series, time: resolved.time, fields: resolved.fields.into_boxed_slice() }, changed))
-                });
-                match resolved {
-                    Ok((row, changed)) => {
-                        schema_changed |= changed;
-                        rows.push(row);
+            // Why a row at `time` is refused whatever it holds.
+            let refuse_time = |time: i64| {
+                let refused = expired_before.and_then(|cutoff| expired(name, time, cutoff));
+                refused.or_else(|| future_limit.and_then(|limit| too_far_ahead(time, limit, config)))
+            };
+            let mut rows = Vec::with_capacity(input.len());
+            let mut reject = |index: usize, reason: String| receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
+            match input {
+                Input::Points(points) => {
+                    for (index, point) in points.iter().enumerate() {
+                        if let Some(reason) = refuse_time(point.time.0) {
+                            reject(index, reason);
+                            continue;
+                        }
+                        let resolved = schema.resolve(point, &limits).and_then(|(resolved, changed)| {
+                            let series = self.series_for(schema.id, resolved.tags, config, &mut ops)?;
+                            Ok((Row { series, time: resolved.time, fields: resolved.fields.into_boxed_slice() }, changed))
+                        });
+                        match resolved {
+                            Ok((row, changed)) => {
+                                schema_changed |= changed;
+                                rows.push(row);
+                            }
+                            Err(reason) => reject(index, reason),
+                        }
                     }
-                    Err(reason) => receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason }),
+                }
+                Input::Columns(columns) => {
+                    let out = columns::Out { rows: &mut rows, reject };
+                    schema_changed |= self.rows_of_columns(&mut schema, columns, config, &mut ops, refuse_time, out);
                 }
             }
             if schema_changed && !rows.is_empty() {

@@ -1,5 +1,6 @@
 //! Integration tests of the storage engine, compiled into one binary.
 
+mod columns;
 mod common;
 mod corruption;
 mod crash;
