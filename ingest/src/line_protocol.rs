@@ -95,18 +95,23 @@ impl std::fmt::Display for LineError {
 /// parse. Timestamps are in `precision`; a line without one is at `now_ns`.
 pub fn parse(body: &str, precision: Precision, now_ns: i64) -> Vec<Result<Line, LineError>> {
     let mut out = Vec::new();
-    for (i, line) in body.split('\n').enumerate() {
-        let line = line.trim_end_matches(['\r', ' ', '\t']);
-        let content = line.trim_start_matches([' ', '\t']);
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
+    for (i, line, content) in point_lines(body) {
         out.push(match parse_line(content, precision, now_ns) {
             Ok((table, point)) => Ok(Line { line_number: i + 1, table, point }),
             Err(reason) => Err(LineError { line_number: i + 1, line: shown(line), reason }),
         });
     }
     out
+}
+
+/// The lines of `body` that hold a point: each one's index, the line without trailing
+/// blanks (as errors show it), and its content without leading ones.
+fn point_lines(body: &str) -> impl Iterator<Item = (usize, &str, &str)> {
+    body.split('\n').enumerate().filter_map(|(i, line)| {
+        let line = line.trim_end_matches(['\r', ' ', '\t']);
+        let content = line.trim_start_matches([' ', '\t']);
+        (!content.is_empty() && !content.starts_with('#')).then_some((i, line, content))
+    })
 }
 
 /// Line `line_number` (1-based) of `body` as an error shows it.
@@ -238,12 +243,7 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
     // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
     let mut keys: HashMap<&str, Result<(usize, u32, bool), String>> = HashMap::new();
     let mut fields = Vec::new();
-    for (i, line) in body.split('\n').enumerate() {
-        let line = line.trim_end_matches(['\r', ' ', '\t']);
-        let content = line.trim_start_matches([' ', '\t']);
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
+    for (i, line, content) in point_lines(body) {
         let key_end = scan(content.as_bytes(), 0, b" ").1;
         let key = keys.entry(&content[..key_end]).or_insert_with(|| {
             let (key, _) = parse_key(content)?;

@@ -34,10 +34,7 @@ fn gzip(text: &str) -> Vec<u8> {
 fn line_protocol_writes_are_stored_and_bad_lines_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "", "");
-    let mut toml = std::fs::read_to_string(&config).expect("config");
-    toml = toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n");
-    std::fs::write(&config, toml).expect("write config");
+    let config = Server::config_with_http_user(&data);
     let server = Server::start_config(&data, &config);
     let port = server.http_port;
     let v1 = "/write?db=fleet&precision=s&u=telegraf&p=s3cret";
@@ -121,10 +118,7 @@ fn one_connection_carries_many_writes() {
 fn telegraf_requests_are_taken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "", "");
-    let toml = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n"))
-        .expect("write config");
+    let config = Server::config_with_http_user(&data);
     let server = Server::start_config(&data, &config);
     let port = server.http_port;
     let basic = ("Authorization", "Basic dGVsZWdyYWY6czNjcmV0");

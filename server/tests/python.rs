@@ -31,10 +31,7 @@ fn psycopg_sqlalchemy_and_pandas_work() {
 fn influxdb_clients_write_over_http() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let config = Server::config(&data, "", "");
-    let toml = std::fs::read_to_string(&config).expect("config");
-    let toml = toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n");
-    std::fs::write(&config, toml).expect("write config");
+    let config = Server::config_with_http_user(&data);
     let server = Server::start_config(&data, &config);
     let args = [server.http_port.to_string(), server.pg_port.to_string(), "telegraf".to_owned(), "s3cret".to_owned()];
     run_script("influx_clients.py", &args);

@@ -43,6 +43,15 @@ impl Server {
     }
 
     /// Starts `isobar serve` with extra `[postgres]` settings.
+    /// A config whose HTTP listener admits only user `telegraf` with password `s3cret`.
+    pub(crate) fn config_with_http_user(data_dir: &Path) -> PathBuf {
+        let config = Self::config(data_dir, "", "");
+        let toml = std::fs::read_to_string(&config).expect("config");
+        let toml = toml.replace("[http]\n", "[http]\nusers = [{ name = \"telegraf\", password = \"s3cret\" }]\n");
+        std::fs::write(&config, toml).expect("write config");
+        config
+    }
+
     pub(crate) fn start_with(data_dir: &Path, postgres_extra: &str) -> Self {
         Self::start_config(data_dir, &Self::config(data_dir, "", postgres_extra))
     }
