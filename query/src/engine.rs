@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{ArrayRef, StringArray};
-use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
@@ -22,7 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Reset, ResetStatement as SqlResetStatement, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use isobar_storage::Storage;
+use isobar_storage::{Storage, WriteBatch};
 
 use crate::catalog::{SYSTEM_SCHEMA, StorageSchema};
 use crate::ddl::{DEFAULT_SCHEMA, table_definition};
@@ -198,27 +197,23 @@ impl QueryEngine {
         Ok(created)
     }
 
-    /// Writes rows given as text (as `COPY ... FROM STDIN` carries them) into `columns` of
-    /// `table`, converting each value to its column's type as a cast would; `None` is NULL.
-    /// `row_offset` numbers the rows in errors. Returns the rows written, durable on return.
-    pub async fn insert_text_rows(&self, table: &str, columns: &[String], rows: &[Vec<Option<String>>], row_offset: usize) -> Result<u64> {
-        let schema = self.storage.table(table).ok_or_else(|| Error::Unsupported(format!("table {table} does not exist")))?;
-        let arrow = crate::table::arrow_schema(&schema);
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
-        for (i, name) in columns.iter().enumerate() {
-            let field =
-                arrow.field_with_name(name).map_err(|_| Error::Unsupported(format!("column {name} of table {table} does not exist")))?;
-            let text: StringArray = rows.iter().map(|r| r.get(i).cloned().flatten()).collect();
-            let options = CastOptions { safe: false, ..CastOptions::default() };
-            let array =
-                cast_with_options(&text, field.data_type(), &options).map_err(|e| Error::InvalidRows(format!("column {name}: {e}")))?;
-            fields.push(field.clone());
-            arrays.push(array);
-        }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(datafusion::error::DataFusionError::from)?;
-        let points = crate::insert::points(&schema, &batch, row_offset)?;
-        Ok(crate::insert::write_points(&self.storage, table, points, 0).await?)
+    /// The rows of `statement` as a batch to write, if it is an `INSERT ... VALUES` of
+    /// literals and parameters (`params`) into an isobar table (`insert_values.rs`); `None`
+    /// when it needs the general path. Nothing is written until [`QueryEngine::write_insert`].
+    pub fn insert_batch(&self, statement: &Statement, params: Option<&datafusion::common::ParamValues>) -> Option<WriteBatch> {
+        crate::insert_values::values_batch(&self.storage, statement, params)
+    }
+
+    /// The rows of a simple-protocol `INSERT ... VALUES` of literals read from its text, with
+    /// the statement's head for the session's checks (`values_text.rs`); `None` when it needs
+    /// the general path.
+    pub fn insert_text_batch(&self, sql: &str) -> Option<(Statement, WriteBatch)> {
+        crate::insert_values::text_batch(&self.storage, sql)
+    }
+
+    /// Writes an INSERT's batch durably: the rows written, or the rows storage refused.
+    pub async fn write_insert(&self, batch: WriteBatch) -> Result<u64> {
+        crate::insert::write_batch(&self.storage, batch, 0).await
     }
 
     /// Runs `work` under the configured query timeout.

@@ -70,11 +70,15 @@ impl DataSink for StorageSink {
 pub(crate) async fn write_points(storage: &Storage, table: &str, points: Vec<Point>, written_before: u64) -> Result<u64> {
     let mut write = WriteBatch::new();
     write.extend(table, points);
+    Ok(write_batch(storage, write, written_before).await?)
+}
+
+/// Writes `batch` durably; rejections fail the statement, naming them. `written_before`
+/// counts the statement's rows already written, for the message.
+pub(crate) async fn write_batch(storage: &Storage, batch: WriteBatch, written_before: u64) -> crate::error::Result<u64> {
     let storage = storage.clone();
-    let receipt = tokio::task::spawn_blocking(move || storage.write(&write))
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let receipt =
+        tokio::task::spawn_blocking(move || storage.write(&batch)).await.map_err(|e| DataFusionError::External(Box::new(e)))??;
     if !receipt.rejected.is_empty() {
         let shown: Vec<String> =
             receipt.rejected.iter().take(REJECTIONS_SHOWN_MAX).map(|r| format!("row {}: {}", r.index + 1, r.reason)).collect();
@@ -83,8 +87,7 @@ pub(crate) async fn write_points(storage: &Storage, table: &str, points: Vec<Poi
             receipt.rejected.len(),
             shown.join("; "),
             written_before + receipt.rows_written
-        ))
-        .into());
+        )));
     }
     Ok(receipt.rows_written)
 }

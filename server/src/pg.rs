@@ -67,7 +67,7 @@ impl PgHandlers {
         Ok(Self {
             auth: Authenticator::new(config, Arc::clone(&connections))?,
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
-            copy: Arc::new(IsobarCopy::new(engine.clone())),
+            copy: Arc::new(IsobarCopy),
             simple: Arc::new(CountedSimple { inner: Arc::clone(&session), engine: engine.clone(), metrics: Arc::clone(&metrics) }),
             extended: Arc::new(CheckedExtended {
                 engine: engine.clone(),
@@ -232,6 +232,10 @@ impl SimpleQueryHandler for CountedSimple {
         let session = PgSession::of(client, self.engine.config());
         let deadline = statement_deadline(&session);
         let budget = self.engine.budget_of(session.state().memory_limit_bytes());
+        if let Some(written) = self.insert_from_text(client, query).await {
+            self.metrics.record(started, written.is_err());
+            return written.map_err(with_sqlstate);
+        }
         let result = with_budget(Arc::clone(&budget), async {
             match direct_query(query) {
                 Some(statement) => match pg_direct::plan(&self.engine, statement).await {
@@ -246,6 +250,26 @@ impl SimpleQueryHandler for CountedSimple {
         self.metrics.record(started, failed);
         result.map_err(with_sqlstate).map(|responses| responses.into_iter().map(|r| bounded(r, deadline, Arc::clone(&budget))).collect())
     }
+}
+
+impl CountedSimple {
+    /// Runs `sql` if it is a multi-row `INSERT ... VALUES` of literals the fast path reads
+    /// from its text (`isobar_query::QueryEngine::insert_text_batch`), after the checks
+    /// [`IsobarHook`] makes of every statement; `None` leaves it to the general path, which
+    /// also gives any error.
+    async fn insert_from_text<C: ClientInfo>(&self, client: &C, sql: &str) -> Option<PgWireResult<Vec<Response>>> {
+        let (statement, batch) = self.engine.insert_text_batch(sql)?;
+        if client.transaction_status() == TransactionStatus::Error || check_statement(&statement).is_err() {
+            return None;
+        }
+        PgSession::of(client, self.engine.config()).state().before(&statement).ok()?;
+        Some(self.engine.write_insert(batch).await.map(|rows| vec![inserted(rows)]).map_err(|e| pg_error(&e)))
+    }
+}
+
+/// The reply to an INSERT of `rows` rows.
+fn inserted(rows: u64) -> Response {
+    Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(usize::try_from(rows).unwrap_or(usize::MAX)))
 }
 
 /// The extended query protocol, counted, with PostgreSQL's check that a Bind supplies
@@ -347,7 +371,14 @@ struct IsobarHook {
 }
 
 impl IsobarHook {
-    async fn run(&self, statement: &Statement, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
+    /// Runs `statement` if it is isobar's to run; `params` are the Bind's, in the extended
+    /// protocol.
+    async fn run(
+        &self,
+        statement: &Statement,
+        params: Option<&ParamValues>,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
         let session = PgSession::of(client, self.engine.config());
         if client.transaction_status() == TransactionStatus::Error
             && !matches!(statement, Statement::Commit { .. } | Statement::Rollback { .. })
@@ -385,15 +416,18 @@ impl IsobarHook {
             },
             _ => {}
         }
+        if let Some(batch) = self.engine.insert_batch(statement, params) {
+            return Some(self.engine.write_insert(batch).await.map(inserted).map_err(|e| pg_error(&e)));
+        }
         if let Some(start) = copy::start(&self.engine, statement) {
             return Some(match start {
                 Ok(copy_in) => {
-                    let columns = copy_in.columns.len();
+                    let (columns, format) = (copy_in.columns(), i8::from(copy_in.binary()));
                     let slot = client.session_extensions().get_or_insert_with(CopySlot::default);
                     if let Ok(mut current) = slot.0.lock() {
                         *current = Some(copy_in);
                     }
-                    Ok(Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty::<PgWireResult<CopyData>>())))
+                    Ok(Response::CopyIn(CopyResponse::new(format, columns, futures::stream::empty::<PgWireResult<CopyData>>())))
                 }
                 Err(reason) => Err(user_error("22023", reason)),
             });
@@ -424,7 +458,7 @@ impl QueryHook for IsobarHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(result) = self.run(statement, client).await {
+        if let Some(result) = self.run(statement, None, client).await {
             return Some(result);
         }
         let planned = match self.plan_own(statement).await {
@@ -470,7 +504,7 @@ impl QueryHook for IsobarHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if let Some(result) = self.run(statement, client).await {
+        if let Some(result) = self.run(statement, Some(params), client).await {
             return Some(result);
         }
         // Queries are run here so that their rows are encoded a batch at a time

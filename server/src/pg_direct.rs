@@ -31,6 +31,10 @@ use crate::pg_params::PgStatement;
 /// `sql` parsed, when it is one query over isobar's tables with a scalar subquery in a select
 /// list; `None` leaves it to datafusion-postgres.
 pub(crate) fn direct_query(sql: &str) -> Option<Statement> {
+    // Writes are never queries: a bulk INSERT is not parsed twice.
+    if sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("insert")) {
+        return None;
+    }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let [Statement::Query(_)] = statements.as_slice() else { return None };
     let mut statement = statements.pop()?;

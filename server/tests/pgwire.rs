@@ -213,6 +213,12 @@ async fn copy_from_stdin_bulk_loads_text_and_csv() {
     let tab: i64 = client.query_one("SELECT count(*) FROM weather WHERE sensor_id = 's\t1'", &[]).await.expect("escaped tab").get(0);
     assert_eq!(tab, (0..rows).filter(|i| i % 3 == 1).count() as i64);
 
+    // isobar's own tables take no rows from clients, however the name is spelled.
+    let Err(refused) = client.copy_in::<_, bytes::Bytes>("COPY \"system.ingest_errors\" FROM STDIN").await else {
+        panic!("a COPY into a system table started")
+    };
+    assert!(format!("{refused:?}").contains("only isobar writes"), "{refused:?}");
+
     // CSV with a header, quotes and NULLs through psql's \copy (the simple protocol).
     let csv = dir.path().join("readings.csv");
     std::fs::write(
@@ -233,12 +239,63 @@ async fn copy_from_stdin_bulk_loads_text_and_csv() {
     assert_eq!(rows[0].get::<_, Option<&str>>(1), Some("said \"hi\""));
     assert_eq!(rows[1].get::<_, Option<&str>>(1), None);
 
-    // A bad value fails the COPY with its line, and the session goes on.
-    std::fs::write(&csv, "2024-01-02T00:00:00Z,a,b,,1\n2024-01-02T00:00:01Z,a,b,,not-a-number\n").expect("write csv");
+    // A bad value fails the COPY with its line; the rows before it are written, none after
+    // it, and the session goes on.
+    std::fs::write(&csv, "2024-01-02T00:00:00Z,a,b,,1\n2024-01-02T00:00:01Z,a,b,,not-a-number\n2024-01-02T00:00:02Z,a,b,,3\n")
+        .expect("write csv");
     let err = psql_err(&server, &format!("\\copy weather (time, station_id, sensor_id, note, sensor_value) FROM '{}' CSV", csv.display()));
-    assert!(err.contains("sensor_value") && err.contains("not-a-number"), "{err}");
+    assert!(err.contains("line 2: column sensor_value") && err.contains("not-a-number") && err.contains("1 rows before it"), "{err}");
     let n: i64 = client.query_one("SELECT count(*) FROM weather", &[]).await.expect("count").get(0);
-    assert_eq!(n, rows.len() as i64 + 25_000);
+    assert_eq!(n, rows.len() as i64 + 25_000 + 1);
+    let from_file: i64 = client.query_one("SELECT count(*) FROM weather WHERE station_id = 'a'", &[]).await.expect("count").get(0);
+    assert_eq!(from_file, 1, "the line before the bad one, nothing after it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_copy_loads_every_column_type() {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{ToSql, Type};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    let sink = client
+        .copy_in("COPY weather (time, station_id, sensor_id, sensor_value, direction, ok, note) FROM STDIN (FORMAT binary)")
+        .await
+        .expect("copy in");
+    let types = [Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::INT8, Type::BOOL, Type::TEXT];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    let rows = 20_000u64;
+    for i in 0..rows {
+        let time = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64, 123_456_000).expect("in range");
+        let note = (i % 2 == 0).then(|| format!("n{i}"));
+        let values: [&(dyn ToSql + Sync); 7] =
+            [&time, &format!("st-{}", i % 5), &"s-1", &(i as f64 / 2.0), &(i as i64 - 7), &(i % 3 == 0), &note];
+        writer.as_mut().write(&values).await.expect("write row");
+    }
+    assert_eq!(writer.finish().await.expect("copy done"), rows);
+    let row = client
+        .query_one("SELECT count(*), sum(sensor_value), sum(direction), count(ok) FILTER (WHERE ok), count(note) FROM weather", &[])
+        .await
+        .expect("sums");
+    assert_eq!(row.get::<_, i64>(0), rows as i64);
+    assert_eq!(row.get::<_, f64>(1), (0..rows).map(|i| i as f64 / 2.0).sum::<f64>());
+    assert_eq!(row.get::<_, i64>(2), (0..rows).map(|i| i as i64 - 7).sum::<i64>());
+    assert_eq!(row.get::<_, i64>(3), (0..rows).filter(|i| i % 3 == 0).count() as i64);
+    assert_eq!(row.get::<_, i64>(4), (0..rows).filter(|i| i % 2 == 0).count() as i64);
+    let first: chrono::DateTime<chrono::Utc> = client.query_one("SELECT min(time) FROM weather", &[]).await.expect("min").get(0);
+    assert_eq!(first.timestamp_micros(), 1_700_000_000_123_456, "microseconds from 2000-01-01 arrive exactly");
+
+    // A value in the wrong binary type fails the COPY naming its row and column.
+    let sink = client.copy_in("COPY weather (time, station_id, sensor_value) FROM STDIN BINARY").await.expect("copy in");
+    let writer = BinaryCopyInWriter::new(sink, &[Type::TIMESTAMPTZ, Type::TEXT, Type::FLOAT4]);
+    futures::pin_mut!(writer);
+    let time = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("in range");
+    writer.as_mut().write(&[&time, &"st-9", &1.5f32]).await.expect("write row");
+    let err = writer.finish().await.expect_err("a float4 for a double column");
+    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+    assert!(message.contains("row 1: column sensor_value: 4 bytes are not a binary double precision"), "{err:?}");
 }
 
 fn timestamp(seconds: u64) -> String {

@@ -54,6 +54,8 @@ async fn what_one_client_sets_never_reaches_another() {
     a.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY").await.expect("read only");
     let insert = "INSERT INTO m (time, s, v) VALUES ('2024-01-01T00:00:00Z', 'a', 1)";
     assert_eq!(code(&a.execute(insert, &[]).await.expect_err("read only")), SqlState::READ_ONLY_SQL_TRANSACTION);
+    let refused = a.simple_query(insert).await.expect_err("read only, simple protocol (INSERT read from its text)");
+    assert_eq!(code(&refused), SqlState::READ_ONLY_SQL_TRANSACTION);
     assert_eq!(b.execute(insert, &[]).await.expect("b writes"), 1);
 
     // Catalog DDL through SQL is refused, so no client's view or schema appears to another.

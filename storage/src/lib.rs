@@ -65,6 +65,7 @@ pub use arrow;
 pub use chunk::ChunkOptions;
 pub use config::StorageConfig;
 pub use error::{DecodeError, Error, Result};
+pub use fxhash::{FxHashMap, FxHasher};
 pub use model::{
     ChunkId, ColumnId, Columns, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
     WriteBatch, WriteReceipt,

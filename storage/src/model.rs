@@ -196,6 +196,14 @@ impl Columns {
     pub fn set(&mut self, row: usize, field: usize, value: FieldValue) {
         self.fields[field].1[row] = Some(value);
     }
+    /// Makes room for `rows` more rows without reallocating.
+    pub fn reserve(&mut self, rows: usize) {
+        self.row_tag_sets.reserve(rows);
+        self.times.reserve(rows);
+        for (_, values) in &mut self.fields {
+            values.reserve(rows);
+        }
+    }
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.times.len()

@@ -38,10 +38,38 @@ with psycopg.connect(dsn, autocommit=True) as conn:
                 copy.write_row((start + datetime.timedelta(minutes=1, seconds=i), "st-2", "s-0", float(i)))
         cur.execute("SELECT count(*) FROM weather WHERE station_id = 'st-2'")
         assert cur.fetchone() == (100,), "rows loaded by COPY"
+        # Binary COPY, with the types psycopg is told.
+        with cur.copy("COPY weather (time, station_id, sensor_id, sensor_value, direction) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["timestamptz", "text", "text", "float8", "int8"])
+            for i in range(50):
+                copy.write_row((start + datetime.timedelta(hours=1, seconds=i), "st-3", "s-0", i / 4, -i))
+        cur.execute("SELECT count(*), sum(sensor_value), sum(direction), min(time) FROM weather WHERE station_id = 'st-3'")
+        got = cur.fetchone()
+        assert got == (50, sum(i / 4 for i in range(50)), -sum(range(50)), start + datetime.timedelta(hours=1)), f"binary COPY: {got}"
+        # executemany, then the same in pipeline mode: the fast INSERT path with parameters.
+        rows = [(start + datetime.timedelta(hours=2, seconds=i), "st-4", f"s-{i % 3}", i * 1.5, i) for i in range(200)]
+        cur.executemany("INSERT INTO weather (time, station_id, sensor_id, sensor_value, direction) VALUES (%s, %s, %s, %s, %s)", rows)
+        with conn.pipeline():
+            cur.executemany(
+                "INSERT INTO weather (time, station_id, sensor_id, sensor_value, direction) VALUES (%s, %s, %s, %s, %s)",
+                [(t + datetime.timedelta(hours=1), "st-5", s, v, d) for t, _, s, v, d in rows],
+            )
+        cur.execute("SELECT station_id, count(*), sum(sensor_value), sum(direction) FROM weather "
+                    "WHERE station_id IN ('st-4', 'st-5') GROUP BY station_id ORDER BY station_id")
+        want = [(st, 200, sum(i * 1.5 for i in range(200)), sum(range(200))) for st in ("st-4", "st-5")]
+        assert cur.fetchall() == want, "executemany and pipeline rows"
+        # A multi-row INSERT of literals, and one with a value the fast path leaves to the general one.
+        cur.execute("INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES "
+                    "('2024-01-02T00:00:00Z', 'st-6', 's-0', 1.5), ('2024-01-02 00:00:01+00', 'st-6', 's-0', -2)")
+        assert cur.rowcount == 2, f"INSERT rowcount {cur.rowcount}"
+        cur.execute("INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES "
+                    "('2024-01-02T00:00:02Z'::timestamptz + INTERVAL '1 second', 'st-6', 's-0', 1 + 1)")
+        cur.execute("SELECT sensor_value FROM weather WHERE station_id = 'st-6' ORDER BY time")
+        assert [r[0] for r in cur.fetchall()] == [1.5, -2.0, 2.0], "literal INSERTs"
 
 engine = sqlalchemy.create_engine(f"postgresql+psycopg://isobar@127.0.0.1:{port}/isobar")
 with engine.connect() as conn:
-    value = conn.execute(sqlalchemy.text("SELECT max(sensor_value) FROM weather")).scalar()
+    value = conn.execute(sqlalchemy.text("SELECT max(sensor_value) FROM weather WHERE station_id = 'st-2'")).scalar()
     assert value == 99.0, f"SQLAlchemy scalar: {value}"
 inspector = sqlalchemy.inspect(engine)
 assert inspector.has_table("weather"), "SQLAlchemy sees the table"
@@ -54,7 +82,9 @@ assert columns == [
     ("direction", "BIGINT"),
 ], f"SQLAlchemy columns: {columns}"
 frame = pandas.read_sql(
-    "SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) AS n FROM weather GROUP BY 1 ORDER BY 1", engine
+    "SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) AS n FROM weather "
+    "WHERE station_id IN ('st-1', 'st-2') GROUP BY 1 ORDER BY 1",
+    engine,
 )
 assert frame["n"].tolist() == [10, 60, 40], f"pandas frame:\n{frame}"
 print("python clients ok")
