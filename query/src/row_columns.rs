@@ -7,9 +7,10 @@
 //! whole with a reason naming the column and value; the rows before it stay in the batch.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use isobar_storage::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use isobar_storage::{ColumnKind, Columns, FieldType, FieldValue, FxHashMap, TIME_COLUMN, TableSchema};
+use isobar_storage::{ColumnKind, Columns, FieldType, FieldValue, TIME_COLUMN, TableSchema};
 
 use crate::error::{Error, Result};
 
@@ -48,8 +49,9 @@ pub struct RowColumns {
     /// Field names in the order `Target::Field` numbers them.
     field_names: Vec<String>,
     columns: Columns,
-    /// Tag sets of this batch by their key (see `push_key`).
-    tag_sets: FxHashMap<Vec<u8>, u32>,
+    /// Tag sets of this batch by their key (see `push_key`). The keys are the client's
+    /// values, so the map keeps std's keyed hasher: no crafted values make it slow.
+    tag_sets: HashMap<Vec<u8>, u32>,
     /// The last time given as text and its value: rows of one reading often share it.
     last_time: (String, i64),
     /// Scratch: the current row's tag set key and field values.
@@ -94,7 +96,7 @@ impl RowColumns {
             tag_names,
             field_names,
             columns: Columns::new(),
-            tag_sets: FxHashMap::default(),
+            tag_sets: HashMap::new(),
             last_time: (String::new(), 0),
             key: Vec::new(),
             field_values: Vec::new(),

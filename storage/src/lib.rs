@@ -65,7 +65,6 @@ pub use arrow;
 pub use chunk::ChunkOptions;
 pub use config::StorageConfig;
 pub use error::{DecodeError, Error, Result};
-pub use fxhash::{FxHashMap, FxHasher};
 pub use model::{
     ChunkId, ColumnId, Columns, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
     WriteBatch, WriteReceipt,
