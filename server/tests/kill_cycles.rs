@@ -123,7 +123,22 @@ async fn multi_row_insert_loses_no_acknowledged_row_across_kills() {
             let client = common::connect(port).await;
             for batch in first.. {
                 let values: Vec<String> = batch_values(batch).map(|v| format!("('{}', 's{}', {v})", timestamp(v), v % 7)).collect();
-                match client.execute(&format!("INSERT INTO m (time, s, v) VALUES {}", values.join(", ")), &[]).await {
+                let sql = format!("INSERT INTO m (time, s, v) VALUES {}", values.join(", "));
+                // Both fast paths: the extended protocol's (from the syntax tree) and the
+                // simple protocol's (read from the text).
+                let inserted = match batch % 2 {
+                    0 => client.execute(&sql, &[]).await,
+                    _ => client.simple_query(&sql).await.map(|messages| {
+                        messages
+                            .iter()
+                            .find_map(|m| match m {
+                                tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+                                _ => None,
+                            })
+                            .unwrap_or(0)
+                    }),
+                };
+                match inserted {
                     Ok(n) => {
                         assert_eq!(n, ROWS_PER_BATCH as u64, "INSERT reports every row");
                         let _ = acks.send(batch);
