@@ -149,14 +149,14 @@ struct Key {
 /// escaped, or the end. Nothing after that is read, so lines that start alike parse alike.
 fn parse_key(line: &str) -> Result<(Key, usize), String> {
     let bytes = line.as_bytes();
-    let (measurement, mut at) = scan(bytes, 0, b", ");
+    let (measurement, mut at) = scan(line, 0, b", ");
     if measurement.is_empty() {
         return Err("missing measurement".into());
     }
     let table = unescape(measurement, MEASUREMENT_ESCAPES).into_owned();
     let mut tags: Vec<(String, String)> = Vec::new();
     while bytes.get(at) == Some(&b',') {
-        let (key, next) = scan(bytes, at + 1, b",= ");
+        let (key, next) = scan(line, at + 1, b",= ");
         let key = unescape(key, KEY_ESCAPES);
         if key.is_empty() {
             return Err("missing tag key".into());
@@ -164,7 +164,7 @@ fn parse_key(line: &str) -> Result<(Key, usize), String> {
         if bytes.get(next) != Some(&b'=') {
             return Err(format!("missing tag value of tag {key:?}"));
         }
-        let (value, next) = scan(bytes, next + 1, b", ");
+        let (value, next) = scan(line, next + 1, b", ");
         let value = unescape(value, KEY_ESCAPES);
         if value.is_empty() {
             return Err(format!("missing tag value of tag {key:?}"));
@@ -193,7 +193,7 @@ fn parse_fields<'a>(
         return Err("missing fields".into());
     }
     loop {
-        let (key, next) = scan(bytes, at, b",= ");
+        let (key, next) = scan(line, at, b",= ");
         let key = unescape(key, KEY_ESCAPES);
         if key.is_empty() {
             return Err("missing field key".into());
@@ -244,7 +244,7 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
     let mut keys: HashMap<&str, Result<(usize, u32, bool), String>> = HashMap::new();
     let mut fields = Vec::new();
     for (i, line, content) in point_lines(body) {
-        let key_end = scan(content.as_bytes(), 0, b" ").1;
+        let key_end = scan(content, 0, b" ").1;
         let key = keys.entry(&content[..key_end]).or_insert_with(|| {
             let (key, _) = parse_key(content)?;
             let table = match parsed.tables.iter().position(|(t, _, _)| *t == key.table) {
@@ -281,7 +281,8 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
 
 /// The element from `start` up to the first of `ends` not escaped by a backslash (a backslash
 /// always takes the byte after it into the element), and where it ended.
-fn scan<'a>(bytes: &'a [u8], start: usize, ends: &[u8]) -> (&'a [u8], usize) {
+fn scan<'a>(line: &'a str, start: usize, ends: &[u8]) -> (&'a str, usize) {
+    let bytes = line.as_bytes();
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
@@ -291,7 +292,8 @@ fn scan<'a>(bytes: &'a [u8], start: usize, ends: &[u8]) -> (&'a [u8], usize) {
         }
     }
     let end = i.min(bytes.len());
-    (&bytes[start..end], end)
+    // Cut at an ASCII stop byte or the end, so on character boundaries.
+    (line.get(start..end).unwrap_or_default(), end)
 }
 
 fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
@@ -303,11 +305,11 @@ fn skip_blanks(bytes: &[u8], mut at: usize) -> usize {
 
 /// `raw` with a backslash before each of `escapes` removed; other backslashes stay. Borrowed
 /// when there is no backslash.
-fn unescape<'a>(raw: &'a [u8], escapes: &[u8]) -> Cow<'a, str> {
-    if !raw.contains(&b'\\') {
-        // `raw` is a slice of a `str` cut at ASCII bytes.
-        return String::from_utf8_lossy(raw);
+fn unescape<'a>(raw: &'a str, escapes: &[u8]) -> Cow<'a, str> {
+    if !raw.contains('\\') {
+        return Cow::Borrowed(raw);
     }
+    let raw = raw.as_bytes();
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

@@ -1,8 +1,9 @@
 //! Rows given in columns ([`Columns`]): the first row of each shape (its tag set and which
 //! fields it has, of which types) is checked and resolved as a point would be, adding columns
-//! and its series; later rows of that shape reuse the outcome, so a batch of many rows of few
-//! series costs a few name and series lookups rather than some per row. What is written and
-//! what is refused, and why, is what the same rows as points would give.
+//! and its series; later rows of that shape reuse its resolution, so a batch of many rows of
+//! few series costs a few name and series lookups rather than some per row. Refused rows are
+//! checked one by one (other rows may change the schema, and with it the reason). What is
+//! written and what is refused, and why, is what the same rows as points would give.
 
 use crate::catalog::Op;
 use crate::config::StorageConfig;
@@ -12,13 +13,14 @@ use crate::wal::Row;
 
 use super::Registry;
 
-/// One shape of row of one tag set, and what its rows resolve to.
+/// One shape of row of one tag set that resolved, and what its rows resolve to.
 struct Shape {
     /// Per field column of the batch: the type code of the row's value, 0 for none.
     codes: Vec<u8>,
-    /// The series and, sorted by column id, each present field's index in the batch and
-    /// column; or why rows of this shape are refused.
-    resolved: Result<(SeriesId, Vec<(usize, ColumnId)>), String>,
+    /// The series of its rows.
+    series: SeriesId,
+    /// Sorted by column id, each present field's index in the batch and column.
+    ids: Vec<(usize, ColumnId)>,
 }
 
 /// Where the rows of a batch's columns go.
@@ -54,28 +56,30 @@ impl Registry {
             codes.extend(fields.iter().map(|(_, values)| shape_code(values[row].as_ref(), limits)));
             let tag_set = columns.row_tag_set(row);
             // A row with a string over the limit is refused with its length, so it is
-            // resolved on its own, as a point.
-            let single;
-            let resolved = if codes.contains(&LONG_STRING) {
-                single = self.resolve_shape(schema, columns, row, limits, config, ops, &mut changed);
-                &single
-            } else {
-                let shape = match shapes[tag_set].iter().position(|s| s.codes == codes) {
-                    Some(i) => i,
-                    None => {
-                        let resolved = self.resolve_shape(schema, columns, row, limits, config, ops, &mut changed);
-                        shapes[tag_set].push(Shape { codes: codes.clone(), resolved });
-                        shapes[tag_set].len() - 1
-                    }
-                };
-                &shapes[tag_set][shape].resolved
+            // resolved on its own, as a point; so is a row of a shape not resolved yet or
+            // refused before (rows between may have changed the schema, and so the reason).
+            let cached = match codes.contains(&LONG_STRING) {
+                true => None,
+                false => shapes[tag_set].iter().position(|s| s.codes == codes),
             };
-            let (series, ids) = match resolved {
-                Ok(resolved) => resolved,
-                Err(reason) => {
-                    (out.reject)(row, reason.clone());
-                    continue;
-                }
+            let single;
+            let (series, ids) = match cached {
+                Some(i) => (shapes[tag_set][i].series, &shapes[tag_set][i].ids),
+                None => match self.resolve_shape(schema, columns, row, limits, config, ops, &mut changed) {
+                    Err(reason) => {
+                        (out.reject)(row, reason);
+                        continue;
+                    }
+                    Ok((series, ids)) if codes.contains(&LONG_STRING) => {
+                        single = ids;
+                        (series, &single)
+                    }
+                    Ok((series, ids)) => {
+                        shapes[tag_set].push(Shape { codes: codes.clone(), series, ids });
+                        let shape = &shapes[tag_set][shapes[tag_set].len() - 1];
+                        (shape.series, &shape.ids)
+                    }
+                },
             };
             let mut values = Vec::with_capacity(ids.len());
             for (field, id) in ids {
@@ -83,7 +87,7 @@ impl Registry {
                     values.push((*id, value.clone()));
                 }
             }
-            out.rows.push(Row { series: *series, time: columns.time(row), fields: values.into_boxed_slice() });
+            out.rows.push(Row { series, time: columns.time(row), fields: values.into_boxed_slice() });
         }
         changed
     }
