@@ -45,7 +45,7 @@ pub fn table_definition(create: &CreateTable) -> Result<TableDefinition> {
             TableConstraint::PrimaryKey(pk) => {
                 for c in &pk.columns {
                     match &c.column.expr {
-                        Expr::Identifier(ident) => key.push(normalize(ident)),
+                        Expr::Identifier(ident) => key.push(identifier_name(ident)),
                         other => return unsupported(&format!("the primary key expression {other}")),
                     }
                 }
@@ -56,7 +56,7 @@ pub fn table_definition(create: &CreateTable) -> Result<TableDefinition> {
     for column in &create.columns {
         for option in &column.options {
             match &option.option {
-                ColumnOption::PrimaryKey(_) => key.push(normalize(&column.name)),
+                ColumnOption::PrimaryKey(_) => key.push(identifier_name(&column.name)),
                 ColumnOption::NotNull | ColumnOption::Null => {}
                 other => return unsupported(&format!("the column option {other}")),
             }
@@ -65,7 +65,7 @@ pub fn table_definition(create: &CreateTable) -> Result<TableDefinition> {
     let mut has_time = false;
     let mut columns = Vec::new();
     for column in &create.columns {
-        let column_name = normalize(&column.name);
+        let column_name = identifier_name(&column.name);
         let ty = type_name(&column.data_type.to_string());
         if column_name == TIME_COLUMN {
             if !matches!(ty.as_str(), "timestamptz" | "timestamp" | "timestamp with time zone" | "timestamp without time zone") {
@@ -104,7 +104,7 @@ pub fn table_definition(create: &CreateTable) -> Result<TableDefinition> {
 /// The table a possibly schema-qualified name refers to.
 pub fn table_name(name: &ObjectName) -> Result<String> {
     crate::policy::check_table_name(name)?;
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(normalize).collect();
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident()).map(identifier_name).collect();
     match parts.as_slice() {
         [table] => Ok(table.clone()),
         [schema, table] if schema == DEFAULT_SCHEMA => Ok(table.clone()),
@@ -112,8 +112,8 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
     }
 }
 
-/// Unquoted identifiers fold to lower case, as in PostgreSQL.
-fn normalize(ident: &Ident) -> String {
+/// The name an identifier stands for: unquoted ones fold to lower case, as in PostgreSQL.
+pub fn identifier_name(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_lowercase(),

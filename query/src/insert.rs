@@ -19,7 +19,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
-use isobar_storage::{ColumnKind, FieldType, FieldValue, Point, Storage, TIME_COLUMN, TableSchema, WriteBatch};
+use isobar_storage::{ColumnKind, FieldType, FieldValue, Point, RejectedPoint, Storage, TIME_COLUMN, TableSchema, WriteBatch};
 
 use crate::error::Error;
 
@@ -80,16 +80,17 @@ pub(crate) async fn write_batch(storage: &Storage, batch: WriteBatch, written_be
     let receipt =
         tokio::task::spawn_blocking(move || storage.write(&batch)).await.map_err(|e| DataFusionError::External(Box::new(e)))??;
     if !receipt.rejected.is_empty() {
-        let shown: Vec<String> =
-            receipt.rejected.iter().take(REJECTIONS_SHOWN_MAX).map(|r| format!("row {}: {}", r.index + 1, r.reason)).collect();
-        return Err(Error::InvalidRows(format!(
-            "{} rows rejected ({}); {} rows written",
-            receipt.rejected.len(),
-            shown.join("; "),
-            written_before + receipt.rows_written
-        )));
+        let message = rejections(&receipt.rejected, written_before + receipt.rows_written, |index| format!("row {}", index + 1));
+        return Err(Error::InvalidRows(message));
     }
     Ok(receipt.rows_written)
+}
+
+/// What a write's rejected rows say to the client: how many, the first few by `name` (from
+/// a row's index in the batch), and how many rows were written.
+pub fn rejections(rejected: &[RejectedPoint], written: u64, name: impl Fn(usize) -> String) -> String {
+    let shown: Vec<String> = rejected.iter().take(REJECTIONS_SHOWN_MAX).map(|r| format!("{}: {}", name(r.index), r.reason)).collect();
+    format!("{} rows rejected ({}); {written} rows written", rejected.len(), shown.join("; "))
 }
 
 /// The points of `batch`'s rows; `row_offset` numbers them within the statement.

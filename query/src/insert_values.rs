@@ -69,7 +69,9 @@ fn builder<'a>(storage: &Storage, statement: &'a Statement) -> Option<(TableSche
     let (table, rows) = plain_values(storage, insert)?;
     let columns = match insert.columns.is_empty() {
         true => crate::table::column_names(&table),
-        false => insert.columns.iter().map(|c| c.0.last().and_then(|p| p.as_ident()).map(normalize)).collect::<Option<_>>()?,
+        false => {
+            insert.columns.iter().map(|c| c.0.last().and_then(|p| p.as_ident()).map(crate::ddl::identifier_name)).collect::<Option<_>>()?
+        }
     };
     let builder = RowColumns::new(&table, &columns).ok()?;
     Some((table, builder, rows))
@@ -121,30 +123,22 @@ fn plain_values<'a>(storage: &Storage, insert: &'a Insert) -> Option<(TableSchem
     Some((storage.table(&table)?, &values.rows))
 }
 
-/// A literal, a placeholder, a negated number, or one of those cast to a type of the column's
-/// own kind, as a value; `None` for anything else (the general path evaluates it).
+/// A literal, a placeholder or a signed number, optionally cast to a type of the column's own
+/// kind, as a value; `None` for anything else (the general path evaluates it).
 fn literal<'a>(expr: &'a Expr, target: Target, params: Option<&'a ParamValues>) -> Option<Value<'a>> {
-    match expr {
-        Expr::Value(v) => sql_value(&v.value, None, params),
-        // A sign binds less tightly than a cast: `-1.5::float8` is `-(1.5::float8)`.
-        Expr::UnaryOp { op: op @ (UnaryOperator::Minus | UnaryOperator::Plus), expr } => {
-            let sign = Some(*op == UnaryOperator::Minus);
-            match expr.as_ref() {
-                Expr::Value(v) => sql_value(&v.value, sign, params),
-                Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr, data_type, format: None, .. }
-                    if same_kind(data_type, target) =>
-                {
-                    let Expr::Value(v) = expr.as_ref() else { return None };
-                    sql_value(&v.value, sign, params)
-                }
-                _ => None,
-            }
-        }
+    // A sign binds less tightly than a cast: `-1.5::float8` is `-(1.5::float8)`.
+    let (sign, expr) = match expr {
+        Expr::UnaryOp { op: op @ (UnaryOperator::Minus | UnaryOperator::Plus), expr } => (Some(*op == UnaryOperator::Minus), expr.as_ref()),
+        other => (None, other),
+    };
+    let expr = match expr {
         Expr::Cast { kind: CastKind::DoubleColon | CastKind::Cast, expr, data_type, format: None, .. } if same_kind(data_type, target) => {
-            literal(expr, target, params)
+            expr.as_ref()
         }
-        _ => None,
-    }
+        other => other,
+    };
+    let Expr::Value(v) = expr else { return None };
+    sql_value(&v.value, sign, params)
 }
 
 /// A literal's value; `signed` when a sign stands before it (then it must be a number).
@@ -200,13 +194,6 @@ fn same_kind(ty: &SqlType, target: Target) -> bool {
         Target::Field(_, FieldType::F64) => matches!(ty, SqlType::DoublePrecision | SqlType::Float8 | SqlType::Double(_)),
         Target::Field(_, FieldType::I64) => matches!(ty, SqlType::BigInt(None) | SqlType::Int8(None)),
         Target::Field(_, FieldType::Bool) => matches!(ty, SqlType::Boolean | SqlType::Bool),
-    }
-}
-
-fn normalize(ident: &ast::Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
     }
 }
 

@@ -42,9 +42,10 @@ mod tag_filter_tests;
 mod time_order;
 mod values_text;
 
-pub use ddl::{DEFAULT_SCHEMA, TableDefinition, table_definition, table_name};
+pub use ddl::{DEFAULT_SCHEMA, TableDefinition, identifier_name, table_definition, table_name};
 pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, Session};
 pub use error::{Error, Result};
+pub use insert::rejections;
 pub use memory::{BudgetedStream, QueryBudget, with_budget};
 pub use policy::{check_df_statement, check_statement};
 pub use row_columns::{RowColumns, Target, Value};

@@ -36,8 +36,6 @@ use rows::{Fields, csv_record, split_text};
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), where binary timestamps count from.
 const POSTGRES_EPOCH_US: i64 = 946_684_800_000_000;
-/// Rejected rows named in an error, at most.
-const REJECTIONS_SHOWN_MAX: usize = 5;
 
 /// Options a COPY statement sets; the rest come from its format's defaults.
 #[derive(Debug, Default)]
@@ -127,7 +125,7 @@ pub(crate) fn start(engine: &QueryEngine, statement: &Statement) -> Option<Resul
         let columns: Vec<String> = if columns.is_empty() {
             isobar_query::column_names(&schema)
         } else {
-            columns.iter().map(|c| if c.quote_style.is_some() { c.value.clone() } else { c.value.to_lowercase() }).collect()
+            columns.iter().map(isobar_query::identifier_name).collect()
         };
         let format = CopyFormat::from_options(options, legacy_options)?;
         let rows = RowColumns::new(&schema, &columns).map_err(|e| e.to_string())?;
@@ -260,13 +258,9 @@ impl CopyIn {
         self.written += receipt.rows_written;
         if !receipt.rejected.is_empty() {
             let unit = if self.binary { "row" } else { "line" };
-            let shown: Vec<String> = receipt
-                .rejected
-                .iter()
-                .take(REJECTIONS_SHOWN_MAX)
-                .map(|r| format!("{unit} {}: {}", records_before + r.index + 1, r.reason))
-                .collect();
-            self.set_error(format!("{} rows rejected ({}); {} rows written", receipt.rejected.len(), shown.join("; "), self.written));
+            let message =
+                isobar_query::rejections(&receipt.rejected, self.written, |index| format!("{unit} {}", records_before + index + 1));
+            self.set_error(message);
         }
     }
 
