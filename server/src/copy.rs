@@ -205,7 +205,13 @@ impl CopyIn {
         loop {
             match self.parse_batch() {
                 Err(e) => return self.fail(e).await,
-                Ok(true) => self.submit().await,
+                Ok(true) => {
+                    self.submit().await;
+                    // A write refused rows: the rest of the data is dropped.
+                    if self.error.is_some() {
+                        return;
+                    }
+                }
                 Ok(false) => {
                     if all {
                         self.submit().await;

@@ -251,6 +251,35 @@ async fn copy_from_stdin_bulk_loads_text_and_csv() {
     assert_eq!(from_file, 1, "the line before the bad one, nothing after it");
 }
 
+/// A row storage refuses (here: decades ahead of the clock) ends a COPY longer than one write
+/// with its line, however much data follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_storage_refuses_ends_a_long_copy() {
+    use futures::SinkExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    let copy = async {
+        let sink = client.copy_in("COPY weather (time, station_id, sensor_id, sensor_value) FROM STDIN").await?;
+        futures::pin_mut!(sink);
+        let mut text = String::new();
+        for i in 0..60_000u64 {
+            let time = if i == 100 { "2200-01-01 00:00:00+00".to_owned() } else { timestamp(1_700_000_000 + i) };
+            text += &format!("{time}\tst-1\ts-1\t{i}\n");
+        }
+        for piece in text.as_bytes().chunks(8192) {
+            sink.send(bytes::Bytes::copy_from_slice(piece)).await?;
+        }
+        sink.finish().await
+    };
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(120), copy).await.expect("the COPY ends");
+    let err = format!("{:?}", ended.expect_err("the COPY fails"));
+    assert!(err.contains("line 101") && err.contains("ahead of the server's clock"), "{err}");
+    let n: i64 = client.query_one("SELECT count(*) FROM weather", &[]).await.expect("the session goes on").get(0);
+    assert!(n < 60_000, "{n} rows written");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_copy_loads_every_column_type() {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;

@@ -135,6 +135,13 @@ impl Buffer {
         tail + rows_at_most(&segments.sealed, table, selection)
     }
 
+    /// Whether some of `table`'s rows may lie in `time_min..=time_max` (from the time ranges of
+    /// the segments, without walking rows).
+    pub(crate) fn holds(&self, table: TableId, time_min: i64, time_max: i64) -> bool {
+        let segments = self.segments.lock();
+        segments.sealed.iter().map(Arc::as_ref).chain([&segments.tail]).any(|rows| overlaps(rows, table, time_min, time_max))
+    }
+
     /// Hands the rows to a persist: scans keep reading them from the [`Frozen`] buffer.
     pub(crate) fn freeze(self) -> Frozen {
         let segments = self.segments.into_inner();
@@ -160,6 +167,11 @@ impl Frozen {
     /// At most how many of `table`'s rows `selection` wants (a cheap upper bound).
     pub(crate) fn rows_at_most(&self, table: TableId, selection: &Selection<'_>) -> u64 {
         rows_at_most(&self.sealed, table, selection)
+    }
+
+    /// See [`Buffer::holds`].
+    pub(crate) fn holds(&self, table: TableId, time_min: i64, time_max: i64) -> bool {
+        self.sealed.iter().any(|rows| overlaps(rows, table, time_min, time_max))
     }
 
     /// Every table's rows split by time partition, in commit order, for persisting.
@@ -194,6 +206,10 @@ impl BufferView {
     fn copied_rows(&self) -> usize {
         self.copied.len()
     }
+}
+
+fn overlaps(rows: &Rows, table: TableId, time_min: i64, time_max: i64) -> bool {
+    rows.get(&table).is_some_and(|t| t.rows > 0 && t.time_min <= time_max && t.time_max >= time_min)
 }
 
 fn rows_at_most(sealed: &[Arc<Rows>], table: TableId, selection: &Selection<'_>) -> u64 {

@@ -26,6 +26,11 @@ pub struct StorageConfig {
     pub partition_duration_ms: u64,
     /// Chunks in one partition that start a background compaction of it.
     pub compaction_chunks_trigger: usize,
+    /// The same for a partition still being written (the write buffer holds rows of its time
+    /// range): waiting longer while a partition fills keeps a bulk load from rewriting the
+    /// chunks it has just written, and a live partition from being rewritten at every few
+    /// persists.
+    pub compaction_busy_chunks_trigger: usize,
     /// Most rows one compaction merges in memory; a partition with more is compacted in runs of
     /// chunks adjacent in age.
     pub compaction_rows_max: u64,
@@ -82,6 +87,7 @@ impl StorageConfig {
             persist_interval_ms: 10 * 60 * 1000,
             partition_duration_ms: 24 * 60 * 60 * 1000,
             compaction_chunks_trigger: 4,
+            compaction_busy_chunks_trigger: 12,
             compaction_rows_max: 20_000_000,
             background_persist: true,
             chunk: ChunkOptions::default(),

@@ -479,8 +479,8 @@ pub(crate) fn commit(
     shared.disk.check()?;
     let (done_tx, done_rx) = bounded(1);
     let mut registry = shared.registry.lock();
-    let prepared = prepare(&mut registry)?;
-    if prepared.ops.is_empty() {
+    let mut prepared = prepare(&mut registry)?;
+    if prepared.ops.is_empty() && !prepared.logged {
         return Ok(prepared.receipt);
     }
     // The registry already shows the change (a rollup's frontier moves in memory before its
@@ -488,9 +488,10 @@ pub(crate) fn commit(
     if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..) | Op::Series(..))) {
         shared.plan_generation.fetch_add(1, Ordering::SeqCst);
     }
-    // The rows for open rollup windows merge after the registry lock, while the next writer
-    // prepares: the open windows' lock, taken before the registry's is let go and held until
-    // the request is queued, keeps both the merges and the queue in sequence order.
+    // The rows for open rollup windows merge, and the WAL record is encoded, after the registry
+    // lock, while the next writer prepares: the open windows' lock, taken before the registry's
+    // is let go and held until the request is queued, keeps both the merges and the queue in
+    // sequence order.
     let open_windows = Arc::clone(&registry.open_windows);
     let mut open = open_windows.lock();
     drop(registry);
@@ -498,6 +499,9 @@ pub(crate) fn commit(
         if let Some(table) = prepared.tables.get(rows.table_index) {
             rows.merge(&table.rows, &mut open);
         }
+    }
+    if prepared.logged {
+        prepared.ops.push(Op::Wal(prepared.sequence, wal::encode(&prepared.tables)));
     }
     let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
     tx.send(request).map_err(|_| Error::Closed)?;
@@ -610,9 +614,14 @@ fn quarantine(path: &std::path::Path, aside: &std::path::Path, why: &str) -> Res
     fs::write(&note, format!("{why}\n")).map_err(io_err("write", &note))
 }
 
+fn compact(shared: &Shared) -> Result<crate::persist::MaintenanceReport> {
+    crate::persist::compact(shared, shared.config.compaction_chunks_trigger, shared.config.compaction_busy_chunks_trigger)
+}
+
 /// Persists when kicked (buffer full) or when the oldest buffered row is older than the
-/// persist interval; then compacts partitions that reached the trigger. Each tick, deletes the
-/// chunks whose rows have all expired.
+/// persist interval; then compacts partitions that reached their trigger (a higher one while
+/// the buffer holds rows of them). Each tick, deletes the chunks whose rows have all expired,
+/// and compacts the partitions that reached the trigger once their writes stopped.
 fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
     let interval = Duration::from_millis(shared.config.persist_interval_ms);
     let tick = interval.min(Duration::from_secs(1));
@@ -628,14 +637,18 @@ fn run_persister(shared: &Shared, kick: &Receiver<()>, stop: &Receiver<()>) {
                 let state = shared.state.read();
                 let old = failed || state.frozen.is_some() || state.active.oldest.is_some_and(|t| t.elapsed() >= interval);
                 drop(state);
-                if !old { continue; }
+                if !old {
+                    // A partition whose writes stopped is merged at the lower trigger.
+                    shared.background_result("compaction", compact(shared));
+                    continue;
+                }
             },
         }
         if shared.poisoned().is_some() {
             continue;
         }
         // A failed persist leaves the frozen buffer in place; the next round retries it.
-        let result = crate::persist::persist(shared).and_then(|_| crate::persist::compact(shared, shared.config.compaction_chunks_trigger));
+        let result = crate::persist::persist(shared).and_then(|_| compact(shared));
         shared.background_result("persist", result);
     }
 }

@@ -92,7 +92,7 @@ impl Storage {
 
     /// Merges the chunks of every partition that has more than one.
     pub fn compact(&self) -> Result<MaintenanceReport> {
-        persist::compact(&self.shared, 2)
+        persist::compact(&self.shared, 2, 2)
     }
 
     /// Deletes the chunks whose rows are all past their table's retention, as the background

@@ -92,16 +92,27 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     Ok(report)
 }
 
-/// Merges the chunks of every partition that has at least `chunks_min` (and at least two).
-pub(crate) fn compact(shared: &Shared, chunks_min: usize) -> Result<MaintenanceReport> {
+/// Merges the chunks of every partition that has at least `chunks_min` (and at least two), or
+/// `busy_chunks_min` if the write buffer holds rows of its time range (it is being written).
+pub(crate) fn compact(shared: &Shared, chunks_min: usize, busy_chunks_min: usize) -> Result<MaintenanceReport> {
     let _maintenance = shared.maintenance.lock();
+    let partition_ns = shared.config.partition_ns();
     let mut partitions: BTreeMap<(TableId, i64), Vec<Arc<ChunkHandle>>> = BTreeMap::new();
-    for chunk in shared.state.read().chunks.values() {
-        partitions.entry((chunk.table(), chunk.partition_start_ns())).or_default().push(Arc::clone(chunk));
-    }
+    let busy = {
+        let state = shared.state.read();
+        for chunk in state.chunks.values() {
+            partitions.entry((chunk.table(), chunk.partition_start_ns())).or_default().push(Arc::clone(chunk));
+        }
+        partitions.retain(|_, chunks| chunks.len() >= chunks_min.max(2));
+        let end = |start: i64| start.saturating_add(partition_ns - 1);
+        let buffered = |table, start| {
+            state.active.holds(table, start, end(start)) || state.frozen.as_ref().is_some_and(|f| f.holds(table, start, end(start)))
+        };
+        partitions.keys().filter(|(table, start)| buffered(*table, *start)).copied().collect::<std::collections::BTreeSet<_>>()
+    };
     let mut report = MaintenanceReport::default();
     for ((table, partition_start_ns), mut chunks) in partitions {
-        if chunks.len() < chunks_min.max(2) {
+        if busy.contains(&(table, partition_start_ns)) && chunks.len() < busy_chunks_min {
             continue;
         }
         chunks.sort_by_key(|c| c.age_key());
@@ -242,5 +253,42 @@ fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &RowSet, sche
 fn remove_files(shared: &Shared, files: impl IntoIterator<Item = (TableId, ChunkId)>) {
     for (table, id) in files {
         let _ = std::fs::remove_file(shared.chunk_path(table, id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{FieldValue, Point, WriteBatch};
+    use crate::{Storage, StorageConfig};
+
+    const DAY_NS: i64 = 24 * 3600 * 1_000_000_000;
+
+    /// Writes one row of series `s` at `time` and persists it when `persist`.
+    fn write(storage: &Storage, time: i64, persist: bool) {
+        let mut batch = WriteBatch::new();
+        batch.push("m", Point::new(time).tag("s", "a").field("v", FieldValue::F64(1.0)));
+        storage.write(&batch).expect("write");
+        if persist {
+            storage.persist().expect("persist");
+        }
+    }
+
+    /// A partition the write buffer holds rows of waits for the higher trigger; the others are
+    /// merged at the lower one.
+    #[test]
+    fn partitions_still_written_wait_for_more_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+        for time in [1, 2, DAY_NS + 1, DAY_NS + 2] {
+            write(&storage, time, true);
+        }
+        write(&storage, 3, false);
+        let report = super::compact(&storage.shared, 2, 3).expect("compact");
+        assert_eq!((report.chunks_removed, report.chunks_written), (2, 1), "only the second day, which takes no writes");
+        storage.persist().expect("persist");
+        write(&storage, 4, false);
+        let report = super::compact(&storage.shared, 2, 3).expect("compact");
+        assert_eq!((report.chunks_removed, report.chunks_written), (3, 1), "the first day, still written, at three chunks");
+        assert_eq!(super::compact(&storage.shared, 2, 3).expect("compact"), super::MaintenanceReport::default());
     }
 }

@@ -23,7 +23,7 @@ use crate::model::{ColumnId, Columns, Point, RejectedPoint, SeriesId, TableId, W
 use crate::postings::{Postings, TagTest};
 use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
-use crate::wal::{self, Row, TableRows};
+use crate::wal::{Row, TableRows};
 
 mod columns;
 
@@ -78,6 +78,9 @@ pub(crate) struct Prepared {
     pub(crate) sequence: WalSequence,
     pub(crate) ops: Vec<Op>,
     pub(crate) tables: Vec<TableRows>,
+    /// A WAL record of `tables` at `sequence` goes with `ops`: encoded by `engine::commit` once
+    /// the registry lock is let go, so the next writer prepares meanwhile.
+    pub(crate) logged: bool,
     pub(crate) receipt: WriteReceipt,
     /// A rollup has windows to finalize or recompute.
     pub(crate) rollups_due: bool,
@@ -318,12 +321,12 @@ impl Registry {
             }
         }
         ops.extend(batch.positions.iter().map(|p| Op::Position(p.source.clone(), p.position.clone())));
-        if !tables.is_empty() || !batch.positions.is_empty() {
+        let logged = !tables.is_empty() || !batch.positions.is_empty();
+        if logged {
             self.next_sequence += 1;
-            ops.push(Op::Wal(sequence, wal::encode(&tables)));
             receipt.sequence = Some(sequence);
         }
-        Ok(Prepared { sequence, ops, tables, receipt, rollups_due, open_rows })
+        Ok(Prepared { sequence, ops, tables, logged, receipt, rollups_due, open_rows })
     }
 
     /// Takes `rows` of `table` into its retention clock.
@@ -370,19 +373,18 @@ impl Registry {
 
     /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
     /// commit.
-    pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>) -> Prepared {
+    pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, ops: Vec<Op>) -> Prepared {
         for t in &tables {
             self.note_rows(t.table, &t.rows);
         }
         let sequence = WalSequence(self.next_sequence);
         self.next_sequence += 1;
-        ops.push(Op::Wal(sequence, wal::encode(&tables)));
         let receipt = WriteReceipt {
             sequence: Some(sequence),
             rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(),
             ..WriteReceipt::default()
         };
-        Prepared { sequence, ops, tables, receipt, rollups_due: false, open_rows: Vec::new() }
+        Prepared { sequence, ops, tables, logged: true, receipt, rollups_due: false, open_rows: Vec::new() }
     }
 
     /// Feeds the rows just prepared for table `source` to its rollup, creating the rollup
@@ -569,6 +571,7 @@ impl Registry {
                 sequence,
                 ops,
                 tables: Vec::new(),
+                logged: false,
                 receipt: WriteReceipt::default(),
                 rollups_due: false,
                 open_rows: Vec::new(),
@@ -590,11 +593,11 @@ impl Registry {
         // An empty WAL record keeps the table's catalog entry in WAL sequence order.
         let sequence = WalSequence(self.next_sequence);
         self.next_sequence += 1;
-        let ops = vec![Op::Table(schema.id, schema.encode()), Op::Wal(sequence, wal::encode(&[]))];
+        let ops = vec![Op::Table(schema.id, schema.encode())];
         self.table_names.insert(schema.id, name.to_owned());
         self.tables.insert(name.to_owned(), schema);
         let receipt = WriteReceipt { sequence: Some(sequence), ..WriteReceipt::default() };
-        Ok(Prepared { sequence, ops, tables: Vec::new(), receipt, rollups_due: false, open_rows: Vec::new() })
+        Ok(Prepared { sequence, ops, tables: Vec::new(), logged: true, receipt, rollups_due: false, open_rows: Vec::new() })
     }
 
     /// The id of the series with `tags` in `table`, creating it (and staging its catalog entry).

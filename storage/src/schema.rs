@@ -4,10 +4,9 @@
 //! its column's rejects that one point, with a reason naming table, column, expected and found
 //! types; the rest of the batch is written.
 
-use std::collections::HashMap;
-
 use crate::bytes::{Reader, Writer};
 use crate::error::DecodeError;
+use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, FieldValue, Point, TableId};
 
 /// The name of every table's time column.
@@ -47,7 +46,8 @@ pub struct TableSchema {
     pub id: TableId,
     pub name: String,
     pub columns: Vec<ColumnDef>,
-    by_name: HashMap<String, usize>,
+    /// Column names are few (`columns_per_table_max`), so a fast hash cannot be made slow.
+    by_name: FxHashMap<String, usize>,
 }
 
 /// A point checked against a schema, with column ids resolved.
@@ -61,7 +61,7 @@ pub(crate) struct ResolvedPoint<'a> {
 
 impl TableSchema {
     pub(crate) fn new(id: TableId, name: &str) -> Self {
-        Self { id, name: name.to_owned(), columns: Vec::new(), by_name: HashMap::new() }
+        Self { id, name: name.to_owned(), columns: Vec::new(), by_name: FxHashMap::default() }
     }
 
     /// The column called `name`.

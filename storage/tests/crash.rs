@@ -23,6 +23,7 @@ fn crash_config(dir: &std::path::Path) -> StorageConfig {
     c.background_persist = true;
     c.persist_buffer_bytes = 64 << 10;
     c.compaction_chunks_trigger = 3;
+    c.compaction_busy_chunks_trigger = 3;
     c.partition_duration_ms = 1;
     c
 }
