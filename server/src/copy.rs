@@ -202,16 +202,11 @@ impl CopyIn {
     /// Parses the rows that have arrived, handing storage each full batch (the rest too when
     /// `all`); a bad row ends the COPY after the rows before it are written.
     async fn take_rows(&mut self, all: bool) {
-        loop {
+        // Once a write has refused rows, the rest of the data is dropped.
+        while self.error.is_none() {
             match self.parse_batch() {
                 Err(e) => return self.fail(e).await,
-                Ok(true) => {
-                    self.submit().await;
-                    // A write refused rows: the rest of the data is dropped.
-                    if self.error.is_some() {
-                        return;
-                    }
-                }
+                Ok(true) => self.submit().await,
                 Ok(false) => {
                     if all {
                         self.submit().await;

@@ -12,16 +12,23 @@ const WEATHER: &str = "CREATE TABLE weather (time TIMESTAMPTZ NOT NULL, station_
                        sensor_value DOUBLE PRECISION, direction BIGINT, ok BOOLEAN, note TEXT, \
                        PRIMARY KEY (station_id, sensor_id, time))";
 
+/// A started server with the `weather` table, its data folder and a client. The folder is
+/// first so that it is dropped last.
+async fn weather_server() -> (tempfile::TempDir, Server, tokio_postgres::Client) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(WEATHER).await.expect("create table");
+    (dir, server, client)
+}
+
 fn at(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(seconds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_insert_and_select_with_both_query_protocols() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.client().await;
-    client.batch_execute(WEATHER).await.expect("create table");
+    let (_dir, _server, client) = weather_server().await;
     let inserted = client
         .execute(
             "INSERT INTO weather (time, station_id, sensor_id, sensor_value, direction, ok, note) VALUES \
@@ -80,10 +87,7 @@ async fn create_insert_and_select_with_both_query_protocols() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_that_reach_the_servers_files_are_refused_and_the_session_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.client().await;
-    client.batch_execute(WEATHER).await.expect("create table");
+    let (dir, _server, client) = weather_server().await;
     let target = dir.path().join("stolen.csv");
     for sql in [
         format!("COPY weather TO '{}'", target.display()),
@@ -190,10 +194,7 @@ async fn a_garbage_startup_packet_gets_dropped_and_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_from_stdin_bulk_loads_text_and_csv() {
     use futures::SinkExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.client().await;
-    client.batch_execute(WEATHER).await.expect("create table");
+    let (dir, server, client) = weather_server().await;
 
     // Text format through the extended protocol (tokio-postgres), split across messages,
     // more rows than one write takes.
@@ -256,10 +257,7 @@ async fn copy_from_stdin_bulk_loads_text_and_csv() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_storage_refuses_ends_a_long_copy() {
     use futures::SinkExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.client().await;
-    client.batch_execute(WEATHER).await.expect("create table");
+    let (_dir, _server, client) = weather_server().await;
     let copy = async {
         let sink = client.copy_in("COPY weather (time, station_id, sensor_id, sensor_value) FROM STDIN").await?;
         futures::pin_mut!(sink);
@@ -284,10 +282,7 @@ async fn a_row_storage_refuses_ends_a_long_copy() {
 async fn binary_copy_loads_every_column_type() {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::{ToSql, Type};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    let client = server.client().await;
-    client.batch_execute(WEATHER).await.expect("create table");
+    let (_dir, _server, client) = weather_server().await;
     let sink = client
         .copy_in("COPY weather (time, station_id, sensor_id, sensor_value, direction, ok, note) FROM STDIN (FORMAT binary)")
         .await
