@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use isobar_storage::LatencyHistogram;
+
 use crate::error::{Error, Result};
 use crate::mqtt_broker::{Broker, SUBSCRIBE_REFUSED, SUBSCRIBER_QUEUE_MAX, SubscriberId};
 use crate::mqtt_codec::{self as codec, Packet, Publish};
@@ -45,6 +47,9 @@ pub struct MqttMetrics {
     pub denied: AtomicU64,
     /// Connections refused because the listener served its most.
     pub connections_refused: AtomicU64,
+    /// From reading a batch of publishes off a connection to their acknowledgements sent:
+    /// routing, the durable write, the broker's deliveries.
+    pub ack_latency: LatencyHistogram,
 }
 
 /// What every connection shares.
@@ -172,6 +177,7 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
     // is acknowledged, not stored twice (exactly once, per packet id, for the session).
     let mut awaiting_release: HashSet<u16> = HashSet::new();
     loop {
+        let read_at = std::time::Instant::now();
         let mut publishes = Vec::new();
         let mut oversize = Vec::new();
         let mut out = BytesMut::new();
@@ -242,6 +248,7 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
         }
         if !out.is_empty() {
             socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+            cx.metrics.ack_latency.record(read_at.elapsed());
         }
         if disconnect {
             return Ok(());

@@ -49,6 +49,9 @@ pub struct SimulateReport {
     pub elapsed: Duration,
     /// Publish-to-PUBACK times of QoS 1 messages, sorted.
     pub ack_latencies: Vec<Duration>,
+    /// Each QoS 1 message's send time (from the start) and PUBACK time, in send order per
+    /// connection.
+    pub acks_by_send_time: Vec<(Duration, Duration)>,
 }
 
 impl SimulateReport {
@@ -61,6 +64,28 @@ impl SimulateReport {
     pub fn ack_quantile(&self, q: f64) -> Option<Duration> {
         let last = self.ack_latencies.len().checked_sub(1)?;
         Some(self.ack_latencies[((last as f64) * q).round() as usize])
+    }
+
+    /// The PUBACK times of the messages sent in each second: one line per second with the
+    /// count, p50, p99 and max, to see when slow acknowledgements happen.
+    pub fn timeline(&self) -> String {
+        let mut seconds: Vec<Vec<Duration>> = Vec::new();
+        for &(sent, latency) in &self.acks_by_send_time {
+            let second = sent.as_secs() as usize;
+            if seconds.len() <= second {
+                seconds.resize_with(second + 1, Vec::new);
+            }
+            seconds[second].push(latency);
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut out = String::from("second  acked    p50 ms   p99 ms   max ms\n");
+        for (second, latencies) in seconds.iter_mut().enumerate() {
+            latencies.sort_unstable();
+            let Some(last) = latencies.len().checked_sub(1) else { continue };
+            let q = |q: f64| ms(latencies[((last as f64) * q).round() as usize]);
+            out += &format!("{second:>6} {:>6} {:>9.1} {:>8.1} {:>8.1}\n", latencies.len(), q(0.5), q(0.99), q(1.0));
+        }
+        out
     }
 }
 
@@ -98,11 +123,12 @@ pub async fn simulate(options: &SimulateOptions) -> Result<SimulateReport> {
     }
     let mut report = SimulateReport::default();
     while let Some(done) = tasks.join_next().await {
-        let (messages, latencies) = done.map_err(|e| Error::Connection(format!("publisher task: {e}")))??;
+        let (messages, acks) = done.map_err(|e| Error::Connection(format!("publisher task: {e}")))??;
         report.messages += messages;
-        report.ack_latencies.extend(latencies);
+        report.acks_by_send_time.extend(acks.into_iter().map(|(sent, latency)| (sent.duration_since(started), latency)));
     }
     report.elapsed = started.elapsed();
+    report.ack_latencies = report.acks_by_send_time.iter().map(|&(_, latency)| latency).collect();
     report.ack_latencies.sort_unstable();
     Ok(report)
 }
@@ -112,8 +138,8 @@ pub async fn simulate(options: &SimulateOptions) -> Result<SimulateReport> {
 struct Acks {
     /// Send times of the publishes awaiting their PUBACK, by packet id.
     in_flight: Vec<Option<Instant>>,
-    /// Publish-to-PUBACK times so far.
-    latencies: Vec<Duration>,
+    /// Send and publish-to-PUBACK times so far.
+    acked: Vec<(Instant, Duration)>,
 }
 
 type SharedAcks = Arc<Mutex<Acks>>;
@@ -122,9 +148,14 @@ fn lock(acks: &SharedAcks) -> std::sync::MutexGuard<'_, Acks> {
     acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// One connection's share of the fleet; returns the messages it published and their PUBACK
-/// times.
-async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, options: &SimulateOptions) -> Result<(u64, Vec<Duration>)> {
+/// One connection's share of the fleet; returns the messages it published and the send and
+/// PUBACK times of those acknowledged.
+async fn publish_fleet(
+    mut fleet: SeedFleet,
+    connection: usize,
+    start_ms: i64,
+    options: &SimulateOptions,
+) -> Result<(u64, Vec<(Instant, Duration)>)> {
     let mut socket = TcpStream::connect(&options.broker).await.map_err(io_error)?;
     socket.set_nodelay(true).map_err(io_error)?;
     let client_id = format!("isobar-simulate-{}-{connection}", options.seed);
@@ -140,11 +171,15 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
 
     let window_size = options.window.clamp(1, usize::from(u16::MAX) - 1);
     let window = Arc::new(Semaphore::new(window_size));
-    let shared: SharedAcks = Arc::new(Mutex::new(Acks { in_flight: vec![None; usize::from(u16::MAX) + 1], latencies: Vec::new() }));
-    let reading = tokio::spawn(read_acks(reader, buf, Arc::clone(&window), Arc::clone(&shared)));
-
     let period = Duration::from_secs_f64(1.0 / (options.rate_hz * options.time_scale.max(1e-6)).max(1e-6));
     let ticks = options.duration_s.map(|s| (s * options.rate_hz).round() as u64);
+    // Room for every acknowledgement up front (within reason): growing the array by doubling
+    // would copy it while the PUBACK reader holds the lock, and time that as the server's.
+    let expected = ticks.map_or(0, |t| usize::try_from(t).unwrap_or(0).saturating_mul(fleet.series())).min(1 << 26);
+    let acked = if options.qos > 0 { Vec::with_capacity(expected) } else { Vec::new() };
+    let shared: SharedAcks = Arc::new(Mutex::new(Acks { in_flight: vec![None; usize::from(u16::MAX) + 1], acked }));
+    let reading = tokio::spawn(read_acks(reader, buf, Arc::clone(&window), Arc::clone(&shared)));
+
     let topics: Vec<String> = (0..fleet.series()).map(|i| fleet.topic(i)).collect();
     let clock = tokio::time::Instant::now();
     let (mut messages, mut pkid) = (0u64, 0u16);
@@ -185,8 +220,8 @@ async fn publish_fleet(mut fleet: SeedFleet, connection: usize, start_ms: i64, o
     client::disconnect(&mut out);
     let _ = writer.write_all(&out).await;
     reading.abort();
-    let latencies = std::mem::take(&mut lock(&shared).latencies);
-    Ok((messages, latencies))
+    let acked = std::mem::take(&mut lock(&shared).acked);
+    Ok((messages, acked))
 }
 
 /// Reads PUBACKs, releasing a window slot and timing each; ends when the connection does.
@@ -195,7 +230,7 @@ async fn read_acks(mut reader: OwnedReadHalf, mut buf: BytesMut, window: Arc<Sem
         if let BrokerPacket::PubAck { pkid } = packet {
             let mut acks = lock(&shared);
             if let Some(sent) = acks.in_flight[usize::from(pkid)].take() {
-                acks.latencies.push(sent.elapsed());
+                acks.acked.push((sent, sent.elapsed()));
                 window.add_permits(1);
             }
         }

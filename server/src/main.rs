@@ -92,7 +92,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Some(Command::Simulate(ref args)) => {
             let options = args.options().map_err(Failure::Usage)?;
-            Ok(simulate::command(options)?)
+            Ok(simulate::command(options, args.timeline)?)
         }
         Some(Command::Verify) => {
             let config = load_config(&cli)?;
@@ -121,7 +121,22 @@ fn serve_command(config: config::Config, demo: Option<serve::Demo>) -> Result<()
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process, as Redis and MongoDB do
+/// (`docs/benchmarks.md`, "MQTT acknowledgement times"). mimalloc asks for them on its large
+/// regions, and the kernel then zeroes 2 MiB at the first touch of each: a commit that grew the
+/// write buffer by a few pages held every writer's acknowledgement while megabytes were zeroed.
+/// With 4 KiB pages that cost is spread over the writes that need the memory.
+#[allow(unsafe_code)]
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of the calling process's memory map; it
+    // reads no pointer.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        eprintln!("isobar: transparent huge pages stay on: {}", std::io::Error::last_os_error());
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

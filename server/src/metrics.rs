@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use isobar_ingest::mqtt_listener::MqttMetrics;
+use isobar_storage::LatencyHistogram;
 
 /// Ingest's counters: the MQTT listener's, the broker subscriptions', the HTTP line protocol
 /// writes'; and the emitter's.
@@ -46,6 +47,17 @@ impl QueryMetrics {
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     *out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+}
+
+/// A histogram of durations, in seconds.
+fn histogram(out: &mut String, name: &str, help: &str, histogram: &LatencyHistogram) {
+    let snapshot = histogram.snapshot();
+    *out += &format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for (le_us, count) in &snapshot.cumulative {
+        *out += &format!("{name}_bucket{{le=\"{}\"}} {count}\n", *le_us as f64 / 1e6);
+    }
+    *out += &format!("{name}_bucket{{le=\"+Inf\"}} {}\n", snapshot.count);
+    *out += &format!("{name}_sum {}\n{name}_count {}\n", snapshot.sum_us as f64 / 1e6, snapshot.count);
 }
 
 /// The Prometheus exposition of every counter.
@@ -115,6 +127,18 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
     out += "# HELP isobar_query_duration_seconds Time from a statement's arrival to its answer starting.\n";
     out += &format!("# TYPE isobar_query_duration_seconds summary\nisobar_query_duration_seconds_sum {seconds}\n");
     out += &format!("isobar_query_duration_seconds_count {}\n", load(&queries.queries));
+    histogram(
+        &mut out,
+        "isobar_write_duration_seconds",
+        "Time a write took in storage, from its preparation until its rows were durable and readable.",
+        &m.write_latency,
+    );
+    histogram(
+        &mut out,
+        "isobar_mqtt_ack_duration_seconds",
+        "Time from reading MQTT publishes off a connection to sending their acknowledgements.",
+        &mqtt.ack_latency,
+    );
     counter(&mut out, "isobar_mqtt_connections_total", "MQTT connections accepted.", load(&mqtt.connections));
     counter(&mut out, "isobar_mqtt_messages_total", "MQTT publishes received.", load(&mqtt.messages));
     counter(

@@ -2,8 +2,11 @@
 //! achieved and the publish-to-PUBACK times.
 //!
 //! `isobar simulate --broker mqtt://HOST:PORT --stations N --sensors M --rate HZ
-//! [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W] [--time-scale X]`
+//! [--duration S] [--seed K] [--qos 0|1] [--connections C] [--window W] [--time-scale X]
+//! [--timeline]`
 //!
+//! `--timeline` adds the PUBACK times of each second's messages, to see when slow
+//! acknowledgements happen.
 //! `--time-scale X` publishes X seconds of readings per second, replaying the last
 //! `--duration` seconds up to now: a quick way to fill hours of history or close rollup windows.
 
@@ -44,6 +47,9 @@ pub(crate) struct Args {
     /// seconds up to now.
     #[arg(long = "time-scale", default_value_t = 1.0, value_name = "X")]
     time_scale: f64,
+    /// Also print the PUBACK times of each second's messages (count, p50, p99, max).
+    #[arg(long)]
+    pub(crate) timeline: bool,
 }
 
 impl Args {
@@ -78,13 +84,16 @@ impl Args {
 }
 
 /// Runs `isobar simulate`.
-pub(crate) fn command(options: SimulateOptions) -> Result<()> {
+pub(crate) fn command(options: SimulateOptions, timeline: bool) -> Result<()> {
     println!(
         "isobar simulate: {} stations × {} sensors at {} Hz, QoS {}, to {} over {} connections",
         options.stations, options.sensors, options.rate_hz, options.qos, options.broker, options.connections
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start the async runtime")?;
     let report = runtime.block_on(simulate(&options)).with_context(|| format!("publish to {}", options.broker))?;
+    if timeline {
+        print!("{}", report.timeline());
+    }
     println!("{report}");
     Ok(())
 }

@@ -78,6 +78,17 @@ async fn published_readings_become_rows_and_bad_ones_do_not_block_them() {
     let metrics = common::http_get(server.http_port, "/metrics");
     assert!(metrics.contains("isobar_mqtt_messages_total 16\n"), "{metrics}");
     assert!(metrics.contains("isobar_mqtt_messages_rejected_total 12\n"), "{metrics}");
+    // Every acknowledged read and every write is timed, in buckets that add up to the count.
+    for histogram in ["isobar_mqtt_ack_duration_seconds", "isobar_write_duration_seconds"] {
+        let value = |line: &str| {
+            let found = metrics.lines().find_map(|l| l.strip_prefix(line)).unwrap_or_else(|| panic!("no {line} in {metrics}"));
+            found.trim().parse::<u64>().unwrap_or_else(|e| panic!("{line}{found}: {e}"))
+        };
+        let count = value(&format!("{histogram}_count "));
+        assert!(count >= 1, "{histogram}: {count}");
+        assert_eq!(value(&format!("{histogram}_bucket{{le=\"+Inf\"}} ")), count);
+        assert!(value(&format!("{histogram}_bucket{{le=\"5\"}} ")) <= count);
+    }
 }
 
 /// What should become of one published message.

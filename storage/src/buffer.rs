@@ -29,6 +29,14 @@ const ESTIMATED_TIME_BYTES: usize = 8;
 const ESTIMATED_VALUE_BYTES: usize = 9;
 /// A scan seals a tail of at least this many rows instead of copying it.
 pub(crate) const SEAL_ROWS_MIN: u64 = 4096;
+/// Rows in a piece of a series' rows (the first piece of each series holds fewer, see
+/// [`first_piece_rows`]).
+///
+/// Rows never move once pushed: a commit never copies a series' rows into a larger array. And
+/// as the first piece's size differs by series, the series of a fleet, written in step, ask for
+/// new pieces at different times: memory the process has not touched yet costs page faults, and
+/// every series growing in the same commit would stall all writers for them.
+const SERIES_PIECE_ROWS: usize = 64;
 
 /// Rows per table and series, in commit order.
 type Rows = FxHashMap<TableId, TableSegment>;
@@ -37,7 +45,7 @@ type Rows = FxHashMap<TableId, TableSegment>;
 /// of recent rows pass over older segments without walking them.
 #[derive(Debug)]
 struct TableSegment {
-    series: FxHashMap<SeriesId, Vec<Row>>,
+    series: FxHashMap<SeriesId, SeriesRows>,
     rows: u64,
     time_min: i64,
     time_max: i64,
@@ -59,6 +67,43 @@ impl TableSegment {
             None => self.rows,
         }
     }
+}
+
+/// One series' rows in a segment, in commit order, in pieces (see [`SERIES_PIECE_ROWS`]).
+#[derive(Debug, Default)]
+struct SeriesRows {
+    pieces: Vec<Vec<Row>>,
+    len: usize,
+}
+
+impl SeriesRows {
+    fn push(&mut self, row: Row) {
+        match self.pieces.last_mut() {
+            Some(piece) if piece.len() < piece.capacity() => piece.push(row),
+            last => {
+                let capacity = if last.is_some() { SERIES_PIECE_ROWS } else { first_piece_rows(row.series) };
+                let mut piece = Vec::with_capacity(capacity);
+                piece.push(row);
+                self.pieces.push(piece);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.pieces.iter().flatten()
+    }
+}
+
+/// Rows in the first piece of `series`' rows: 1 to [`SERIES_PIECE_ROWS`], spread by a hash of
+/// the id.
+fn first_piece_rows(series: SeriesId) -> usize {
+    let spread = series.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    1 + spread as usize % SERIES_PIECE_ROWS
 }
 
 /// Rows of the buffer in commit order: sealed segments, oldest first, then the tail.
@@ -178,7 +223,7 @@ impl Frozen {
     pub(crate) fn partitions(&self, partition_ns: i64) -> BTreeMap<(TableId, i64), Vec<&Row>> {
         let mut out: BTreeMap<(TableId, i64), Vec<&Row>> = BTreeMap::new();
         for (table, rows) in self.sealed.iter().flat_map(|rows| rows.iter()) {
-            for row in rows.series.values().flatten() {
+            for row in rows.series.values().flat_map(SeriesRows::iter) {
                 out.entry((*table, partition_start(row.time, partition_ns))).or_default().push(row);
             }
         }
@@ -219,13 +264,13 @@ fn rows_at_most(sealed: &[Arc<Rows>], table: TableId, selection: &Selection<'_>)
 /// The rows of one table's segment that `selection` wants, in commit order per series.
 fn wanted<'a>(table: &'a TableSegment, selection: &Selection<'a>) -> impl Iterator<Item = &'a Row> + 'a {
     let series = &table.series;
-    let rows: Box<dyn Iterator<Item = &'a Vec<Row>> + 'a> = match selection.series {
+    let rows: Box<dyn Iterator<Item = &'a SeriesRows> + 'a> = match selection.series {
         _ if table.time_max < selection.time_min || table.time_min > selection.time_max => Box::new(std::iter::empty()),
         Some(ids) => Box::new(ids.iter().filter_map(move |id| series.get(id))),
         None => Box::new(series.values()),
     };
     let (time_min, time_max) = (selection.time_min, selection.time_max);
-    rows.flatten().filter(move |r| (time_min..=time_max).contains(&r.time))
+    rows.flat_map(SeriesRows::iter).filter(move |r| (time_min..=time_max).contains(&r.time))
 }
 
 /// Start of the partition holding `time`.
@@ -277,6 +322,22 @@ mod tests {
 
     fn all() -> Selection<'static> {
         Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None }
+    }
+
+    #[test]
+    fn a_series_keeps_its_rows_in_commit_order_across_pieces_that_never_grow() {
+        for series in 0..50 {
+            let mut rows = SeriesRows::default();
+            for time in 0..1000 {
+                rows.push(Row { series: SeriesId(series), time, fields: Box::default() });
+            }
+            assert_eq!(rows.len(), 1000);
+            assert!(rows.iter().map(|r| r.time).eq(0..1000), "series {series}: rows out of commit order");
+            assert!(rows.pieces.iter().all(|p| p.len() <= SERIES_PIECE_ROWS), "series {series}: a piece grew");
+        }
+        // Series written in step take new pieces at different commits.
+        let first_pieces: BTreeSet<usize> = (0..50).map(|s| first_piece_rows(SeriesId(s))).collect();
+        assert!(first_pieces.len() > 20, "{first_pieces:?}");
     }
 
     #[test]

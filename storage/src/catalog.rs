@@ -186,7 +186,9 @@ pub(crate) struct CatalogStore {
 }
 
 impl CatalogStore {
-    pub(crate) fn open(path: &Path) -> Result<Self> {
+    /// Opens (or creates) the store at `path`. `wal_memtable_bytes` is what the WAL's records
+    /// may take in memory before RocksDB flushes them to an SST file.
+    pub(crate) fn open(path: &Path, wal_memtable_bytes: u64) -> Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -195,9 +197,11 @@ impl CatalogStore {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         let mut wal_opts = Options::default();
-        // WAL records are deleted soon after they are written; a large memtable lets most of
-        // them die before they are ever flushed to an SST file.
-        wal_opts.set_write_buffer_size(128 << 20);
+        // WAL records are deleted by the persist that writes their rows to chunks; a memtable
+        // that holds what the write buffer may hold lets them die before they are flushed to an
+        // SST file. Flushing them anyway wrote hundreds of megabytes, and WAL fsyncs (every
+        // write's acknowledgement) queued behind that on the disk for half a second.
+        wal_opts.set_write_buffer_size(usize::try_from(wal_memtable_bytes).unwrap_or(usize::MAX).max(128 << 20));
         let cfs = COLUMN_FAMILIES
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, if *name == CF_WAL { wal_opts.clone() } else { Options::default() }));

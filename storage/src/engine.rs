@@ -99,6 +99,9 @@ pub struct Metrics {
     pub rows_written: AtomicU64,
     pub rows_rejected: AtomicU64,
     pub wal_fsyncs: AtomicU64,
+    /// How long writes took, from waiting for the registry to their rows being durable and in
+    /// the buffer: preparing, the commit queue, their group's WAL write and fsync.
+    pub write_latency: crate::LatencyHistogram,
     pub persists: AtomicU64,
     pub compactions: AtomicU64,
     /// Chunks deleted because all their rows were past their table's retention.
@@ -259,7 +262,7 @@ impl Storage {
         config.validate()?;
         let root = config.data_dir.clone();
         fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
-        let store = CatalogStore::open(&root.join("catalog"))?;
+        let store = CatalogStore::open(&root.join("catalog"), config.write_buffer_bytes_max)?;
         let chunk_dir = root.join("chunks");
         fs::create_dir_all(&chunk_dir).map_err(io_err("create directory", &chunk_dir))?;
         let (rollups, dirty) = store.rollups()?;
@@ -478,6 +481,7 @@ pub(crate) fn commit(
 ) -> Result<WriteReceipt> {
     shared.disk.check()?;
     let (done_tx, done_rx) = bounded(1);
+    let started = std::time::Instant::now();
     let mut registry = shared.registry.lock();
     let mut prepared = prepare(&mut registry)?;
     if prepared.ops.is_empty() && !prepared.logged {
@@ -507,6 +511,7 @@ pub(crate) fn commit(
     tx.send(request).map_err(|_| Error::Closed)?;
     drop(open);
     done_rx.recv().map_err(|_| Error::Closed)??;
+    shared.metrics.write_latency.record(started.elapsed());
     if prepared.rollups_due {
         let _ = shared.rollup_kick.try_send(());
     }

@@ -389,7 +389,7 @@ mod tests {
         assert!(chunks.len() >= 4, "rows of several partitions in two persists: {} chunks", chunks.len());
         let stored = Latest::rebuild(&shared.store, &chunks).expect("rebuild from stored rows");
         let empty_dir = tempfile::tempdir().expect("tempdir");
-        let without = CatalogStore::open(empty_dir.path()).expect("a catalog without stored rows");
+        let without = CatalogStore::open(empty_dir.path(), 0).expect("a catalog without stored rows");
         let decoded = Latest::rebuild(&without, &chunks).expect("rebuild by decoding");
         let expected = vec![(2_000_000, vec![3f64.to_bits()]), (3_000_000, vec![4f64.to_bits()]), (4_500_000, vec![6f64.to_bits()])];
         assert_eq!(kept(&stored), expected);

@@ -27,6 +27,7 @@ pub mod codec;
 mod config;
 mod error;
 mod fxhash;
+mod histogram;
 mod model;
 mod rowset;
 mod schema;
@@ -65,6 +66,7 @@ pub use arrow;
 pub use chunk::ChunkOptions;
 pub use config::StorageConfig;
 pub use error::{DecodeError, Error, Result};
+pub use histogram::{LATENCY_BUCKETS_US, LatencyHistogram, LatencySnapshot};
 pub use model::{
     ChunkId, ColumnId, Columns, FieldType, FieldValue, Point, RejectedPoint, SeriesId, SourcePosition, TableId, TimestampNs, WalSequence,
     WriteBatch, WriteReceipt,
