@@ -17,8 +17,8 @@
 //! parses on its own: a bad line is reported with its number and never affects its neighbours.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
+use isobar_storage::fxhash::FxHashMap;
 use isobar_storage::{Columns, FieldValue, Point, TIME_COLUMN};
 
 /// Characters a backslash escapes in a measurement.
@@ -241,7 +241,7 @@ pub struct Parsed {
 pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
     let mut parsed = Parsed::default();
     // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
-    let mut keys: HashMap<&str, Result<(usize, u32, bool), String>> = HashMap::new();
+    let mut keys: FxHashMap<&str, Result<(usize, u32, bool), String>> = FxHashMap::default();
     let mut fields = Vec::new();
     for (i, line, content) in point_lines(body) {
         let key_end = scan(content, 0, b" ").1;

@@ -26,7 +26,7 @@ mod chunk;
 pub mod codec;
 mod config;
 mod error;
-mod fxhash;
+pub mod fxhash;
 mod histogram;
 mod model;
 mod rowset;
