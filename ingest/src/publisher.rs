@@ -62,8 +62,7 @@ impl SimulateReport {
 
     /// The `q` quantile (0..=1) of the PUBACK times.
     pub fn ack_quantile(&self, q: f64) -> Option<Duration> {
-        let last = self.ack_latencies.len().checked_sub(1)?;
-        Some(self.ack_latencies[((last as f64) * q).round() as usize])
+        quantile(&self.ack_latencies, q)
     }
 
     /// The PUBACK times of the messages sent in each second: one line per second with the
@@ -81,12 +80,18 @@ impl SimulateReport {
         let mut out = String::from("second  acked    p50 ms   p99 ms   max ms\n");
         for (second, latencies) in seconds.iter_mut().enumerate() {
             latencies.sort_unstable();
-            let Some(last) = latencies.len().checked_sub(1) else { continue };
-            let q = |q: f64| ms(latencies[((last as f64) * q).round() as usize]);
-            out += &format!("{second:>6} {:>6} {:>9.1} {:>8.1} {:>8.1}\n", latencies.len(), q(0.5), q(0.99), q(1.0));
+            if let (Some(p50), Some(p99), Some(max)) = (quantile(latencies, 0.5), quantile(latencies, 0.99), quantile(latencies, 1.0)) {
+                out += &format!("{second:>6} {:>6} {:>9.1} {:>8.1} {:>8.1}\n", latencies.len(), ms(p50), ms(p99), ms(max));
+            }
         }
         out
     }
+}
+
+/// The `q` quantile (0..=1) of `sorted`, nearest rank.
+fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((last as f64) * q).round() as usize])
 }
 
 impl std::fmt::Display for SimulateReport {
@@ -248,5 +253,20 @@ async fn next_packet(reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<O
         if reader.read_buf(buf).await.map_err(io_error)? == 0 {
             return Ok(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeline_has_each_seconds_acknowledgements() {
+        let ms = Duration::from_millis;
+        let acks = [(ms(100), ms(3)), (ms(900), ms(5)), (ms(2_500), ms(40)), (ms(400), ms(4))];
+        let report = SimulateReport { acks_by_send_time: acks.to_vec(), ..SimulateReport::default() };
+        let lines: Vec<Vec<String>> =
+            report.timeline().lines().skip(1).map(|l| l.split_whitespace().map(str::to_owned).collect()).collect();
+        assert_eq!(lines, [["0", "3", "4.0", "5.0", "5.0"], ["2", "1", "40.0", "40.0", "40.0"]], "second 1 had none");
     }
 }
