@@ -47,8 +47,8 @@ pub struct MqttMetrics {
     pub denied: AtomicU64,
     /// Connections refused because the listener served its most.
     pub connections_refused: AtomicU64,
-    /// From reading a batch of publishes off a connection to their acknowledgements sent:
-    /// routing, the durable write, the broker's deliveries.
+    /// From reading a batch of publishes off a connection to their acknowledgements sent (at
+    /// QoS 0, to their being stored): routing, the durable write, the broker's deliveries.
     pub ack_latency: LatencyHistogram,
 }
 
@@ -216,7 +216,8 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
             }
         }
         let full = publishes.len() + oversize.len() == PUBLISHES_PER_WRITE_MAX;
-        if !publishes.is_empty() || !oversize.is_empty() {
+        let acknowledging = !publishes.is_empty() || !oversize.is_empty();
+        if acknowledging {
             let mut acks = Vec::with_capacity(publishes.len() + oversize.len());
             // Whether to store a publish; its acknowledgement either way.
             let mut admit = |p: &Publish| {
@@ -248,6 +249,8 @@ async fn connection(mut socket: impl Stream, cx: &MqttContext) -> Result<()> {
         }
         if !out.is_empty() {
             socket.write_all(&out).await.map_err(|e| protocol_error(e.to_string()))?;
+        }
+        if acknowledging {
             cx.metrics.ack_latency.record(read_at.elapsed());
         }
         if disconnect {
