@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, IteratorMode, Options, WriteOptions};
 
+use crate::batch::TableRows;
 use crate::bytes::{Reader, Writer};
 use crate::error::{DecodeError, Error, Result};
 use crate::model::{ChunkId, ColumnId, SeriesId, TableId, WalSequence};
 use crate::rollup::{DirtyKey, RollupEntry};
 use crate::schema::TableSchema;
-use crate::wal::TableRows;
 
 const CF_WAL: &str = "wal";
 const CF_TABLES: &str = "tables";

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::batch::TableRows;
 use crate::catalog::Op;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::model::WalSequence;
-use crate::wal::TableRows;
 
 /// Bytes of catalog changes above which a group is committed without waiting for more.
 const GROUP_BYTES_MAX: usize = 32 << 20;

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use crate::batch::{RowRef, TableRows};
 use crate::catalog::CatalogStore;
 use crate::engine::{ChunkHandle, Shared, Storage};
 use crate::error::Result;
@@ -20,7 +21,7 @@ use crate::fxhash::FxHashMap;
 use crate::model::{ChunkId, ColumnId, FieldType, SeriesId, TableId};
 use crate::rowset::{Column, RowSet, Selection, SeriesRun};
 use crate::scan::{RollupView, Scan, ScanRequest, SeriesFilter, Target, scan_view};
-use crate::wal::{self, Row, TableRows};
+use crate::wal;
 
 /// The newest row of every series, by table.
 #[derive(Debug, Default)]
@@ -46,8 +47,11 @@ impl Latest {
     pub(crate) fn note(&mut self, tables: &[TableRows]) {
         for t in tables {
             let newest = self.tables.entry(t.table).or_default();
-            for row in &t.rows {
-                newest.offer(row);
+            // Of a series' rows in a write, the last at its newest time is the one kept.
+            for (_, numbers) in t.index.runs() {
+                if let Some(i) = numbers.iter().max_by_key(|i| t.rows.times()[**i as usize]) {
+                    newest.offer(t.rows.get(*i as usize));
+                }
             }
         }
     }
@@ -81,17 +85,17 @@ impl Latest {
             }
             series.sort_unstable();
             let table = chunk.table();
-            let rows = match store.chunk_latest(chunk.id)? {
-                Some(stored) => stored.into_iter().flat_map(|t| t.rows).filter(|r| series.binary_search(&r.series).is_ok()).collect(),
+            let stored = match store.chunk_latest(chunk.id)? {
+                Some(stored) => stored,
                 None => {
                     let time_min = series.iter().map(|s| newest[&(table, *s)].0).min().unwrap_or(i64::MIN);
                     let selection = Selection { series: Some(&series), time_min, time_max: i64::MAX, columns: None };
-                    chunk.reader.read(&selection)?.last_rows()
+                    vec![TableRows::new(table, chunk.reader.read(&selection)?.last_rows())]
                 }
             };
             let kept = latest.tables.entry(table).or_default();
             // Chunks come oldest first, so a newer chunk's row at the same time wins.
-            for row in &rows {
+            for row in stored.iter().flat_map(|t| t.rows.iter()).filter(|r| series.binary_search(&r.series).is_ok()) {
                 kept.offer(row);
             }
         }
@@ -109,7 +113,7 @@ impl Latest {
 
 impl Newest {
     /// Keeps `row` if it is at its series' newest time or later.
-    fn offer(&mut self, row: &Row) {
+    fn offer(&mut self, row: RowRef<'_>) {
         let slot = match self.slot_of.entry(row.series) {
             Entry::Occupied(e) if self.times[*e.get()] > row.time => return,
             Entry::Occupied(e) => *e.get(),
@@ -125,7 +129,7 @@ impl Newest {
             }
         };
         self.times[slot] = row.time;
-        for (id, value) in &row.fields {
+        for (id, value) in row.fields {
             if let Err(i) = self.columns.binary_search_by_key(id, |c| c.id) {
                 self.columns.insert(i, Column::nulls(*id, value.field_type(), self.series.len()));
             }
@@ -205,7 +209,7 @@ impl Newest {
 
 /// What the catalog keeps with a new chunk of `rows`: its newest row of each series.
 pub(crate) fn chunk_latest(table: TableId, rows: &RowSet) -> Vec<u8> {
-    wal::encode(&[TableRows { table, rows: rows.last_rows() }])
+    wal::encode(&[TableRows::new(table, rows.last_rows())])
 }
 
 impl Storage {
@@ -337,8 +341,8 @@ fn newest_in_range(shared: &Shared, req: &ScanRequest, column_types: &BTreeMap<C
     let mut scan = scan_view(shared, req, RollupView::Exact)?;
     let mut newest = Newest::default();
     while let Some(set) = scan.next_rows()? {
-        for row in set.last_rows() {
-            newest.offer(&row);
+        for row in set.last_rows().iter() {
+            newest.offer(row);
         }
     }
     Ok(newest.read(None, i64::MIN, i64::MAX, column_types).0)
@@ -347,6 +351,7 @@ fn newest_in_range(shared: &Shared, req: &ScanRequest, column_types: &BTreeMap<C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Row;
     use crate::config::StorageConfig;
     use crate::model::{FieldValue, Point, WriteBatch};
 
@@ -417,7 +422,7 @@ mod tests {
             let mut expected: BTreeMap<SeriesId, Row> = BTreeMap::new();
             for (s, t, v, w) in rows {
                 let row = row(s, t, v.map(f64::from), w);
-                newest.offer(&row);
+                newest.offer(row.as_row_ref());
                 if expected.get(&row.series).is_none_or(|kept| kept.time <= t) {
                     expected.insert(row.series, row);
                 }

@@ -21,6 +21,7 @@
 
 #![cfg_attr(not(feature = "engine"), allow(dead_code))]
 
+mod batch;
 mod bytes;
 mod chunk;
 pub mod codec;

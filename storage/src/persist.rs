@@ -7,11 +7,12 @@
 //! chunks hold them. A compaction merges all chunks of a partition the same way: write the
 //! merged chunk, commit "add new, remove old" in one batch, swap, delete the old files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::buffer::{columns_present, field_types};
+use crate::batch::TableRows;
+use crate::buffer::{build_row_set, field_types};
 use crate::catalog::{ChunkEntry, Op};
 use crate::chunk::write::ChunkIdentity;
 use crate::chunk::{ChunkReader, write_chunk};
@@ -19,7 +20,7 @@ use crate::engine::{ChunkHandle, Shared};
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::latest::chunk_latest;
-use crate::model::{ChunkId, TableId};
+use crate::model::{ChunkId, ColumnId, TableId};
 use crate::rowset::{RowSet, Selection};
 use crate::schema::TableSchema;
 
@@ -58,12 +59,21 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     };
     let mut written = Vec::new();
     let result = (|| {
-        for ((table, partition_start_ns), rows) in frozen.partitions(shared.config.partition_ns()) {
+        let partition_ns = shared.config.partition_ns();
+        for (table, (writes, partition_starts)) in frozen.partitions(partition_ns) {
             let schema = schema_of(shared, table)?;
-            let present = columns_present(&rows);
-            let set = RowSet::from_rows(rows, &field_types(&schema, |id| present.contains(&id)));
-            let identity = ChunkIdentity { table, partition_start_ns, generation: generation.0 };
-            written.push(write_new_chunk(shared, identity, &set, &schema)?);
+            for partition_start_ns in partition_starts {
+                let time_max = partition_start_ns.saturating_add(partition_ns - 1);
+                let within = |w: &&TableRows| w.index.time_min <= time_max && w.index.time_max >= partition_start_ns;
+                let writes: Vec<&TableRows> = writes.iter().copied().filter(within).collect();
+                let present: BTreeSet<ColumnId> = writes.iter().flat_map(|w| w.index.columns.iter().copied()).collect();
+                let selection = Selection { series: None, time_min: partition_start_ns, time_max, columns: None };
+                let mut set = build_row_set(&writes, &selection, &field_types(&schema, |id| present.contains(&id)));
+                // A write spanning partitions may name columns that have no value in this one.
+                set.columns.retain(|c| c.valid.contains(&true));
+                let identity = ChunkIdentity { table, partition_start_ns, generation: generation.0 };
+                written.push(write_new_chunk(shared, identity, &set, &schema)?);
+            }
         }
         let mut ops: Vec<Op> = written.iter().flat_map(NewChunk::ops).collect();
         ops.push(Op::TruncateWal(generation));

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::fxhash::{FxHashMap, FxHasher};
 
+use crate::batch::{RowBatch, RowRef, TableRows};
 use crate::catalog::{Op, SeriesEntry};
 use crate::config::StorageConfig;
 use crate::error::{Error, Result};
@@ -23,7 +24,6 @@ use crate::model::{ColumnId, Columns, Point, RejectedPoint, SeriesId, TableId, W
 use crate::postings::{Postings, TagTest};
 use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
-use crate::wal::{Row, TableRows};
 
 mod columns;
 
@@ -228,7 +228,7 @@ impl Registry {
     pub(crate) fn check_logged(&self, tables: &[TableRows]) -> Result<(), String> {
         for t in tables {
             let schema = self.table_by_id(t.table).ok_or_else(|| format!("unknown table {}", t.table.0))?;
-            for row in &t.rows {
+            for row in t.rows.iter() {
                 match self.series.get(&row.series) {
                     Some(s) if s.table == t.table => {}
                     _ => return Err(format!("series {} is not in table {}", row.series.0, schema.name)),
@@ -276,7 +276,7 @@ impl Registry {
                 let refused = expired_before.and_then(|cutoff| expired(name, time, cutoff));
                 refused.or_else(|| future_limit.and_then(|limit| too_far_ahead(time, limit, config)))
             };
-            let mut rows = Vec::with_capacity(input.len());
+            let mut rows = RowBatch::with_capacity(input.len(), input.len());
             let mut reject = |index: usize, reason: String| receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
             match input {
                 Input::Points(points) => {
@@ -287,12 +287,12 @@ impl Registry {
                         }
                         let resolved = schema.resolve(point, &limits).and_then(|(resolved, changed)| {
                             let series = self.series_for(schema.id, resolved.tags, config, &mut ops)?;
-                            Ok((Row { series, time: resolved.time, fields: resolved.fields.into_boxed_slice() }, changed))
+                            Ok((series, resolved.time, resolved.fields, changed))
                         });
                         match resolved {
-                            Ok((row, changed)) => {
+                            Ok((series, time, fields, changed)) => {
                                 schema_changed |= changed;
-                                rows.push(row);
+                                rows.push(series, time, fields);
                             }
                             Err(reason) => reject(index, reason),
                         }
@@ -317,7 +317,7 @@ impl Registry {
                 let rolled = self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
                 rollups_due |= rolled.due;
                 open_rows.extend(rolled.open_rows(tables.len()));
-                tables.push(TableRows { table: schema.id, rows });
+                tables.push(TableRows::new(schema.id, rows));
             }
         }
         ops.extend(batch.positions.iter().map(|p| Op::Position(p.source.clone(), p.position.clone())));
@@ -330,8 +330,8 @@ impl Registry {
     }
 
     /// Takes `rows` of `table` into its retention clock.
-    pub(crate) fn note_rows(&mut self, table: TableId, rows: &[Row]) {
-        if let Some(time) = rows.iter().map(|r| r.time).max() {
+    pub(crate) fn note_rows(&mut self, table: TableId, rows: &RowBatch) {
+        if let Some(time) = rows.times().iter().copied().max() {
             self.note_time(table, time);
         }
     }
@@ -396,7 +396,7 @@ impl Registry {
         &mut self,
         source: TableId,
         schema_changed: bool,
-        rows: &[Row],
+        rows: &RowBatch,
         sequence: u64,
         now_ns: i64,
         config: &StorageConfig,
@@ -418,7 +418,7 @@ impl Registry {
             self.sync_rollup_schema(source, rollup_id, ops);
         }
         let mut late: BTreeMap<(SeriesId, i64), (SeriesId, u64)> = BTreeMap::new();
-        let mut observe = |rollup: &mut Rollup, i: usize, row: &Row, series: SeriesId| match rollup.observe(row, series, now_ns) {
+        let mut observe = |rollup: &mut Rollup, i: usize, row: RowRef<'_>, series: SeriesId| match rollup.observe(row, series, now_ns) {
             Observed::Open(start) => out.open.push((i, series, start)),
             Observed::Late(window_ns) => late.entry((series, window_ns)).or_insert((row.series, 0)).1 += 1,
         };
@@ -432,9 +432,10 @@ impl Registry {
             }
         }
         for i in unmapped {
-            let Some(series) = self.rollup_series_for(source, rollup_id, rows[i].series, config, ops) else { continue };
+            let row = rows.get(i);
+            let Some(series) = self.rollup_series_for(source, rollup_id, row.series, config, ops) else { continue };
             let Some(rollup) = self.rollups.get_mut(&source) else { continue };
-            observe(rollup, i, &rows[i], series);
+            observe(rollup, i, row, series);
         }
         let Some(rollup) = self.rollups.get_mut(&source) else { return Ok(out) };
         for ((series, window_ns), (raw, late_rows)) in &late {

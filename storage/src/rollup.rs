@@ -24,12 +24,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::batch::{Row, RowBatch, RowRef};
 use crate::bytes::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
 use crate::schema::{ColumnKind, TableSchema};
-use crate::wal::Row;
 
 pub(crate) mod maintain;
 pub(crate) mod recompute;
@@ -390,11 +390,14 @@ pub(crate) struct OpenRows {
 
 impl OpenRows {
     /// Merges the rows (of `rows`, the table's prepared rows) into their windows.
-    pub(crate) fn merge(&self, rows: &[Row], open: &mut OpenWindows) {
+    pub(crate) fn merge(&self, rows: &RowBatch, open: &mut OpenWindows) {
         let windows = open.entry(self.source).or_default();
         for &(i, series, start) in &self.rows {
-            let Some(row) = rows.get(i) else { continue };
-            windows.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series)).add(row.time, &row.fields);
+            if i >= rows.len() {
+                continue;
+            }
+            let row = rows.get(i);
+            windows.entry(start).or_default().entry(series).or_insert_with(|| Window::new(row.series)).add(row.time, row.fields);
         }
     }
 }
@@ -450,14 +453,14 @@ impl Rollup {
     /// Tells whether a raw row of rollup series `series` is for an open window (which the
     /// caller merges it into, in WAL order) or late; a late row for a recent window merges
     /// into that window's state.
-    pub(crate) fn observe(&mut self, row: &Row, series: SeriesId, now_ns: i64) -> Observed {
+    pub(crate) fn observe(&mut self, row: RowRef<'_>, series: SeriesId, now_ns: i64) -> Observed {
         self.newest_ns = self.newest_ns.max(row.time.min(now_ns));
         let start = window_start(row.time, self.entry.interval_ns);
         if start < self.entry.frontier_ns {
             if let Some(window) = self.recent.get_mut(&start).and_then(|w| w.get_mut(&series))
                 && !window.replaced
             {
-                window.add(row.time, &row.fields);
+                window.add(row.time, row.fields);
                 window.late_updates += 1;
             }
             return Observed::Late(start);

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::batch::{Row, RowBatch, RowRef};
 use crate::model::{ColumnId, FieldType, FieldValue, SeriesId};
-use crate::wal::Row;
 
 /// Where one series' rows are within a [`RowSet`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ impl Column {
     pub(crate) fn new(id: ColumnId, ty: FieldType, capacity: usize) -> Self {
         Self { id, values: Values::new(ty, capacity), valid: Vec::with_capacity(capacity) }
     }
-    fn push(&mut self, value: Option<&FieldValue>) {
+    pub(crate) fn push(&mut self, value: Option<&FieldValue>) {
         self.values.push(value);
         self.valid.push(value.is_some());
     }
@@ -222,9 +222,12 @@ impl RowSet {
 
     /// Builds a row set from rows in write order (later rows of a key win), with the columns
     /// of `column_types`.
-    pub(crate) fn from_rows<'a>(rows: impl IntoIterator<Item = &'a Row>, column_types: &BTreeMap<ColumnId, FieldType>) -> Self {
-        let mut by_series: BTreeMap<SeriesId, Vec<&Row>> = BTreeMap::new();
-        for row in rows {
+    pub(crate) fn from_rows<'a, R: Into<RowRef<'a>>>(
+        rows: impl IntoIterator<Item = R>,
+        column_types: &BTreeMap<ColumnId, FieldType>,
+    ) -> Self {
+        let mut by_series: BTreeMap<SeriesId, Vec<RowRef<'a>>> = BTreeMap::new();
+        for row in rows.into_iter().map(Into::into) {
             by_series.entry(row.series).or_default().push(row);
         }
         let total: usize = by_series.values().map(Vec::len).sum();
@@ -444,8 +447,8 @@ impl RowSet {
     }
 
     /// The newest row of each series.
-    pub(crate) fn last_rows(&self) -> Vec<Row> {
-        self.series.iter().filter(|run| run.rows > 0).map(|run| self.row(run.row_start + run.rows - 1)).collect()
+    pub(crate) fn last_rows(&self) -> RowBatch {
+        self.series.iter().filter(|run| run.rows > 0).map(|run| self.row(run.row_start + run.rows - 1)).collect::<Vec<_>>().into()
     }
 
     /// Row `i` with its series.

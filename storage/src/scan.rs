@@ -312,7 +312,7 @@ pub(crate) fn snapshot(shared: &Shared, schema: &TableSchema, selection: &Select
     let state = shared.state.read();
     let chunks = state.chunks.values().filter(|c| c.table() == schema.id && c.reader.may_match(selection)).cloned().collect();
     let frozen = state.frozen.as_ref().map(|f| f.view(schema.id));
-    (chunks, frozen.into_iter().chain([state.active.view(schema.id, selection)]).collect())
+    (chunks, frozen.into_iter().chain([state.active.view(schema.id)]).collect())
 }
 
 impl Scan {

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use crate::batch::{RowBatch, TableRows};
 use crate::bytes::{Reader, Writer};
 use crate::error::DecodeError;
 use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
@@ -22,32 +23,6 @@ use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
 const MAGIC: u8 = b'W';
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 10;
-
-/// One row as logged and buffered: the series is resolved, columns are ids.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Row {
-    pub(crate) series: SeriesId,
-    pub(crate) time: i64,
-    /// Sorted by column id, each id once.
-    pub(crate) fields: Box<[(ColumnId, FieldValue)]>,
-}
-
-#[cfg(test)]
-impl Row {
-    pub(crate) fn same(&self, other: &Self) -> bool {
-        self.series == other.series
-            && self.time == other.time
-            && self.fields.len() == other.fields.len()
-            && self.fields.iter().zip(other.fields.iter()).all(|(a, b)| a.0 == b.0 && a.1.same(&b.1))
-    }
-}
-
-/// The rows of one table within a record.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TableRows {
-    pub(crate) table: TableId,
-    pub(crate) rows: Vec<Row>,
-}
 
 /// Encodes one WAL record.
 pub(crate) fn encode(tables: &[TableRows]) -> Vec<u8> {
@@ -57,7 +32,7 @@ pub(crate) fn encode(tables: &[TableRows]) -> Vec<u8> {
     for t in tables {
         w.u32(t.table.0);
         w.u32(u32::try_from(t.rows.len()).expect("a batch holds fewer than 2^32 rows"));
-        for row in &t.rows {
+        for row in t.rows.iter() {
             w.u64(row.series.0);
             w.i64(row.time);
             w.u16(u16::try_from(row.fields.len()).expect("columns are limited below 65536"));
@@ -125,12 +100,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TableRows>, DecodeError> {
     for _ in 0..table_count {
         let table = TableId(r.u32()?);
         let row_count = r.len_u32(18)?;
-        let mut rows = Vec::with_capacity(row_count);
+        let mut rows = RowBatch::with_capacity(row_count, row_count);
+        let mut fields = Vec::new();
         for _ in 0..row_count {
             let series = SeriesId(r.u64()?);
             let time = r.i64()?;
             let field_count = r.u16()?;
-            let mut fields = Vec::with_capacity(usize::from(field_count).min(r.remaining() / 3));
+            fields.clear();
             for _ in 0..field_count {
                 let id = ColumnId(r.u16()?);
                 if fields.last().is_some_and(|(last, _): &(ColumnId, FieldValue)| *last >= id) {
@@ -138,9 +114,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<TableRows>, DecodeError> {
                 }
                 fields.push((id, decode_value(&mut r)?));
             }
-            rows.push(Row { series, time, fields: fields.into_boxed_slice() });
+            rows.push(series, time, fields.drain(..));
         }
-        tables.push(TableRows { table, rows });
+        tables.push(TableRows::new(table, rows));
     }
     r.finish()?;
     Ok(tables)
@@ -151,6 +127,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::batch::Row;
 
     fn value() -> impl Strategy<Value = FieldValue> {
         prop_oneof![
@@ -171,16 +148,18 @@ mod tests {
 
     fn record() -> impl Strategy<Value = Vec<TableRows>> {
         prop::collection::vec(
-            (any::<u32>(), prop::collection::vec(row(), 0..8)).prop_map(|(t, rows)| TableRows { table: TableId(t), rows }),
+            (any::<u32>(), prop::collection::vec(row(), 0..8)).prop_map(|(t, rows)| TableRows::new(TableId(t), rows.into())),
             0..4,
         )
     }
 
     fn same(a: &[TableRows], b: &[TableRows]) -> bool {
         a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| x.table == y.table && x.rows.len() == y.rows.len() && x.rows.iter().zip(&y.rows).all(|(p, q)| p.same(q)))
+            && a.iter().zip(b).all(|(x, y)| {
+                x.table == y.table
+                    && x.rows.len() == y.rows.len()
+                    && x.rows.iter().zip(y.rows.iter()).all(|(p, q)| p.to_row().same(&q.to_row()))
+            })
     }
 
     proptest! {
@@ -201,13 +180,11 @@ mod tests {
     /// Every single flipped bit in a record is detected.
     #[test]
     fn every_flipped_bit_is_an_error() {
-        let tables = vec![TableRows {
-            table: TableId(3),
-            rows: vec![
-                Row { series: SeriesId(1), time: 5, fields: Box::new([(ColumnId(0), FieldValue::F64(1.5))]) },
-                Row { series: SeriesId(2), time: 6, fields: Box::new([(ColumnId(1), FieldValue::String(Arc::from("ok")))]) },
-            ],
-        }];
+        let rows = vec![
+            Row { series: SeriesId(1), time: 5, fields: Box::new([(ColumnId(0), FieldValue::F64(1.5))]) },
+            Row { series: SeriesId(2), time: 6, fields: Box::new([(ColumnId(1), FieldValue::String(Arc::from("ok")))]) },
+        ];
+        let tables = vec![TableRows::new(TableId(3), rows.into())];
         let bytes = encode(&tables);
         for i in 0..bytes.len() {
             for bit in 0..8 {

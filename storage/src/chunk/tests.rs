@@ -7,11 +7,11 @@ use proptest::prelude::*;
 
 use super::write::{ChunkIdentity, encode_chunk};
 use super::{ChunkOptions, ChunkReader};
+use crate::batch::Row;
 use crate::codec::CodecOptions;
 use crate::model::{ColumnId, FieldType, FieldValue, Point, SeriesId, TableId};
 use crate::rowset::{RowSet, Selection};
 use crate::schema::{PointLimits, TableSchema};
-use crate::wal::Row;
 
 fn schema() -> TableSchema {
     let mut s = TableSchema::new(TableId(1), "t");

@@ -5,11 +5,11 @@
 //! checked one by one (other rows may change the schema, and with it the reason). What is
 //! written and what is refused, and why, is what the same rows as points would give.
 
+use crate::batch::RowBatch;
 use crate::catalog::Op;
 use crate::config::StorageConfig;
 use crate::model::{ColumnId, Columns, FieldValue, SeriesId};
 use crate::schema::{PointLimits, TableSchema};
-use crate::wal::Row;
 
 use super::Registry;
 
@@ -25,7 +25,7 @@ struct Shape {
 
 /// Where the rows of a batch's columns go.
 pub(crate) struct Out<'a, R: FnMut(usize, String)> {
-    pub(crate) rows: &'a mut Vec<Row>,
+    pub(crate) rows: &'a mut RowBatch,
     pub(crate) reject: R,
 }
 
@@ -81,13 +81,8 @@ impl Registry {
                     }
                 },
             };
-            let mut values = Vec::with_capacity(ids.len());
-            for (field, id) in ids {
-                if let Some(value) = &fields[*field].1[row] {
-                    values.push((*id, value.clone()));
-                }
-            }
-            out.rows.push(Row { series, time: columns.time(row), fields: values.into_boxed_slice() });
+            let values = ids.iter().filter_map(|(field, id)| Some((*id, fields[*field].1[row].clone()?)));
+            out.rows.push(series, columns.time(row), values);
         }
         changed
     }

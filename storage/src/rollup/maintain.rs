@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
+use crate::batch::{Row, TableRows};
 use crate::catalog::Op;
 use crate::commit::CommitRequest;
 use crate::engine::{Shared, Storage, commit};
@@ -25,7 +26,6 @@ use crate::registry::now_ns;
 use crate::rollup::recompute::{for_each_row, recompute, wait_applied};
 use crate::rollup::{DirtyKey, LATE_UPDATES_COLUMN, Observed, Window};
 use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan_view};
-use crate::wal::{Row, TableRows};
 
 /// Dirty windows one round recomputes at most, so a large backfill is worked off in bounded
 /// steps.
@@ -271,7 +271,7 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
             if let Some(frontier_ns) = w.frontier_ns {
                 ops.push(Op::Rollup(w.table, crate::rollup::RollupEntry { frontier_ns, ..rollup.entry }));
             }
-            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows { table: w.table, rows: written.clone() }] };
+            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows::new(w.table, written.clone().into())] };
             registry.prepare_rollup_rows(tables, ops, &shared.config)
         })?;
         let mut registry = shared.registry.lock();
@@ -350,7 +350,7 @@ pub(crate) fn start(storage: &Storage, reopened: Vec<DirtyKey>) -> Result<()> {
             for_each_row(&set, |raw_series, time, fields| {
                 let Some(series) = rollup.series.get(&raw_series).copied() else { return };
                 let row = Row { series: raw_series, time, fields: fields.to_vec().into_boxed_slice() };
-                if let Observed::Open(start) = rollup.observe(&row, series, now) {
+                if let Observed::Open(start) = rollup.observe(row.as_row_ref(), series, now) {
                     windows.entry(start).or_default().entry(series).or_insert_with(|| Window::new(raw_series)).add(time, fields);
                 }
             });

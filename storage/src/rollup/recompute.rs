@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::batch::Row;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
@@ -12,7 +13,6 @@ use crate::model::{ColumnId, FieldType, FieldValue, SeriesId, TableId};
 use crate::rollup::{Fix, Window, window_start};
 use crate::rowset::{RowSet, Selection, Values};
 use crate::scan::{RollupView, ScanRequest, SeriesFilter, scan_view};
-use crate::wal::Row;
 
 /// Waits until every write prepared up to `sequence` is in the write buffer.
 pub(crate) fn wait_applied(shared: &Shared, sequence: u64) -> Result<()> {
