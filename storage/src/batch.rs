@@ -97,6 +97,11 @@ impl RowBatch {
         (0..self.len()).map(|i| self.get(i))
     }
 
+    /// Field values in all rows.
+    pub(crate) fn value_count(&self) -> usize {
+        self.values.len()
+    }
+
     /// The rows' times, in push order.
     pub(crate) fn times(&self) -> &[i64] {
         &self.times

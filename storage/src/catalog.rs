@@ -17,6 +17,7 @@
 //! damage anywhere else stops the open with RocksDB's error naming the file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, IteratorMode, Options, WriteOptions};
 
@@ -27,14 +28,16 @@ use crate::model::{ChunkId, ColumnId, SeriesId, TableId, WalSequence};
 use crate::rollup::{DirtyKey, RollupEntry};
 use crate::schema::TableSchema;
 
-const CF_WAL: &str = "wal";
+/// The WAL's two column families: new records go to one while the records of the buffer being
+/// persisted sit in the other (see [`CatalogStore::switch_wal`]).
+const CF_WALS: [&str; 2] = ["wal", "wal1"];
 const CF_TABLES: &str = "tables";
 const CF_SERIES: &str = "series";
 const CF_CHUNKS: &str = "chunks";
 const CF_POSITIONS: &str = "positions";
 const CF_ROLLUPS: &str = "rollups";
 const CF_LATEST: &str = "latest";
-const COLUMN_FAMILIES: [&str; 7] = [CF_WAL, CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS, CF_LATEST];
+const COLUMN_FAMILIES: [&str; 8] = [CF_WALS[0], CF_WALS[1], CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS, CF_LATEST];
 const ROLLUP_ENTRY: u8 = b'E';
 const ROLLUP_DIRTY: u8 = b'D';
 
@@ -183,6 +186,8 @@ pub(crate) type StoredRollups = (Vec<(TableId, RollupEntry)>, Vec<(DirtyKey, u64
 pub(crate) struct CatalogStore {
     db: DB,
     path: PathBuf,
+    /// Which of [`CF_WALS`] takes new WAL records.
+    wal_side: AtomicUsize,
 }
 
 impl CatalogStore {
@@ -204,9 +209,9 @@ impl CatalogStore {
         wal_opts.set_write_buffer_size(usize::try_from(wal_memtable_bytes).unwrap_or(usize::MAX).max(128 << 20));
         let cfs = COLUMN_FAMILIES
             .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, if *name == CF_WAL { wal_opts.clone() } else { Options::default() }));
+            .map(|name| ColumnFamilyDescriptor::new(*name, if CF_WALS.contains(name) { wal_opts.clone() } else { Options::default() }));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db, path: path.to_owned() })
+        Ok(Self { db, path: path.to_owned(), wal_side: AtomicUsize::new(0) })
     }
 
     /// Opens the catalog without writing to it (for `isobar verify`), also while a server
@@ -221,7 +226,7 @@ impl CatalogStore {
         // A catalog written by an older isobar lacks the newer column families.
         let existing = DB::list_cf(&opts, path)?;
         let db = DB::open_cf_for_read_only(&opts, path, COLUMN_FAMILIES.iter().filter(|cf| existing.iter().any(|e| e == *cf)), false)?;
-        Ok(Self { db, path: path.to_owned() })
+        Ok(Self { db, path: path.to_owned(), wal_side: AtomicUsize::new(0) })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -233,8 +238,12 @@ impl CatalogStore {
         let mut batch = rocksdb::WriteBatch::default();
         for op in ops {
             match op {
-                Op::Wal(seq, v) => batch.put_cf(self.cf(CF_WAL), seq.0.to_be_bytes(), v),
-                Op::TruncateWal(seq) => batch.delete_range_cf(self.cf(CF_WAL), 0u64.to_be_bytes(), (seq.0 + 1).to_be_bytes()),
+                Op::Wal(seq, v) => batch.put_cf(self.cf(CF_WALS[self.wal_side.load(Ordering::SeqCst)]), seq.0.to_be_bytes(), v),
+                Op::TruncateWal(seq) => {
+                    for cf in CF_WALS {
+                        batch.delete_range_cf(self.cf(cf), 0u64.to_be_bytes(), (seq.0 + 1).to_be_bytes());
+                    }
+                }
                 Op::Table(id, v) => batch.put_cf(self.cf(CF_TABLES), id.0.to_be_bytes(), v),
                 Op::Series(id, v) => batch.put_cf(self.cf(CF_SERIES), id.0.to_be_bytes(), v),
                 Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
@@ -300,16 +309,41 @@ impl CatalogStore {
     /// Every WAL record in sequence order, passed to `f`; a record that does not decode stops
     /// the walk with an error naming its sequence.
     pub(crate) fn replay_wal(&self, mut f: impl FnMut(WalSequence, &[u8]) -> Result<(), DecodeError>) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(CF_WAL), IteratorMode::Start) {
-            let (k, v) = item?;
-            let seq = self.key_u64(CF_WAL, &k)?;
+        // The two column families' records, merged by sequence (a catalog written before the
+        // second existed, opened read only, lacks it).
+        let mut sides: Vec<_> = CF_WALS
+            .iter()
+            .filter_map(|name| Some((*name, self.db.cf_handle(name)?)))
+            .map(|(name, cf)| (name, self.db.iterator_cf(cf, IteratorMode::Start).peekable()))
+            .collect();
+        loop {
+            let mut next: Option<(usize, u64)> = None;
+            for (i, (name, records)) in sides.iter_mut().enumerate() {
+                if let Some(Err(_)) = records.peek() {
+                    records.next().transpose()?;
+                }
+                let Some(Ok((k, _))) = records.peek() else { continue };
+                let seq = self.key_u64(name, k)?;
+                if next.is_none_or(|(_, s)| seq < s) {
+                    next = Some((i, seq));
+                }
+            }
+            let Some((i, seq)) = next else { return Ok(()) };
+            let (name, records) = &mut sides[i];
+            let Some(Ok((_, v))) = records.next() else { continue };
             f(WalSequence(seq), &v).map_err(|e| Error::Corrupt {
-                file: self.path.join(CF_WAL),
+                file: self.path.join(*name),
                 offset: seq,
                 reason: format!("WAL record {seq}, byte {}: {}", e.offset, e.reason),
             })?;
         }
-        Ok(())
+    }
+
+    /// Sends new WAL records to the other column family. A persist calls it as it freezes the
+    /// buffer, so that the records written while it runs are not in the column family it
+    /// flushes after its truncation.
+    pub(crate) fn switch_wal(&self) {
+        self.wal_side.fetch_xor(1, Ordering::SeqCst);
     }
 
     /// Flushes every column family into SST files, so the next open replays no RocksDB log.
@@ -319,11 +353,14 @@ impl CatalogStore {
         Ok(())
     }
 
-    /// Flushes the WAL column family after a truncation, so RocksDB can drop the log files
-    /// that held the persisted records instead of keeping them until its memtable fills.
+    /// Flushes the WAL column family that no longer takes new records after a truncation, so
+    /// RocksDB can drop the log files that held the persisted records instead of keeping them
+    /// until its memtable fills. The truncation deleted almost all of it: only records
+    /// committed while the persist switched sides are written to an SST file.
     pub(crate) fn flush_wal(&self) -> Result<()> {
-        self.db.flush_cf(self.cf(CF_WAL))?;
-        self.db.compact_range_cf(self.cf(CF_WAL), None::<&[u8]>, None::<&[u8]>);
+        let cf = self.cf(CF_WALS[self.wal_side.load(Ordering::SeqCst) ^ 1]);
+        self.db.flush_cf(cf)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         Ok(())
     }
 
@@ -365,5 +402,48 @@ impl CatalogStore {
 
     pub(crate) fn positions(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.scan(CF_POSITIONS, |k, v| Ok((String::from_utf8_lossy(k).into_owned(), v.to_vec())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replayed(store: &CatalogStore) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        store
+            .replay_wal(|seq, bytes| {
+                out.push((seq.0, bytes.to_vec()));
+                Ok(())
+            })
+            .expect("replays");
+        out
+    }
+
+    /// Records written to either column family replay in sequence order, a truncation deletes
+    /// them from both, and a reopened store (which starts on the first side) reads the same.
+    #[test]
+    fn wal_records_on_both_sides_replay_in_sequence_order_and_truncate_together() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("catalog");
+        let wal = |seq: u64| Op::Wal(WalSequence(seq), vec![seq as u8; 3]);
+        {
+            let store = CatalogStore::open(&path, 1 << 20).expect("opens");
+            store.commit(&[wal(1), wal(2)], true).expect("commits");
+            store.switch_wal();
+            store.commit(&[wal(3)], true).expect("commits");
+            store.switch_wal();
+            store.commit(&[wal(4), wal(5)], true).expect("commits");
+            let seqs: Vec<u64> = replayed(&store).into_iter().map(|(s, _)| s).collect();
+            assert_eq!(seqs, [1, 2, 3, 4, 5]);
+            store.switch_wal();
+            store.commit(&[Op::TruncateWal(WalSequence(4)), wal(6)], true).expect("commits");
+            store.flush_wal().expect("flushes");
+            assert_eq!(replayed(&store), [(5, vec![5; 3]), (6, vec![6; 3])]);
+        }
+        let store = CatalogStore::open(&path, 1 << 20).expect("reopens");
+        store.commit(&[wal(7)], true).expect("commits");
+        let seqs: Vec<u64> = replayed(&store).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, [5, 6, 7]);
     }
 }

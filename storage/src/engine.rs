@@ -16,6 +16,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::batch::TableRows;
 use crate::buffer::{Buffer, Frozen};
 use crate::catalog::{CatalogStore, Op};
 use crate::chunk::ChunkReader;
@@ -500,14 +501,15 @@ pub(crate) fn commit(
     let mut open = open_windows.lock();
     drop(registry);
     for rows in &prepared.open_rows {
-        if let Some(table) = prepared.tables.get(rows.table_index) {
-            rows.merge(&table.rows, &mut open);
+        if let Some((_, table_rows)) = prepared.tables.get(rows.table_index) {
+            rows.merge(table_rows, &mut open);
         }
     }
     if prepared.logged {
         prepared.ops.push(Op::Wal(prepared.sequence, wal::encode(&prepared.tables)));
     }
-    let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables: prepared.tables, done: done_tx };
+    let tables = prepared.tables.into_iter().map(|(table, rows)| TableRows::new(table, rows)).collect();
+    let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables, done: done_tx };
     tx.send(request).map_err(|_| Error::Closed)?;
     drop(open);
     done_rx.recv().map_err(|_| Error::Closed)??;

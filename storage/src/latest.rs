@@ -209,7 +209,7 @@ impl Newest {
 
 /// What the catalog keeps with a new chunk of `rows`: its newest row of each series.
 pub(crate) fn chunk_latest(table: TableId, rows: &RowSet) -> Vec<u8> {
-    wal::encode(&[TableRows::new(table, rows.last_rows())])
+    wal::encode(&[(table, rows.last_rows())])
 }
 
 impl Storage {

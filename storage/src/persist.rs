@@ -53,6 +53,7 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
             }
             let active = std::mem::take(&mut state.active);
             state.frozen = Some(Arc::new(active.freeze()));
+            shared.store.switch_wal();
             state.frozen_sequence = state.applied_sequence;
         }
         (Arc::clone(state.frozen.as_ref().expect("frozen above")), state.frozen_sequence)

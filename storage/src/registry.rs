@@ -77,7 +77,9 @@ pub(crate) fn now_ns() -> i64 {
 pub(crate) struct Prepared {
     pub(crate) sequence: WalSequence,
     pub(crate) ops: Vec<Op>,
-    pub(crate) tables: Vec<TableRows>,
+    /// Each table's rows, indexed by series (`TableRows::new`) by `engine::commit` after the
+    /// registry lock.
+    pub(crate) tables: Vec<(TableId, RowBatch)>,
     /// A WAL record of `tables` at `sequence` goes with `ops`: encoded by `engine::commit` once
     /// the registry lock is let go, so the next writer prepares meanwhile.
     pub(crate) logged: bool,
@@ -317,7 +319,7 @@ impl Registry {
                 let rolled = self.roll_up(schema.id, schema_changed, &rows, sequence.0, now_ns, config, &mut ops)?;
                 rollups_due |= rolled.due;
                 open_rows.extend(rolled.open_rows(tables.len()));
-                tables.push(TableRows::new(schema.id, rows));
+                tables.push((schema.id, rows));
             }
         }
         ops.extend(batch.positions.iter().map(|p| Op::Position(p.source.clone(), p.position.clone())));
@@ -360,11 +362,16 @@ impl Registry {
 
     /// Stages rollup rows the maintainer wrote, with `ops`, in one WAL record, and feeds them to
     /// the coarser rollups built from them.
-    pub(crate) fn prepare_rollup_rows(&mut self, tables: Vec<TableRows>, mut ops: Vec<Op>, config: &StorageConfig) -> Result<Prepared> {
+    pub(crate) fn prepare_rollup_rows(
+        &mut self,
+        tables: Vec<(TableId, RowBatch)>,
+        mut ops: Vec<Op>,
+        config: &StorageConfig,
+    ) -> Result<Prepared> {
         let (sequence, now_ns) = (self.next_sequence, now_ns());
         let (mut rollups_due, mut open_rows) = (false, Vec::new());
-        for (i, t) in tables.iter().enumerate() {
-            let rolled = self.roll_up(t.table, false, &t.rows, sequence, now_ns, config, &mut ops)?;
+        for (i, (table, rows)) in tables.iter().enumerate() {
+            let rolled = self.roll_up(*table, false, rows, sequence, now_ns, config, &mut ops)?;
             rollups_due |= rolled.due;
             open_rows.extend(rolled.open_rows(i));
         }
@@ -373,15 +380,15 @@ impl Registry {
 
     /// Stages a WAL record of rows isobar derived itself (rollup rows), with `ops` in the same
     /// commit.
-    pub(crate) fn prepare_rows(&mut self, tables: Vec<TableRows>, ops: Vec<Op>) -> Prepared {
-        for t in &tables {
-            self.note_rows(t.table, &t.rows);
+    pub(crate) fn prepare_rows(&mut self, tables: Vec<(TableId, RowBatch)>, ops: Vec<Op>) -> Prepared {
+        for (table, rows) in &tables {
+            self.note_rows(*table, rows);
         }
         let sequence = WalSequence(self.next_sequence);
         self.next_sequence += 1;
         let receipt = WriteReceipt {
             sequence: Some(sequence),
-            rows_written: tables.iter().map(|t| t.rows.len() as u64).sum(),
+            rows_written: tables.iter().map(|(_, rows)| rows.len() as u64).sum(),
             ..WriteReceipt::default()
         };
         Prepared { sequence, ops, tables, logged: true, receipt, rollups_due: false, open_rows: Vec::new() }

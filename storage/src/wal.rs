@@ -25,14 +25,17 @@ const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 10;
 
 /// Encodes one WAL record.
-pub(crate) fn encode(tables: &[TableRows]) -> Vec<u8> {
-    let mut w = Writer::new();
+pub(crate) fn encode(tables: &[(TableId, RowBatch)]) -> Vec<u8> {
+    // Room for rows of numbers, so the record is not copied as it grows.
+    let values: usize = tables.iter().map(|(_, rows)| rows.value_count()).sum();
+    let rows: usize = tables.iter().map(|(_, rows)| rows.len()).sum();
+    let mut w = Writer { buf: Vec::with_capacity(HEADER_BYTES + 2 + tables.len() * 8 + rows * 18 + values * 11) };
     w.bytes(&[MAGIC, VERSION, 0, 0, 0, 0, 0, 0, 0, 0]);
     w.u16(u16::try_from(tables.len()).expect("a batch holds fewer than 65536 tables"));
-    for t in tables {
-        w.u32(t.table.0);
-        w.u32(u32::try_from(t.rows.len()).expect("a batch holds fewer than 2^32 rows"));
-        for row in t.rows.iter() {
+    for (table, rows) in tables {
+        w.u32(table.0);
+        w.u32(u32::try_from(rows.len()).expect("a batch holds fewer than 2^32 rows"));
+        for row in rows.iter() {
             w.u64(row.series.0);
             w.i64(row.time);
             w.u16(u16::try_from(row.fields.len()).expect("columns are limited below 65536"));
@@ -146,19 +149,14 @@ mod tests {
         })
     }
 
-    fn record() -> impl Strategy<Value = Vec<TableRows>> {
-        prop::collection::vec(
-            (any::<u32>(), prop::collection::vec(row(), 0..8)).prop_map(|(t, rows)| TableRows::new(TableId(t), rows.into())),
-            0..4,
-        )
+    fn record() -> impl Strategy<Value = Vec<(TableId, RowBatch)>> {
+        prop::collection::vec((any::<u32>(), prop::collection::vec(row(), 0..8)).prop_map(|(t, rows)| (TableId(t), rows.into())), 0..4)
     }
 
-    fn same(a: &[TableRows], b: &[TableRows]) -> bool {
+    fn same(a: &[(TableId, RowBatch)], b: &[TableRows]) -> bool {
         a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                x.table == y.table
-                    && x.rows.len() == y.rows.len()
-                    && x.rows.iter().zip(y.rows.iter()).all(|(p, q)| p.to_row().same(&q.to_row()))
+            && a.iter().zip(b).all(|((table, rows), y)| {
+                *table == y.table && rows.len() == y.rows.len() && rows.iter().zip(y.rows.iter()).all(|(p, q)| p.to_row().same(&q.to_row()))
             })
     }
 
@@ -184,7 +182,7 @@ mod tests {
             Row { series: SeriesId(1), time: 5, fields: Box::new([(ColumnId(0), FieldValue::F64(1.5))]) },
             Row { series: SeriesId(2), time: 6, fields: Box::new([(ColumnId(1), FieldValue::String(Arc::from("ok")))]) },
         ];
-        let tables = vec![TableRows::new(TableId(3), rows.into())];
+        let tables = vec![(TableId(3), rows.into())];
         let bytes = encode(&tables);
         for i in 0..bytes.len() {
             for bit in 0..8 {

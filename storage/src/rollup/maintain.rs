@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::batch::{Row, TableRows};
+use crate::batch::Row;
 use crate::catalog::Op;
 use crate::commit::CommitRequest;
 use crate::engine::{Shared, Storage, commit};
@@ -271,7 +271,7 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
             if let Some(frontier_ns) = w.frontier_ns {
                 ops.push(Op::Rollup(w.table, crate::rollup::RollupEntry { frontier_ns, ..rollup.entry }));
             }
-            let tables = if written.is_empty() { Vec::new() } else { vec![TableRows::new(w.table, written.clone().into())] };
+            let tables = if written.is_empty() { Vec::new() } else { vec![(w.table, written.clone().into())] };
             registry.prepare_rollup_rows(tables, ops, &shared.config)
         })?;
         let mut registry = shared.registry.lock();
