@@ -5,7 +5,8 @@
 
 use crate::model::{ColumnId, FieldValue, SeriesId, TableId};
 
-/// One row as logged and buffered: the series is resolved, columns are ids.
+/// One row on its own (the series resolved, columns as ids): what rollups build a window's row
+/// as. Written rows travel and are buffered in a [`RowBatch`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) series: SeriesId,

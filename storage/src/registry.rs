@@ -40,6 +40,14 @@ impl Input<'_> {
             Input::Columns(columns) => columns.len(),
         }
     }
+
+    /// Field values given, so that a write's rows are laid out without growing.
+    fn value_count(&self) -> usize {
+        match self {
+            Input::Points(points) => points.iter().map(|p| p.fields.len()).sum(),
+            Input::Columns(columns) => columns.fields().iter().map(|(_, values)| values.iter().filter(|v| v.is_some()).count()).sum(),
+        }
+    }
 }
 
 /// Tables and series known to the engine.
@@ -278,7 +286,7 @@ impl Registry {
                 let refused = expired_before.and_then(|cutoff| expired(name, time, cutoff));
                 refused.or_else(|| future_limit.and_then(|limit| too_far_ahead(time, limit, config)))
             };
-            let mut rows = RowBatch::with_capacity(input.len(), input.len());
+            let mut rows = RowBatch::with_capacity(input.len(), input.value_count());
             let mut reject = |index: usize, reason: String| receipt.rejected.push(RejectedPoint { table: name.clone(), index, reason });
             match input {
                 Input::Points(points) => {
