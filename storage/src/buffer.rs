@@ -1,9 +1,10 @@
 //! The write buffer: rows that are durable in the WAL but not yet in chunks.
 //!
 //! The buffer keeps each write's rows of a table whole, as the writer prepared them (a
-//! [`RowBatch`] and its [`SeriesIndex`]), in commit order: the committer's work per write does
-//! not grow with its rows, and no row is copied or moves once written. Sorting by series and
-//! time and de-duplication happen when the rows are read ([`build_row_set`]).
+//! [`crate::batch::RowBatch`] and its [`crate::batch::SeriesIndex`]), in commit order: the
+//! committer's work per write does not grow with its rows, and no row is copied or moves once
+//! written. Sorting by series and time and de-duplication happen when the rows are read
+//! ([`build_row_set`], with [`RowSet::push_series`]).
 //!
 //! Scans must not make writers wait while they read rows. The committer appends to a tail
 //! segment; a scan takes a [`BufferView`] under the state lock, which seals a tail of
@@ -20,7 +21,7 @@ use parking_lot::Mutex;
 use crate::batch::{RowRef, TableRows};
 use crate::fxhash::FxHashMap;
 use crate::model::{ColumnId, FieldType, SeriesId, TableId};
-use crate::rowset::{Column, RowSet, Selection, SeriesRun};
+use crate::rowset::{RowSet, Selection};
 use crate::schema::{ColumnKind, TableSchema};
 
 /// What a selected row costs in a row set: its time, and a value and validity per column.
@@ -254,47 +255,16 @@ pub(crate) fn build_row_set(writes: &[&TableRows], selection: &Selection<'_>, co
     }
     runs.sort_unstable_by_key(|(series, k, _)| (*series, *k));
     let total: usize = runs.iter().map(|(_, _, rows)| rows.len()).sum();
-    let mut out = RowSet {
-        series: Vec::new(),
-        times: Vec::with_capacity(total),
-        columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, total)).collect(),
-    };
+    let mut out = RowSet::with_columns(column_types, total);
     let mut rows: Vec<RowRef<'_>> = Vec::new();
     for group in runs.chunk_by(|a, b| a.0 == b.0) {
         rows.clear();
         for (_, k, numbers) in group {
             rows.extend(numbers.iter().map(|i| writes[*k].rows.get(*i as usize)).filter(|r| selection.wants_time(r.time)));
         }
-        // Stable sort keeps write order within a time; the last write of a key wins. Rows
-        // mostly come in time order, and then there is nothing to sort.
-        if !rows.is_sorted_by_key(|r| r.time) {
-            rows.sort_by_key(|r| r.time);
-        }
-        let row_start = out.times.len();
-        for (i, row) in rows.iter().enumerate() {
-            if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
-                continue;
-            }
-            out.times.push(row.time);
-            push_fields(&mut out.columns, row.fields);
-        }
-        if out.times.len() > row_start {
-            out.series.push(SeriesRun { series: group[0].0, row_start, rows: out.times.len() - row_start });
-        }
+        out.push_series(group[0].0, &mut rows);
     }
     out
-}
-
-/// Appends one row's `fields` (sorted by column id) to `columns` (sorted by id), a null where
-/// it has no value.
-fn push_fields(columns: &mut [Column], fields: &[(ColumnId, crate::model::FieldValue)]) {
-    let mut j = 0;
-    for col in columns {
-        while j < fields.len() && fields[j].0 < col.id {
-            j += 1;
-        }
-        col.push(fields.get(j).filter(|(id, _)| *id == col.id).map(|(_, v)| v));
-    }
 }
 
 fn overlaps(rows: &Rows, table: TableId, time_min: i64, time_max: i64) -> bool {

@@ -144,7 +144,7 @@ impl Column {
     pub(crate) fn new(id: ColumnId, ty: FieldType, capacity: usize) -> Self {
         Self { id, values: Values::new(ty, capacity), valid: Vec::with_capacity(capacity) }
     }
-    pub(crate) fn push(&mut self, value: Option<&FieldValue>) {
+    fn push(&mut self, value: Option<&FieldValue>) {
         self.values.push(value);
         self.valid.push(value.is_some());
     }
@@ -231,28 +231,41 @@ impl RowSet {
             by_series.entry(row.series).or_default().push(row);
         }
         let total: usize = by_series.values().map(Vec::len).sum();
-        let mut out = Self {
-            series: Vec::with_capacity(by_series.len()),
-            times: Vec::with_capacity(total),
-            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, total)).collect(),
-        };
+        let mut out = Self::with_columns(column_types, total);
         for (series, mut rows) in by_series {
-            // Stable sort keeps write order within a time; the last write of a key wins.
-            rows.sort_by_key(|r| r.time);
-            let row_start = out.times.len();
-            for (i, row) in rows.iter().enumerate() {
-                if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
-                    continue;
-                }
-                out.times.push(row.time);
-                for col in &mut out.columns {
-                    let value = row.fields.binary_search_by_key(&col.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
-                    col.push(value);
-                }
-            }
-            out.series.push(SeriesRun { series, row_start, rows: out.times.len() - row_start });
+            out.push_series(series, &mut rows);
         }
         out
+    }
+
+    /// No rows yet, the columns of `column_types`, room for `rows`.
+    pub(crate) fn with_columns(column_types: &BTreeMap<ColumnId, FieldType>, rows: usize) -> Self {
+        Self {
+            series: Vec::new(),
+            times: Vec::with_capacity(rows),
+            columns: column_types.iter().map(|(id, ty)| Column::new(*id, *ty, rows)).collect(),
+        }
+    }
+
+    /// Appends `rows` of `series` (which sorts after the series already here), given in write
+    /// order: sorted by time, of rows with the same time the last written. Rows mostly come in
+    /// time order, and then there is nothing to sort.
+    pub(crate) fn push_series(&mut self, series: SeriesId, rows: &mut [RowRef<'_>]) {
+        // A stable sort keeps write order within a time.
+        if !rows.is_sorted_by_key(|r| r.time) {
+            rows.sort_by_key(|r| r.time);
+        }
+        let row_start = self.times.len();
+        for (i, row) in rows.iter().enumerate() {
+            if rows.get(i + 1).is_some_and(|next| next.time == row.time) {
+                continue;
+            }
+            self.times.push(row.time);
+            push_fields(&mut self.columns, row.fields);
+        }
+        if self.times.len() > row_start {
+            self.series.push(SeriesRun { series, row_start, rows: self.times.len() - row_start });
+        }
     }
 
     /// Merges row sets given oldest first: for a key present in several, the newest row wins
@@ -456,6 +469,18 @@ impl RowSet {
         let run = self.series.partition_point(|run| run.row_start + run.rows <= i);
         let fields = self.columns.iter().filter(|c| c.valid[i]).map(|c| (c.id, c.values.get(i))).collect();
         Row { series: self.series[run].series, time: self.times[i], fields }
+    }
+}
+
+/// Appends one row's `fields` (sorted by column id) to `columns` (sorted by id), a null where
+/// it has no value.
+fn push_fields(columns: &mut [Column], fields: &[(ColumnId, FieldValue)]) {
+    let mut j = 0;
+    for col in columns {
+        while j < fields.len() && fields[j].0 < col.id {
+            j += 1;
+        }
+        col.push(fields.get(j).filter(|(id, _)| *id == col.id).map(|(_, v)| v));
     }
 }
 
