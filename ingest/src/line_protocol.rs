@@ -17,6 +17,7 @@
 //! parses on its own: a bad line is reported with its number and never affects its neighbours.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use isobar_storage::fxhash::FxHashMap;
 use isobar_storage::{Columns, FieldValue, Point, TIME_COLUMN};
@@ -149,14 +150,14 @@ struct Key {
 /// escaped, or the end. Nothing after that is read, so lines that start alike parse alike.
 fn parse_key(line: &str) -> Result<(Key, usize), String> {
     let bytes = line.as_bytes();
-    let (measurement, mut at) = scan(line, 0, b", ");
+    let (measurement, mut at) = scan(line, 0, |b| matches!(b, b',' | b' '));
     if measurement.is_empty() {
         return Err("missing measurement".into());
     }
     let table = unescape(measurement, MEASUREMENT_ESCAPES).into_owned();
     let mut tags: Vec<(String, String)> = Vec::new();
     while bytes.get(at) == Some(&b',') {
-        let (key, next) = scan(line, at + 1, b",= ");
+        let (key, next) = scan(line, at + 1, |b| matches!(b, b',' | b'=' | b' '));
         let key = unescape(key, KEY_ESCAPES);
         if key.is_empty() {
             return Err("missing tag key".into());
@@ -164,7 +165,7 @@ fn parse_key(line: &str) -> Result<(Key, usize), String> {
         if bytes.get(next) != Some(&b'=') {
             return Err(format!("missing tag value of tag {key:?}"));
         }
-        let (value, next) = scan(line, next + 1, b", ");
+        let (value, next) = scan(line, next + 1, |b| matches!(b, b',' | b' '));
         let value = unescape(value, KEY_ESCAPES);
         if value.is_empty() {
             return Err(format!("missing tag value of tag {key:?}"));
@@ -193,7 +194,7 @@ fn parse_fields<'a>(
         return Err("missing fields".into());
     }
     loop {
-        let (key, next) = scan(line, at, b",= ");
+        let (key, next) = scan(line, at, |b| matches!(b, b',' | b'=' | b' '));
         let key = unescape(key, KEY_ESCAPES);
         if key.is_empty() {
             return Err("missing field key".into());
@@ -237,25 +238,72 @@ pub struct Parsed {
     pub errors: Vec<LineError>,
 }
 
-/// Parses `body` as [`parse`] does (the same rows, the same errors), into columns.
-pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
+/// Line keys (measurement and tags) parsed by earlier writes, by their text, for
+/// [`parse_columns`]: a fleet writes the same series in every body, so each key is parsed once
+/// rather than once per write. Bounded: at [`KEYS_CACHED_MAX`] keys it starts over. Keys that
+/// do not parse are not kept.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<FxHashMap<Box<str>, Arc<ParsedKey>>>,
+}
+
+/// Keys a [`KeyCache`] holds at most.
+const KEYS_CACHED_MAX: usize = 1 << 16;
+
+/// A line key, parsed.
+#[derive(Debug)]
+struct ParsedKey {
+    table: String,
+    tags: Arc<[(String, String)]>,
+    /// Whether a tag is named `time`, which the line's error names.
+    time_tag: bool,
+}
+
+impl KeyCache {
+    /// The key `text` (a line's measurement and tags, nothing after them), parsed.
+    fn parse(&self, text: &str) -> Result<Arc<ParsedKey>, String> {
+        if let Some(key) = self.lock().get(text) {
+            return Ok(key.clone());
+        }
+        let (key, _) = parse_key(text)?;
+        let time_tag = key.tags.iter().any(|(k, _)| k == TIME_COLUMN);
+        let key = Arc::new(ParsedKey { table: key.table, tags: key.tags.into(), time_tag });
+        let mut keys = self.lock();
+        if keys.len() >= KEYS_CACHED_MAX {
+            keys.clear();
+        }
+        keys.insert(text.into(), key.clone());
+        Ok(key)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FxHashMap<Box<str>, Arc<ParsedKey>>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Parses `body` as [`parse`] does (the same rows, the same errors), into columns; keys come
+/// from `cache` when an earlier write parsed them.
+pub fn parse_columns(body: &str, precision: Precision, now_ns: i64, cache: &KeyCache) -> Parsed {
     let mut parsed = Parsed::default();
     // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
     let mut keys: FxHashMap<&str, Result<(usize, u32, bool), String>> = FxHashMap::default();
     let mut fields = Vec::new();
+    // Room for every line in the first table: most bodies are of one.
+    let lines = newlines(body.as_bytes()) + 1;
     for (i, line, content) in point_lines(body) {
-        let key_end = scan(content, 0, b" ").1;
-        let key = keys.entry(&content[..key_end]).or_insert_with(|| {
-            let (key, _) = parse_key(content)?;
+        let key_end = key_end(content);
+        let key = keys.entry(&content[..key_end]).or_insert_with_key(|text| {
+            let key = cache.parse(text)?;
             let table = match parsed.tables.iter().position(|(t, _, _)| *t == key.table) {
                 Some(table) => table,
                 None => {
-                    parsed.tables.push((key.table, Columns::new(), Vec::new()));
+                    let mut columns = Columns::new();
+                    columns.reserve(lines);
+                    parsed.tables.push((key.table.clone(), columns, Vec::with_capacity(lines)));
                     parsed.tables.len() - 1
                 }
             };
-            let time_tag = key.tags.iter().any(|(k, _)| k == TIME_COLUMN);
-            Ok((table, parsed.tables[table].1.add_tag_set(key.tags), time_tag))
+            Ok((table, parsed.tables[table].1.add_tag_set(key.tags.clone()), key.time_tag))
         });
         fields.clear();
         let row = key.clone().and_then(|(table, tag_set, time_tag)| {
@@ -279,15 +327,31 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64) -> Parsed {
     parsed
 }
 
-/// The element from `start` up to the first of `ends` not escaped by a backslash (a backslash
-/// always takes the byte after it into the element), and where it ended.
-fn scan<'a>(line: &'a str, start: usize, ends: &[u8]) -> (&'a str, usize) {
+/// How many newlines `bytes` holds, counted in bytes 255 at a time, which vectorizes.
+fn newlines(bytes: &[u8]) -> usize {
+    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, b| n + u8::from(*b == b'\n')))).sum()
+}
+
+/// Where a line's key (its measurement and tags) ends: at its first blank that no backslash
+/// escapes, or the end.
+fn key_end(content: &str) -> usize {
+    match content.find(' ') {
+        Some(end) if !content[..end].contains('\\') => end,
+        Some(_) => scan(content, 0, |b| b == b' ').1,
+        None => content.len(),
+    }
+}
+
+/// The element from `start` up to the first byte that `stop` accepts and no backslash escapes
+/// (a backslash always takes the byte after it into the element), and where it ended.
+#[inline]
+fn scan(line: &str, start: usize, stop: impl Fn(u8) -> bool) -> (&str, usize) {
     let bytes = line.as_bytes();
     let mut i = start;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 2,
-            b if ends.contains(&b) => break,
+            b if stop(b) => break,
             _ => i += 1,
         }
     }
@@ -354,9 +418,16 @@ fn field_value(line: &str, start: usize) -> Result<(FieldValue, usize), String> 
         }
         return Ok((FieldValue::String(value.into()), end));
     }
+    if let Some(number) = plain_number(line, start) {
+        return Ok(number);
+    }
     let end = bytes[start..].iter().position(|b| matches!(b, b',' | b' ' | b'\t')).map_or(bytes.len(), |n| start + n);
-    let raw = &line[start..end];
-    let value = match raw {
+    Ok((unquoted_value(&line[start..end])?, end))
+}
+
+/// A field value that is not a string: a number or a boolean.
+fn unquoted_value(raw: &str) -> Result<FieldValue, String> {
+    Ok(match raw {
         "" => return Err("missing value".into()),
         "t" | "T" | "true" | "True" | "TRUE" => FieldValue::Bool(true),
         "f" | "F" | "false" | "False" | "FALSE" => FieldValue::Bool(false),
@@ -379,8 +450,48 @@ fn field_value(line: &str, start: usize) -> Result<(FieldValue, usize), String> 
         }
         _ if is_float(raw) => FieldValue::F64(raw.parse().map_err(|_| format!("invalid number {raw:?}"))?),
         _ => return Err(format!("invalid field value {raw:?} (a string must be in double quotes)")),
+    })
+}
+
+/// Powers of ten that a plain decimal's fraction divides by: each is an exact double.
+const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+
+/// The numbers sensors send, read without the general path: a float in plain decimal notation
+/// (`-12.375`) or an integer with its `i` (`42i`), of at most 19 digits, ending where a field
+/// value ends; and where it ended. A float of at most 15 digits is their integer divided by a
+/// power of ten, both exact doubles, so one division rounds as `str::parse` does; a longer one
+/// goes to `str::parse` without the general path's checks. `None` for anything else, which
+/// the general path reads or refuses.
+fn plain_number(line: &str, start: usize) -> Option<(FieldValue, usize)> {
+    let bytes = line.as_bytes();
+    let negative = bytes.get(start) == Some(&b'-');
+    let mut i = start + usize::from(negative);
+    let (mut mantissa, mut digits, mut dot) = (0u64, 0usize, None);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'0'..=b'9' if digits < 19 => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+            }
+            b'.' if dot.is_none() => dot = Some(digits),
+            _ => break,
+        }
+        i += 1;
+    }
+    let integer = bytes.get(i) == Some(&b'i');
+    let end = i + usize::from(integer);
+    if digits == 0 || !matches!(bytes.get(end), None | Some(b',' | b' ' | b'\t')) {
+        return None;
+    }
+    if integer {
+        let n = i64::try_from(mantissa).ok().filter(|_| dot.is_none())?;
+        return Some((FieldValue::I64(if negative { -n } else { n }), end));
+    }
+    let value = match digits <= 15 {
+        true => mantissa as f64 / POW10[digits - dot.unwrap_or(digits)],
+        false => line[start + usize::from(negative)..i].parse().ok()?,
     };
-    Ok((value, end))
+    Some((FieldValue::F64(if negative { -value } else { value }), end))
 }
 
 /// An optional `-` and one or more ASCII digits.

@@ -258,7 +258,12 @@ proptest! {
         body.push(junk);
         let body = body.join("\n");
         let points = parse(&body, Precision::Seconds, NOW_NS);
-        let columns = parse_columns(&body, Precision::Seconds, NOW_NS);
+        // Twice with one cache: keys parsed, then keys from the cache.
+        let cache = KeyCache::default();
+        let columns = parse_columns(&body, Precision::Seconds, NOW_NS, &cache);
+        let again = parse_columns(&body, Precision::Seconds, NOW_NS, &cache);
+        prop_assert_eq!(&again.errors, &columns.errors);
+        prop_assert_eq!(&again.tables, &columns.tables);
         let errors: Vec<&LineError> = points.iter().filter_map(|p| p.as_ref().err()).collect();
         prop_assert_eq!(columns.errors.iter().collect::<Vec<_>>(), errors, "{}", body);
         let mut rows: Vec<(usize, String, Point)> = Vec::new();
@@ -276,5 +281,23 @@ proptest! {
         let expected: Vec<(usize, String, Point)> =
             points.into_iter().filter_map(Result::ok).map(|l| (l.line_number, l.table, sorted(l.point))).collect();
         prop_assert_eq!(rows, expected, "{}", body);
+    }
+
+    /// The fast path for plain numbers reads what the general path reads, where it reads
+    /// anything: the same value, to the bit, and the same end.
+    #[test]
+    fn plain_numbers_read_as_the_general_path_reads_them(
+        text in "-?[0-9]{0,20}(\\.[0-9]{0,20})?i?",
+        float in any::<f64>().prop_filter("finite", |f| f.is_finite()),
+        decimals in 0usize..17,
+        end in prop::sample::select(vec!["", ",", " ", "\t", "x", "e5", "u"]),
+    ) {
+        for text in [text, format!("{float:.decimals$}"), format!("{float}")] {
+            let line = format!("{text}{end}");
+            let Some((value, at)) = plain_number(&line, 0) else { continue };
+            prop_assert_eq!(at, text.len(), "{}", line);
+            let general = unquoted_value(&text).map_err(|e| TestCaseError::fail(format!("{line}: {e}")))?;
+            prop_assert!(value.same(&general), "{}: {:?} != {:?}", line, value, general);
+        }
     }
 }

@@ -10,7 +10,7 @@ use isobar_storage::{Storage, WriteBatch, WriteReceipt};
 
 use crate::dead_letters::{self, DeadLetters};
 use crate::error::Result;
-use crate::line_protocol::{self, LineError, Precision};
+use crate::line_protocol::{self, KeyCache, LineError, Precision};
 use crate::router::Router;
 use crate::rule::Message;
 
@@ -38,13 +38,14 @@ pub struct Ingestor {
     storage: Storage,
     router: Arc<Router>,
     dead_letters: Arc<DeadLetters>,
+    line_keys: Arc<KeyCache>,
 }
 
 impl Ingestor {
     /// Routes messages through `router` into `storage`; creates the dead letters' table.
     pub fn new(storage: Storage, router: Arc<Router>) -> Result<Self> {
         dead_letters::create_table(&storage)?;
-        Ok(Self { storage, router, dead_letters: Arc::new(DeadLetters::default()) })
+        Ok(Self { storage, router, dead_letters: Arc::new(DeadLetters::default()), line_keys: Arc::new(KeyCache::default()) })
     }
 
     /// Routes `messages` (received by `source`, e.g. `mqtt`) and writes their rows and the
@@ -87,27 +88,11 @@ impl Ingestor {
     /// or whose point storage refuses (a type conflict, a table name it does not take). The
     /// client is told about every such line, as InfluxDB reports a partial write, so none
     /// becomes a dead letter.
-    pub async fn write_lines(&self, body: &str, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
-        let parsed = line_protocol::parse_columns(body, precision, now_ns);
-        let mut written = LinesWritten { points_written: 0, errors: parsed.errors };
-        let mut batch = WriteBatch::new();
-        // The line of each row, by table.
-        let mut lines: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (table, columns, numbers) in parsed.tables {
-            batch.push_columns(&table, columns);
-            lines.insert(table, numbers);
-        }
-        if !batch.is_empty() {
-            let receipt = self.write(batch).await?;
-            written.points_written = receipt.rows_written;
-            for r in receipt.rejected {
-                if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
-                    written.errors.push(LineError { line_number, line: line_protocol::line_text(body, line_number), reason: r.reason });
-                }
-            }
-        }
-        written.errors.sort_by_key(|e| e.line_number);
-        Ok(written)
+    pub async fn write_lines(&self, body: String, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
+        let (storage, keys) = (self.storage.clone(), self.line_keys.clone());
+        tokio::task::spawn_blocking(move || write_lines(&storage, &body, precision, now_ns, &keys))
+            .await
+            .map_err(|e| isobar_storage::Error::Internal(format!("line protocol write task: {e}")))?
     }
 
     /// Logs why `message` is not stored and adds its dead letter to `batch`.
@@ -124,4 +109,28 @@ impl Ingestor {
             .map_err(|e| isobar_storage::Error::Internal(format!("storage write task: {e}")))?;
         Ok(receipt?)
     }
+}
+
+/// Parses `body` and writes its points, waiting for them to be durable.
+fn write_lines(storage: &Storage, body: &str, precision: Precision, now_ns: i64, keys: &KeyCache) -> Result<LinesWritten> {
+    let parsed = line_protocol::parse_columns(body, precision, now_ns, keys);
+    let mut written = LinesWritten { points_written: 0, errors: parsed.errors };
+    let mut batch = WriteBatch::new();
+    // The line of each row, by table.
+    let mut lines: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (table, columns, numbers) in parsed.tables {
+        batch.push_columns(&table, columns);
+        lines.insert(table, numbers);
+    }
+    if !batch.is_empty() {
+        let receipt = storage.write(&batch)?;
+        written.points_written = receipt.rows_written;
+        for r in receipt.rejected {
+            if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
+                written.errors.push(LineError { line_number, line: line_protocol::line_text(body, line_number), reason: r.reason });
+            }
+        }
+    }
+    written.errors.sort_by_key(|e| e.line_number);
+    Ok(written)
 }

@@ -42,7 +42,7 @@ fn good_lines_are_written_and_bad_ones_reported_by_number() {
                 weather,station=c v=\"text\" 3000\n\
                 other,station=a n=7i 4000\n\
                 weather,station=c n=3i\n";
-    let written = runtime.block_on(ingestor.write_lines(body, Precision::Nanoseconds, 9_000)).expect("write");
+    let written = runtime.block_on(ingestor.write_lines(body.to_owned(), Precision::Nanoseconds, 9_000)).expect("write");
     assert_eq!(written.points_written, 4);
     let numbers: Vec<usize> = written.errors.iter().map(|e| e.line_number).collect();
     assert_eq!(numbers, [3, 5], "{:?}", written.errors);
@@ -55,7 +55,8 @@ fn good_lines_are_written_and_bad_ones_reported_by_number() {
     );
     assert_eq!(rows(&storage, "other"), [(4000, "a".to_owned(), None, Some(7))]);
     // Seconds, and nothing but bad lines: nothing written, each reported.
-    let written = runtime.block_on(ingestor.write_lines("weather,station=d v=1 5\nweather v=\n", Precision::Seconds, 0)).expect("write");
+    let written =
+        runtime.block_on(ingestor.write_lines("weather,station=d v=1 5\nweather v=\n".to_owned(), Precision::Seconds, 0)).expect("write");
     assert_eq!((written.points_written, written.errors.len()), (1, 1));
     assert_eq!(rows(&storage, "weather").last(), Some(&(5_000_000_000, "d".to_owned(), Some(1.0), None)));
 }

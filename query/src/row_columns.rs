@@ -204,7 +204,8 @@ impl RowColumns {
         if let Some(&set) = self.tag_sets.get(self.key.as_slice()) {
             return set;
         }
-        let tags = self.tag_names.iter().zip(key_values(&self.key)).filter_map(|(n, v)| Some((n.clone(), v?.to_owned()))).collect();
+        let tags: Vec<(String, String)> =
+            self.tag_names.iter().zip(key_values(&self.key)).filter_map(|(n, v)| Some((n.clone(), v?.to_owned()))).collect();
         let set = self.columns.add_tag_set(tags);
         self.tag_sets.insert(self.key.clone(), set);
         set

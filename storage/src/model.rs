@@ -153,7 +153,7 @@ impl Point {
 /// written, or refused for the same reason, as that point with its fields in column order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
-    tag_sets: Vec<Vec<(String, String)>>,
+    tag_sets: Vec<Arc<[(String, String)]>>,
     row_tag_sets: Vec<u32>,
     times: Vec<i64>,
     fields: Vec<(String, Vec<Option<FieldValue>>)>,
@@ -165,9 +165,10 @@ impl Columns {
         Self::default()
     }
     /// Adds a tag set (names unique; order does not matter) for rows to name by the index
-    /// returned. Writers add each tag set once.
-    pub fn add_tag_set(&mut self, tags: Vec<(String, String)>) -> u32 {
-        self.tag_sets.push(tags);
+    /// returned. Writers add each tag set once; one that keeps its tag sets between batches
+    /// shares them.
+    pub fn add_tag_set(&mut self, tags: impl Into<Arc<[(String, String)]>>) -> u32 {
+        self.tag_sets.push(tags.into());
         u32::try_from(self.tag_sets.len() - 1).expect("fewer than 2^32 tag sets in a batch")
     }
     /// The field column called `name`, added (no value in any row so far) if it is new.
@@ -175,7 +176,9 @@ impl Columns {
         if let Some(i) = self.fields.iter().position(|(n, _)| n == name) {
             return i;
         }
-        self.fields.push((name.to_owned(), vec![None; self.times.len()]));
+        let mut values = Vec::with_capacity(self.times.capacity());
+        values.resize(self.times.len(), None);
+        self.fields.push((name.to_owned(), values));
         self.fields.len() - 1
     }
     /// The field column called `name`, if there is one.
@@ -214,11 +217,11 @@ impl Columns {
     }
     /// Row `row` as a point.
     pub fn point(&self, row: usize) -> Point {
-        let tags = self.tag_sets[self.row_tag_sets[row] as usize].clone();
+        let tags = self.tag_sets[self.row_tag_sets[row] as usize].to_vec();
         let fields = self.fields.iter().filter_map(|(name, values)| Some((name.clone(), values[row].clone()?))).collect();
         Point { time: TimestampNs(self.times[row]), tags, fields }
     }
-    pub(crate) fn tag_sets(&self) -> &[Vec<(String, String)>] {
+    pub(crate) fn tag_sets(&self) -> &[Arc<[(String, String)]>] {
         &self.tag_sets
     }
     pub(crate) fn row_tag_set(&self, row: usize) -> usize {

@@ -107,7 +107,7 @@ async fn write(cx: &HttpContext, api: Api, precision: Option<&str>, headers: &He
     let Ok(text) = String::from_utf8(text) else { return api.error(StatusCode::BAD_REQUEST, "body is not UTF-8") };
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     cx.ingest.line_writes.fetch_add(1, Ordering::Relaxed);
-    let written = match cx.ingestor.write_lines(&text, precision, now_ns).await {
+    let written = match cx.ingestor.write_lines(text, precision, now_ns).await {
         Ok(written) => written,
         Err(e) => return api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, nothing written: {e}")),
     };

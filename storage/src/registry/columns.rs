@@ -1,27 +1,30 @@
-//! Rows given in columns ([`Columns`]): the first row of each shape (its tag set and which
-//! fields it has, of which types) is checked and resolved as a point would be, adding columns
-//! and its series; later rows of that shape reuse its resolution, so a batch of many rows of
-//! few series costs a few name and series lookups rather than some per row. Refused rows are
-//! checked one by one (other rows may change the schema, and with it the reason). What is
-//! written and what is refused, and why, is what the same rows as points would give.
+//! Rows given in columns ([`Columns`]). A row is written without checking it as a point when
+//! its tag set is an existing series of the table and its fields are existing field columns
+//! of its values' types: a tag set is looked up once per batch, and each shape of fields (which
+//! fields a row has, of which types) once per batch, so a batch of many rows of few series,
+//! or of many series all known already, costs a few lookups per series rather than a point's
+//! checks per row. Any other row is checked and resolved as a point would be, adding columns
+//! and its series. What is written and what is refused, and why, is what the same rows as
+//! points would give.
 
 use crate::batch::RowBatch;
 use crate::catalog::Op;
 use crate::config::StorageConfig;
 use crate::model::{ColumnId, Columns, FieldValue, SeriesId};
-use crate::schema::{PointLimits, TableSchema};
+use crate::schema::{ColumnKind, PointLimits, TableSchema};
 
 use super::Registry;
 
-/// One shape of row of one tag set that resolved, and what its rows resolve to.
-struct Shape {
-    /// Per field column of the batch: the type code of the row's value, 0 for none.
+/// A shape of a row's fields: per field column of the batch, the type code of the row's value
+/// (0 for none), and when every field is an existing field column of that type, each present
+/// field's index in the batch and column, sorted by column id.
+struct FieldShape {
     codes: Vec<u8>,
-    /// The series of its rows.
-    series: SeriesId,
-    /// Sorted by column id, each present field's index in the batch and column.
-    ids: Vec<(usize, ColumnId)>,
+    ids: Option<FieldIds>,
 }
+
+/// The fields of a row: each one's index among the batch's field columns, and its column.
+type FieldIds = Vec<(usize, ColumnId)>;
 
 /// Where the rows of a batch's columns go.
 pub(crate) struct Out<'a, R: FnMut(usize, String)> {
@@ -45,7 +48,9 @@ impl Registry {
         let limits = &config.point_limits();
         let mut changed = false;
         let fields = columns.fields();
-        let mut shapes: Vec<Vec<Shape>> = (0..columns.tag_sets().len()).map(|_| Vec::new()).collect();
+        // Per tag set: not looked up yet, or its series when it has one.
+        let mut series_of: Vec<Option<Option<SeriesId>>> = vec![None; columns.tag_sets().len()];
+        let mut shapes: Vec<FieldShape> = Vec::new();
         let mut codes = Vec::with_capacity(fields.len());
         for row in 0..columns.len() {
             if let Some(reason) = refuse_time(columns.time(row)) {
@@ -55,29 +60,32 @@ impl Registry {
             codes.clear();
             codes.extend(fields.iter().map(|(_, values)| shape_code(values[row].as_ref(), limits)));
             let tag_set = columns.row_tag_set(row);
-            // A row with a string over the limit is refused with its length, so it is
-            // resolved on its own, as a point; so is a row of a shape not resolved yet or
-            // refused before (rows between may have changed the schema, and so the reason).
-            let cached = match codes.contains(&LONG_STRING) {
-                true => None,
-                false => shapes[tag_set].iter().position(|s| s.codes == codes),
+            let series = *series_of[tag_set].get_or_insert_with(|| self.known_series(schema, &columns.tag_sets()[tag_set], limits));
+            let shape = match shapes.iter().position(|s| s.codes == codes) {
+                Some(i) => i,
+                None => {
+                    shapes.push(FieldShape { ids: known_fields(schema, columns, &codes, limits), codes: codes.clone() });
+                    shapes.len() - 1
+                }
             };
-            let single;
-            let (series, ids) = match cached {
-                Some(i) => (shapes[tag_set][i].series, &shapes[tag_set][i].ids),
-                None => match self.resolve_shape(schema, columns, row, limits, config, ops, &mut changed) {
+            let resolved;
+            let (series, ids) = match (series, &shapes[shape].ids) {
+                (Some(series), Some(ids)) => (series, ids),
+                // Checked as a point: the first row of a new series, a row adding columns, and
+                // a row refused (rows between may have changed the schema, and so the reason).
+                _ => match self.resolve_row(schema, columns, row, limits, config, ops) {
                     Err(reason) => {
                         (out.reject)(row, reason);
                         continue;
                     }
-                    Ok((series, ids)) if codes.contains(&LONG_STRING) => {
-                        single = ids;
-                        (series, &single)
-                    }
-                    Ok((series, ids)) => {
-                        shapes[tag_set].push(Shape { codes: codes.clone(), series, ids });
-                        let shape = &shapes[tag_set][shapes[tag_set].len() - 1];
-                        (shape.series, &shape.ids)
+                    Ok((series, ids, new_columns)) => {
+                        if new_columns {
+                            changed = true;
+                            shapes.clear();
+                        }
+                        series_of[tag_set] = Some(Some(series));
+                        resolved = ids;
+                        (series, &resolved)
                     }
                 },
             };
@@ -87,10 +95,28 @@ impl Registry {
         changed
     }
 
-    /// Checks and resolves row `row` of `columns` as a point: its series and fields, adding
-    /// columns and the series when they are new.
-    #[allow(clippy::too_many_arguments)]
-    fn resolve_shape(
+    /// The existing series of `schema`'s table with `tags`, when every tag is a tag column
+    /// and the tags are within the limits (which a restart may have lowered).
+    fn known_series(&self, schema: &TableSchema, tags: &[(String, String)], limits: &PointLimits) -> Option<SeriesId> {
+        if tags.len() > limits.tags_per_series_max {
+            return None;
+        }
+        let mut resolved = Vec::with_capacity(tags.len());
+        for (name, value) in tags {
+            if name.len() > limits.name_bytes_max || value.len() > limits.string_bytes_max {
+                return None;
+            }
+            let column = schema.column(name).filter(|c| c.kind == ColumnKind::Tag)?;
+            resolved.push((column.id, value.as_str()));
+        }
+        resolved.sort_unstable_by_key(|(id, _)| *id);
+        self.find_series(schema.id, &resolved)
+    }
+
+    /// Checks and resolves row `row` of `columns` as a point: its series and fields (sorted by
+    /// column id), adding columns and the series when they are new, and whether columns were
+    /// added.
+    fn resolve_row(
         &mut self,
         schema: &mut TableSchema,
         columns: &Columns,
@@ -98,12 +124,10 @@ impl Registry {
         limits: &PointLimits,
         config: &StorageConfig,
         ops: &mut Vec<Op>,
-        changed: &mut bool,
-    ) -> Result<(SeriesId, Vec<(usize, ColumnId)>), String> {
+    ) -> Result<(SeriesId, FieldIds, bool), String> {
         let point = columns.point(row);
         let (resolved, new_columns) = schema.resolve(&point, limits)?;
         let series = self.series_for(schema.id, resolved.tags, config, ops)?;
-        *changed |= new_columns;
         let mut ids = Vec::with_capacity(point.fields.len());
         for (field, (name, values)) in columns.fields().iter().enumerate() {
             if values[row].is_some() {
@@ -113,8 +137,29 @@ impl Registry {
             }
         }
         ids.sort_by_key(|(_, id)| *id);
-        Ok((series, ids))
+        Ok((series, ids, new_columns))
     }
+}
+
+/// The columns of the fields of a row of shape `codes`, sorted by column id, when it has a
+/// field and each is an existing field column of its value's type, its name within the limit.
+fn known_fields(schema: &TableSchema, columns: &Columns, codes: &[u8], limits: &PointLimits) -> Option<FieldIds> {
+    let mut ids = Vec::new();
+    for (field, (&code, (name, _))) in codes.iter().zip(columns.fields()).enumerate() {
+        if code == 0 {
+            continue;
+        }
+        if name.len() > limits.name_bytes_max {
+            return None;
+        }
+        let column = schema.column(name)?;
+        match column.kind {
+            ColumnKind::Field(t) if t.code() == code => ids.push((field, column.id)),
+            _ => return None,
+        }
+    }
+    ids.sort_unstable_by_key(|(_, id)| *id);
+    (!ids.is_empty()).then_some(ids)
 }
 
 /// A row's value's part in its shape: its type's code, [`LONG_STRING`] for a string over the
@@ -127,5 +172,6 @@ fn shape_code(value: Option<&FieldValue>, limits: &PointLimits) -> u8 {
     }
 }
 
-/// The shape code of a string over the limit (type codes are 1 to 4).
+/// The shape code of a string over the limit (type codes are 1 to 4), which no field column
+/// matches: such a row is refused as a point, with its length.
 const LONG_STRING: u8 = u8::MAX;
