@@ -8,6 +8,7 @@
 //! with plain little-endian values (`Plain`) as the fallback. `docs/file-format.md` lists the
 //! bytes of each codec.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use pco::ChunkConfig;
@@ -101,46 +102,74 @@ const SAMPLE_VALUES: usize = 8192;
 /// Values a codec is chosen on: encoding a sample with every candidate and the whole block
 /// with the winner costs a fraction of encoding the whole block with every candidate.
 const CHOICE_SAMPLE_VALUES: usize = 2048;
+/// pco level of the candidates tried on a sample: their sizes rank the same as at higher
+/// levels, and pco's search for bins costs as much on a sample as on a whole block.
+const CHOICE_PCO_LEVEL: usize = 4;
+
+/// One block of f64 values, with what two candidates derive from them computed once.
+struct F64Block<'a> {
+    values: &'a [f64],
+    residues: OnceCell<ulp::Residues>,
+}
+
+impl<'a> F64Block<'a> {
+    fn new(values: &'a [f64]) -> Self {
+        Self { values, residues: OnceCell::new() }
+    }
+
+    /// The block as `codec`; `None` when the codec cannot hold these values.
+    fn encode(&self, codec: Codec, opts: &CodecOptions) -> Option<Vec<u8>> {
+        let values = self.values;
+        match codec {
+            Codec::Pco => simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b)),
+            Codec::PcoDecimal => decimal_scale(values).and_then(|(k, ints)| {
+                let b = simple_compress(&ints, &pco_config(opts)).ok()?;
+                Some([&[Codec::PcoDecimal as u8, k][..], &b].concat())
+            }),
+            Codec::PcoDictionary => f64_dictionary(values, opts),
+            Codec::PcoDecimalUlp | Codec::PackedDecimalUlp => self.residues.get_or_init(|| ulp::Residues::new(values)).encode(codec, opts),
+            Codec::Plain => {
+                let mut w = Writer::new();
+                w.u8(Codec::Plain as u8);
+                values.iter().for_each(|v| w.f64(*v));
+                Some(w.into_inner())
+            }
+            Codec::Dictionary | Codec::ZstdPlain | Codec::BitsZstd => None,
+        }
+    }
+
+    /// The candidate with the lowest cost and its bytes.
+    fn best(&self, opts: &CodecOptions) -> (Codec, Vec<u8>) {
+        const CANDIDATES: [Codec; 6] =
+            [Codec::Plain, Codec::Pco, Codec::PcoDecimal, Codec::PcoDecimalUlp, Codec::PackedDecimalUlp, Codec::PcoDictionary];
+        // Full-precision readings have three candidates of about the same size: pco's float
+        // modes (two entropy-coded streams per value), decimals with residues in one pco stream
+        // (about twice as fast) and the same with bit-packed integers (about three times faster
+        // again). Each faster one wins unless it is more than about 10% larger.
+        let cost = |codec: Codec, len: usize| match codec {
+            Codec::Pco => len + len / 5,
+            Codec::PcoDecimalUlp => len + len / 10,
+            _ => len,
+        };
+        CANDIDATES
+            .into_iter()
+            .filter_map(|codec| Some((codec, self.encode(codec, opts)?)))
+            .min_by_key(|(codec, bytes)| cost(*codec, bytes.len()))
+            .expect("the plain candidate always exists")
+    }
+}
 
 /// Encodes f64 values with the candidate codec that is smallest on a sample of them.
 pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
-    const CANDIDATES: [Codec; 6] =
-        [Codec::Plain, Codec::Pco, Codec::PcoDecimal, Codec::PcoDecimalUlp, Codec::PackedDecimalUlp, Codec::PcoDictionary];
-    let encode = |codec: Codec, values: &[f64]| match codec {
-        Codec::Pco => simple_compress(values, &pco_config(opts)).ok().map(|b| with_codec(Codec::Pco, &b)),
-        Codec::PcoDecimal => decimal_scale(values).and_then(|(k, ints)| {
-            let b = simple_compress(&ints, &pco_config(opts)).ok()?;
-            Some([&[Codec::PcoDecimal as u8, k][..], &b].concat())
-        }),
-        Codec::PcoDictionary => f64_dictionary(values, opts),
-        Codec::PcoDecimalUlp | Codec::PackedDecimalUlp => ulp::encode(values, opts, codec),
-        Codec::Plain => {
-            let mut w = Writer::new();
-            w.u8(Codec::Plain as u8);
-            values.iter().for_each(|v| w.f64(*v));
-            Some(w.into_inner())
-        }
-        Codec::Dictionary | Codec::ZstdPlain | Codec::BitsZstd => None,
-    };
-    // Full-precision readings have three candidates of about the same size: pco's float modes
-    // (two entropy-coded streams per value), decimals with residues in one pco stream (about
-    // twice as fast) and the same with bit-packed integers (about three times faster again).
-    // Each faster one wins unless it is more than about 10% larger.
-    let cost = |codec: Codec, len: usize| match codec {
-        Codec::Pco => len + len / 5,
-        Codec::PcoDecimalUlp => len + len / 10,
-        _ => len,
-    };
-    let best = |values: &[f64]| {
-        CANDIDATES.into_iter().filter_map(|c| Some((c, encode(c, values)?))).min_by_key(|(c, bytes)| cost(*c, bytes.len()))
-    };
     if values.len() > 2 * CHOICE_SAMPLE_VALUES {
-        // A sample can mislead (more decimals later, say): then every candidate gets the column.
-        if let Some(encoded) = best(&values[..CHOICE_SAMPLE_VALUES]).and_then(|(c, _)| encode(c, values)) {
+        let choice_opts = CodecOptions { pco_level: opts.pco_level.min(CHOICE_PCO_LEVEL), ..*opts };
+        let (codec, _) = F64Block::new(&values[..CHOICE_SAMPLE_VALUES]).best(&choice_opts);
+        // A sample can mislead (more decimals later, say): then every candidate gets the block.
+        if let Some(encoded) = F64Block::new(values).encode(codec, opts) {
             return encoded;
         }
     }
-    best(values).map(|(_, bytes)| bytes).expect("the plain candidate always exists")
+    F64Block::new(values).best(opts).1
 }
 
 /// Values that repeat (readings quantised by their sensor, or stored as f32) cost less as

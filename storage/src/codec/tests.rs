@@ -76,6 +76,28 @@ fn decimal_columns_are_scaled_to_integers() {
 }
 
 #[test]
+fn a_block_is_encoded_as_its_sample_chose_unless_the_rest_does_not_fit() {
+    // A reading with two decimals wandering about: few repeats, so a dictionary does not win.
+    let mut rng = 11u64;
+    let values: Vec<f64> = (0..3 * CHOICE_SAMPLE_VALUES)
+        .scan(200_000i64, |walk, _| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            *walk += ((rng >> 33) % 201) as i64 - 100;
+            Some(*walk as f64 / 100.0)
+        })
+        .collect();
+    let encoded = encode_f64(&values, &CodecOptions::default());
+    assert_eq!((encoded[0], encoded[1]), (Codec::PcoDecimal as u8, 2), "the sample's codec and scale");
+    assert!(same_f64(&decode_f64(&encoded, values.len()).expect("decodes"), &values));
+
+    // Past the sample the values need more decimals than the sample's codec can scale away.
+    let mut changing = values.clone();
+    changing[2 * CHOICE_SAMPLE_VALUES..].iter_mut().for_each(|v| *v = 1.0 / *v);
+    let encoded = encode_f64(&changing, &CodecOptions::default());
+    assert_ne!(encoded[0], Codec::PcoDecimal as u8);
+    assert!(same_f64(&decode_f64(&encoded, changing.len()).expect("decodes"), &changing));
+}
+#[test]
 fn regular_timestamps_cost_almost_nothing() {
     let start = 1_700_000_000_000_000_000i64;
     let times: Vec<i64> = (0..100_000).map(|i| start + i * 1_000_000_000).collect();

@@ -82,41 +82,57 @@ fn best_decimals(values: &[f64]) -> u8 {
     u8::try_from(k).unwrap_or(0)
 }
 
-/// Encodes with the integers as codec `ints` says: [`Codec::PcoDecimalUlp`] or
-/// [`Codec::PackedDecimalUlp`].
-pub(super) fn encode(values: &[f64], opts: &CodecOptions, ints_codec: Codec) -> Option<Vec<u8>> {
-    let k = best_decimals(values);
-    let scale = 10f64.powi(i32::from(k));
-    let ints: Vec<i64> = values.iter().map(|v| scaled(*v, scale)).collect();
-    let mut codes = vec![0u8; values.len().div_ceil(4)];
-    let mut escapes = Vec::new();
-    for (n, (v, i)) in values.iter().zip(&ints).enumerate() {
-        let distance = v.to_bits().wrapping_sub(reconstruct(*i, scale));
-        let c = code(distance);
-        if c == ESCAPE {
-            escapes.push(distance as i64);
+/// Values as decimals at one scale and their distances in ULPs from them: what both integer
+/// streams encode.
+#[derive(Debug)]
+pub(super) struct Residues {
+    k: u8,
+    ints: Vec<i64>,
+    codes: Vec<u8>,
+    escapes: Vec<i64>,
+}
+
+impl Residues {
+    pub(super) fn new(values: &[f64]) -> Self {
+        let k = best_decimals(values);
+        let scale = 10f64.powi(i32::from(k));
+        let ints: Vec<i64> = values.iter().map(|v| scaled(*v, scale)).collect();
+        let mut codes = vec![0u8; values.len().div_ceil(4)];
+        let mut escapes = Vec::new();
+        for (n, (v, i)) in values.iter().zip(&ints).enumerate() {
+            let distance = v.to_bits().wrapping_sub(reconstruct(*i, scale));
+            let c = code(distance);
+            if c == ESCAPE {
+                escapes.push(distance as i64);
+            }
+            codes[n / 4] |= c << (2 * (n % 4));
         }
-        codes[n / 4] |= c << (2 * (n % 4));
+        Self { k, ints, codes, escapes }
     }
-    let int_bytes = if ints_codec == Codec::PackedDecimalUlp {
+
+    /// Encodes with the integers as codec `ints_codec` says: [`Codec::PcoDecimalUlp`] or
+    /// [`Codec::PackedDecimalUlp`].
+    pub(super) fn encode(&self, ints_codec: Codec, opts: &CodecOptions) -> Option<Vec<u8>> {
+        let int_bytes = if ints_codec == Codec::PackedDecimalUlp {
+            let mut w = Writer::new();
+            packed::encode(&self.ints, &mut w);
+            w.into_inner()
+        } else {
+            // pco's classic mode: one stream, the fastest to decode.
+            simple_compress(&self.ints, &pco_config(opts).with_mode_spec(ModeSpec::Classic)).ok()?
+        };
         let mut w = Writer::new();
-        packed::encode(&ints, &mut w);
-        w.into_inner()
-    } else {
-        // pco's classic mode: one stream, the fastest to decode.
-        simple_compress(&ints, &pco_config(opts).with_mode_spec(ModeSpec::Classic)).ok()?
-    };
-    let mut w = Writer::new();
-    w.u8(ints_codec as u8);
-    w.u8(k);
-    w.u32(u32::try_from(int_bytes.len()).ok()?);
-    w.bytes(&int_bytes);
-    w.bytes(&codes);
-    w.u32(u32::try_from(escapes.len()).ok()?);
-    if !escapes.is_empty() {
-        w.bytes(&simple_compress(&escapes, &pco_config(opts)).ok()?);
+        w.u8(ints_codec as u8);
+        w.u8(self.k);
+        w.u32(u32::try_from(int_bytes.len()).ok()?);
+        w.bytes(&int_bytes);
+        w.bytes(&self.codes);
+        w.u32(u32::try_from(self.escapes.len()).ok()?);
+        if !self.escapes.is_empty() {
+            w.bytes(&simple_compress(&self.escapes, &pco_config(opts)).ok()?);
+        }
+        Some(w.into_inner())
     }
-    Some(w.into_inner())
 }
 
 /// Decodes the bytes after the codec byte, `codec`.
@@ -182,11 +198,15 @@ mod tests {
 
     const BOTH: [Codec; 2] = [Codec::PcoDecimalUlp, Codec::PackedDecimalUlp];
 
+    fn encode(values: &[f64], pco_level: usize, codec: Codec) -> Option<Vec<u8>> {
+        Residues::new(values).encode(codec, &CodecOptions { pco_level, ..CodecOptions::default() })
+    }
+
     fn round_trip(values: &[f64]) -> Vec<u64> {
         let decoded: Vec<Vec<u64>> = BOTH
             .into_iter()
             .map(|codec| {
-                let bytes = encode(values, &CodecOptions { pco_level: 4, zstd_level: 1 }, codec).expect("encodes");
+                let bytes = encode(values, 4, codec).expect("encodes");
                 let mut r = Reader::new(&bytes[1..]);
                 decode(&mut r, values.len(), codec).expect("decodes").into_iter().map(f64::to_bits).collect()
             })
@@ -211,7 +231,7 @@ mod tests {
         #[test]
         fn damaged_bytes_never_panic(values in prop::collection::vec(any::<f64>(), 1..100), at in any::<prop::sample::Index>(), xor in 1u8..=255, cut in any::<prop::sample::Index>()) {
             for codec in BOTH {
-                let mut bytes = encode(&values, &CodecOptions::default(), codec).expect("encodes");
+                let mut bytes = encode(&values, crate::codec::PCO_LEVEL_DEFAULT, codec).expect("encodes");
                 let i = at.index(bytes.len());
                 bytes[i] ^= xor;
                 let _ = decode(&mut Reader::new(&bytes[1..]), values.len(), codec);
@@ -225,7 +245,7 @@ mod tests {
         let walk: Vec<f64> = (0..1000).map(|i| f64::from((i * 7919) % 2000 - 1000) / 1e4).collect();
         let values: Vec<f64> = walk.windows(10).map(|w| w.iter().sum::<f64>() / 10.0).collect();
         for codec in BOTH {
-            let bytes = encode(&values, &CodecOptions::default(), codec).expect("encodes");
+            let bytes = encode(&values, crate::codec::PCO_LEVEL_DEFAULT, codec).expect("encodes");
             // A quarter byte of codes per value, the integers, and few escapes.
             assert!(bytes.len() < values.len() * 3, "{codec:?}: {} bytes for {} values", bytes.len(), values.len());
         }
