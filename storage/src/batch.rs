@@ -170,9 +170,13 @@ impl SeriesIndex {
                 _ => runs.push((*series, end)),
             }
         }
-        let mut columns: Vec<ColumnId> = rows.values.iter().map(|(id, _)| *id).collect();
-        columns.sort_unstable();
-        columns.dedup();
+        // Looked up in the few distinct columns rather than sorting every value's column.
+        let mut columns: Vec<ColumnId> = Vec::new();
+        for (id, _) in &rows.values {
+            if let Err(at) = columns.binary_search(id) {
+                columns.insert(at, *id);
+            }
+        }
         Self {
             order: keyed.into_iter().map(|(_, i)| i).collect(),
             runs,

@@ -23,6 +23,11 @@ use crate::bytes::{Reader, Writer};
 use crate::error::DecodeError;
 
 const ESCAPE: u8 = 3;
+/// Highest pco level of the escaped residues. They are the low bits no decimal holds, close to
+/// noise, where pco's finer bins buy little: for the fleet's exponential moving average (a
+/// residue escaped for nearly every value) level 6 instead of 8 costs 0.7 % more bytes and
+/// encodes the column 60 % faster.
+const ESCAPES_PCO_LEVEL: usize = 6;
 /// For each byte of four codes, the four distances to add to `i / 10^k`'s bits (an escape
 /// adds 0 here and is patched afterwards).
 const BYTE_DISTANCES: [[i64; 4]; 256] = {
@@ -129,7 +134,8 @@ impl Residues {
         w.bytes(&self.codes);
         w.u32(u32::try_from(self.escapes.len()).ok()?);
         if !self.escapes.is_empty() {
-            w.bytes(&simple_compress(&self.escapes, &pco_config(opts)).ok()?);
+            let level = opts.pco_level.min(ESCAPES_PCO_LEVEL);
+            w.bytes(&simple_compress(&self.escapes, &pco_config(&CodecOptions { pco_level: level, ..*opts })).ok()?);
         }
         Some(w.into_inner())
     }
