@@ -135,8 +135,8 @@ pub fn parse_line(line: &str, precision: Precision, now_ns: i64) -> Result<(Stri
     let (key, at) = parse_key(line)?;
     let mut fields = Vec::new();
     let time = parse_fields(line, at, precision, now_ns, &mut fields)?;
-    check_time_names(key.tags.iter().map(|(k, _)| k.as_str()).chain(fields.iter().map(|(k, _)| k.as_ref())))?;
-    let fields = fields.into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+    check_time_names(key.tags.iter().map(|(k, _)| k.as_str()).chain(fields.iter().map(|(_, k, _)| k.as_ref())))?;
+    let fields = fields.into_iter().map(|(_, k, v)| (k.into_owned(), v)).collect();
     Ok((key.table, Point { time: isobar_storage::TimestampNs(time), tags: key.tags, fields }))
 }
 
@@ -179,23 +179,20 @@ fn parse_key(line: &str) -> Result<(Key, usize), String> {
     Ok((Key { table, tags }, at))
 }
 
+/// One field of a line: its key as written (escapes and all), its name and its value.
+type Field<'a> = (&'a str, Cow<'a, str>, FieldValue);
+
 /// The fields after the key (which ends at `at`) into `fields`, a field named twice keeping
 /// its last value, and the line's time in nanoseconds.
-fn parse_fields<'a>(
-    line: &'a str,
-    mut at: usize,
-    precision: Precision,
-    now_ns: i64,
-    fields: &mut Vec<(Cow<'a, str>, FieldValue)>,
-) -> Result<i64, String> {
+fn parse_fields<'a>(line: &'a str, mut at: usize, precision: Precision, now_ns: i64, fields: &mut Vec<Field<'a>>) -> Result<i64, String> {
     let bytes = line.as_bytes();
     at = skip_blanks(bytes, at);
     if at >= bytes.len() {
         return Err("missing fields".into());
     }
     loop {
-        let (key, next) = scan(line, at, |b| matches!(b, b',' | b'=' | b' '));
-        let key = unescape(key, KEY_ESCAPES);
+        let (raw, next) = scan(line, at, |b| matches!(b, b',' | b'=' | b' '));
+        let key = unescape(raw, KEY_ESCAPES);
         if key.is_empty() {
             return Err("missing field key".into());
         }
@@ -203,9 +200,9 @@ fn parse_fields<'a>(
             return Err(format!("missing field value of field {key:?}"));
         }
         let (value, next) = field_value(line, next + 1).map_err(|reason| format!("field {key:?}: {reason}"))?;
-        match fields.iter_mut().find(|(k, _)| *k == key) {
-            Some(field) => field.1 = value,
-            None => fields.push((key, value)),
+        match fields.iter_mut().find(|(_, k, _)| *k == key) {
+            Some(field) => field.2 = value,
+            None => fields.push((raw, key, value)),
         }
         at = next;
         match bytes.get(at) {
@@ -213,10 +210,56 @@ fn parse_fields<'a>(
             _ => break,
         }
     }
+    line_time(line, at, precision, now_ns)
+}
+
+/// The time of a line whose last field value ends at `at`: the timestamp after it, or
+/// `now_ns` when there is none.
+fn line_time(line: &str, at: usize, precision: Precision, now_ns: i64) -> Result<i64, String> {
     // A field value ends at a blank or the end of the line.
-    match &line[skip_blanks(bytes, at)..] {
+    match &line[skip_blanks(line.as_bytes(), at)..] {
         "" => Ok(now_ns),
         digits => timestamp(digits, precision),
+    }
+}
+
+/// The fields of the line before, for the next line of the same table: each one's key as
+/// written and its field column in the table's [`Columns`]. A fleet writes the same fields in
+/// the same order on every line, so most lines match it and are read without scanning,
+/// unescaping and looking up their keys.
+#[derive(Default)]
+struct FieldTemplate<'a> {
+    table: usize,
+    fields: Vec<(&'a str, usize)>,
+}
+
+impl<'a> FieldTemplate<'a> {
+    /// The values and time of `line`, whose key ends at `at`, when its fields are exactly the
+    /// template's keys, as written and in order, each value well-formed: what
+    /// [`parse_fields`] reads from such a line. `None` for any other line, which
+    /// [`parse_fields`] then reads or refuses.
+    fn read(&self, line: &str, mut at: usize, precision: Precision, now_ns: i64, values: &mut Vec<FieldValue>) -> Option<i64> {
+        let bytes = line.as_bytes();
+        values.clear();
+        at = skip_blanks(bytes, at);
+        for (i, (raw, _)) in self.fields.iter().enumerate() {
+            // The same bytes before a `=` scan the same way: the key ends there again.
+            let value_at = at + raw.len() + 1;
+            if bytes.get(at..value_at - 1) != Some(raw.as_bytes()) || bytes.get(value_at - 1) != Some(&b'=') {
+                return None;
+            }
+            let (value, next) = field_value(line, value_at).ok()?;
+            values.push(value);
+            let last = i + 1 == self.fields.len();
+            match bytes.get(next) {
+                Some(b',') if !last => at = next + 1,
+                // More fields than the template's, or fewer.
+                Some(b',') => return None,
+                _ if !last => return None,
+                _ => at = next,
+            }
+        }
+        line_time(line, at, precision, now_ns).ok()
     }
 }
 
@@ -288,8 +331,9 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64, cache: &KeyC
     // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
     let mut keys: FxHashMap<&str, Result<(usize, u32, bool), String>> = FxHashMap::default();
     let mut fields = Vec::new();
+    let (mut template, mut values) = (FieldTemplate::default(), Vec::new());
     // Room for every line in the first table: most bodies are of one.
-    let lines = newlines(body.as_bytes()) + 1;
+    let lines_max = newlines(body.as_bytes()) + 1;
     for (i, line, content) in point_lines(body) {
         let key_end = key_end(content);
         let key = keys.entry(&content[..key_end]).or_insert_with_key(|text| {
@@ -298,26 +342,47 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64, cache: &KeyC
                 Some(table) => table,
                 None => {
                     let mut columns = Columns::new();
-                    columns.reserve(lines);
-                    parsed.tables.push((key.table.clone(), columns, Vec::with_capacity(lines)));
+                    columns.reserve(lines_max);
+                    parsed.tables.push((key.table.clone(), columns, Vec::with_capacity(lines_max)));
                     parsed.tables.len() - 1
                 }
             };
             Ok((table, parsed.tables[table].1.add_tag_set(key.tags.clone()), key.time_tag))
         });
+        let (table, tag_set, time_tag) = match key {
+            Ok(key) => *key,
+            Err(reason) => {
+                parsed.errors.push(LineError { line_number: i + 1, line: shown(line), reason: reason.clone() });
+                continue;
+            }
+        };
+        let (_, columns, lines) = &mut parsed.tables[table];
+        if template.table == table
+            && !template.fields.is_empty()
+            && !time_tag
+            && let Some(time) = template.read(content, key_end, precision, now_ns, &mut values)
+        {
+            let row = columns.push_row(tag_set, time);
+            for ((_, field), value) in template.fields.iter().zip(values.drain(..)) {
+                columns.set(row, *field, value);
+            }
+            lines.push(i + 1);
+            continue;
+        }
         fields.clear();
-        let row = key.clone().and_then(|(table, tag_set, time_tag)| {
-            let time = parse_fields(content, key_end, precision, now_ns, &mut fields)?;
-            check_time_names(time_tag.then_some(TIME_COLUMN).into_iter().chain(fields.iter().map(|(k, _)| k.as_ref())))?;
-            Ok((table, tag_set, time))
+        let row = parse_fields(content, key_end, precision, now_ns, &mut fields).and_then(|time| {
+            check_time_names(time_tag.then_some(TIME_COLUMN).into_iter().chain(fields.iter().map(|(_, k, _)| k.as_ref())))?;
+            Ok(time)
         });
         match row {
-            Ok((table, tag_set, time)) => {
-                let (_, columns, lines) = &mut parsed.tables[table];
+            Ok(time) => {
                 let row = columns.push_row(tag_set, time);
-                for (name, value) in fields.drain(..) {
+                template.table = table;
+                template.fields.clear();
+                for (raw, name, value) in fields.drain(..) {
                     let field = columns.field(&name);
                     columns.set(row, field, value);
+                    template.fields.push((raw, field));
                 }
                 lines.push(i + 1);
             }
