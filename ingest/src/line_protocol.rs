@@ -325,7 +325,8 @@ impl KeyCache {
 }
 
 /// Parses `body` as [`parse`] does (the same rows, the same errors), into columns; keys come
-/// from `cache` when an earlier write parsed them.
+/// from `cache` when an earlier write parsed them, and a line with the fields of the line
+/// before it is read by them (`FieldTemplate`).
 pub fn parse_columns(body: &str, precision: Precision, now_ns: i64, cache: &KeyCache) -> Parsed {
     let mut parsed = Parsed::default();
     // By the text of a line's key: its table's index, tag set, and whether a tag is `time`.
