@@ -237,8 +237,11 @@ impl<'a> FieldTemplate<'a> {
     /// The values and time of `line`, whose key ends at `at`, when its fields are exactly the
     /// template's keys, as written and in order, each value well-formed: what
     /// [`parse_fields`] reads from such a line. `None` for any other line, which
-    /// [`parse_fields`] then reads or refuses.
+    /// [`parse_fields`] then reads or refuses. An empty template (no line read yet) reads none.
     fn read(&self, line: &str, mut at: usize, precision: Precision, now_ns: i64, values: &mut Vec<FieldValue>) -> Option<i64> {
+        if self.fields.is_empty() {
+            return None;
+        }
         let bytes = line.as_bytes();
         values.clear();
         at = skip_blanks(bytes, at);
@@ -359,7 +362,6 @@ pub fn parse_columns(body: &str, precision: Precision, now_ns: i64, cache: &KeyC
         };
         let (_, columns, lines) = &mut parsed.tables[table];
         if template.table == table
-            && !template.fields.is_empty()
             && !time_tag
             && let Some(time) = template.read(content, key_end, precision, now_ns, &mut values)
         {

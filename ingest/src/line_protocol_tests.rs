@@ -246,6 +246,7 @@ fn rows_both_ways(body: &str) -> (Rows, Rows) {
 #[test]
 fn lines_that_repeat_the_fields_before_them_parse_as_any_line() {
     let body = [
+        "m 9",
         "m,s=1 a=1,b\\ c=2i,d=\"x\" 10",
         "m,s=2 a=1.5,b\\ c=3i,d=\"y, z\" 11",
         "m,s=1 a=2,b\\ c=4i,d=\"\" 12",
