@@ -173,7 +173,7 @@ pub(crate) struct QuerySection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct StorageSection {
-    /// Longest a write waits for others to share its fsync, in microseconds.
+    /// Longest a write waits for writes being prepared to share its fsync, in microseconds.
     pub(crate) group_commit_window_us: u64,
     /// Memory the write buffer may use; at the limit, writers wait for a persist.
     pub(crate) write_buffer_bytes_max: u64,

@@ -2,11 +2,14 @@
 //!
 //! Writers prepare their batch (under the registry lock, which fixes its WAL sequence) and
 //! queue it on a bounded channel. The committer takes everything queued, waits up to the group
-//! commit window for more, writes it all in one synced RocksDB write batch, applies the rows to
+//! commit window for the writes being prepared at that moment (never for writes that have not
+//! reached the engine yet: a writer still parsing its request would only delay everyone
+//! queued), writes it all in one synced RocksDB write batch, applies the rows to
 //! the write buffer in sequence order, and only then answers each writer. If the write fails,
 //! the engine is poisoned: that write and every later one fail, and nothing is acknowledged.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -39,7 +42,7 @@ pub(crate) fn run_committer(shared: Arc<Shared>, queue: Receiver<CommitRequest>)
         while bytes < GROUP_BYTES_MAX {
             let next = match queue.try_recv() {
                 Ok(r) => r,
-                Err(_) if window.is_zero() => break,
+                Err(_) if window.is_zero() || shared.preparing_writes.load(Ordering::SeqCst) == 0 => break,
                 Err(_) => match queue.recv_deadline(deadline) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -60,7 +63,7 @@ fn commit_group(shared: &Shared, group: Vec<CommitRequest>) {
         return;
     }
     let result = shared.store.commit(group.iter().flat_map(|r| &r.ops), true);
-    shared.metrics.wal_fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.wal_fsyncs.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = result {
         let reason = format!("WAL write failed: {e}");
         shared.poison(reason.clone());

@@ -12,7 +12,8 @@ use crate::schema::PointLimits;
 pub struct StorageConfig {
     /// Root directory: `catalog/` (RocksDB: WAL and catalog) and `chunks/`.
     pub data_dir: PathBuf,
-    /// How long the committer waits for more writes to share one fsync (0: only those queued).
+    /// How long the committer waits for writes being prepared to share one fsync (0: only
+    /// those queued). It never waits when no write is being prepared.
     pub group_commit_window_us: u64,
     /// Writes waiting for the committer; a full queue makes writers wait.
     pub commit_queue_len_max: usize,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -150,6 +150,9 @@ pub(crate) struct Shared {
     pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
     /// See [`Storage::plan_generation`].
     plan_generation: AtomicU64,
+    /// Writes between taking the registry lock and queueing for the committer, which waits
+    /// for them to share its fsync, and for nothing else.
+    pub(crate) preparing_writes: AtomicUsize,
 }
 
 impl Shared {
@@ -292,6 +295,7 @@ impl Storage {
             rollup_maintenance: Mutex::new(()),
             final_windows: Mutex::new(None),
             plan_generation: AtomicU64::new(0),
+            preparing_writes: AtomicUsize::new(0),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
         for chunk in chunks.values() {
@@ -483,6 +487,7 @@ pub(crate) fn commit(
     shared.disk.check()?;
     let (done_tx, done_rx) = bounded(1);
     let started = std::time::Instant::now();
+    let preparing = Preparing::enter(shared);
     let mut registry = shared.registry.lock();
     let mut prepared = prepare(&mut registry)?;
     if prepared.ops.is_empty() && !prepared.logged {
@@ -510,6 +515,8 @@ pub(crate) fn commit(
     }
     let tables = prepared.tables.into_iter().map(|(table, rows)| TableRows::new(table, rows)).collect();
     let request = CommitRequest { sequence: prepared.sequence, ops: prepared.ops, tables, done: done_tx };
+    // Counted out before it is queued, so the committer never waits for the request it holds.
+    drop(preparing);
     tx.send(request).map_err(|_| Error::Closed)?;
     drop(open);
     done_rx.recv().map_err(|_| Error::Closed)??;
@@ -518,6 +525,22 @@ pub(crate) fn commit(
         let _ = shared.rollup_kick.try_send(());
     }
     Ok(prepared.receipt)
+}
+
+/// Counts a write in [`Shared::preparing_writes`] until dropped.
+struct Preparing<'a>(&'a AtomicUsize);
+
+impl<'a> Preparing<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.preparing_writes.fetch_add(1, Ordering::SeqCst);
+        Self(&shared.preparing_writes)
+    }
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Maintains rollups until stopped: finalizes due windows as soon as a write wakes it, and

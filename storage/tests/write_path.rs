@@ -217,3 +217,31 @@ fn declared_tables_keep_their_columns_and_check_writes() {
     assert_eq!(schema.columns.iter().map(|c| (c.name.clone(), c.kind)).collect::<Vec<_>>(), columns);
     assert_eq!(read_all(&storage, "w").expect("scan").len(), 0);
 }
+
+#[test]
+fn a_write_alone_is_not_held_for_the_group_commit_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c: StorageConfig = config(dir.path());
+    // Long enough that a write waiting it out fails the test below.
+    c.group_commit_window_us = 600_000_000;
+    let storage = Storage::open(c).expect("open");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let storage = storage.clone();
+        std::thread::spawn(move || {
+            for i in 0..3i64 {
+                let mut batch = WriteBatch::new();
+                batch.push("m", point("x", i, Some(1.0), None));
+                storage.write(&batch).expect("write");
+                done_tx.send(i).expect("test waits");
+            }
+        })
+    };
+    for i in 0..3i64 {
+        let done = done_rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(done, Ok(i), "write {i} came back without waiting for writes nobody is preparing");
+    }
+    writer.join().expect("writer");
+    assert_eq!(storage.metrics().wal_fsyncs.load(Ordering::Relaxed), 3);
+    assert_eq!(read_all(&storage, "m").expect("scan").len(), 3);
+}
