@@ -73,6 +73,8 @@ pub(crate) struct Registry {
     pub(crate) open_windows: Arc<Mutex<OpenWindows>>,
     /// Newest event time written to each table: with the wall clock, its retention clock.
     newest_ns: FxHashMap<TableId, i64>,
+    /// See [`columns::TagSetSeries`].
+    tag_set_series: columns::TagSetSeries,
 }
 
 /// The wall clock, in nanoseconds since 1970.

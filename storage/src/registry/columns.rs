@@ -3,14 +3,19 @@
 //! of its values' types: a tag set is looked up once per batch, and each shape of fields (which
 //! fields a row has, of which types) once per batch, so a batch of many rows of few series,
 //! or of many series all known already, costs a few lookups per series rather than a point's
-//! checks per row. Any other row is checked and resolved as a point would be, adding columns
-//! and its series. What is written and what is refused, and why, is what the same rows as
-//! points would give.
+//! checks per row. A tag set a writer hands in the same `Arc` write after write (line
+//! protocol's parsed keys) is found by that `Arc`'s address, without a lookup by its tags
+//! ([`TagSetSeries`]). Any other row is checked and resolved as a point would be, adding
+//! columns and its series. What is written and what is refused, and why, is what the same rows
+//! as points would give.
+
+use std::sync::Arc;
 
 use crate::batch::RowBatch;
 use crate::catalog::Op;
 use crate::config::StorageConfig;
-use crate::model::{ColumnId, Columns, FieldValue, SeriesId};
+use crate::fxhash::FxHashMap;
+use crate::model::{ColumnId, Columns, FieldValue, SeriesId, TableId};
 use crate::schema::{ColumnKind, PointLimits, TableSchema};
 
 use super::Registry;
@@ -25,6 +30,36 @@ struct FieldShape {
 
 /// The fields of a row: each one's index among the batch's field columns, and its column.
 type FieldIds = Vec<(usize, ColumnId)>;
+
+/// The series of tag sets seen before, by table and the address of the tag set's `Arc`, for a
+/// writer that hands in the same `Arc` for a series in every write. Each entry holds its `Arc`,
+/// so no other tag set can take its address while the entry lives. A series, once made, keeps
+/// its id and tags, so an entry stays true; at [`TAG_SETS_CACHED_MAX`] entries it starts over.
+#[derive(Debug, Default)]
+pub(crate) struct TagSetSeries(FxHashMap<(TableId, usize), (TagSet, SeriesId)>);
+
+/// A tag set as writers share it between writes.
+type TagSet = Arc<[(String, String)]>;
+
+/// Entries a [`TagSetSeries`] holds at most.
+const TAG_SETS_CACHED_MAX: usize = 1 << 16;
+
+impl TagSetSeries {
+    fn key(table: TableId, tags: &TagSet) -> (TableId, usize) {
+        (table, Arc::as_ptr(tags).cast::<()>() as usize)
+    }
+
+    fn get(&self, table: TableId, tags: &TagSet) -> Option<SeriesId> {
+        self.0.get(&Self::key(table, tags)).map(|(_, series)| *series)
+    }
+
+    fn insert(&mut self, table: TableId, tags: &TagSet, series: SeriesId) {
+        if self.0.len() >= TAG_SETS_CACHED_MAX {
+            self.0.clear();
+        }
+        self.0.insert(Self::key(table, tags), (Arc::clone(tags), series));
+    }
+}
 
 /// Where the rows of a batch's columns go.
 pub(crate) struct Out<'a, R: FnMut(usize, String)> {
@@ -60,7 +95,7 @@ impl Registry {
             codes.clear();
             codes.extend(fields.iter().map(|(_, values)| shape_code(values[row].as_ref(), limits)));
             let tag_set = columns.row_tag_set(row);
-            let series = *series_of[tag_set].get_or_insert_with(|| self.known_series(schema, &columns.tag_sets()[tag_set], limits));
+            let series = *series_of[tag_set].get_or_insert_with(|| self.known_tag_set(schema, &columns.tag_sets()[tag_set], limits));
             let shape = match shapes.iter().position(|s| s.codes == codes) {
                 Some(i) => i,
                 None => {
@@ -84,6 +119,7 @@ impl Registry {
                             shapes.clear();
                         }
                         series_of[tag_set] = Some(Some(series));
+                        self.tag_set_series.insert(schema.id, &columns.tag_sets()[tag_set], series);
                         resolved = ids;
                         (series, &resolved)
                     }
@@ -93,6 +129,17 @@ impl Registry {
             out.rows.push(series, columns.time(row), values);
         }
         changed
+    }
+
+    /// The existing series of `schema`'s table with the tag set `tags`, from the tag sets seen
+    /// before when it is one of them.
+    fn known_tag_set(&mut self, schema: &TableSchema, tags: &TagSet, limits: &PointLimits) -> Option<SeriesId> {
+        if let Some(series) = self.tag_set_series.get(schema.id, tags) {
+            return Some(series);
+        }
+        let series = self.known_series(schema, tags, limits)?;
+        self.tag_set_series.insert(schema.id, tags, series);
+        Some(series)
     }
 
     /// The existing series of `schema`'s table with `tags`, when every tag is a tag column
