@@ -150,7 +150,7 @@ pub(crate) struct Shared {
     pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
     /// See [`Storage::plan_generation`].
     plan_generation: AtomicU64,
-    /// Writes between taking the registry lock and queueing for the committer, which waits
+    /// Writes from asking for the registry lock until queued for the committer, which waits
     /// for them to share its fsync, and for nothing else.
     pub(crate) preparing_writes: AtomicUsize,
 }
