@@ -2,9 +2,12 @@
 //! letters for what could not be stored. A source acknowledges the batch once [`Ingestor::store`]
 //! returns `Ok`.
 
-use std::sync::Arc;
-
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use isobar_storage::{Storage, WriteBatch, WriteReceipt};
 
@@ -39,13 +42,24 @@ pub struct Ingestor {
     router: Arc<Router>,
     dead_letters: Arc<DeadLetters>,
     line_keys: Arc<KeyCache>,
+    /// The cores isobar has: a body of line protocol written alone is cut into as many pieces.
+    cores: usize,
+    /// Bodies of line protocol being written.
+    line_bodies: Arc<AtomicUsize>,
 }
 
 impl Ingestor {
     /// Routes messages through `router` into `storage`; creates the dead letters' table.
     pub fn new(storage: Storage, router: Arc<Router>) -> Result<Self> {
         dead_letters::create_table(&storage)?;
-        Ok(Self { storage, router, dead_letters: Arc::new(DeadLetters::default()), line_keys: Arc::new(KeyCache::default()) })
+        Ok(Self {
+            storage,
+            router,
+            dead_letters: Arc::new(DeadLetters::default()),
+            line_keys: Arc::new(KeyCache::default()),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+            line_bodies: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// Routes `messages` (received by `source`, e.g. `mqtt`) and writes their rows and the
@@ -88,11 +102,37 @@ impl Ingestor {
     /// or whose point storage refuses (a type conflict, a table name it does not take). The
     /// client is told about every such line, as InfluxDB reports a partial write, so none
     /// becomes a dead letter.
+    ///
+    /// A large body is cut at line ends into pieces, to use the cores other bodies being
+    /// written leave idle (one piece per core for a body written alone), each parsed on a
+    /// thread of its own. Each piece is written once the one before it has its place in the
+    /// commit order, so the pieces commit in body order and a later line wins over an earlier
+    /// one of the same series and time, as in one write. Each piece is durable on its own: when
+    /// one fails, the pieces before it may have been written (a retry of the body rewrites the
+    /// same rows). Bodies already keeping every core busy are not cut: each piece costs a
+    /// write's lookups of its series.
     pub async fn write_lines(&self, body: String, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
-        let (storage, keys) = (self.storage.clone(), self.line_keys.clone());
-        tokio::task::spawn_blocking(move || write_lines(&storage, &body, precision, now_ns, &keys))
-            .await
-            .map_err(|e| isobar_storage::Error::Internal(format!("line protocol write task: {e}")))?
+        let bodies = InFlight::enter(&self.line_bodies);
+        let pieces_max = self.cores / bodies.count;
+        let body = Arc::new(body);
+        let mut turn: Option<Receiver<()>> = None;
+        let mut tasks = Vec::new();
+        for piece in pieces(&body, pieces_max) {
+            let (storage, keys, body) = (self.storage.clone(), self.line_keys.clone(), body.clone());
+            let (pass, next) = crossbeam_channel::bounded::<()>(1);
+            let wait = turn.replace(next);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let text = &body[piece.bytes];
+                write_lines(&storage, text, piece.lines_before, precision, now_ns, &keys, Turn { wait, pass })
+            }));
+        }
+        let mut written = LinesWritten::default();
+        for task in tasks {
+            let piece = task.await.map_err(|e| isobar_storage::Error::Internal(format!("line protocol write task: {e}")))??;
+            written.points_written += piece.points_written;
+            written.errors.extend(piece.errors);
+        }
+        Ok(written)
     }
 
     /// Logs why `message` is not stored and adds its dead letter to `batch`.
@@ -111,8 +151,79 @@ impl Ingestor {
     }
 }
 
-/// Parses `body` and writes its points, waiting for them to be durable.
-fn write_lines(storage: &Storage, body: &str, precision: Precision, now_ns: i64, keys: &KeyCache) -> Result<LinesWritten> {
+/// Counts a body in [`Ingestor::line_bodies`] until dropped.
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// Bodies in flight when this one entered, itself included.
+    count: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        Self { counter, count: counter.fetch_add(1, Ordering::Relaxed) + 1 }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Lines a piece of a body holds at least: a body of fewer is written whole.
+const PIECE_LINES_MIN: usize = 1_000;
+
+/// A piece of a body of line protocol: its bytes, which end at a line end, and the lines before it.
+struct Piece {
+    bytes: Range<usize>,
+    lines_before: usize,
+}
+
+/// `body` cut at line ends into at most `count` pieces of about equal size and at least
+/// [`PIECE_LINES_MIN`] lines; one piece when the body is smaller.
+fn pieces(body: &str, count: usize) -> Vec<Piece> {
+    let bytes = body.as_bytes();
+    let lines = memchr::memchr_iter(b'\n', bytes).count();
+    let count = count.min(lines / PIECE_LINES_MIN).max(1);
+    let mut out = Vec::with_capacity(count);
+    let (mut start, mut lines_before) = (0, 0);
+    for k in 1..=count {
+        let end = match k == count {
+            true => bytes.len(),
+            // The end of the line holding the k-th cut.
+            false => {
+                let cut = (bytes.len() * k / count).max(start);
+                memchr::memchr(b'\n', &bytes[cut..]).map_or(bytes.len(), |n| cut + n + 1)
+            }
+        };
+        if end > start {
+            out.push(Piece { bytes: start..end, lines_before });
+            lines_before += memchr::memchr_iter(b'\n', &bytes[start..end]).count();
+            start = end;
+        }
+    }
+    out
+}
+
+/// A piece's turn to be written: it waits for the piece before it to be prepared (or to have
+/// failed or written nothing), then passes the turn on once it is prepared itself. Dropping
+/// `pass` passes it too.
+struct Turn {
+    wait: Option<Receiver<()>>,
+    pass: Sender<()>,
+}
+
+/// Parses `body` (a piece of a body, after `lines_before` lines) and writes its points, in its
+/// `turn`, waiting for them to be durable. Line numbers count from the whole body's start.
+fn write_lines(
+    storage: &Storage,
+    body: &str,
+    lines_before: usize,
+    precision: Precision,
+    now_ns: i64,
+    keys: &KeyCache,
+    turn: Turn,
+) -> Result<LinesWritten> {
     let parsed = line_protocol::parse_columns(body, precision, now_ns, keys);
     let mut written = LinesWritten { points_written: 0, errors: parsed.errors };
     let mut batch = WriteBatch::new();
@@ -122,8 +233,13 @@ fn write_lines(storage: &Storage, body: &str, precision: Precision, now_ns: i64,
         batch.push_columns(&table, columns);
         lines.insert(table, numbers);
     }
+    // A disconnected turn is one the piece before gave up: it has nothing left to prepare.
+    if let Some(wait) = turn.wait {
+        let _ = wait.recv();
+    }
     if !batch.is_empty() {
-        let receipt = storage.write(&batch)?;
+        let pass = turn.pass;
+        let receipt = storage.write_then(&batch, move || drop(pass))?;
         written.points_written = receipt.rows_written;
         for r in receipt.rejected {
             if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
@@ -132,5 +248,86 @@ fn write_lines(storage: &Storage, body: &str, precision: Precision, now_ns: i64,
         }
     }
     written.errors.sort_by_key(|e| e.line_number);
+    for e in &mut written.errors {
+        e.line_number += lines_before;
+    }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isobar_storage::{ScanRequest, StorageConfig};
+
+    /// `lines` lines of series `s0`..`s99`, each at second `line / 100`, with value `value`.
+    fn lines(count: usize, value: f64) -> String {
+        (0..count).map(|i| format!("m,s=s{} v={value} {}\n", i % 100, i / 100)).collect()
+    }
+
+    /// The value of every row of `m`, by (series, time).
+    fn values(storage: &Storage) -> BTreeMap<(String, i64), f64> {
+        use arrow::array::{AsArray, RecordBatch};
+        use arrow::datatypes::{Float64Type, TimestampNanosecondType};
+        let mut out = BTreeMap::new();
+        for batch in storage.scan(&ScanRequest::all("m")).expect("scan") {
+            let batch: RecordBatch = batch.expect("batch");
+            let times = batch.column_by_name("time").expect("time").as_primitive::<TimestampNanosecondType>().clone();
+            let series = batch.column_by_name("s").expect("s").as_string::<i32>().clone();
+            let v = batch.column_by_name("v").expect("v").as_primitive::<Float64Type>().clone();
+            for i in 0..batch.num_rows() {
+                out.insert((series.value(i).to_owned(), times.value(i)), v.value(i));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pieces_cut_a_body_at_line_ends_and_count_the_lines_before_each() {
+        let body = lines(3 * PIECE_LINES_MIN + 10, 1.0) + "m,s=last v=1 1";
+        for count in [1, 2, 3, 4, 8] {
+            let pieces = pieces(&body, count);
+            assert_eq!(pieces.len(), count.min(3), "{count} pieces asked for");
+            let mut start = 0;
+            for piece in &pieces {
+                assert_eq!(piece.bytes.start, start, "pieces follow each other");
+                assert_eq!(piece.lines_before, body[..start].matches('\n').count());
+                start = piece.bytes.end;
+                assert!(start == body.len() || body.as_bytes()[start - 1] == b'\n', "a piece ends at a line end");
+            }
+            assert_eq!(start, body.len(), "the pieces cover the body");
+        }
+        assert_eq!(pieces(&lines(PIECE_LINES_MIN + 1, 1.0), 8).len(), 1, "a small body is one piece");
+        assert_eq!(pieces("", 8).len(), 0, "an empty body has no piece");
+    }
+
+    /// A piece waits for the piece before it to be prepared: the later piece of a body wins a
+    /// series and time both write, though it is written first.
+    #[test]
+    fn a_later_piece_waits_its_turn_and_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+        let keys = KeyCache::default();
+        let earlier = lines(5_000, 1.0) + "m,s=s0 v=\n";
+        let later = lines(100, 2.0) + "m,s=s1 v=\n";
+        let (pass, wait) = crossbeam_channel::bounded(1);
+        let (last_pass, _) = crossbeam_channel::bounded(1);
+        let written = std::thread::scope(|s| {
+            let later = s.spawn(|| {
+                let turn = Turn { wait: Some(wait), pass: last_pass };
+                write_lines(&storage, &later, 5_001, Precision::Seconds, 0, &keys, turn).expect("later piece")
+            });
+            let earlier =
+                write_lines(&storage, &earlier, 0, Precision::Seconds, 0, &keys, Turn { wait: None, pass }).expect("earlier piece");
+            (earlier, later.join().expect("later piece's thread"))
+        });
+        assert_eq!((written.0.points_written, written.1.points_written), (5_000, 100));
+        let numbers = |w: &LinesWritten| w.errors.iter().map(|e| e.line_number).collect::<Vec<_>>();
+        assert_eq!((numbers(&written.0), numbers(&written.1)), (vec![5_001], vec![5_102]), "line numbers count from the body's start");
+        let values = values(&storage);
+        assert_eq!(values.len(), 5_000);
+        for ((series, time_ns), v) in values {
+            let expected = if time_ns == 0 { 2.0 } else { 1.0 };
+            assert_eq!(v, expected, "{series} at {time_ns} ns");
+        }
+    }
 }

@@ -348,12 +348,23 @@ impl Storage {
     /// the WAL on stable storage. Points that cannot be written are listed in the receipt with
     /// their reason; the others are written. Waits while the write buffer is full.
     pub fn write(&self, batch: &WriteBatch) -> Result<WriteReceipt> {
+        self.write_then(batch, || {})
+    }
+
+    /// [`Self::write`], calling `prepared` once the write has its place in the commit order
+    /// (or has failed before taking one): a write started after `prepared` is called commits
+    /// after this one, so its rows win where both write a series at the same time. A writer
+    /// that prepares the parts of one request on several threads keeps their order with it.
+    pub fn write_then(&self, batch: &WriteBatch, prepared: impl FnOnce()) -> Result<WriteReceipt> {
         let shared = &self.shared;
+        // Called by the commit once prepared, or when dropped on a return before that.
+        let prepared = CallOnDrop(Some(prepared));
         if let Some(reason) = shared.poisoned() {
             return Err(Error::Poisoned(reason));
         }
         shared.wait_for_memory()?;
-        let receipt = self.commit(|registry| registry.prepare(batch, &shared.config))?;
+        let prepare = |registry: &mut Registry| registry.prepare(batch, &shared.config);
+        let receipt = commit_then(shared, &self.commit_sender()?, prepare, move || drop(prepared))?;
         let m = &shared.metrics;
         m.rows_written.fetch_add(receipt.rows_written, Ordering::Relaxed);
         m.rows_rejected.fetch_add(receipt.rejected.len() as u64, Ordering::Relaxed);
@@ -484,12 +495,25 @@ pub(crate) fn commit(
     tx: &Sender<CommitRequest>,
     prepare: impl FnOnce(&mut Registry) -> Result<Prepared>,
 ) -> Result<WriteReceipt> {
+    commit_then(shared, tx, prepare, || {})
+}
+
+/// [`commit`], calling `prepared` once `prepare` has run, whatever it returned (a write that
+/// fails before drops it uncalled): every write prepared after that call takes a later sequence.
+pub(crate) fn commit_then(
+    shared: &Shared,
+    tx: &Sender<CommitRequest>,
+    prepare: impl FnOnce(&mut Registry) -> Result<Prepared>,
+    prepared: impl FnOnce(),
+) -> Result<WriteReceipt> {
     shared.disk.check()?;
     let (done_tx, done_rx) = bounded(1);
     let started = std::time::Instant::now();
     let preparing = Preparing::enter(shared);
     let mut registry = shared.registry.lock();
-    let mut prepared = prepare(&mut registry)?;
+    let result = prepare(&mut registry);
+    prepared();
+    let mut prepared = result?;
     if prepared.ops.is_empty() && !prepared.logged {
         return Ok(prepared.receipt);
     }
@@ -525,6 +549,17 @@ pub(crate) fn commit(
         let _ = shared.rollup_kick.try_send(());
     }
     Ok(prepared.receipt)
+}
+
+/// Calls its function when dropped.
+struct CallOnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for CallOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 /// Counts a write in [`Shared::preparing_writes`] until dropped.

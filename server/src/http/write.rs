@@ -110,7 +110,9 @@ async fn write(cx: &HttpContext, api: Api, precision: Option<&str>, headers: &He
     cx.ingest.line_writes.fetch_add(1, Ordering::Relaxed);
     let written = match cx.ingestor.write_lines(text, precision, now_ns).await {
         Ok(written) => written,
-        Err(e) => return api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, nothing written: {e}")),
+        // The pieces of a large body before the one that failed may be durable: a retry
+        // rewrites the same points, which replace themselves.
+        Err(e) => return api.error(StatusCode::SERVICE_UNAVAILABLE, &format!("write failed, retry it: {e}")),
     };
     cx.ingest.line_points_written.fetch_add(written.points_written, Ordering::Relaxed);
     cx.ingest.line_lines_rejected.fetch_add(u64::try_from(written.errors.len()).unwrap_or(u64::MAX), Ordering::Relaxed);
