@@ -56,7 +56,10 @@ pub fn report_column(name: &str, column: &ColumnData, runs: usize) -> Result<Col
     let block = ChunkOptions::default().row_group_rows_max as usize;
     let n = column.len();
     let (encoded, encode_s) = best_of(runs, || match column {
-        ColumnData::F64(v) => v.chunks(block).map(|c| codec::encode_f64(c, &opts)).collect::<Vec<_>>(),
+        ColumnData::F64(v) => {
+            let mut choice = codec::F64Choice::default();
+            v.chunks(block).map(|c| codec::encode_f64_block(c, &opts, &mut choice)).collect::<Vec<_>>()
+        }
         ColumnData::TimestampNs(v) => v.chunks(block).map(|c| codec::encode_i64(c, &opts)).collect(),
     });
     let (decoded, decode_s) = best_of(runs, || {

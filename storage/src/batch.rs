@@ -51,47 +51,50 @@ impl<'a> From<&'a Row> for RowRef<'a> {
     }
 }
 
-/// Rows laid out flat, in the order they were pushed: a batch of any size costs four
+/// Rows laid out flat, in the order they were pushed: a batch of any size costs two
 /// allocations, not one per row, and is freed as cheaply.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct RowBatch {
-    series: Vec<SeriesId>,
-    times: Vec<i64>,
-    /// Where each row's fields end in `values`.
-    ends: Vec<u32>,
+    rows: Vec<RowEntry>,
     values: Vec<(ColumnId, FieldValue)>,
+}
+
+/// A row of a [`RowBatch`] but for its fields: kept together, so that finding a row costs one
+/// cache miss and not one per array (a persist reads the rows of a series in every write).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RowEntry {
+    series: SeriesId,
+    time: i64,
+    /// Where its fields are in `values`.
+    start: u32,
+    end: u32,
 }
 
 impl RowBatch {
     pub(crate) fn with_capacity(rows: usize, values: usize) -> Self {
-        Self {
-            series: Vec::with_capacity(rows),
-            times: Vec::with_capacity(rows),
-            ends: Vec::with_capacity(rows),
-            values: Vec::with_capacity(values),
-        }
+        Self { rows: Vec::with_capacity(rows), values: Vec::with_capacity(values) }
     }
 
     /// Adds a row whose fields come sorted by column id, each id once.
     pub(crate) fn push(&mut self, series: SeriesId, time: i64, fields: impl IntoIterator<Item = (ColumnId, FieldValue)>) {
+        let start = self.values.len();
         self.values.extend(fields);
-        self.series.push(series);
-        self.times.push(time);
-        self.ends.push(u32::try_from(self.values.len()).expect("a batch holds fewer than 2^32 values"));
+        let offset = |n: usize| u32::try_from(n).expect("a batch holds fewer than 2^32 values");
+        self.rows.push(RowEntry { series, time, start: offset(start), end: offset(self.values.len()) });
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.times.len()
+        self.rows.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.times.is_empty()
+        self.rows.is_empty()
     }
 
     /// Row `i`; panics when out of range.
     pub(crate) fn get(&self, i: usize) -> RowRef<'_> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        RowRef { series: self.series[i], time: self.times[i], fields: &self.values[start..self.ends[i] as usize] }
+        let row = self.rows[i];
+        RowRef { series: row.series, time: row.time, fields: &self.values[row.start as usize..row.end as usize] }
     }
 
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = RowRef<'_>> + '_ {
@@ -103,9 +106,14 @@ impl RowBatch {
         self.values.len()
     }
 
+    /// The time of row `i`; panics when out of range.
+    pub(crate) fn time(&self, i: usize) -> i64 {
+        self.rows[i].time
+    }
+
     /// The rows' times, in push order.
-    pub(crate) fn times(&self) -> &[i64] {
-        &self.times
+    pub(crate) fn times(&self) -> impl ExactSizeIterator<Item = i64> + '_ {
+        self.rows.iter().map(|row| row.time)
     }
 }
 
@@ -160,7 +168,7 @@ pub(crate) struct SeriesIndex {
 
 impl SeriesIndex {
     fn of(rows: &RowBatch) -> Self {
-        let mut keyed: Vec<(SeriesId, u32)> = rows.series.iter().zip(0u32..).map(|(s, i)| (*s, i)).collect();
+        let mut keyed: Vec<(SeriesId, u32)> = rows.rows.iter().zip(0u32..).map(|(row, i)| (row.series, i)).collect();
         // Row numbers break ties, so the order within a series stays the push order.
         keyed.sort_unstable();
         let mut runs: Vec<(SeriesId, u32)> = Vec::new();
@@ -180,8 +188,8 @@ impl SeriesIndex {
         Self {
             order: keyed.into_iter().map(|(_, i)| i).collect(),
             runs,
-            time_min: rows.times.iter().copied().min().unwrap_or(i64::MAX),
-            time_max: rows.times.iter().copied().max().unwrap_or(i64::MIN),
+            time_min: rows.times().min().unwrap_or(i64::MAX),
+            time_max: rows.times().max().unwrap_or(i64::MIN),
             columns,
         }
     }

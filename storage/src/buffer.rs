@@ -207,7 +207,7 @@ impl Frozen {
                 if first == last {
                     starts.push(first);
                 } else {
-                    starts.extend(write.rows.times().iter().map(|t| partition_start(*t, partition_ns)));
+                    starts.extend(write.rows.times().map(|t| partition_start(t, partition_ns)));
                 }
             }
             starts.sort_unstable();

@@ -159,6 +159,40 @@ impl<'a> F64Block<'a> {
     }
 }
 
+/// Blocks of a column encoded with the codec chosen for an earlier block before the candidates
+/// are tried again.
+const CHOICE_REUSE_BLOCKS: u32 = 8;
+
+/// The codec chosen for a column's last blocks, so that the next blocks of the column, which
+/// hold the same kind of readings, are encoded with it rather than trying every candidate again
+/// ([`encode_f64_block`]).
+#[derive(Debug, Clone, Default)]
+pub struct F64Choice {
+    /// The codec and the bytes per value it took on the block it was chosen for.
+    chosen: Option<(Codec, f64)>,
+    /// Blocks encoded with it since.
+    reused: u32,
+}
+
+/// Encodes one block of a column's f64 values with the codec `choice` holds from the column's
+/// earlier blocks, as long as it takes within 10% of the bytes per value it took when chosen
+/// (more: the values compress worse; fewer: they may have changed, say fewer decimals, and suit
+/// another codec better) and has been reused fewer than [`CHOICE_REUSE_BLOCKS`] times;
+/// otherwise as [`encode_f64`], whose choice is kept for the next blocks.
+pub fn encode_f64_block(values: &[f64], opts: &CodecOptions, choice: &mut F64Choice) -> Vec<u8> {
+    if let Some((codec, bytes_per_value)) = choice.chosen.filter(|_| choice.reused < CHOICE_REUSE_BLOCKS)
+        && let Some(encoded) = F64Block::new(values).encode(codec, opts)
+        && (0.9..=1.1).contains(&(encoded.len() as f64 / values.len().max(1) as f64 / bytes_per_value))
+    {
+        choice.reused += 1;
+        return encoded;
+    }
+    let encoded = encode_f64(values, opts);
+    let codec = encoded.first().copied().and_then(Codec::from_byte);
+    *choice = F64Choice { chosen: codec.map(|c| (c, encoded.len() as f64 / values.len().max(1) as f64)), reused: 0 };
+    encoded
+}
+
 /// Encodes f64 values with the candidate codec that is smallest on a sample of them.
 pub fn encode_f64(values: &[f64], opts: &CodecOptions) -> Vec<u8> {
     if values.len() > 2 * CHOICE_SAMPLE_VALUES {

@@ -49,7 +49,7 @@ impl Latest {
             let newest = self.tables.entry(t.table).or_default();
             // Of a series' rows in a write, the last at its newest time is the one kept.
             for (_, numbers) in t.index.runs() {
-                if let Some(i) = numbers.iter().max_by_key(|i| t.rows.times()[**i as usize]) {
+                if let Some(i) = numbers.iter().max_by_key(|i| t.rows.time(**i as usize)) {
                     newest.offer(t.rows.get(*i as usize));
                 }
             }

@@ -343,7 +343,7 @@ impl Registry {
 
     /// Takes `rows` of `table` into its retention clock.
     pub(crate) fn note_rows(&mut self, table: TableId, rows: &RowBatch) {
-        if let Some(time) = rows.times().iter().copied().max() {
+        if let Some(time) = rows.times().max() {
             self.note_time(table, time);
         }
     }

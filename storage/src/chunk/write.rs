@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::format::{BlockRef, ColumnMeta, FORMAT_VERSION, Footer, HEADER_MAGIC, RowGroupMeta, SeriesMeta, Stats, TRAILER_MAGIC};
 use crate::bytes::Writer;
-use crate::codec::{self, CodecOptions, pack_bits};
+use crate::codec::{self, CodecOptions, F64Choice, pack_bits};
 use crate::error::{Result, io_err};
 use crate::model::TableId;
 use crate::rowset::{Column, RowSet, Values};
@@ -43,11 +43,15 @@ pub(crate) fn encode_chunk(id: ChunkIdentity, rows: &RowSet, schema: &TableSchem
     w.u16(0);
     let group_rows = opts.row_group_rows_max.max(1) as usize;
     let mut row_groups = Vec::new();
+    // Each column's codec, chosen on one row group and reused for the next ones.
+    let mut choices = vec![F64Choice::default(); rows.columns.len()];
     for start in (0..rows.len()).step_by(group_rows) {
         let end = (start + group_rows).min(rows.len());
         let times = &rows.times[start..end];
         let time_block = append_block(&mut w, &codec::encode_i64(times, &opts.codec));
-        let column_blocks = rows.columns.iter().map(|c| append_block(&mut w, &encode_column(c, start..end, &opts.codec))).collect();
+        let column_blocks = (rows.columns.iter().zip(&mut choices))
+            .map(|(c, choice)| append_block(&mut w, &encode_column(c, start..end, &opts.codec, choice)))
+            .collect();
         row_groups.push(RowGroupMeta {
             row_start: start as u64,
             rows: (end - start) as u32,
@@ -123,7 +127,7 @@ fn append_block(w: &mut Writer, block: &[u8]) -> BlockRef {
 }
 
 /// `validity u8 (0 all valid, 1 bitmap follows, 2 all null) | bitmap? | values block?`
-fn encode_column(column: &Column, range: std::ops::Range<usize>, opts: &CodecOptions) -> Vec<u8> {
+fn encode_column(column: &Column, range: std::ops::Range<usize>, opts: &CodecOptions, choice: &mut F64Choice) -> Vec<u8> {
     let valid = &column.valid[range.clone()];
     let valid_count = valid.iter().filter(|v| **v).count();
     let mut out = Vec::new();
@@ -140,7 +144,7 @@ fn encode_column(column: &Column, range: std::ops::Range<usize>, opts: &CodecOpt
     }
     let pick = |i: &usize| all_valid || valid[*i - range.start];
     let values = match &column.values {
-        Values::F64(v) => codec::encode_f64(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
+        Values::F64(v) => codec::encode_f64_block(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts, choice),
         Values::I64(v) => codec::encode_i64(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
         Values::Bool(v) => codec::encode_bool(&range.clone().filter(pick).map(|i| v[i]).collect::<Vec<_>>(), opts),
         Values::String(v) => codec::encode_strings(&range.clone().filter(pick).map(|i| v[i].clone()).collect::<Vec<_>>(), opts),

@@ -97,6 +97,67 @@ fn a_block_is_encoded_as_its_sample_chose_unless_the_rest_does_not_fit() {
     assert_ne!(encoded[0], Codec::PcoDecimal as u8);
     assert!(same_f64(&decode_f64(&encoded, changing.len()).expect("decodes"), &changing));
 }
+/// A random walk of `n` readings with two decimals, from `seed`.
+fn two_decimal_walk(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = seed;
+    (0..n)
+        .scan(200_000i64, |walk, _| {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            *walk += ((rng >> 33) % 201) as i64 - 100;
+            Some(*walk as f64 / 100.0)
+        })
+        .collect()
+}
+
+#[test]
+fn a_column_keeps_its_codec_until_it_no_longer_holds_the_values_or_costs_more() {
+    let opts = CodecOptions::default();
+    let mut choice = F64Choice::default();
+    let blocks: Vec<Vec<f64>> = (0..3).map(|k| two_decimal_walk(3 * CHOICE_SAMPLE_VALUES, 11 + k)).collect();
+    for block in &blocks {
+        let encoded = encode_f64_block(block, &opts, &mut choice);
+        assert_eq!((encoded[0], encoded[1]), (Codec::PcoDecimal as u8, 2), "the codec and scale of every block");
+        assert!(same_f64(&decode_f64(&encoded, block.len()).expect("decodes"), block));
+    }
+    assert_eq!(choice.reused, 2, "chosen on the first block, reused for the next two");
+
+    // Values the chosen codec cannot hold are encoded as if alone, and chosen for.
+    let full_precision: Vec<f64> = blocks[0].iter().map(|v| 1.0 / v).collect();
+    let encoded = encode_f64_block(&full_precision, &opts, &mut choice);
+    assert_eq!(encoded, encode_f64(&full_precision, &opts));
+    assert!(same_f64(&decode_f64(&encoded, full_precision.len()).expect("decodes"), &full_precision));
+    assert_eq!(choice.reused, 0);
+
+    // Values that suit another codec better take fewer bytes than when the codec was chosen:
+    // the candidates are tried again.
+    let encoded = encode_f64_block(&blocks[1], &opts, &mut choice);
+    assert_eq!((encoded[0], encoded[1]), (Codec::PcoDecimal as u8, 2), "decimals again");
+    assert_eq!(choice.reused, 0, "tried again, not reused");
+
+    // A constant block is chosen for; a noisy one after it costs far more with that codec.
+    let mut choice = F64Choice::default();
+    encode_f64_block(&vec![21.5; 3 * CHOICE_SAMPLE_VALUES], &opts, &mut choice);
+    let encoded = encode_f64_block(&blocks[2], &opts, &mut choice);
+    assert_eq!(encoded, encode_f64(&blocks[2], &opts));
+    assert_eq!(choice.reused, 0, "tried again, not reused");
+}
+
+#[test]
+fn a_choice_is_tried_again_after_some_blocks() {
+    let opts = CodecOptions::default();
+    let mut choice = F64Choice::default();
+    let block = two_decimal_walk(3 * CHOICE_SAMPLE_VALUES, 5);
+    let reuses: Vec<u32> = (0..CHOICE_REUSE_BLOCKS + 2)
+        .map(|_| {
+            encode_f64_block(&block, &opts, &mut choice);
+            choice.reused
+        })
+        .collect();
+    let mut expected: Vec<u32> = (0..=CHOICE_REUSE_BLOCKS).collect();
+    expected.push(0);
+    assert_eq!(reuses, expected);
+}
+
 #[test]
 fn regular_timestamps_cost_almost_nothing() {
     let start = 1_700_000_000_000_000_000i64;
