@@ -244,7 +244,8 @@ impl BufferView {
 /// last written wins.
 pub(crate) fn build_row_set(writes: &[&TableRows], selection: &Selection<'_>, column_types: &BTreeMap<ColumnId, FieldType>) -> RowSet {
     // Every write's run of each wanted series, by series, then in commit order.
-    let mut runs: Vec<(SeriesId, usize, &[u32])> = Vec::new();
+    let runs_max = writes.iter().map(|w| selection.series.map_or(w.index.series_count(), |ids| ids.len().min(w.index.series_count())));
+    let mut runs: Vec<(SeriesId, usize, &[u32])> = Vec::with_capacity(runs_max.sum());
     for (k, write) in writes.iter().enumerate() {
         match selection.series {
             Some(ids) if ids.len() < write.index.series_count() => {

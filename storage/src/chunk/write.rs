@@ -163,10 +163,10 @@ fn column_meta(column: &Column, schema: &TableSchema) -> ColumnMeta {
             if min <= max { Stats::F64 { min, max } } else { Stats::None }
         }
         Values::I64(v) => {
-            let vals: Vec<i64> = (0..n).filter(valid).map(|i| v[i]).collect();
-            match (vals.iter().min(), vals.iter().max()) {
-                (Some(&min), Some(&max)) => Stats::I64 { min, max },
-                _ => Stats::None,
+            let vals = (0..n).filter(valid).map(|i| v[i]);
+            match vals.fold(None, |range, x| Some(range.map_or((x, x), |(lo, hi): (i64, i64)| (lo.min(x), hi.max(x))))) {
+                Some((min, max)) => Stats::I64 { min, max },
+                None => Stats::None,
             }
         }
         Values::Bool(_) | Values::String(_) => Stats::None,
