@@ -97,6 +97,7 @@ fn a_block_is_encoded_as_its_sample_chose_unless_the_rest_does_not_fit() {
     assert_ne!(encoded[0], Codec::PcoDecimal as u8);
     assert!(same_f64(&decode_f64(&encoded, changing.len()).expect("decodes"), &changing));
 }
+
 /// A random walk of `n` readings with two decimals, from `seed`.
 fn two_decimal_walk(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = seed;
