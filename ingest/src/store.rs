@@ -44,7 +44,7 @@ pub struct Ingestor {
     line_keys: Arc<KeyCache>,
     /// The cores isobar has: a body of line protocol written alone is cut into as many pieces.
     cores: usize,
-    /// Bodies of line protocol being written.
+    /// Bodies of line protocol being parsed and prepared (not those only waiting to be durable).
     line_bodies: Arc<AtomicUsize>,
 }
 
@@ -103,27 +103,30 @@ impl Ingestor {
     /// client is told about every such line, as InfluxDB reports a partial write, so none
     /// becomes a dead letter.
     ///
-    /// A large body is cut at line ends into pieces, to use the cores other bodies being
-    /// written leave idle (one piece per core for a body written alone), each parsed on a
+    /// A large body is cut at line ends into pieces, to use the cores other bodies being parsed
+    /// and prepared leave idle (one piece per core when no other body is; a body only waiting
+    /// for its fsync leaves its core idle), each parsed on a
     /// thread of its own. Each piece is written once the one before it has its place in the
     /// commit order, so the pieces commit in body order and a later line wins over an earlier
     /// one of the same series and time, as in one write. Each piece is durable on its own: when
     /// one fails, the pieces before it may have been written (a retry of the body rewrites the
-    /// same rows). Bodies already keeping every core busy are not cut: each piece costs a
-    /// write's lookups of its series.
+    /// same rows). Bodies are not cut while others keep every core busy: each piece costs a
+    /// write's lookups of its series and a commit.
     pub async fn write_lines(&self, body: String, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
-        let bodies = InFlight::enter(&self.line_bodies);
-        let pieces_max = self.cores / bodies.count;
-        let body = Arc::new(body);
+        let mut busy = Some(Busy::enter(&self.line_bodies));
+        let pieces = pieces(&body, self.cores / busy.as_ref().map_or(1, |b| b.count));
+        let (count, body) = (pieces.len(), Arc::new(body));
         let mut turn: Option<Receiver<()>> = None;
         let mut tasks = Vec::new();
-        for piece in pieces(&body, pieces_max) {
+        for (i, piece) in pieces.into_iter().enumerate() {
             let (storage, keys, body) = (self.storage.clone(), self.line_keys.clone(), body.clone());
             let (pass, next) = crossbeam_channel::bounded::<()>(1);
             let wait = turn.replace(next);
+            // The last piece's turn, passed once it is prepared, ends the body's busy time.
+            let busy = if i + 1 == count { busy.take() } else { None };
+            let turn = Turn { wait, pass, busy };
             tasks.push(tokio::task::spawn_blocking(move || {
-                let text = &body[piece.bytes];
-                write_lines(&storage, text, piece.lines_before, precision, now_ns, &keys, Turn { wait, pass })
+                write_lines(&storage, &body[piece.bytes], piece.lines_before, precision, now_ns, &keys, turn)
             }));
         }
         let mut written = LinesWritten::default();
@@ -152,19 +155,19 @@ impl Ingestor {
 }
 
 /// Counts a body in [`Ingestor::line_bodies`] until dropped.
-struct InFlight<'a> {
-    counter: &'a AtomicUsize,
-    /// Bodies in flight when this one entered, itself included.
+struct Busy {
+    counter: Arc<AtomicUsize>,
+    /// Bodies busy when this one entered, itself included.
     count: usize,
 }
 
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        Self { counter, count: counter.fetch_add(1, Ordering::Relaxed) + 1 }
+impl Busy {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        Self { counter: Arc::clone(counter), count: counter.fetch_add(1, Ordering::Relaxed) + 1 }
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);
     }
@@ -207,10 +210,11 @@ fn pieces(body: &str, count: usize) -> Vec<Piece> {
 
 /// A piece's turn to be written: it waits for the piece before it to be prepared (or to have
 /// failed or written nothing), then passes the turn on once it is prepared itself. Dropping
-/// `pass` passes it too.
+/// `pass` passes it too. The last piece of a body also holds the body's [`Busy`] count.
 struct Turn {
     wait: Option<Receiver<()>>,
     pass: Sender<()>,
+    busy: Option<Busy>,
 }
 
 /// Parses `body` (a piece of a body, after `lines_before` lines) and writes its points, in its
@@ -238,12 +242,18 @@ fn write_lines(
         let _ = wait.recv();
     }
     if !batch.is_empty() {
-        let pass = turn.pass;
-        let receipt = storage.write_then(&batch, move || drop(pass))?;
+        let (pass, busy) = (turn.pass, turn.busy);
+        let receipt = storage.write_then(&batch, move || drop((pass, busy)))?;
         written.points_written = receipt.rows_written;
+        // Where each line starts, found once: a body may have a refused row on every line.
+        let line_starts: Vec<usize> = match receipt.rejected.is_empty() {
+            true => Vec::new(),
+            false => std::iter::once(0).chain(memchr::memchr_iter(b'\n', body.as_bytes()).map(|n| n + 1)).collect(),
+        };
         for r in receipt.rejected {
             if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
-                written.errors.push(LineError { line_number, line: line_protocol::line_text(body, line_number), reason: r.reason });
+                let line = line_protocol::line_text(&body[line_starts[line_number - 1]..], 1);
+                written.errors.push(LineError { line_number, line, reason: r.reason });
             }
         }
     }
@@ -313,11 +323,11 @@ mod tests {
         let (last_pass, _) = crossbeam_channel::bounded(1);
         let written = std::thread::scope(|s| {
             let later = s.spawn(|| {
-                let turn = Turn { wait: Some(wait), pass: last_pass };
+                let turn = Turn { wait: Some(wait), pass: last_pass, busy: None };
                 write_lines(&storage, &later, 5_001, Precision::Seconds, 0, &keys, turn).expect("later piece")
             });
-            let earlier =
-                write_lines(&storage, &earlier, 0, Precision::Seconds, 0, &keys, Turn { wait: None, pass }).expect("earlier piece");
+            let earlier = write_lines(&storage, &earlier, 0, Precision::Seconds, 0, &keys, Turn { wait: None, pass, busy: None })
+                .expect("earlier piece");
             (earlier, later.join().expect("later piece's thread"))
         });
         assert_eq!((written.0.points_written, written.1.points_written), (5_000, 100));
@@ -329,5 +339,28 @@ mod tests {
             let expected = if time_ns == 0 { 2.0 } else { 1.0 };
             assert_eq!(v, expected, "{series} at {time_ns} ns");
         }
+    }
+
+    /// Every row storage refuses is reported with its own line's number and text, wherever
+    /// the line is in the body (the last one without a newline too).
+    #[test]
+    fn refused_rows_are_reported_with_their_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(StorageConfig::test_config(dir.path())).expect("open");
+        let keys = KeyCache::default();
+        let body: String = (0..298)
+            .map(|i| match i % 7 == 3 {
+                true => format!("m,s=s{i} v=\"t{i}\" {i}"),
+                false => format!("m,s=s{i} v={i} {i}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let turn = Turn { wait: None, pass: crossbeam_channel::bounded(1).0, busy: None };
+        let written = write_lines(&storage, &body, 10, Precision::Seconds, 0, &keys, turn).expect("write");
+        let refused: Vec<usize> = (0..298).filter(|i| i % 7 == 3).collect();
+        assert_eq!(written.points_written as usize, 298 - refused.len());
+        let expected: Vec<(usize, String)> = refused.iter().map(|i| (i + 11, format!("m,s=s{i} v=\"t{i}\" {i}"))).collect();
+        let got: Vec<(usize, String)> = written.errors.iter().map(|e| (e.line_number, e.line.clone())).collect();
+        assert_eq!(got, expected);
     }
 }
