@@ -105,17 +105,16 @@ impl Ingestor {
     ///
     /// A large body is cut at line ends into pieces, to use the cores other bodies being parsed
     /// and prepared leave idle (one piece per core when no other body is; a body only waiting
-    /// for its fsync leaves its core idle), each parsed on a
-    /// thread of its own. Each piece is written once the one before it has its place in the
-    /// commit order, so the pieces commit in body order and a later line wins over an earlier
+    /// for its fsync leaves its core idle), each parsed on a thread of its own. Each piece is
+    /// written once the one before it has its place in the commit order, so the pieces commit in body order and a later line wins over an earlier
     /// one of the same series and time, as in one write. Each piece is durable on its own: when
     /// one fails, the pieces before it may have been written (a retry of the body rewrites the
     /// same rows). Bodies are not cut while others keep every core busy: each piece costs a
     /// write's lookups of its series and a commit.
     pub async fn write_lines(&self, body: String, precision: Precision, now_ns: i64) -> Result<LinesWritten> {
-        let mut busy = Some(Busy::enter(&self.line_bodies));
-        let pieces = pieces(&body, self.cores / busy.as_ref().map_or(1, |b| b.count));
-        let (count, body) = (pieces.len(), Arc::new(body));
+        let busy = Busy::enter(&self.line_bodies);
+        let pieces = pieces(&body, self.cores / busy.count);
+        let (count, body, mut busy) = (pieces.len(), Arc::new(body), Some(busy));
         let mut turn: Option<Receiver<()>> = None;
         let mut tasks = Vec::new();
         for (i, piece) in pieces.into_iter().enumerate() {
@@ -252,7 +251,9 @@ fn write_lines(
         };
         for r in receipt.rejected {
             if let Some(&line_number) = lines.get(&r.table).and_then(|l| l.get(r.index)) {
-                let line = line_protocol::line_text(&body[line_starts[line_number - 1]..], 1);
+                let line = line_starts
+                    .get(line_number.saturating_sub(1))
+                    .map_or_else(String::new, |&start| line_protocol::line_text(&body[start..], 1));
                 written.errors.push(LineError { line_number, line, reason: r.reason });
             }
         }
