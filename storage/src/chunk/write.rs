@@ -49,7 +49,10 @@ pub(crate) fn encode_chunk(id: ChunkIdentity, rows: &RowSet, schema: &TableSchem
         let end = (start + group_rows).min(rows.len());
         let times = &rows.times[start..end];
         let time_block = append_block(&mut w, &codec::encode_i64(times, &opts.codec));
-        let column_blocks = (rows.columns.iter().zip(&mut choices))
+        let column_blocks = rows
+            .columns
+            .iter()
+            .zip(&mut choices)
             .map(|(c, choice)| append_block(&mut w, &encode_column(c, start..end, &opts.codec, choice)))
             .collect();
         row_groups.push(RowGroupMeta {
@@ -164,10 +167,8 @@ fn column_meta(column: &Column, schema: &TableSchema) -> ColumnMeta {
         }
         Values::I64(v) => {
             let vals = (0..n).filter(valid).map(|i| v[i]);
-            match vals.fold(None, |range, x| Some(range.map_or((x, x), |(lo, hi): (i64, i64)| (lo.min(x), hi.max(x))))) {
-                Some((min, max)) => Stats::I64 { min, max },
-                None => Stats::None,
-            }
+            let (min, max) = vals.fold((i64::MAX, i64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
+            if min <= max { Stats::I64 { min, max } } else { Stats::None }
         }
         Values::Bool(_) | Values::String(_) => Stats::None,
     };
