@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `time` | when isobar received the message (made unique per row) |
 //! | `source` (tag) | `mqtt`, or the source that received it |
-//! | `topic`, `client` | the message's topic and client id |
+//! | `topic`, `client` | the message's topic and client id; for a stream record, the stream and `<shard id>/<sequence number>[/<sub-sequence number>]` |
 //! | `reason` | why it was not stored |
 //! | `payload` | its first [`PAYLOAD_BYTES_KEPT`] bytes, as UTF-8 with invalid bytes replaced |
 //! | `payload_bytes` | its whole size |
@@ -64,10 +64,17 @@ impl DeadLetters {
         let time = self.unique_ns(message.arrival_ns);
         let head = &message.payload[..message.payload.len().min(PAYLOAD_BYTES_KEPT)];
         let text = |s: &str| FieldValue::String(Arc::from(truncate(s, TEXT_BYTES_KEPT)));
+        let client = match &message.stream {
+            None => text(message.client_id),
+            Some(r) => match r.sub_sequence_number {
+                None => text(&format!("{}/{}", r.shard_id, r.sequence_number)),
+                Some(sub) => text(&format!("{}/{}/{sub}", r.shard_id, r.sequence_number)),
+            },
+        };
         let point = Point::new(time)
             .tag("source", source)
             .field("topic", text(message.topic))
-            .field("client", text(message.client_id))
+            .field("client", client)
             .field("reason", text(reason))
             .field("payload", FieldValue::String(Arc::from(String::from_utf8_lossy(head).as_ref())))
             .field("payload_bytes", FieldValue::I64(i64::try_from(message.payload.len()).unwrap_or(i64::MAX)));
@@ -100,7 +107,7 @@ mod tests {
         let letters = DeadLetters::default();
         let payload = [b'x'; 1000];
         let topic = "é".repeat(800);
-        let message = Message { topic: &topic, payload: &payload, client_id: "c", arrival_ns: 100 };
+        let message = Message { topic: &topic, payload: &payload, client_id: "c", arrival_ns: 100, stream: None };
         let mut batch = WriteBatch::new();
         for _ in 0..3 {
             letters.add(&mut batch, "mqtt", &message, "no rule matches");

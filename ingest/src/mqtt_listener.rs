@@ -325,7 +325,7 @@ impl Drop for Subscription<'_> {
 impl Publish {
     /// The message the rules see.
     pub(crate) fn message<'a>(&'a self, client_id: &'a str, arrival_ns: i64) -> Message<'a> {
-        Message { topic: &self.topic, payload: &self.payload, client_id, arrival_ns }
+        Message { topic: &self.topic, payload: &self.payload, client_id, arrival_ns, stream: None }
     }
 }
 

@@ -106,7 +106,7 @@ mod tests {
     }
 
     fn message<'a>(topic: &'a str, payload: &'a str) -> Message<'a> {
-        Message { topic, payload: payload.as_bytes(), client_id: "c", arrival_ns: 1_700_000_100_000_000_000 }
+        Message { topic, payload: payload.as_bytes(), client_id: "c", arrival_ns: 1_700_000_100_000_000_000, stream: None }
     }
 
     #[test]

@@ -77,11 +77,27 @@ impl TimeUnit {
 /// One message offered to the rules.
 #[derive(Debug, Clone, Copy)]
 pub struct Message<'a> {
+    /// The MQTT topic; for a stream record, the stream's name, which rules match by their
+    /// `FROM` (`topic()` is Undefined for it).
     pub topic: &'a str,
     pub payload: &'a [u8],
     pub client_id: &'a str,
     /// When isobar received it.
     pub arrival_ns: i64,
+    /// Set for a record read from a stream (Kinesis).
+    pub stream: Option<StreamRecord<'a>>,
+}
+
+/// What a rule can read of a stream record besides its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRecord<'a> {
+    pub partition_key: &'a str,
+    pub sequence_number: &'a str,
+    /// Its place in a KPL aggregate; `None` for a record that was not aggregated.
+    pub sub_sequence_number: Option<u64>,
+    pub shard_id: &'a str,
+    /// When the stream accepted it, in milliseconds since 1970.
+    pub arrival_ms: i64,
 }
 
 /// A compiled rule.
@@ -149,7 +165,13 @@ impl Rule {
     /// The row a message makes, `Ok(None)` when the `WHERE` leaves it out, or the reason it
     /// cannot be stored. `payload` is the message's parsed JSON.
     pub fn apply(&self, message: &Message<'_>, payload: &Json) -> Result<Option<Point>> {
-        let cx = Context { topic: message.topic, client_id: message.client_id, arrival_ms: message.arrival_ns / 1_000_000, payload };
+        let cx = Context {
+            topic: if message.stream.is_some() { None } else { Some(message.topic) },
+            stream: message.stream,
+            client_id: message.client_id,
+            arrival_ms: message.arrival_ns / 1_000_000,
+            payload,
+        };
         if let Some(condition) = &self.condition
             && condition.eval(&cx) != Some(Val::Bool(true))
         {

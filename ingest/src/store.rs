@@ -66,12 +66,28 @@ impl Ingestor {
     /// dead letters of those that made none, and of `refused`, which the source could not
     /// take (with the reason); returns once all of it is durable.
     pub async fn store(&self, source: &str, messages: &[Message<'_>], refused: &[(Message<'_>, &str)]) -> Result<Stored> {
-        let mut routed = self.router.route(messages);
+        self.store_at(source, &self.router, messages, refused, None).await
+    }
+
+    /// As [`Ingestor::store`], through `router`, with the source's `position` (storage source,
+    /// bytes) committed in the same durable write as the rows.
+    pub async fn store_at(
+        &self,
+        source: &str,
+        router: &Router,
+        messages: &[Message<'_>],
+        refused: &[(Message<'_>, &str)],
+        position: Option<(String, Vec<u8>)>,
+    ) -> Result<Stored> {
+        let mut routed = router.route(messages);
         let rejected = routed.rejected.iter().map(|(i, reason)| (&messages[*i], reason.as_str()));
         let mut dead_letters_written = 0;
         for (message, reason) in rejected.chain(refused.iter().map(|(m, reason)| (m, *reason))) {
             self.dead_letter(&mut routed.batch, source, message, reason);
             dead_letters_written += 1;
+        }
+        if let Some((position_source, position)) = position {
+            routed.batch.set_position(&position_source, position);
         }
         let mut stored = Stored { rows_written: 0, messages_rejected: dead_letters_written };
         if routed.batch.is_empty() {
@@ -137,9 +153,24 @@ impl Ingestor {
         Ok(written)
     }
 
+    /// The last position committed for `source`.
+    pub fn position(&self, source: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.storage.position(source)?)
+    }
+
+    /// Commits `position` for `source` durably, with no rows.
+    pub async fn store_position(&self, source: String, position: Vec<u8>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.set_position(&source, position);
+        self.write(batch).await.map(|_| ())
+    }
+
     /// Logs why `message` is not stored and adds its dead letter to `batch`.
     fn dead_letter(&self, batch: &mut WriteBatch, source: &str, message: &Message<'_>, reason: &str) {
-        log::warn!("{source} message on {} from {} not stored: {reason}", message.topic, message.client_id);
+        match &message.stream {
+            Some(r) => log::warn!("{source} record {} of {} not stored: {reason}", r.sequence_number, r.shard_id),
+            None => log::warn!("{source} message on {} from {} not stored: {reason}", message.topic, message.client_id),
+        }
         self.dead_letters.add(batch, source, message, reason);
     }
 

@@ -1,7 +1,7 @@
 //! The SQL catalog: schema `public` lists storage's tables as they are now, so tables that
 //! ingest creates are queryable at once; schema `system` lists isobar's own tables (storage
-//! tables named `system.<name>`, such as `system.ingest_errors`, and `system.rollups`, made
-//! from storage's memory).
+//! tables named `system.<name>`, such as `system.ingest_errors`; `system.rollups`, made
+//! from storage's memory; and the status tables the server registers).
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use isobar_storage::{SYSTEM_TABLE_PREFIX, Storage};
 
+use crate::status_tables::StatusTables;
 use crate::system_rollups;
 use crate::table::StorageTable;
 
@@ -24,17 +25,19 @@ pub(crate) struct StorageSchema {
     system: bool,
     /// Whether scans take the fast paths (`QueryConfig::fast_paths`).
     fast_paths: bool,
+    /// Tables other parts of the server keep (only in `system`).
+    status: StatusTables,
 }
 
 impl StorageSchema {
     /// The users' tables (`public`).
     pub(crate) fn new(storage: Storage, fast_paths: bool) -> Self {
-        Self { storage, system: false, fast_paths }
+        Self { storage, system: false, fast_paths, status: StatusTables::default() }
     }
 
-    /// isobar's own tables (`system`).
-    pub(crate) fn system(storage: Storage, fast_paths: bool) -> Self {
-        Self { storage, system: true, fast_paths }
+    /// isobar's own tables (`system`), with `status`'s.
+    pub(crate) fn system(storage: Storage, fast_paths: bool, status: StatusTables) -> Self {
+        Self { storage, system: true, fast_paths, status }
     }
 
     /// The storage name of the table SQL calls `name` in this schema.
@@ -60,6 +63,7 @@ impl SchemaProvider for StorageSchema {
         let mut names: Vec<String> = self.storage.tables().into_iter().filter_map(|t| self.sql_name(t.name)).collect();
         if self.system {
             names.push(system_rollups::NAME.to_owned());
+            names.extend(self.status.names());
         }
         names.sort();
         names
@@ -68,6 +72,11 @@ impl SchemaProvider for StorageSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if self.system && name == system_rollups::NAME {
             return system_rollups::table(&self.storage).map(Some);
+        }
+        if self.system
+            && let Some(table) = self.status.table(name)
+        {
+            return table.map(Some);
         }
         let table = self.storage_name(name).and_then(|name| self.storage.table(&name));
         Ok(table.map(|t| Arc::new(StorageTable::new(self.storage.clone(), t, self.fast_paths)) as Arc<dyn TableProvider>))
@@ -80,6 +89,7 @@ impl SchemaProvider for StorageSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.system && name == system_rollups::NAME) || self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
+        (self.system && (name == system_rollups::NAME || self.status.contains(name)))
+            || self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
     }
 }

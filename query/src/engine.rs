@@ -32,6 +32,7 @@ use crate::memory::{QueryBudget, QueryMemoryPool, with_budget};
 use crate::plan_cache::{Inputs, PlanCache};
 use crate::policy::check_df_statement;
 use crate::session::{SessionReply, SessionState};
+use crate::status_tables::{StatusFn, StatusTables};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -76,6 +77,7 @@ pub struct QueryEngine {
     context: Arc<SessionContext>,
     config: QueryConfig,
     plans: Arc<PlanCache>,
+    status: StatusTables,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -104,7 +106,8 @@ impl QueryEngine {
         let context = SessionContext::new_with_config_rt(session, runtime);
         let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone(), config.fast_paths)))?;
-        catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths)))?;
+        let status = StatusTables::default();
+        catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths, status.clone())))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;
         context.register_catalog(CATALOG, catalog);
@@ -114,7 +117,13 @@ impl QueryEngine {
             context.add_optimizer_rule(Arc::new(crate::rollup_rewrite::RollupAggregates));
             context.add_optimizer_rule(Arc::new(crate::time_order::FirstRowsInTimeOrder));
         }
-        Ok(Self { storage, context: Arc::new(context), config, plans: Arc::default() })
+        Ok(Self { storage, context: Arc::new(context), config, plans: Arc::default(), status })
+    }
+
+    /// Adds `system.<name>`, whose rows `rows` gives as they are when a query is planned: the
+    /// state another part of the server keeps, such as ingest's Kinesis shards.
+    pub fn register_status_table(&self, name: &str, rows: StatusFn) {
+        self.status.register(name, rows);
     }
 
     /// The DataFusion session, for protocol front ends.

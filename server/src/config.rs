@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub(crate) rules: Vec<isobar_ingest::RuleSpec>,
     /// External brokers to subscribe to; their messages go through the same rules.
     pub(crate) subscriptions: Vec<isobar_ingest::mqtt_subscriber::SubscriptionSpec>,
+    /// Amazon Kinesis streams consumed into tables, each through its own rules.
+    pub(crate) kinesis: Vec<isobar_ingest::kinesis::KinesisSpec>,
     /// Final rollup windows published as JSON to the MQTT listener's subscribers.
     pub(crate) emit: Vec<isobar_ingest::emit::EmitSpec>,
     pub(crate) postgres: PostgresConfig,
@@ -213,6 +215,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./isobar-data"),
             rules: Vec::new(),
             subscriptions: Vec::new(),
+            kinesis: Vec::new(),
             emit: Vec::new(),
             postgres: PostgresConfig::default(),
             mqtt: MqttConfig::default(),
@@ -304,6 +307,9 @@ impl Config {
         }
         for spec in &config.emit {
             spec.check().map_err(|e| e.to_string())?;
+        }
+        for spec in &config.kinesis {
+            spec.router().map_err(|e| e.to_string())?;
         }
         let pg = &config.postgres;
         if pg.users.is_empty() && !pg.listen.ip().is_loopback() {
@@ -454,5 +460,16 @@ mod tests {
         assert!(Config::parse(&subscription("http://x:1", "[\"a/#\"]")).expect_err("not mqtt").contains("mqtt://HOST:PORT"));
         assert!(Config::parse(&subscription("mqtt://x:1", "[]")).expect_err("no topics").contains("topics"));
         Config::parse(&subscription("mqtt://broker.local:1883", "[\"$share/isobar/weather/#\"]")).expect("a shared subscription");
+        let kinesis = |extra: &str, from: &str| {
+            format!(
+                "[[kinesis]]\nstream = \"arn:aws:kinesis:eu-west-1:123456789012:stream/weather\"\n{extra}\n\
+                 [[kinesis.rules]]\nname = \"r\"\nsql = \"SELECT v FROM '{from}'\"\ntable = \"t\"\n"
+            )
+        };
+        Config::parse(&kinesis("", "weather")).expect("a stream by its ARN, the rule naming it");
+        assert!(Config::parse(&kinesis("", "other")).expect_err("rule on another stream").contains("does not name the stream weather"));
+        assert!(Config::parse(&kinesis("start = \"at_timestamp\"", "weather")).expect_err("no timestamp").contains("start_timestamp"));
+        assert!(Config::parse(&kinesis("idle_poll_ms = 50", "weather")).expect_err("too often").contains("at least 200"));
+        assert!(Config::parse(&kinesis("records_per_call = 20000", "weather")).expect_err("over the API's").contains("1 to 10000"));
     }
 }

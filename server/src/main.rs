@@ -29,6 +29,7 @@ mod pg_session;
 mod query_runtime;
 mod serve;
 mod simulate;
+mod status;
 mod tls;
 mod verify;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use isobar_ingest::kinesis::{KinesisMetrics, KinesisStatus};
 use isobar_ingest::mqtt_listener::MqttMetrics;
 use isobar_storage::LatencyHistogram;
 
@@ -15,6 +16,9 @@ use isobar_storage::LatencyHistogram;
 pub(crate) struct IngestMetrics {
     pub(crate) mqtt: Arc<MqttMetrics>,
     pub(crate) subscriptions: Arc<MqttMetrics>,
+    /// Every Kinesis source's counters, and each shard's status.
+    pub(crate) kinesis: Arc<KinesisMetrics>,
+    pub(crate) kinesis_status: KinesisStatus,
     /// Final rollup windows an external broker's full outbox could not take.
     pub(crate) emit_dropped: Arc<AtomicU64>,
     /// Line protocol write requests over HTTP.
@@ -187,5 +191,38 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
         "Delivered messages no rule could store (dead letters).",
         load(&subs.messages_rejected),
     );
+    let kinesis = &ingest.kinesis;
+    counter(
+        &mut out,
+        "isobar_kinesis_records_total",
+        "Kinesis records read (a KPL aggregate counts its user records).",
+        load(&kinesis.records),
+    );
+    counter(
+        &mut out,
+        "isobar_kinesis_rows_written_total",
+        "Rows the rules made from Kinesis records, written durably.",
+        load(&kinesis.rows_written),
+    );
+    counter(
+        &mut out,
+        "isobar_kinesis_records_rejected_total",
+        "Kinesis records no rule could store (dead letters).",
+        load(&kinesis.records_rejected),
+    );
+    counter(
+        &mut out,
+        "isobar_kinesis_throttles_total",
+        "Kinesis calls refused for throughput and retried after a backoff.",
+        load(&kinesis.throttles),
+    );
+    counter(&mut out, "isobar_kinesis_errors_total", "Kinesis calls and stores that failed and were retried.", load(&kinesis.errors));
+    out += "# HELP isobar_kinesis_millis_behind_latest How far each shard being read is behind its stream's newest record.\n";
+    out += "# TYPE isobar_kinesis_millis_behind_latest gauge\n";
+    for ((stream, shard), status) in ingest.kinesis_status.shards() {
+        if let (Some(behind), isobar_ingest::kinesis::ShardState::Reading) = (status.millis_behind, status.state) {
+            out += &format!("isobar_kinesis_millis_behind_latest{{stream=\"{stream}\",shard=\"{shard}\"}} {behind}\n");
+        }
+    }
     out
 }

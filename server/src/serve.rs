@@ -11,10 +11,10 @@ use std::time::Duration;
 use isobar_ingest::emit;
 use isobar_ingest::mqtt_broker::Broker;
 use isobar_ingest::mqtt_listener::{self, MqttContext};
-use isobar_ingest::mqtt_subscriber;
 use isobar_ingest::publisher::{SimulateOptions, simulate};
 use isobar_ingest::users::User;
 use isobar_ingest::{Ingestor, Router, Users};
+use isobar_ingest::{kinesis, mqtt_subscriber};
 use isobar_query::QueryEngine;
 use isobar_storage::Storage;
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +71,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
+    crate::status::register(&engine, ingest_metrics.kinesis_status.clone());
     let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| User::new(&u.name, &u.password)), Vec::new()));
     let http_context = crate::http::HttpContext {
         engine: engine.clone(),
@@ -83,6 +84,12 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     let mut subscriptions = JoinSet::new();
     for spec in &config.subscriptions {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
+    }
+    for spec in &config.kinesis {
+        // Checked when the configuration was read.
+        let router = spec.router().map_err(|e| Error::Config(e.to_string()))?;
+        let (metrics, status) = (Arc::clone(&ingest_metrics.kinesis), ingest_metrics.kinesis_status.clone());
+        subscriptions.spawn(kinesis::run(spec.clone(), router, ingestor.clone(), metrics, status));
     }
     let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
     let broker = Arc::new(Broker::new(config.mqtt.broker_limits()));

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use sqlparser::ast::{self, BinaryOperator, DataType, UnaryOperator};
 
 use crate::error::{Error, Result};
+use crate::rule::StreamRecord;
 
 /// A value during evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +65,9 @@ impl Val {
 /// What an expression may read besides the payload.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Context<'a> {
-    pub(crate) topic: &'a str,
+    /// None for a stream record: it has no topic.
+    pub(crate) topic: Option<&'a str>,
+    pub(crate) stream: Option<StreamRecord<'a>>,
     pub(crate) client_id: &'a str,
     pub(crate) arrival_ms: i64,
     pub(crate) payload: &'a Json,
@@ -106,6 +109,12 @@ pub(crate) enum Expr {
     Topic(Option<usize>),
     Timestamp,
     ClientId,
+    /// A stream record's `partition_key()`, `sequence_number()`, `shard_id()` and
+    /// `approximate_arrival_timestamp()`; Undefined for an MQTT message.
+    PartitionKey,
+    SequenceNumber,
+    ShardId,
+    ApproximateArrival,
     Cast(Box<Expr>, CastType),
     Not(Box<Expr>),
     Neg(Box<Expr>),
@@ -172,8 +181,12 @@ impl Expr {
                 }
                 Some(Val::from_json(at))
             }
-            Self::Topic(None) => Some(Val::Str(cx.topic.to_owned())),
-            Self::Topic(Some(n)) => cx.topic.split('/').nth(n.checked_sub(1)?).map(|s| Val::Str(s.to_owned())),
+            Self::Topic(None) => Some(Val::Str(cx.topic?.to_owned())),
+            Self::Topic(Some(n)) => cx.topic?.split('/').nth(n.checked_sub(1)?).map(|s| Val::Str(s.to_owned())),
+            Self::PartitionKey => Some(Val::Str(cx.stream?.partition_key.to_owned())),
+            Self::SequenceNumber => Some(Val::Str(cx.stream?.sequence_number.to_owned())),
+            Self::ShardId => Some(Val::Str(cx.stream?.shard_id.to_owned())),
+            Self::ApproximateArrival => Some(Val::Int(cx.stream?.arrival_ms)),
             Self::Timestamp => Some(Val::Int(cx.arrival_ms)),
             Self::ClientId => Some(Val::Str(cx.client_id.to_owned())),
             Self::Cast(e, to) => cast(e.eval(cx)?, *to),
@@ -215,6 +228,10 @@ fn function(f: &ast::Function) -> Result<Expr> {
         },
         ("timestamp", []) => Expr::Timestamp,
         ("clientid", []) => Expr::ClientId,
+        ("partition_key", []) => Expr::PartitionKey,
+        ("sequence_number", []) => Expr::SequenceNumber,
+        ("shard_id", []) => Expr::ShardId,
+        ("approximate_arrival_timestamp", []) => Expr::ApproximateArrival,
         _ => return Err(unsupported(format!("function {f}"))),
     })
 }
@@ -344,11 +361,37 @@ mod tests {
 
     use super::*;
 
-    fn eval(sql: &str, payload: &str) -> Option<Val> {
+    fn eval_in(sql: &str, payload: &str, stream: Option<StreamRecord<'_>>) -> Option<Val> {
         let expr = Parser::new(&GenericDialect {}).try_with_sql(sql).expect("tokenizes").parse_expr().expect("parses");
         let payload: Json = serde_json::from_str(payload).expect("json");
-        let cx = Context { topic: "sensors/dev-42/telemetry", client_id: "dev-42", arrival_ms: 1_700_000_000_000, payload: &payload };
+        let topic = if stream.is_some() { None } else { Some("sensors/dev-42/telemetry") };
+        let cx = Context { topic, stream, client_id: "dev-42", arrival_ms: 1_700_000_000_000, payload: &payload };
         Expr::compile(&expr).expect("compiles").eval(&cx)
+    }
+
+    fn eval(sql: &str, payload: &str) -> Option<Val> {
+        eval_in(sql, payload, None)
+    }
+
+    #[test]
+    fn stream_records_have_their_own_functions_and_no_topic() {
+        let record = StreamRecord {
+            partition_key: "st0001",
+            sequence_number: "49590338271490256608559692538361571095921575989136588898",
+            sub_sequence_number: Some(2),
+            shard_id: "shardId-000000000001",
+            arrival_ms: 1_700_000_000_123,
+        };
+        let on_stream = |sql: &str| eval_in(sql, "{}", Some(record));
+        assert_eq!(on_stream("partition_key()"), Some(Val::Str("st0001".into())));
+        assert_eq!(on_stream("sequence_number()"), Some(Val::Str(record.sequence_number.into())));
+        assert_eq!(on_stream("shard_id()"), Some(Val::Str("shardId-000000000001".into())));
+        assert_eq!(on_stream("approximate_arrival_timestamp()"), Some(Val::Int(1_700_000_000_123)));
+        assert_eq!(on_stream("topic()"), None);
+        assert_eq!(on_stream("topic(1)"), None);
+        for function in ["partition_key()", "sequence_number()", "shard_id()", "approximate_arrival_timestamp()"] {
+            assert_eq!(eval(function, "{}"), None, "{function} on an MQTT message");
+        }
     }
 
     #[test]

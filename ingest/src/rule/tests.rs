@@ -22,7 +22,7 @@ fn seed_rule() -> Rule {
 
 fn apply(rule: &Rule, topic: &str, payload: &str) -> Result<Option<Point>> {
     let json: Json = serde_json::from_str(payload).expect("test payloads are JSON");
-    rule.apply(&Message { topic, payload: payload.as_bytes(), client_id: "device-1", arrival_ns: ARRIVAL_NS }, &json)
+    rule.apply(&Message { topic, payload: payload.as_bytes(), client_id: "device-1", arrival_ns: ARRIVAL_NS, stream: None }, &json)
 }
 
 fn field<'p>(point: &'p Point, name: &str) -> Option<&'p FieldValue> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod faults;
+pub(crate) mod kinesis;
 pub(crate) mod mosquitto;
 pub(crate) mod tls;
 
