@@ -27,19 +27,37 @@ fn config(endpoint: &str, extra: &str) -> String {
 
 /// Waits until `weather` holds readings `0..n`, each once.
 async fn wait_for_readings(server: &Server, n: i64) {
+    wait_for_range(server, 0..n).await;
+}
+
+/// Waits until `weather` holds exactly the readings of `range`, each once.
+async fn wait_for_range(server: &Server, range: std::ops::Range<i64>) {
     let client = server.client().await;
     let deadline = Instant::now() + Duration::from_secs(90);
-    let query = "SELECT count(*), coalesce(sum(sensor_value), 0) FROM weather";
+    let query = "SELECT count(*), coalesce(sum(sensor_value), 0), min(sensor_value) FROM weather";
+    let n = range.end - range.start;
     loop {
-        let found = client.query_one(query, &[]).await.map(|r| (r.get::<_, i64>(0), r.get::<_, f64>(1)));
-        if let Ok((count, sum)) = found {
+        let found = client.query_one(query, &[]).await.map(|r| (r.get::<_, i64>(0), r.get::<_, f64>(1), r.get::<_, Option<f64>>(2)));
+        if let Ok((count, sum, min)) = found {
             assert!(count <= n, "more rows than readings: {count} > {n}");
+            assert!(min.is_none_or(|m| m >= range.start as f64), "a reading before {}: {min:?}", range.start);
             if count == n {
-                assert_eq!(sum, (n * (n - 1) / 2) as f64, "each reading once");
+                assert_eq!(sum, range.sum::<i64>() as f64, "each reading once");
                 return;
             }
         }
         assert!(Instant::now() < deadline, "{n} readings arrive; found {found:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every shard of the stream was polled at least once.
+async fn wait_until_polled(server: &Server, shards: i64) {
+    let client = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let query = "SELECT count(*) FROM system.kinesis_shards WHERE millis_behind IS NOT NULL";
+    while client.query_one(query, &[]).await.expect("system.kinesis_shards").get::<_, i64>(0) < shards {
+        assert!(Instant::now() < deadline, "{shards} shards polled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -58,6 +76,8 @@ async fn consume(kind: Kind) {
     let kinesis = LocalKinesis::start(kind);
     kinesis.put(&["create", STREAM, "2"]);
     kinesis.put(&["put", STREAM, "0", "300"]);
+    // A producer's retries: the same readings again, under new sequence numbers.
+    kinesis.put(&["put", STREAM, "0", "10"]);
     kinesis.put(&["aggregate", STREAM, "300", "450", "50"]);
     kinesis.put(&["bad", STREAM]);
 
@@ -196,19 +216,10 @@ async fn kills_at_random_moments_lose_and_double_nothing() {
     // stream read anew would also leave each reading once, replacing itself).
     server.signal("KILL");
     let server = Server::start_config(&data, &config);
+    wait_until_polled(&server, 2).await;
     let client = server.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let query = "SELECT count(*), sum(records) FROM system.kinesis_shards WHERE millis_behind IS NOT NULL";
-    loop {
-        let row = client.query_one(query, &[]).await.expect("system.kinesis_shards");
-        let (polled, read): (i64, Option<i64>) = (row.get(0), row.get(1));
-        if polled == 2 {
-            assert_eq!(read, Some(0), "records read again after a restart");
-            break;
-        }
-        assert!(Instant::now() < deadline, "both shards polled");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let read: i64 = client.query_one("SELECT sum(records) FROM system.kinesis_shards", &[]).await.expect("records read").get(0);
+    assert_eq!(read, 0, "records read again after a restart");
     wait_for_readings(&server, CYCLES * PER_CYCLE).await;
 }
 
@@ -249,4 +260,30 @@ async fn throttled_and_expired_calls_lose_nothing_and_keep_to_the_call_rate() {
     let throttles: usize = throttles.parse().expect("count");
     let logged_after = std::fs::read_to_string(&log).expect("proxy log").matches(" throttled").count();
     assert!((count("throttled")..=logged_after).contains(&throttles), "{throttles} throttles counted, {logged_after} injected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_and_at_timestamp_start_where_they_say() {
+    let kinesis = LocalKinesis::start(Kind::Kinesalite);
+    kinesis.put(&["create", STREAM, "2"]);
+    kinesis.put(&["put", STREAM, "0", "100"]);
+    // Readings 0..100 arrived before the boundary, 100..150 after it (the stream keeps arrival
+    // times in milliseconds).
+    let boundary = chrono::Utc::now() + chrono::Duration::milliseconds(2);
+    std::thread::sleep(Duration::from_millis(5));
+    kinesis.put(&["put", STREAM, "100", "150"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let at = boundary.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let data = dir.path().join("at");
+    let extra = format!("start = \"at_timestamp\"\nstart_timestamp = \"{at}\"");
+    let server = Server::start_config(&data, &Server::config(&data, &config(&kinesis.endpoint, &extra), ""));
+    wait_for_range(&server, 100..150).await;
+    drop(server);
+
+    let data = dir.path().join("latest");
+    let server = Server::start_config(&data, &Server::config(&data, &config(&kinesis.endpoint, "start = \"latest\""), ""));
+    wait_until_polled(&server, 2).await;
+    kinesis.put(&["put", STREAM, "150", "200"]);
+    wait_for_range(&server, 150..200).await;
 }
