@@ -3,7 +3,7 @@
     kinesis_put.py ENDPOINT create STREAM SHARDS
     kinesis_put.py ENDPOINT put STREAM FROM TO           plain JSON readings FROM..TO
     kinesis_put.py ENDPOINT aggregate STREAM FROM TO N   readings FROM..TO in KPL aggregates of N
-    kinesis_put.py ENDPOINT bad STREAM                   a record that is not JSON, one whose value
+    kinesis_put.py ENDPOINT bad STREAM                   a record that is not JSON, one whose time
                                                          fails its cast, a corrupt KPL aggregate
     kinesis_put.py ENDPOINT split STREAM                 splits the first open shard in two
     kinesis_put.py ENDPOINT merge STREAM                 merges the first two adjacent open shards
@@ -96,7 +96,7 @@ def main():
     elif command == "bad":
         k.put_record(StreamName=stream, PartitionKey="bad", Data=b"not json")
         _, data = reading(0)
-        k.put_record(StreamName=stream, PartitionKey="bad", Data=data.replace(b'"sensor_value": 0', b'"sensor_value": "warm"'))
+        k.put_record(StreamName=stream, PartitionKey="bad", Data=data.replace(b'"sensor_timestamp": 1700000000000', b'"sensor_timestamp": "soon"'))
         body = field(1, b"k") + field(3, varint(1 << 3) + varint(0) + field(3, b"{}"))
         broken = body[:-2]
         k.put_record(StreamName=stream, PartitionKey="bad", Data=MAGIC + broken + hashlib.md5(broken).digest())
