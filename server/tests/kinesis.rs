@@ -143,9 +143,12 @@ async fn consume(kind: Kind) {
                         FROM weather WHERE sensor_value >= 450) AS r WHERE d < 0";
     let client = server.client().await;
     assert_eq!(client.query_one(out_of_order, &[]).await.expect("order").get::<_, i64>(0), 0);
-    // A split while it reads.
+    // A split and a merge while it reads.
     kinesis.put(&["split", STREAM]);
-    kinesis.put(&["put", STREAM, "750", "800"]);
+    kinesis.put(&["put", STREAM, "750", "775"]);
+    wait_for_readings(&server, 775).await;
+    kinesis.put(&["merge", STREAM]);
+    kinesis.put(&["put", STREAM, "775", "800"]);
     wait_for_readings(&server, 800).await;
     let mut server = server;
     server.signal("KILL");
@@ -153,7 +156,7 @@ async fn consume(kind: Kind) {
     kinesis.put(&["put", STREAM, "800", "850"]);
     wait_for_readings(&server, 850).await;
     assert_eq!(dead_letters(&server).await.len(), 3, "bad records stored once");
-    shards_checkpointed_at_their_ends(&server, &kinesis, 4).await;
+    shards_checkpointed_at_their_ends(&server, &kinesis, 6).await;
 }
 
 /// Waits until `system.kinesis_shards` shows every shard checkpointed at its last record and
@@ -249,21 +252,23 @@ async fn throttled_and_expired_calls_lose_nothing_and_keep_to_the_call_rate() {
     kinesis.put(&["put", STREAM, "150", "300"]);
     wait_for_readings(&server, 300).await;
 
-    let calls: Vec<(f64, String)> = std::fs::read_to_string(&log)
+    let calls: Vec<(f64, String, String)> = std::fs::read_to_string(&log)
         .expect("proxy log")
         .lines()
         .map(|l| {
-            let (time, outcome) = l.split_once(' ').expect("time and outcome");
-            (time.parse().expect("time"), outcome.to_owned())
+            let mut words = l.split(' ');
+            let (time, shard, outcome) = (words.next().expect("time"), words.next().expect("shard"), words.next().expect("outcome"));
+            (time.parse().expect("time"), shard.to_owned(), outcome.to_owned())
         })
         .collect();
-    let count = |what: &str| calls.iter().filter(|(_, o)| o == what).count();
+    let count = |what: &str| calls.iter().filter(|(_, _, o)| o == what).count();
     assert!(count("throttled") >= 3 && count("expired") >= 2, "faults injected: {calls:?}");
-    // 5 calls a second per shard, 2 shards: at most 20 in any 2 s, and one more per shard for
-    // calls paced 200 ms apart on isobar's side that arrive a little closer at the proxy.
-    for (i, (start, _)) in calls.iter().enumerate() {
-        let within = calls[i..].iter().take_while(|(t, _)| t - start < 2.0).count();
-        assert!(within <= 22, "{within} GetRecords calls within 2 s of {start}");
+    // At most 5 calls a second on each shard, and one more for calls paced 200 ms apart on
+    // isobar's side that arrive a little closer together at the proxy.
+    assert!(calls.iter().all(|(_, shard, _)| shard.starts_with("shardId-")), "every call's shard known: {calls:?}");
+    for (i, (start, shard, _)) in calls.iter().enumerate() {
+        let within = calls[i..].iter().take_while(|(t, _, _)| t - start < 1.0).filter(|(_, s, _)| s == shard).count();
+        assert!(within <= 6, "{within} GetRecords calls on {shard} within 1 s of {start}");
     }
     // Counted in /metrics (isobar keeps polling, so the log read after may hold more).
     let metrics = common::http_get(server.http_port, "/metrics");

@@ -5,12 +5,14 @@
 Forwards every request to UPSTREAM, except that of the GetRecords calls, every 4th is refused
 as throttled (HTTP 400 ProvisionedThroughputExceededException, as Kinesis refuses a shard's
 sixth call in a second) and every 7th answered ExpiredIteratorException, neither reaching the
-server. Appends one line per GetRecords call to LOG: its time (seconds, monotonic) and what it
-got ("throttled", "expired" or the upstream's status). Local servers never throttle, so this
-is how a test sees isobar back off.
+server. Appends one line per GetRecords call to LOG: its time (seconds, monotonic), the shard
+(followed from the iterators GetShardIterator and GetRecords hand out) and what it got
+("throttled", "expired" or the upstream's status). Local servers never throttle, so this is
+how a test sees isobar back off.
 """
 
 import http.client
+import json
 import sys
 import threading
 import time
@@ -20,11 +22,13 @@ from urllib.parse import urlparse
 PORT, UPSTREAM, LOG = int(sys.argv[1]), urlparse(sys.argv[2]), sys.argv[3]
 lock = threading.Lock()
 calls = 0
+# The shard of every iterator handed out.
+shard_of = {}
 
 
-def log(outcome):
+def log(shard, outcome):
     with lock, open(LOG, "a") as f:
-        f.write(f"{time.monotonic():.6f} {outcome}\n")
+        f.write(f"{time.monotonic():.6f} {shard} {outcome}\n")
 
 
 class Proxy(BaseHTTPRequestHandler):
@@ -44,23 +48,31 @@ class Proxy(BaseHTTPRequestHandler):
         global calls
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         target = self.headers.get("X-Amz-Target", "")
+        request = json.loads(body or b"{}")
+        shard = request.get("ShardId") or shard_of.get(request.get("ShardIterator"), "unknown")
         if target.endswith(".GetRecords"):
             with lock:
                 calls += 1
                 n = calls
             if n % 4 == 0:
-                log("throttled")
+                log(shard, "throttled")
                 return self.answer(400, b'{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard"}')
             if n % 7 == 0:
-                log("expired")
+                log(shard, "expired")
                 return self.answer(400, b'{"__type":"ExpiredIteratorException","message":"Iterator expired"}')
         upstream = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=30)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         upstream.request("POST", self.path, body=body, headers=headers)
         response = upstream.getresponse()
         data = response.read()
+        if response.status == 200 and (target.endswith(".GetRecords") or target.endswith(".GetShardIterator")):
+            out = json.loads(data)
+            next_iterator = out.get("NextShardIterator") or out.get("ShardIterator")
+            if next_iterator:
+                with lock:
+                    shard_of[next_iterator] = shard
         if target.endswith(".GetRecords"):
-            log(str(response.status))
+            log(shard, str(response.status))
         self.answer(response.status, data, response.getheader("Content-Type", "application/x-amz-json-1.1"))
         upstream.close()
 
