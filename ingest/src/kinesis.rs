@@ -3,7 +3,7 @@
 //! Each `[[kinesis]]` source names a stream and the rules that map its records (the same rule
 //! language as MQTT; a rule's `FROM` names the stream). isobar lists the stream's shards and
 //! reads each one with GetRecords, through the official AWS SDK. A record's JSON payload goes
-//! through the rules; a KPL aggregate (`aggregated.rs`) is first taken apart into its user
+//! through the rules; a KPL aggregate (`kpl.rs`) is first taken apart into its user
 //! records. The rows of one GetRecords response and the shard's checkpoint (`checkpoint.rs`) are
 //! committed in one durable write, so a crash never moves a checkpoint past durable rows, and
 //! what is read again after a crash replaces itself (same series and time: last write wins).
@@ -14,7 +14,6 @@
 //! GetRecords returns no next iterator, or when the listing shows it closed and the checkpoint
 //! reached its ending sequence number (a local server may never return the null iterator).
 
-mod aggregated;
 mod checkpoint;
 mod shard;
 
@@ -33,7 +32,7 @@ use crate::router::Router;
 use crate::rule::RuleSpec;
 use crate::store::Ingestor;
 
-pub use aggregated::{UserRecord, user_records};
+pub use crate::kpl::{UserRecord, user_records};
 pub use checkpoint::{Checkpoint, compare_sequence_numbers};
 
 /// Records GetRecords may return at most (the API's limit).

@@ -5,7 +5,7 @@
 //! after that call returns. `rule.rs` compiles IoT rules (SQL over topics and JSON payloads)
 //! into rows; `router.rs` runs a batch of messages through them into one write batch;
 //! `line_protocol.rs` parses InfluxDB line protocol into points; `store.rs` writes it and the dead letters (`dead_letters.rs`, table `system.ingest_errors`)
-//! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes and serves subscribers through `mqtt_broker.rs`; `mqtt_subscriber.rs` subscribes to an external broker; `kinesis.rs` consumes Amazon Kinesis streams; `tls.rs` loads certificates for
+//! of the messages no rule could store; `topic.rs` matches MQTT topic filters; `mqtt_listener.rs` takes devices' publishes and serves subscribers through `mqtt_broker.rs`; `mqtt_subscriber.rs` subscribes to an external broker; `kinesis.rs` consumes Amazon Kinesis streams, `kpl.rs` takes their KPL aggregates apart; `tls.rs` loads certificates for
 //! both; `emit.rs` publishes final rollup windows to the listener's subscribers; `simulator.rs` is the fleet simulator and `publisher.rs` publishes it over MQTT (`isobar simulate`),
 //! which also drives benchmarks and the demo.
 
@@ -16,6 +16,7 @@ pub mod emit;
 mod error;
 #[cfg(feature = "engine")]
 pub mod kinesis;
+pub mod kpl;
 pub mod line_protocol;
 pub mod mqtt_broker;
 pub mod mqtt_codec;

@@ -244,7 +244,7 @@ async fn throttled_and_expired_calls_lose_nothing_and_keep_to_the_call_rate() {
     kinesis.put(&["put", STREAM, "0", "150"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("calls.log");
-    let proxy = FaultProxy::start(&kinesis, &log);
+    let proxy = FaultProxy::start(&kinesis, &log, &[]);
     let data = dir.path().join("data");
     let config = Server::config(&data, &config(&proxy.endpoint, "records_per_call = 10"), "");
     let server = Server::start_config(&data, &config);
@@ -302,4 +302,20 @@ async fn latest_and_at_timestamp_start_where_they_say() {
     wait_until_polled(&server, 2).await;
     kinesis.put(&["put", STREAM, "150", "200"]);
     wait_for_range(&server, 150..200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_listed_a_page_at_a_time_are_all_read() {
+    // moto pages ListShards by MaxResults (kinesalite ignores it); the proxy asks for pages of one.
+    let kinesis = LocalKinesis::start(Kind::Moto);
+    kinesis.put(&["create", STREAM, "4"]);
+    kinesis.put(&["put", STREAM, "0", "200"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = FaultProxy::start(&kinesis, &dir.path().join("calls.log"), &["--pages-of", "1"]);
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, &config(&proxy.endpoint, ""), ""));
+    wait_for_readings(&server, 200).await;
+    let client = server.client().await;
+    let shards: i64 = client.query_one("SELECT count(DISTINCT shard) FROM weather", &[]).await.expect("shards").get(0);
+    assert_eq!(shards, 4, "readings from every shard");
 }

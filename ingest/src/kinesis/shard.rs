@@ -63,13 +63,18 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(e: SdkError<E,
         Some("ProvisionedThroughputExceededException" | "KMSThrottlingException" | "LimitExceededException" | "ThrottlingException") => {
             Failure::Throttled
         }
-        Some(code) => Failure::Other(format!("{code}: {}", e.message().unwrap_or_default())),
-        // A response that is not an AWS error (moto answers an unknown iterator with an HTML
-        // page): its status, not its body.
-        None => match e.raw_response() {
-            Some(raw) => Failure::Other(format!("HTTP {}", raw.status())),
-            None => Failure::Other(DisplayErrorContext(&e).to_string()),
-        },
+        _ => Failure::Other(describe(&e)),
+    }
+}
+
+/// A failed call in one line: the AWS error's code and message, or the HTTP status of a
+/// response that is not an AWS error (moto answers an unknown iterator with an HTML page), or
+/// what kept the call from an answer.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
+    match (e.code(), e.raw_response()) {
+        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or_default()),
+        (None, Some(raw)) => format!("HTTP {}", raw.status()),
+        (None, None) => DisplayErrorContext(e).to_string(),
     }
 }
 
@@ -80,12 +85,18 @@ impl Stream {
         let mut closed = HashMap::new();
         let mut next_token: Option<String> = None;
         loop {
-            // A page after the first names only its token (the API refuses both).
-            let call = match &next_token {
-                Some(token) => self.client.list_shards().next_token(token),
-                None => self.client.list_shards().stream_name(&self.name),
+            // A page after the first names only its token (Kinesis refuses both); moto needs
+            // the stream's name with it, so a token it does not place is sent again with both.
+            let page = match &next_token {
+                None => self.client.list_shards().stream_name(&self.name).send().await,
+                Some(token) => match self.client.list_shards().next_token(token).send().await {
+                    Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                        self.client.list_shards().stream_name(&self.name).next_token(token).send().await
+                    }
+                    page => page,
+                },
             };
-            let page = call.send().await.map_err(|e| DisplayErrorContext(&e).to_string())?;
+            let page = page.map_err(|e| describe(&e))?;
             for shard in page.shards() {
                 let parents = shard.parent_shard_id().into_iter().chain(shard.adjacent_parent_shard_id()).map(str::to_owned).collect();
                 if let Some(end) = shard.sequence_number_range().and_then(|r| r.ending_sequence_number()) {

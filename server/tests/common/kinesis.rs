@@ -90,12 +90,14 @@ pub(crate) struct FaultProxy {
 }
 
 impl FaultProxy {
-    pub(crate) fn start(upstream: &LocalKinesis, log: &std::path::Path) -> Self {
+    /// `extra`: the proxy's options after its log path (`--pages-of N`).
+    pub(crate) fn start(upstream: &LocalKinesis, log: &std::path::Path, extra: &[&str]) -> Self {
         let port = free_port();
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kinesis_proxy.py");
         let child = Command::new(python())
             .arg(script)
             .args([&port.to_string(), &upstream.endpoint, &log.display().to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start kinesis_proxy.py");

@@ -1,6 +1,6 @@
 """A fault-injecting HTTP proxy in front of a local Kinesis server, for isobar's Kinesis tests.
 
-    kinesis_proxy.py PORT UPSTREAM LOG
+    kinesis_proxy.py PORT UPSTREAM LOG [--pages-of N]
 
 Forwards every request to UPSTREAM, except that of the GetRecords calls, every 4th is refused
 as throttled (HTTP 400 ProvisionedThroughputExceededException, as Kinesis refuses a shard's
@@ -8,7 +8,8 @@ sixth call in a second) and every 7th answered ExpiredIteratorException, neither
 server. Appends one line per GetRecords call to LOG: its time (seconds, monotonic), the shard
 (followed from the iterators GetShardIterator and GetRecords hand out) and what it got
 ("throttled", "expired" or the upstream's status). Local servers never throttle, so this is
-how a test sees isobar back off.
+how a test sees isobar back off. With `--pages-of N`, every ListShards asks for at most N
+shards (`MaxResults`), so a consumer must follow `NextToken` to see them all.
 """
 
 import http.client
@@ -20,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 PORT, UPSTREAM, LOG = int(sys.argv[1]), urlparse(sys.argv[2]), sys.argv[3]
+PAGE = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--pages-of" else None
 lock = threading.Lock()
 calls = 0
 # The shard of every iterator handed out.
@@ -60,8 +62,12 @@ class Proxy(BaseHTTPRequestHandler):
             if n % 7 == 0:
                 log(shard, "expired")
                 return self.answer(400, b'{"__type":"ExpiredIteratorException","message":"Iterator expired"}')
+        if PAGE and target.endswith(".ListShards"):
+            request["MaxResults"] = PAGE
+            body = json.dumps(request).encode()
         upstream = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        headers["Content-Length"] = str(len(body))
         upstream.request("POST", self.path, body=body, headers=headers)
         response = upstream.getresponse()
         data = response.read()

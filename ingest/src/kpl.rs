@@ -32,6 +32,15 @@ pub struct UserRecord<'a> {
     pub sub_sequence_number: Option<u64>,
 }
 
+/// `protobuf` as the KPL puts an aggregate: behind the magic, followed by its MD5.
+pub fn checksummed(protobuf: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + protobuf.len() + CHECKSUM_BYTES);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(protobuf);
+    out.extend_from_slice(&Md5::digest(protobuf));
+    out
+}
+
 /// The user records in `data`, a Kinesis record put with `partition_key`; or why an aggregate
 /// cannot be read.
 pub fn user_records<'a>(partition_key: &'a str, data: &'a [u8]) -> Result<Vec<UserRecord<'a>>, String> {
@@ -166,7 +175,7 @@ impl<'a> Fields<'a> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -184,7 +193,7 @@ pub(crate) mod tests {
     }
 
     /// The protobuf of an aggregate of `records` (partition key, data), keys deduplicated.
-    pub(crate) fn protobuf(records: &[(&str, &[u8])]) -> Vec<u8> {
+    fn protobuf(records: &[(&str, &[u8])]) -> Vec<u8> {
         let mut keys: Vec<&str> = Vec::new();
         let mut out = Vec::new();
         for (key, _) in records {
@@ -204,13 +213,9 @@ pub(crate) mod tests {
         out
     }
 
-    /// `protobuf` with the magic and its checksum: what the KPL puts.
-    pub(crate) fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
-        let body = protobuf(records);
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&Md5::digest(&body));
-        out
+    /// What the KPL puts for `records`.
+    fn aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
+        checksummed(&protobuf(records))
     }
 
     #[test]
@@ -241,10 +246,7 @@ pub(crate) mod tests {
     fn a_broken_aggregate_with_a_good_checksum_is_an_error() {
         let body = protobuf(&[("a", b"12345")]);
         for cut in [body.len() - 1, 2] {
-            let broken = &body[..cut];
-            let mut blob = MAGIC.to_vec();
-            blob.extend_from_slice(broken);
-            blob.extend_from_slice(&Md5::digest(broken));
+            let blob = checksummed(&body[..cut]);
             let err = user_records("k", &blob).expect_err("truncated");
             assert!(err.contains("truncated") || err.contains("lacks"), "{err}");
         }
@@ -255,9 +257,6 @@ pub(crate) mod tests {
         bytes_field(&mut record, 3, b"x");
         let mut body = Vec::new();
         bytes_field(&mut body, 3, &record);
-        let mut blob = MAGIC.to_vec();
-        blob.extend_from_slice(&body);
-        blob.extend_from_slice(&Md5::digest(&body));
-        assert!(user_records("k", &blob).expect_err("bad index").contains("partition key 7 of 0"));
+        assert!(user_records("k", &checksummed(&body)).expect_err("bad index").contains("partition key 7 of 0"));
     }
 }
