@@ -319,3 +319,41 @@ async fn shards_listed_a_page_at_a_time_are_all_read() {
     let shards: i64 = client.query_one("SELECT count(DISTINCT shard) FROM weather", &[]).await.expect("shards").get(0);
     assert_eq!(shards, 4, "readings from every shard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_are_consumed_at_once_each_through_its_rules() {
+    let kinesis = LocalKinesis::start(Kind::Kinesalite);
+    for (stream, from, to) in [("north", "0", "60"), ("south", "60", "100")] {
+        kinesis.put(&["create", stream, "1"]);
+        kinesis.put(&["put", stream, from, to]);
+    }
+    let source = |stream: &str| {
+        format!(
+            "[[kinesis]]\nstream = \"{stream}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"x\"\n\
+             secret_access_key = \"x\"\nidle_poll_ms = 200\n[[kinesis.rules]]\nname = \"{stream}\"\n\
+             sql = \"SELECT sensor_id, sensor_timestamp, cast(sensor_value AS double) AS sensor_value FROM '{stream}'\"\n\
+             table = \"{stream}\"\ntags = [\"sensor_id\"]\ntime = \"sensor_timestamp\"\ntime_unit = \"ms\"\n",
+            kinesis.endpoint
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = Server::config(&data, &format!("{}{}", source("north"), source("south")), "");
+    let server = Server::start_config(&data, &config);
+    let client = server.client().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let query = "SELECT (SELECT count(*) FROM north) AS a, (SELECT sum(sensor_value) FROM north) AS b, \
+                 (SELECT count(*) FROM south) AS c, (SELECT sum(sensor_value) FROM south) AS d";
+    let expected = (60, (0..60).sum::<i64>() as f64, 40, (60..100).sum::<i64>() as f64);
+    loop {
+        let found =
+            client.query_one(query, &[]).await.map(|r| (r.get::<_, i64>(0), r.get::<_, f64>(1), r.get::<_, i64>(2), r.get::<_, f64>(3)));
+        if found.as_ref().ok() == Some(&expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "both streams consumed: {found:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shards = client.query("SELECT stream FROM system.kinesis_shards ORDER BY stream", &[]).await.expect("shards");
+    assert_eq!(shards.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), ["north", "south"]);
+}
