@@ -1,7 +1,7 @@
 //! The SQL catalog: schema `public` lists storage's tables as they are now, so tables that
 //! ingest creates are queryable at once; schema `system` lists isobar's own tables (storage
-//! tables named `system.<name>`, such as `system.ingest_errors`; `system.rollups`, made
-//! from storage's memory; and the status tables the server registers).
+//! tables named `system.<name>`, such as `system.ingest_errors`, and status tables made from
+//! state kept in memory: `system.rollups` from storage's, others from the server's).
 
 use std::sync::Arc;
 
@@ -12,7 +12,6 @@ use datafusion::error::{DataFusionError, Result};
 use isobar_storage::{SYSTEM_TABLE_PREFIX, Storage};
 
 use crate::status_tables::StatusTables;
-use crate::system_rollups;
 use crate::table::StorageTable;
 
 /// The schema of isobar's own tables.
@@ -62,7 +61,6 @@ impl SchemaProvider for StorageSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.storage.tables().into_iter().filter_map(|t| self.sql_name(t.name)).collect();
         if self.system {
-            names.push(system_rollups::NAME.to_owned());
             names.extend(self.status.names());
         }
         names.sort();
@@ -70,9 +68,6 @@ impl SchemaProvider for StorageSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if self.system && name == system_rollups::NAME {
-            return system_rollups::table(&self.storage).map(Some);
-        }
         if self.system
             && let Some(table) = self.status.table(name)
         {
@@ -89,7 +84,6 @@ impl SchemaProvider for StorageSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.system && (name == system_rollups::NAME || self.status.contains(name)))
-            || self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
+        (self.system && self.status.contains(name)) || self.storage_name(name).is_some_and(|name| self.storage.table(&name).is_some())
     }
 }

@@ -33,6 +33,7 @@ use crate::plan_cache::{Inputs, PlanCache};
 use crate::policy::check_df_statement;
 use crate::session::{SessionReply, SessionState};
 use crate::status_tables::{StatusFn, StatusTables};
+use crate::system_rollups;
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -107,6 +108,8 @@ impl QueryEngine {
         let catalog: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
         catalog.register_schema(DEFAULT_SCHEMA, Arc::new(StorageSchema::new(storage.clone(), config.fast_paths)))?;
         let status = StatusTables::default();
+        let rollups_of = storage.clone();
+        status.register(system_rollups::NAME, Arc::new(move || system_rollups::rows(&rollups_of)));
         catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths, status.clone())))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;

@@ -1,7 +1,8 @@
-//! Tables of schema `system` that other parts of the server keep, such as ingest's
-//! `system.kinesis_shards`: each is a function giving the table's rows as they are now, called
-//! when a query is planned. The server registers them (`QueryEngine::register_status_table`),
-//! so `query` needs no dependency on the part that keeps the state.
+//! Tables of schema `system` made from state kept in memory: `system.rollups` from storage's,
+//! and those of other parts of the server, such as ingest's `system.kinesis_shards`. Each is a
+//! function giving the table's rows as they are now, called when a query is planned. The server
+//! registers its own (`QueryEngine::register_status_table`), so `query` needs no dependency on
+//! the part that keeps the state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! `system.rollups`: one row per rollup table, read from storage's memory when a query is
-//! planned. It shows how far each rollup is final (`final_before`), the newest event time it
+//! planned (a status table the query engine registers itself). It shows how far each rollup is final (`final_before`), the newest event time it
 //! has seen, and how many windows are open or stale (final windows that took late rows and
 //! wait to be written again; queries correct them meanwhile), so an operator sees a rollup
 //! falling behind instead of trusting stale numbers.
@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use isobar_storage::Storage;
 
@@ -16,7 +15,7 @@ use isobar_storage::Storage;
 pub(crate) const NAME: &str = "rollups";
 
 /// The rollups as they are now.
-pub(crate) fn table(storage: &Storage) -> Result<Arc<dyn TableProvider>> {
+pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
     let rollups = storage.rollups();
     let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
@@ -39,6 +38,5 @@ pub(crate) fn table(storage: &Storage) -> Result<Arc<dyn TableProvider>> {
         Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.open_windows)))),
         Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.stale_windows)))),
     ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
