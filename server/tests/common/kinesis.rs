@@ -1,12 +1,10 @@
 //! A real local Kinesis server on a free port: kinesalite (npm) or moto's server mode (PyPI),
 //! both installed by `scripts/setup`; and the Python producer that fills its streams.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::mosquitto::free_port;
+use super::mosquitto::{free_port, wait_for_port};
 
 /// Which local server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +50,7 @@ impl LocalKinesis {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {kind:?} (scripts/setup installs it): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).is_err() {
-            assert!(Instant::now() < deadline, "{kind:?} listens on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port.parse().expect("port"), &format!("{kind:?}"));
         Self { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
@@ -101,11 +95,7 @@ impl FaultProxy {
             .stdout(Stdio::null())
             .spawn()
             .expect("start kinesis_proxy.py");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the proxy listens on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "the Kinesis proxy");
         Self { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 }

@@ -51,11 +51,7 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("start mosquitto (scripts/setup installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto listens on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "mosquitto");
         Self { child, port }
     }
 }
@@ -68,6 +64,15 @@ impl Drop for Mosquitto {
 }
 
 /// A loopback port nothing listens on now.
+/// Waits until `what` accepts connections on loopback `port` (at most 30 s).
+pub(crate) fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
