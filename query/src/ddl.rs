@@ -131,6 +131,11 @@ fn type_name(ty: &str) -> String {
     }
 }
 
+/// The field type a column of SQL type `ty` stores, if isobar has one for it.
+pub(crate) fn sql_field_type(ty: &datafusion::sql::sqlparser::ast::DataType) -> Option<FieldType> {
+    field_type(&type_name(&ty.to_string()))
+}
+
 fn field_type(ty: &str) -> Option<FieldType> {
     Some(match ty {
         "double precision" | "double" | "float" | "float8" | "float64" | "real" | "float4" | "float32" => FieldType::F64,

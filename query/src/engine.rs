@@ -275,6 +275,9 @@ impl Session {
                 return reply.map(output_of);
             }
             crate::subquery::aggregate_scalar_subqueries(s);
+            if let Some(done) = self.engine.run_table_change(s).await {
+                return done.map(|tag| Output::Command(tag, 0));
+            }
             match s.as_ref() {
                 Statement::CreateTable(create) => {
                     let created = self.engine.create_table(create).await?;

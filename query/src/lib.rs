@@ -38,6 +38,7 @@ mod status_tables;
 mod subquery;
 mod system_rollups;
 mod table;
+mod table_changes;
 #[cfg(test)]
 mod tag_filter_tests;
 mod time_order;

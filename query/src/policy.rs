@@ -2,17 +2,19 @@
 //! a statement.
 //!
 //! Allowed: queries (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`, `DESCRIBE`), isobar's own DDL and
-//! DML (`CREATE TABLE`, `INSERT`, `COPY ... FROM STDIN`), statements about the session
+//! DML (`CREATE TABLE`, `DROP TABLE`, `TRUNCATE`, `ALTER TABLE`, `INSERT`, `COPY ... FROM STDIN`), statements about the session
 //! (`SET`/`SHOW`/`RESET` of the settings in `session.rs`, `DISCARD ALL`, transactions,
 //! savepoints, `DEALLOCATE` of the session's prepared statements) and cursors (`DECLARE`,
 //! `FETCH`, `CLOSE`). Everything else is refused with the reason: DataFusion's own catalog DDL
 //! (schemas, views, external tables, functions, `SELECT INTO`), `PREPARE`/`EXECUTE` in SQL
 //! (DataFusion would keep them in the session all clients share), anything that would reach
-//! the server's files, and statements isobar does not support yet (`DELETE`, `DROP`, ...).
+//! the server's files, and statements isobar does not support yet (`DELETE`, `UPDATE`, ...).
 //! Tables in schema `system` are isobar's own: no statement writes to them.
 
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, ObjectName, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{
+    AlterTableOperation, CopySource, CopyTarget, ObjectName, ObjectType, RenameTableNameKind, SetExpr, Statement,
+};
 use isobar_storage::SYSTEM_TABLE_PREFIX;
 
 use crate::catalog::SYSTEM_SCHEMA;
@@ -57,13 +59,21 @@ pub fn check_statement(statement: &Statement) -> Result<()> {
             "PREPARE and EXECUTE in SQL are not supported: use the extended query protocol, as every driver's prepared statements do"
                 .into(),
         )),
+        Statement::Drop { object_type: ObjectType::Table, names, .. } => names.iter().try_for_each(check_table_name),
+        Statement::Truncate(truncate) => truncate.table_names.iter().try_for_each(|t| check_table_name(&t.name)),
         Statement::Delete(_) => Err(unsupported("DELETE")),
         Statement::Update(_) => Err(Error::Unsupported(
             "UPDATE is not supported: write the row again with INSERT; the last write of a time and series wins".into(),
         )),
-        Statement::Truncate(_) => Err(unsupported("TRUNCATE")),
-        Statement::AlterTable(_) => Err(unsupported("ALTER TABLE")),
-        Statement::Drop { object_type, .. } if object_type.to_string().eq_ignore_ascii_case("TABLE") => Err(unsupported("DROP TABLE")),
+        Statement::AlterTable(alter) => {
+            check_table_name(&alter.name)?;
+            alter.operations.iter().try_for_each(|op| match op {
+                AlterTableOperation::RenameTable { table_name: RenameTableNameKind::To(name) | RenameTableNameKind::As(name) } => {
+                    check_table_name(name)
+                }
+                _ => Ok(()),
+            })
+        }
         other => Err(Error::Refused(format!(
             "{} is refused: isobar runs queries, its own CREATE TABLE, INSERT and COPY FROM STDIN, and session statements",
             statement_kind(other)
@@ -147,6 +157,9 @@ mod tests {
             "INSERT INTO weather (time, v) VALUES (now(), 1)",
             "CREATE TABLE t (time TIMESTAMPTZ, s TEXT, PRIMARY KEY (s, time))",
             "COPY weather FROM STDIN",
+            "DROP TABLE IF EXISTS weather, t",
+            "TRUNCATE weather",
+            "ALTER TABLE weather RENAME COLUMN a TO b",
             "SET statement_timeout = 100",
             "SHOW search_path",
             "BEGIN",
@@ -180,7 +193,7 @@ mod tests {
             ("PREPARE p AS SELECT 1", "extended query protocol"),
             ("EXECUTE p", "extended query protocol"),
             ("DELETE FROM t", "DELETE is not supported"),
-            ("DROP TABLE t", "DROP TABLE is not supported"),
+            ("UPDATE t SET v = 1", "UPDATE is not supported"),
             ("EXPLAIN CREATE VIEW v AS SELECT 1", "refused"),
         ] {
             let e = check(sql).expect_err(sql);
@@ -200,6 +213,11 @@ mod tests {
             "COPY \"system.ingest_errors\" FROM STDIN",
             "CREATE TABLE system.mine (time TIMESTAMPTZ)",
             "CREATE TABLE \"system.mine\" (time TIMESTAMPTZ)",
+            "DROP TABLE system.ingest_errors",
+            "DROP TABLE t, \"system.ingest_errors\"",
+            "TRUNCATE system.ingest_errors",
+            "ALTER TABLE system.ingest_errors ADD COLUMN x TEXT",
+            "ALTER TABLE weather RENAME TO \"system.mine\"",
         ] {
             let e = check(sql).expect_err(sql);
             assert!(e.to_string().contains("only isobar writes"), "{sql}: {e}");

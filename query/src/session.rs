@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, ObjectName, Reset, Set, Statement, TransactionAccessMode, TransactionIsolationLevel, TransactionMode, UnaryOperator, Value,
+    Expr, Ident, ObjectName, ObjectType, Reset, Set, Statement, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+    UnaryOperator, Value,
 };
 
 use crate::engine::QueryConfig;
@@ -496,7 +497,9 @@ fn on_off(b: bool) -> String {
 /// Statements that write: refused in a read-only session.
 fn is_write(statement: &Statement) -> bool {
     match statement {
-        Statement::Insert(_) | Statement::CreateTable(_) | Statement::Copy { to: false, .. } => true,
+        Statement::Insert(_) | Statement::CreateTable(_) | Statement::Copy { to: false, .. } | Statement::Truncate(_) => true,
+        Statement::AlterTable(_) => true,
+        Statement::Drop { object_type: ObjectType::Table, .. } => true,
         Statement::Explain { statement, analyze: true, .. } => is_write(statement),
         _ => false,
     }
@@ -506,6 +509,9 @@ fn command_name(statement: &Statement) -> &'static str {
     match statement {
         Statement::Insert(_) => "INSERT",
         Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::Drop { .. } => "DROP TABLE",
+        Statement::Truncate(_) => "TRUNCATE TABLE",
+        Statement::AlterTable(_) => "ALTER TABLE",
         Statement::Copy { .. } => "COPY FROM",
         Statement::Explain { statement, .. } => command_name(statement),
         _ => "this statement",

@@ -432,6 +432,9 @@ impl IsobarHook {
                 Err(reason) => Err(user_error("22023", reason)),
             });
         }
+        if let Some(done) = self.engine.run_table_change(statement).await {
+            return Some(done.map(|tag| Response::Execution(Tag::new(tag))).map_err(|e| pg_error(&e)));
+        }
         if let Statement::CreateTable(create) = statement {
             return Some(
                 self.engine.create_table(create).await.map(|_| Response::Execution(Tag::new("CREATE TABLE"))).map_err(|e| pg_error(&e)),
@@ -489,7 +492,15 @@ impl QueryHook for IsobarHook {
             return Some(reply.map_err(|e| pg_error(&e)).and_then(|r| reply_plan(&r)));
         }
         // Planned here as nothing; `handle_extended_query` runs it.
-        let ours = matches!(statement, Statement::CreateTable(_) | Statement::Copy { to: false, .. } | Statement::Deallocate { .. });
+        let ours = matches!(
+            statement,
+            Statement::CreateTable(_)
+                | Statement::Drop { .. }
+                | Statement::Truncate(_)
+                | Statement::AlterTable(_)
+                | Statement::Copy { to: false, .. }
+                | Statement::Deallocate { .. }
+        );
         if ours {
             return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
         }
@@ -534,6 +545,7 @@ fn pg_error(e: &isobar_query::Error) -> PgWireError {
         isobar_query::Error::Timeout(_) => "57014",        // query_canceled
         isobar_query::Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => "53200", // out_of_memory
         isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
+        isobar_query::Error::Storage(isobar_storage::Error::NoSuchTable(_)) => "42P01", // undefined_table
         isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
         isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded
         isobar_query::Error::Storage(isobar_storage::Error::DiskFull(_)) => "53100", // disk_full

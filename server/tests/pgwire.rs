@@ -381,3 +381,90 @@ async fn psql_lists_and_describes_tables() {
     let shown = server.client().await.query_one("SHOW server_version", &[]).await.expect("show");
     assert_eq!(shown.get::<_, String>(0), "16.6");
 }
+
+/// The SQLSTATE of a statement's error.
+fn sql_state(err: &tokio_postgres::Error) -> String {
+    err.as_db_error().map(|e| e.code().code().to_owned()).unwrap_or_else(|| format!("not a server error: {err}"))
+}
+
+/// The server's message of a statement's error.
+fn db_message(err: &tokio_postgres::Error) -> String {
+    err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_else(|| format!("not a server error: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_truncate_and_alter_work_on_every_path_and_survive_a_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    seed_rows(&server, 30).await;
+    let client = server.client().await;
+    client.batch_execute("CREATE TABLE other (time TIMESTAMPTZ, s TEXT, v DOUBLE PRECISION, PRIMARY KEY (s, time))").await.expect("create");
+    client.execute("INSERT INTO other VALUES ('2024-01-01T00:00:00Z', 'a', 1.5)", &[]).await.expect("insert");
+
+    // TRUNCATE in the simple protocol: no rows, the same columns, writable at once.
+    client.simple_query("TRUNCATE weather").await.expect("truncate");
+    assert_eq!(count_rows(&server).await, 0);
+    let insert = "INSERT INTO weather (time, station_id, sensor_id, sensor_value) VALUES ($1, 'st-9', 's', 2.5)";
+    assert_eq!(client.execute(insert, &[&at(1_700_000_000)]).await.expect("insert after truncate"), 1);
+    assert_eq!(count_rows(&server).await, 1);
+
+    // Writes are refused in a read-only transaction, as INSERT is.
+    client.batch_execute("BEGIN READ ONLY").await.expect("begin");
+    for sql in ["DROP TABLE weather", "TRUNCATE weather"] {
+        let err = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sql_state(&err), "25006", "{sql}: {err}");
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+        client.batch_execute("BEGIN READ ONLY").await.expect("again");
+    }
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    // isobar's own tables are not the client's to drop.
+    for sql in ["DROP TABLE system.ingest_errors", "TRUNCATE \"system.ingest_errors\""] {
+        assert_eq!(sql_state(&client.simple_query(sql).await.expect_err(sql)), "42501", "{sql}");
+    }
+
+    // DROP TABLE in the extended protocol; a second one names the missing table (42P01).
+    client.execute("DROP TABLE weather", &[]).await.expect("drop");
+    let err = client.execute("DROP TABLE weather", &[]).await.expect_err("gone");
+    assert_eq!(sql_state(&err), "42P01", "{err}");
+    assert!(db_message(&err).contains("weather does not exist"), "{err:?}");
+    client.execute("DROP TABLE IF EXISTS weather", &[]).await.expect("if exists");
+    assert!(client.query("SELECT count(*) FROM weather", &[]).await.is_err(), "weather is gone");
+    // psql's tags, and its table list.
+    assert!(psql(&server, "CREATE TABLE weather (time TIMESTAMPTZ, s TEXT, PRIMARY KEY (s, time))").contains("CREATE TABLE"));
+    assert!(psql(&server, "TRUNCATE TABLE weather").contains("TRUNCATE TABLE"));
+    assert!(psql(&server, "DROP TABLE weather").contains("DROP TABLE"));
+    let tables = psql(&server, "\\dt");
+    assert!(tables.contains("other") && !tables.contains("weather"), "{tables}");
+    assert!(psql_err(&server, "DROP TABLE weather").contains("does not exist"));
+
+    // ALTER TABLE, in both protocols and psql, as psql's \d then shows it.
+    client.batch_execute("ALTER TABLE other ADD COLUMN gust DOUBLE PRECISION, RENAME COLUMN v TO value").await.expect("simple");
+    client.execute("ALTER TABLE other RENAME TO readings", &[]).await.expect("extended");
+    assert!(psql(&server, "ALTER TABLE readings ADD COLUMN note TEXT").contains("ALTER TABLE"));
+    client
+        .execute("INSERT INTO readings (time, s, value, gust, note) VALUES ('2024-01-01T00:00:01Z', 'a', 2.5, 9.0, 'n')", &[])
+        .await
+        .expect("insert");
+    let described = psql(&server, "\\d readings");
+    for column in ["value", "gust", "note", "double precision", "text"] {
+        assert!(described.contains(column), "{column} missing from:\n{described}");
+    }
+    assert!(!described.contains(" v "), "{described}");
+    client.execute("ALTER TABLE readings DROP COLUMN gust", &[]).await.expect("drop column");
+    let err = client.execute("ALTER TABLE readings DROP COLUMN s", &[]).await.expect_err("a tag");
+    assert!(db_message(&err).contains("is a tag"), "{err:?}");
+    let err = client.execute("ALTER TABLE nope ADD COLUMN x TEXT", &[]).await.expect_err("no table");
+    assert_eq!(sql_state(&err), "42P01");
+    client.execute("ALTER TABLE IF EXISTS nope ADD COLUMN x TEXT", &[]).await.expect("if exists");
+
+    // Durable: what was dropped stays dropped after a kill -9, and the rest is there.
+    assert_eq!(server.signal("KILL"), None, "killed by the signal");
+    let server = Server::start(&data);
+    let client = server.client().await;
+    assert!(client.query("SELECT count(*) FROM weather", &[]).await.is_err(), "weather stays dropped");
+    let rows = client.query("SELECT value, note FROM readings ORDER BY time", &[]).await.expect("readings");
+    let rows: Vec<(f64, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, [(1.5, None), (2.5, Some("n".to_owned()))]);
+    assert!(client.query("SELECT gust FROM readings", &[]).await.is_err(), "gust was dropped");
+}

@@ -11,6 +11,7 @@
 //! | `positions` | source name | opaque position bytes |
 //! | `rollups` | `E`, rollup table id u32 BE | [`RollupEntry`] |
 //! | `rollups` | `D`, rollup table u32, series u64, window start i64, WAL sequence u64 (BE, the window's sign bit flipped) | late rows u64 BE |
+//! | `dropped` | table id u32 BE | WAL sequence u64 BE of the drop |
 //!
 //! Writes that acknowledge data use `sync = true`. RocksDB's own log is replayed with
 //! `TolerateCorruptedTailRecords`: a torn last record (a write that never returned) is cut, and
@@ -37,7 +38,9 @@ const CF_CHUNKS: &str = "chunks";
 const CF_POSITIONS: &str = "positions";
 const CF_ROLLUPS: &str = "rollups";
 const CF_LATEST: &str = "latest";
-const COLUMN_FAMILIES: [&str; 8] = [CF_WALS[0], CF_WALS[1], CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS, CF_LATEST];
+const CF_DROPPED: &str = "dropped";
+const COLUMN_FAMILIES: [&str; 9] =
+    [CF_WALS[0], CF_WALS[1], CF_TABLES, CF_SERIES, CF_CHUNKS, CF_POSITIONS, CF_ROLLUPS, CF_LATEST, CF_DROPPED];
 const ROLLUP_ENTRY: u8 = b'E';
 const ROLLUP_DIRTY: u8 = b'D';
 
@@ -48,7 +51,11 @@ pub(crate) enum Op {
     /// Removes WAL records up to and including this sequence.
     TruncateWal(WalSequence),
     Table(TableId, Vec<u8>),
+    /// Deletes a table's schema and marks its id dropped (at the drop's WAL sequence), so the
+    /// id is never given again and WAL records of its rows are skipped at replay.
+    DropTable(TableId, WalSequence),
     Series(SeriesId, Vec<u8>),
+    DeleteSeries(SeriesId),
     PutChunk(ChunkId, Vec<u8>),
     /// A chunk's newest row of each series (see [`crate::latest`]), put with its entry.
     PutChunkLatest(ChunkId, Vec<u8>),
@@ -60,6 +67,8 @@ pub(crate) enum Op {
     /// A window marked for recomputation, with the late rows it took.
     RollupDirty(DirtyKey, u64),
     DeleteRollupDirty(DirtyKey),
+    /// Deletes a rollup table's entry and every window of it marked for recomputation.
+    DeleteRollup(TableId),
 }
 
 impl DirtyKey {
@@ -90,7 +99,8 @@ impl Op {
         match self {
             Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) | Self::PutChunkLatest(_, v) => v.len() + 8,
             Self::Position(k, v) => k.len() + v.len(),
-            Self::TruncateWal(_) | Self::DeleteChunk(_) | Self::Rollup(..) => 16,
+            Self::TruncateWal(_) | Self::DeleteChunk(_) | Self::Rollup(..) | Self::DropTable(..) | Self::DeleteSeries(_) => 16,
+            Self::DeleteRollup(_) => 40,
             Self::RollupDirty(..) | Self::DeleteRollupDirty(_) => 40,
         }
     }
@@ -245,7 +255,12 @@ impl CatalogStore {
                     }
                 }
                 Op::Table(id, v) => batch.put_cf(self.cf(CF_TABLES), id.0.to_be_bytes(), v),
+                Op::DropTable(id, seq) => {
+                    batch.delete_cf(self.cf(CF_TABLES), id.0.to_be_bytes());
+                    batch.put_cf(self.cf(CF_DROPPED), id.0.to_be_bytes(), seq.0.to_be_bytes());
+                }
                 Op::Series(id, v) => batch.put_cf(self.cf(CF_SERIES), id.0.to_be_bytes(), v),
+                Op::DeleteSeries(id) => batch.delete_cf(self.cf(CF_SERIES), id.0.to_be_bytes()),
                 Op::PutChunk(id, v) => batch.put_cf(self.cf(CF_CHUNKS), id.0.to_be_bytes(), v),
                 Op::PutChunkLatest(id, v) => batch.put_cf(self.cf(CF_LATEST), id.0.to_be_bytes(), v),
                 Op::DeleteChunk(id) => {
@@ -256,6 +271,18 @@ impl CatalogStore {
                 Op::Rollup(id, entry) => batch.put_cf(self.cf(CF_ROLLUPS), rollup_key(*id), entry.encode()),
                 Op::RollupDirty(key, late) => batch.put_cf(self.cf(CF_ROLLUPS), key.encode(), late.to_be_bytes()),
                 Op::DeleteRollupDirty(key) => batch.delete_cf(self.cf(CF_ROLLUPS), key.encode()),
+                Op::DeleteRollup(id) => {
+                    let cf = self.cf(CF_ROLLUPS);
+                    batch.delete_cf(cf, rollup_key(*id));
+                    let (mut from, mut to) = ([ROLLUP_DIRTY; 5], [ROLLUP_DIRTY; 5]);
+                    from[1..].copy_from_slice(&id.0.to_be_bytes());
+                    // The next table's first key; the last id's marks end at the next prefix.
+                    match id.0.checked_add(1) {
+                        Some(next) => to[1..].copy_from_slice(&next.to_be_bytes()),
+                        None => to = [ROLLUP_DIRTY + 1, 0, 0, 0, 0],
+                    }
+                    batch.delete_range_cf(cf, from, to);
+                }
             }
         }
         let mut opts = WriteOptions::default();
@@ -289,6 +316,21 @@ impl CatalogStore {
         self.scan(CF_TABLES, |k, v| {
             let id = <[u8; 4]>::try_from(k).map(u32::from_be_bytes).unwrap_or(u32::MAX);
             TableSchema::decode(v).map_err(|e| self.corrupt(CF_TABLES, u64::from(id), e))
+        })
+    }
+
+    /// The ids of dropped tables.
+    pub(crate) fn dropped(&self) -> Result<Vec<TableId>> {
+        // A catalog written before tables could be dropped, opened read only, lacks the family.
+        if self.db.cf_handle(CF_DROPPED).is_none() {
+            return Ok(Vec::new());
+        }
+        self.scan(CF_DROPPED, |k, _| {
+            <[u8; 4]>::try_from(k).map(|k| TableId(u32::from_be_bytes(k))).map_err(|_| Error::Corrupt {
+                file: self.path.join(CF_DROPPED),
+                offset: 0,
+                reason: format!("dropped table key of {} bytes", k.len()),
+            })
         })
     }
 

@@ -270,7 +270,7 @@ impl Storage {
         let chunk_dir = root.join("chunks");
         fs::create_dir_all(&chunk_dir).map_err(io_err("create directory", &chunk_dir))?;
         let (rollups, dirty) = store.rollups()?;
-        let (mut registry, reopened) = Registry::load(store.tables()?, store.series()?, rollups, dirty, &config);
+        let (mut registry, reopened) = Registry::load(store.tables()?, store.dropped()?, store.series()?, rollups, dirty, &config);
         let (persist_kick, kick_rx) = bounded(1);
         let (rollup_kick, rollup_kick_rx) = bounded(1);
         let (commit_tx, commit_rx) = bounded(config.commit_queue_len_max);
@@ -305,7 +305,9 @@ impl Storage {
         let mut state = State { chunks, latest, ..State::default() };
         let mut last = WalSequence(newest_generation);
         shared.store.replay_wal(|seq, bytes| {
-            let tables = wal::decode(bytes)?;
+            let mut tables = wal::decode(bytes)?;
+            // Rows of tables dropped since belong to no table.
+            tables.retain(|t| !registry.is_dropped(t.table));
             registry.check_logged(&tables).map_err(|reason| crate::error::DecodeError::new(0, reason))?;
             for t in &tables {
                 registry.note_rows(t.table, &t.rows);
@@ -381,7 +383,7 @@ impl Storage {
         self.table(table).ok_or_else(|| Error::Internal(format!("table {table} missing after its creation")))
     }
 
-    fn commit(&self, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
+    pub(crate) fn commit(&self, prepare: impl FnOnce(&mut Registry) -> Result<Prepared>) -> Result<WriteReceipt> {
         commit(&self.shared, &self.commit_sender()?, prepare)
     }
 
@@ -519,7 +521,7 @@ pub(crate) fn commit_then(
     }
     // The registry already shows the change (a rollup's frontier moves in memory before its
     // write is prepared), so a plan made under the new generation sees it.
-    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..) | Op::Series(..))) {
+    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..) | Op::Series(..) | Op::DropTable(..))) {
         shared.plan_generation.fetch_add(1, Ordering::SeqCst);
     }
     // The rows for open rollup windows merge, and the WAL record is encoded, after the registry
@@ -660,6 +662,10 @@ fn open_chunk(path: &std::path::Path, entry: &crate::catalog::ChunkEntry, regist
     }
     let schema = registry.table_by_id(entry.table);
     for column in &reader.footer.columns {
+        // A dropped column's values stay in its chunks until they are merged; reads skip them.
+        if schema.is_some_and(|s| s.is_dropped_column(column.id)) {
+            continue;
+        }
         let declared = schema.and_then(|s| s.column_by_id(column.id)).map(|c| c.kind);
         if declared != Some(crate::schema::ColumnKind::Field(column.ty)) {
             let reason = format!("column {} ({}) does not match the table schema", column.name, column.ty);

@@ -30,6 +30,9 @@ pub enum Error {
     /// `create_table` of a name that is taken.
     #[error("table {0} already exists")]
     TableExists(String),
+    /// A table named to be dropped, emptied or changed does not exist.
+    #[error("table {0} does not exist")]
+    NoSuchTable(String),
     /// The data directory's file system has less free space than the configured minimum: the
     /// write was refused before it was logged, and writes resume once space is freed.
     #[error("disk full: {0}")]

@@ -43,6 +43,11 @@ struct Newest {
 }
 
 impl Latest {
+    /// Forgets the rows of a dropped table.
+    pub(crate) fn remove_table(&mut self, table: TableId) {
+        self.tables.remove(&table);
+    }
+
     /// Takes committed rows, in sequence order.
     pub(crate) fn note(&mut self, tables: &[TableRows]) {
         for t in tables {

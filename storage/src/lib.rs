@@ -59,6 +59,8 @@ mod rollup;
 #[cfg(feature = "engine")]
 mod scan;
 #[cfg(feature = "engine")]
+mod table_changes;
+#[cfg(feature = "engine")]
 mod verify;
 #[cfg(feature = "engine")]
 mod windows;
@@ -78,6 +80,7 @@ pub use {
     engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
     postings::{TagPredicate, TagTest},
+    registry::TableAlteration,
     rollup::maintain::{RollupOf, RollupStatus},
     rollup::{FINAL_COLUMN, FinalWindow, LATE_UPDATES_COLUMN},
     scan::{Charge, Scan, ScanRequest, SeriesFilter, arrow_type},

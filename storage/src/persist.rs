@@ -62,7 +62,8 @@ pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     let result = (|| {
         let partition_ns = shared.config.partition_ns();
         for (table, (writes, partition_starts)) in frozen.partitions(partition_ns) {
-            let schema = schema_of(shared, table)?;
+            // Rows of a table dropped since they were written belong to no table.
+            let Some(schema) = live_schema_of(shared, table)? else { continue };
             for partition_start_ns in partition_starts {
                 let time_max = partition_start_ns.saturating_add(partition_ns - 1);
                 let within = |w: &&TableRows| w.index.time_min <= time_max && w.index.time_max >= partition_start_ns;
@@ -159,8 +160,10 @@ fn runs_within(chunks: &[Arc<ChunkHandle>], rows_max: u64) -> Vec<&[Arc<ChunkHan
 fn compact_run(shared: &Shared, table: TableId, partition_start_ns: i64, chunks: &[Arc<ChunkHandle>]) -> Result<MaintenanceReport> {
     let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
     let sets = chunks.iter().map(|c| c.reader.read(&all)).collect::<Result<Vec<_>>>()?;
-    let merged = RowSet::merge(sets);
+    let mut merged = RowSet::merge(sets);
     let schema = schema_of(shared, table)?;
+    // Dropped columns' values are left behind.
+    merged.columns.retain(|c| schema.column_by_id(c.id).is_some());
     let generation = chunks.iter().map(|c| c.reader.footer.generation).max().expect("runs hold two chunks or more");
     let identity = ChunkIdentity { table, partition_start_ns, generation };
     let new = write_new_chunk(shared, identity, &merged, &schema)?;
@@ -224,6 +227,16 @@ pub(crate) fn expire(shared: &Shared) -> Result<usize> {
     Ok(expired.len())
 }
 
+/// The schema of `table`, or `None` when it was dropped.
+fn live_schema_of(shared: &Shared, table: TableId) -> Result<Option<TableSchema>> {
+    let registry = shared.registry.lock();
+    match registry.table_by_id(table) {
+        Some(schema) => Ok(Some(schema.clone())),
+        None if registry.is_dropped(table) => Ok(None),
+        None => Err(Error::Internal(format!("rows of table {} without a schema", table.0))),
+    }
+}
+
 fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {
     shared.registry.lock().table_by_id(table).cloned().ok_or_else(|| Error::Internal(format!("rows of table {} without a schema", table.0)))
 }
@@ -261,7 +274,7 @@ fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &RowSet, sche
 }
 
 /// Best-effort removal: a file left behind is an orphan, removed at the next open.
-fn remove_files(shared: &Shared, files: impl IntoIterator<Item = (TableId, ChunkId)>) {
+pub(crate) fn remove_files(shared: &Shared, files: impl IntoIterator<Item = (TableId, ChunkId)>) {
     for (table, id) in files {
         let _ = std::fs::remove_file(shared.chunk_path(table, id));
     }

@@ -96,6 +96,10 @@ pub(crate) struct Postings {
 }
 
 impl Postings {
+    pub(crate) fn remove_table(&mut self, table: TableId) {
+        self.tables.remove(&table);
+    }
+
     pub(crate) fn insert(&mut self, table: TableId, series: SeriesId, tags: &[(ColumnId, String)]) {
         let columns = self.tables.entry(table).or_default();
         for (column, value) in tags {

@@ -25,7 +25,15 @@ use crate::postings::{Postings, TagTest};
 use crate::rollup::{DirtyKey, Observed, OpenRows, OpenWindows, Rollup, RollupEntry, rollup_table_name, sync_schema};
 use crate::schema::{ColumnKind, SYSTEM_TABLE_PREFIX, TableSchema, check_table_name};
 
+mod alter;
 mod columns;
+mod drop;
+mod series_by_id;
+
+use series_by_id::SeriesById;
+
+pub use alter::TableAlteration;
+pub(crate) use drop::DropMode;
 
 /// A table's rows in a write batch.
 enum Input<'a> {
@@ -75,6 +83,8 @@ pub(crate) struct Registry {
     newest_ns: FxHashMap<TableId, i64>,
     /// See [`columns::TagSetSeries`].
     tag_set_series: columns::TagSetSeries,
+    /// Tables dropped (see `drop.rs`): their ids are never given again.
+    dropped: crate::fxhash::FxHashSet<TableId>,
 }
 
 /// The wall clock, in nanoseconds since 1970.
@@ -106,12 +116,17 @@ impl Registry {
     /// frontier never got past them), for deletion.
     pub(crate) fn load(
         tables: Vec<TableSchema>,
+        dropped: Vec<TableId>,
         series: Vec<SeriesEntry>,
         rollups: Vec<(TableId, RollupEntry)>,
         dirty: Vec<(DirtyKey, u64)>,
         config: &StorageConfig,
     ) -> (Self, Vec<DirtyKey>) {
         let mut r = Self::default();
+        for id in dropped {
+            r.next_table = r.next_table.max(id.0.saturating_add(1));
+            r.dropped.insert(id);
+        }
         for t in tables {
             r.next_table = r.next_table.max(t.id.0 + 1);
             r.table_names.insert(t.id, t.name.clone());
@@ -245,7 +260,7 @@ impl Registry {
                     Some(s) if s.table == t.table => {}
                     _ => return Err(format!("series {} is not in table {}", row.series.0, schema.name)),
                 }
-                for (id, value) in row.fields.iter() {
+                for (id, value) in row.fields.iter().filter(|(id, _)| !schema.is_dropped_column(*id)) {
                     let kind = schema.column_by_id(*id).map(|c| c.kind);
                     if kind != Some(ColumnKind::Field(value.field_type())) {
                         return Err(format!("column {} of table {} is not a {} field", id.0, schema.name, value.field_type()));
@@ -481,6 +496,12 @@ impl Registry {
         let tags: Vec<(ColumnId, &str)> = tags.iter().map(|(c, v)| (*c, v.as_str())).collect();
         let series = self.series_for(rollup_id, tags, config, ops).ok()?;
         self.rollups.get_mut(&source)?.series.insert(raw, series);
+        // The coarser rollups get the series at once: a scan of one places the finer rollup's
+        // windows not yet fed to it (`unsettled_under`) in its series, which a late row for a
+        // finer window of a series with no final window yet would otherwise lack.
+        if let Some(coarser) = self.rollups.get(&rollup_id).map(|r| r.table) {
+            self.rollup_series_for(rollup_id, coarser, series, config, ops);
+        }
         Some(series)
     }
 
@@ -727,65 +748,9 @@ fn insert_sorted(ids: &mut Vec<SeriesId>, id: SeriesId) {
     }
 }
 
-/// Series by id. Ids are handed out in sequence, so a vector indexed by id holds them and
-/// reading series in id order (as scans output them) walks memory in order; an id far past
-/// the others (a catalog from elsewhere) goes to a map instead of growing the vector.
-#[derive(Debug, Default)]
-struct SeriesById {
-    dense: Vec<Option<SeriesEntry>>,
-    sparse: FxHashMap<SeriesId, SeriesEntry>,
-}
-
-impl SeriesById {
-    /// How far past the vector's end an id may be and still grow it.
-    const GAP_MAX: usize = 1 << 16;
-
-    fn get(&self, id: &SeriesId) -> Option<&SeriesEntry> {
-        let dense = usize::try_from(id.0).ok().and_then(|i| self.dense.get(i)?.as_ref());
-        // The vector may have grown past an id put in the map before.
-        dense.or_else(|| if self.sparse.is_empty() { None } else { self.sparse.get(id) })
-    }
-
-    fn insert(&mut self, entry: SeriesEntry) {
-        match usize::try_from(entry.id.0) {
-            _ if self.sparse.contains_key(&entry.id) => drop(self.sparse.insert(entry.id, entry)),
-            Ok(i) if i <= self.dense.len().saturating_mul(2).saturating_add(Self::GAP_MAX) => {
-                if i >= self.dense.len() {
-                    self.dense.resize_with(i + 1, || None);
-                }
-                self.dense[i] = Some(entry);
-            }
-            _ => drop(self.sparse.insert(entry.id, entry)),
-        }
-    }
-
-    fn values(&self) -> impl Iterator<Item = &SeriesEntry> {
-        self.dense.iter().flatten().chain(self.sparse.values())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn series_by_id_finds_ids_near_and_far() {
-        let entry = |id: u64| SeriesEntry { id: SeriesId(id), table: TableId(1), tags: vec![(ColumnId(1), id.to_string())] };
-        let mut series = SeriesById::default();
-        // A far id goes to the map; the vector then grows past it with ids in sequence.
-        let ids: Vec<u64> = [3, 200_000, u64::MAX].into_iter().chain(0..300_000).collect();
-        for &id in &ids {
-            series.insert(entry(id));
-        }
-        series.insert(SeriesEntry { tags: Vec::new(), ..entry(200_000) });
-        assert!(series.dense.len() > 200_000 && series.sparse.len() == 2, "{} {}", series.dense.len(), series.sparse.len());
-        for id in [0, 3, 199_999, 200_001, 299_999, u64::MAX] {
-            assert_eq!(series.get(&SeriesId(id)).map(|s| s.tags[0].1.clone()), Some(id.to_string()));
-        }
-        assert!(series.get(&SeriesId(200_000)).is_some_and(|s| s.tags.is_empty()), "the later entry of an id replaces it");
-        assert!(series.get(&SeriesId(300_000)).is_none());
-        assert_eq!(series.values().count(), 300_001);
-    }
 
     #[test]
     fn tag_equalities_select_series_by_their_postings() {

@@ -58,6 +58,11 @@ pub struct FinalWindow {
     pub fields: Vec<(String, FieldValue)>,
 }
 
+/// The rollup columns of a numeric field: `<field>_count`, `_sum`, `_min`, `_max`, `_avg`.
+pub(crate) fn aggregate_column_names(field: &str) -> [String; 5] {
+    AGGREGATES.map(|a| format!("{field}_{a}"))
+}
+
 /// Start of the window of `interval_ns` that holds `time`.
 pub(crate) fn window_start(time: i64, interval_ns: i64) -> i64 {
     time.div_euclid(interval_ns).saturating_mul(interval_ns)

@@ -40,14 +40,19 @@ pub(crate) struct PointLimits {
     pub(crate) string_bytes_max: usize,
 }
 
-/// A table's columns in creation order (ids are dense from 0).
+/// A table's columns in creation order. Ids are given in sequence from 0 and never again once
+/// a column is dropped (`ALTER TABLE ... DROP COLUMN`), so values stored under a dropped
+/// column's id are never read as another column's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSchema {
     pub id: TableId,
     pub name: String,
+    /// The live columns, in id order.
     pub columns: Vec<ColumnDef>,
     /// Column names are few (`columns_per_table_max`), so a fast hash cannot be made slow.
     by_name: FxHashMap<String, usize>,
+    /// The id the next column gets: ids below it that no column has were dropped.
+    next_column: u16,
 }
 
 /// A point checked against a schema, with column ids resolved.
@@ -61,7 +66,7 @@ pub(crate) struct ResolvedPoint<'a> {
 
 impl TableSchema {
     pub(crate) fn new(id: TableId, name: &str) -> Self {
-        Self { id, name: name.to_owned(), columns: Vec::new(), by_name: FxHashMap::default() }
+        Self { id, name: name.to_owned(), columns: Vec::new(), by_name: FxHashMap::default(), next_column: 0 }
     }
 
     /// The column called `name`.
@@ -71,7 +76,40 @@ impl TableSchema {
 
     /// The column with id `id`.
     pub fn column_by_id(&self, id: ColumnId) -> Option<&ColumnDef> {
-        self.columns.get(id.0 as usize).filter(|c| c.id == id)
+        match self.columns.get(usize::from(id.0)) {
+            Some(c) if c.id == id => Some(c),
+            // Columns were dropped before it: ids and places differ.
+            _ => self.columns.binary_search_by_key(&id, |c| c.id).ok().map(|i| &self.columns[i]),
+        }
+    }
+
+    /// Whether `id` was a column of the table that is dropped: values under it are ignored.
+    pub fn is_dropped_column(&self, id: ColumnId) -> bool {
+        id.0 < self.next_column && self.column_by_id(id).is_none()
+    }
+
+    /// How many more columns the table can ever get (ids are never given twice).
+    fn column_ids_left(&self) -> usize {
+        usize::from(u16::MAX - self.next_column)
+    }
+
+    /// Renames column `from` to `to`; false when `from` is missing or `to` is taken.
+    pub(crate) fn rename_column(&mut self, from: &str, to: &str) -> bool {
+        if self.by_name.contains_key(to) || to == TIME_COLUMN {
+            return false;
+        }
+        let Some(i) = self.by_name.remove(from) else { return false };
+        self.columns[i].name = to.to_owned();
+        self.by_name.insert(to.to_owned(), i);
+        true
+    }
+
+    /// Drops column `name`; its id is never given again.
+    pub(crate) fn drop_column(&mut self, name: &str) -> Option<ColumnDef> {
+        let i = self.by_name.remove(name)?;
+        let dropped = self.columns.remove(i);
+        self.by_name = self.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        Some(dropped)
     }
 
     /// Tag columns in id order.
@@ -84,8 +122,10 @@ impl TableSchema {
         self.columns.iter().filter(|c| matches!(c.kind, ColumnKind::Field(_)))
     }
 
+    /// Adds a column; callers check [`Self::column_ids_left`] (through the column limit checks).
     pub(crate) fn add_column(&mut self, name: &str, kind: ColumnKind) -> ColumnId {
-        let id = ColumnId(u16::try_from(self.columns.len()).expect("column count is limited below u16::MAX"));
+        let id = ColumnId(self.next_column);
+        self.next_column = self.next_column.checked_add(1).expect("column ids are checked before a column is added");
         self.by_name.insert(name.to_owned(), self.columns.len());
         self.columns.push(ColumnDef { id, name: name.to_owned(), kind });
         id
@@ -167,8 +207,16 @@ impl TableSchema {
         if let Some(twice) = repeated_name(point) {
             return Err(format!("table {table}: column {twice} given twice"));
         }
+        self.check_column_count(new_columns, limits)
+    }
+
+    /// Whether `new_columns` more columns fit: the limit, and the ids left.
+    pub(crate) fn check_column_count(&self, new_columns: usize, limits: &PointLimits) -> Result<(), String> {
         if self.columns.len() + new_columns > limits.columns_per_table_max {
-            return Err(format!("table {table}: more than {} columns", limits.columns_per_table_max));
+            return Err(format!("table {}: more than {} columns", self.name, limits.columns_per_table_max));
+        }
+        if new_columns > self.column_ids_left() {
+            return Err(format!("table {}: every column id was used (columns were added and dropped 65,535 times)", self.name));
         }
         Ok(())
     }
@@ -176,9 +224,7 @@ impl TableSchema {
     /// Adds declared columns (from `CREATE TABLE`), checking names, repeats and the column limit.
     pub(crate) fn define(&mut self, columns: &[(String, ColumnKind)], limits: &PointLimits) -> Result<(), String> {
         let table = self.name.clone();
-        if self.columns.len() + columns.len() > limits.columns_per_table_max {
-            return Err(format!("table {table}: more than {} columns", limits.columns_per_table_max));
-        }
+        self.check_column_count(columns.len(), limits)?;
         for (name, kind) in columns {
             check_name(&table, name, limits)?;
             if self.column(name).is_some() {
@@ -194,8 +240,10 @@ impl TableSchema {
         w.u8(SCHEMA_VERSION);
         w.u32(self.id.0);
         w.str(&self.name);
+        w.u16(self.next_column);
         w.u16(u16::try_from(self.columns.len()).expect("column count is limited below u16::MAX"));
         for c in &self.columns {
+            w.u16(c.id.0);
             w.str(&c.name);
             w.u8(match c.kind {
                 ColumnKind::Tag => 0,
@@ -208,14 +256,21 @@ impl TableSchema {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != SCHEMA_VERSION {
+        if !(1..=SCHEMA_VERSION).contains(&version) {
             return Err(r.err(format!("unknown schema version {version}")));
         }
         let id = TableId(r.u32()?);
         let name = r.str()?;
         let mut schema = Self::new(id, name);
+        // Version 1 had no dropped columns: ids were places.
+        let next_column = if version >= 2 { Some(r.u16()?) } else { None };
         let n = r.u16()?;
-        for _ in 0..n {
+        for i in 0..n {
+            let column_id = if version >= 2 { r.u16()? } else { i };
+            if column_id < schema.next_column || next_column.is_some_and(|next| column_id >= next) {
+                return Err(r.err(format!("column id {column_id} out of order")));
+            }
+            schema.next_column = column_id;
             let name = r.str()?.to_owned();
             let code = r.u8()?;
             let kind = match code {
@@ -227,14 +282,16 @@ impl TableSchema {
             }
             schema.add_column(&name, kind);
         }
+        schema.next_column = next_column.unwrap_or(n);
         r.finish()?;
         Ok(schema)
     }
 }
 
-const SCHEMA_VERSION: u8 = 1;
+/// 2: column ids and the next id are stored (columns can be dropped); 1: ids were places.
+const SCHEMA_VERSION: u8 = 2;
 
-fn check_name(table: &str, name: &str, limits: &PointLimits) -> Result<(), String> {
+pub(crate) fn check_name(table: &str, name: &str, limits: &PointLimits) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("table {table}: empty column name"));
     }
@@ -320,6 +377,34 @@ mod tests {
         let mut s = TableSchema::new(TableId(7), "weather");
         let p = Point::new(1).tag("station", "a").field("temp", FieldValue::F64(1.0)).field("ok", FieldValue::Bool(true));
         s.resolve(&p, &limits()).expect("valid point");
-        assert_eq!(TableSchema::decode(&s.encode()), Ok(s));
+        assert_eq!(TableSchema::decode(&s.encode()), Ok(s.clone()));
+        // Dropped and renamed columns: ids stay, and a new column gets a new one.
+        assert_eq!(s.drop_column("temp").map(|c| c.id), Some(ColumnId(1)));
+        assert!(s.rename_column("ok", "good") && !s.rename_column("good", "station") && !s.rename_column("nope", "x"));
+        let p = Point::new(1).field("temp", FieldValue::I64(1));
+        s.resolve(&p, &limits()).expect("a new column of the dropped one's name, of another type");
+        assert_eq!(s.column("temp").map(|c| (c.id, c.kind)), Some((ColumnId(3), ColumnKind::Field(FieldType::I64))));
+        assert_eq!(s.column_by_id(ColumnId(2)).map(|c| c.name.as_str()), Some("good"));
+        assert!(s.is_dropped_column(ColumnId(1)) && !s.is_dropped_column(ColumnId(2)) && !s.is_dropped_column(ColumnId(4)));
+        let decoded = TableSchema::decode(&s.encode()).expect("decodes");
+        assert_eq!(decoded, s);
+        assert!(decoded.is_dropped_column(ColumnId(1)));
+    }
+
+    /// A schema written before columns could be dropped (version 1: ids were places) still reads.
+    #[test]
+    fn version_1_schemas_read_with_dense_ids() {
+        let mut w = Writer::new();
+        w.u8(1);
+        w.u32(3);
+        w.str("old");
+        w.u16(2);
+        w.str("station");
+        w.u8(0);
+        w.str("temp");
+        w.u8(FieldType::F64.code());
+        let mut s = TableSchema::decode(&w.into_inner()).expect("decodes");
+        assert_eq!(s.column("temp").map(|c| c.id), Some(ColumnId(1)));
+        assert_eq!(s.add_column("x", ColumnKind::Tag), ColumnId(2));
     }
 }

@@ -1,9 +1,11 @@
 //! Integration tests of the storage engine, compiled into one binary.
 
+mod alter;
 mod columns;
 mod common;
 mod corruption;
 mod crash;
+mod drop;
 mod model;
 mod retention;
 mod rollups;

@@ -1,5 +1,5 @@
 //! Model-based test: random sequences of writes, overwrites, rejected points, persists,
-//! compactions and reopens, checked after every step against a `BTreeMap`, and the newest row
+//! compactions, reopens, `DROP TABLE` and `TRUNCATE`, checked after every step against a `BTreeMap`, and the newest row
 //! of each series ([`Storage::latest`]) and row counts from chunk footers
 //! ([`Storage::row_count`], when it gives one) against the model's.
 
@@ -19,6 +19,8 @@ enum Op {
     Compact,
     Reopen,
     ScanRange(i64, i64, u8),
+    Drop,
+    Truncate,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,6 +34,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Persist),
         1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Drop),
+        1 => Just(Op::Truncate),
         2 => (0i64..16, 0i64..16, 0u8..5).prop_map(|(a, b, s)| Op::ScanRange(a.min(b) * 250_000, a.max(b) * 250_000, s)),
     ]
 }
@@ -68,6 +72,18 @@ fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op,
         Op::Compact => {
             storage.compact().expect("compact");
         }
+        Op::Drop => {
+            let existed = storage.table("m").is_some();
+            let dropped = storage.drop_tables(&["m".to_owned()], true).expect("drop");
+            assert_eq!(dropped, if existed { vec!["m".to_owned()] } else { Vec::new() });
+            assert!(storage.table("m").is_none(), "m is gone");
+            model.clear();
+        }
+        Op::Truncate => match storage.truncate_tables(&["m".to_owned()]) {
+            Ok(_) => model.clear(),
+            Err(isobar_storage::Error::NoSuchTable(name)) => assert!(name == "m" && model.is_empty()),
+            Err(e) => panic!("truncate: {e}"),
+        },
         Op::Reopen => {
             slot.take().expect("storage is open").close(false).expect("close");
             *slot = Some(Storage::open(config(dir)).expect("reopen"));

@@ -1,5 +1,5 @@
 //! Rollups against a model: random streams with out-of-order rows, duplicates, overwrites,
-//! late rows, persists and reopens (also while windows are marked dirty and not yet
+//! late rows, truncations, persists and reopens (also while windows are marked dirty and not yet
 //! recomputed). After every step, each final window of the rollup table equals the aggregates
 //! of the raw rows as a `GROUP BY` window would compute them and counts the late rows it took,
 //! also before maintenance has rewritten the windows that took late rows; and once maintenance
@@ -30,6 +30,8 @@ enum Op {
     Reopen,
     /// Maintenance runs: due windows become final, dirty ones are recomputed.
     Settle,
+    /// `TRUNCATE m`: the raw table and its rollups are empty, and start again.
+    Truncate,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Persist),
         1 => Just(Op::Reopen),
         3 => Just(Op::Settle),
+        1 => Just(Op::Truncate),
     ]
 }
 
@@ -221,56 +224,71 @@ proptest! {
 
     #[test]
     fn final_rollup_windows_equal_group_by_over_raw_rows(ops in prop::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut storage = Some(Storage::open(config(dir.path())).expect("open"));
-        let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
-        let mut clock_ns = BASE_NS;
-        for op in &ops {
-            match op {
-                Op::Write(advance_s, rows) => {
-                    clock_ns += advance_s * SECOND_NS;
-                    let mut batch = WriteBatch::new();
-                    for (s, offset_s, a, b) in rows {
-                        let (series, time) = (format!("s{s}"), clock_ns + offset_s * SECOND_NS);
-                        let a = a.map(|a| f64::from(a) / 8.0);
-                        batch.push("m", point(&series, time, a, *b));
-                        let window = time.div_euclid(INTERVAL_NS) * INTERVAL_NS;
-                        if window < model.frontier_ns {
-                            *model.late.entry((series.clone(), window)).or_default() += 1;
-                        }
-                        model.newest_ns = model.newest_ns.max(time);
-                        model.raw.insert((series, time), (a, *b));
-                    }
-                    storage.as_ref().expect("open").write(&batch).expect("write");
-                }
-                Op::Persist => {
-                    storage.as_ref().expect("open").persist().expect("persist");
-                }
-                Op::Reopen => {
-                    storage.take().expect("open").close(false).expect("close");
-                    storage = Some(Storage::open(config(dir.path())).expect("reopen"));
-                }
-                Op::Settle => {
-                    storage.as_ref().expect("open").settle_rollups().expect("settle");
-                    model.settle();
-                }
-            }
-            check(storage.as_ref().expect("open"), &model);
-            check_coarse(storage.as_ref().expect("open"), &model, matches!(op, Op::Settle));
-        }
-        // The watermark moves far on: every window of the stream is final and exact.
-        let storage = storage.as_ref().expect("open");
-        let far = clock_ns + 3_600 * SECOND_NS;
-        let mut batch = WriteBatch::new();
-        batch.push("m", point("s9", far, Some(0.0), None));
-        storage.write(&batch).expect("write");
-        model.raw.insert(("s9".into(), far), (Some(0.0), None));
-        model.newest_ns = far;
-        storage.settle_rollups().expect("settle");
-        model.settle();
-        check(storage, &model);
-        check_coarse(storage, &model, true);
+        run(&ops)?;
     }
+}
+
+/// Runs `ops` against storage and the model, checking after each.
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut storage = Some(Storage::open(config(dir.path())).expect("open"));
+    let mut model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
+    let mut clock_ns = BASE_NS;
+    for op in ops {
+        match op {
+            Op::Write(advance_s, rows) => {
+                clock_ns += advance_s * SECOND_NS;
+                let mut batch = WriteBatch::new();
+                for (s, offset_s, a, b) in rows {
+                    let (series, time) = (format!("s{s}"), clock_ns + offset_s * SECOND_NS);
+                    let a = a.map(|a| f64::from(a) / 8.0);
+                    batch.push("m", point(&series, time, a, *b));
+                    let window = time.div_euclid(INTERVAL_NS) * INTERVAL_NS;
+                    if window < model.frontier_ns {
+                        *model.late.entry((series.clone(), window)).or_default() += 1;
+                    }
+                    model.newest_ns = model.newest_ns.max(time);
+                    model.raw.insert((series, time), (a, *b));
+                }
+                storage.as_ref().expect("open").write(&batch).expect("write");
+            }
+            Op::Persist => {
+                storage.as_ref().expect("open").persist().expect("persist");
+            }
+            Op::Reopen => {
+                storage.take().expect("open").close(false).expect("close");
+                storage = Some(Storage::open(config(dir.path())).expect("reopen"));
+            }
+            Op::Settle => {
+                storage.as_ref().expect("open").settle_rollups().expect("settle");
+                model.settle();
+            }
+            Op::Truncate => {
+                let storage = storage.as_ref().expect("open");
+                if storage.table("m").is_some() {
+                    let emptied = storage.truncate_tables(&["m".to_owned()]).expect("truncate");
+                    // The rollups once m has rows.
+                    prop_assert!(emptied == ["m", "m_1m", "m_5m"] || emptied == ["m"], "{:?}", emptied);
+                }
+                model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
+            }
+        }
+        check(storage.as_ref().expect("open"), &model);
+        check_coarse(storage.as_ref().expect("open"), &model, matches!(op, Op::Settle));
+    }
+    // The watermark moves far on: every window of the stream is final and exact.
+    let storage = storage.as_ref().expect("open");
+    let far = clock_ns + 3_600 * SECOND_NS;
+    let mut batch = WriteBatch::new();
+    batch.push("m", point("s9", far, Some(0.0), None));
+    storage.write(&batch).expect("write");
+    model.raw.insert(("s9".into(), far), (Some(0.0), None));
+    model.newest_ns = far;
+    storage.settle_rollups().expect("settle");
+    model.settle();
+    check(storage, &model);
+    check_coarse(storage, &model, true);
+    Ok(())
 }
 
 #[test]
@@ -419,4 +437,20 @@ fn tables_have_their_own_rollup_intervals() {
         let err = c.validate().expect_err("a chain that cannot work").to_string();
         assert!(err.contains("rollup_table_intervals_ms.fast"), "{bad:?}: {err}");
     }
+}
+
+/// A late row for a finer window of a series whose coarser rollup has no row yet (its only
+/// other row is in an open window) reads in the coarser rollup at once, before maintenance
+/// feeds the finer window to it: the coarser rollup has the series from the start.
+#[test]
+fn a_late_row_of_a_series_new_to_the_coarser_rollup_reads_there_at_once() {
+    use Op::{Settle, Write};
+    let ops = vec![
+        Write(117, vec![(0, -142, Some(448), Some(-22)), (0, -123, None, Some(12)), (0, -19, Some(838), Some(-17))]),
+        Write(28, vec![(0, -71, Some(-842), Some(19))]),
+        Write(20, vec![(1, -40, Some(969), None), (0, -40, None, Some(42)), (2, -104, Some(-893), Some(-1))]),
+        Settle,
+        Write(18, vec![(1, -90, None, Some(-33)), (1, -56, Some(745), None)]),
+    ];
+    run(&ops).expect("matches the model");
 }

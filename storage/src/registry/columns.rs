@@ -53,6 +53,11 @@ impl TagSetSeries {
         self.0.get(&Self::key(table, tags)).map(|(_, series)| *series)
     }
 
+    /// Forgets the tag sets of a dropped table.
+    pub(super) fn remove_table(&mut self, table: TableId) {
+        self.0.retain(|(t, _), _| *t != table);
+    }
+
     fn insert(&mut self, table: TableId, tags: &TagSet, series: SeriesId) {
         if self.0.len() >= TAG_SETS_CACHED_MAX {
             self.0.clear();
