@@ -443,6 +443,30 @@ impl IsobarHook {
         None
     }
 
+    /// The plan to run a parsed query with: the one made at parse, unless a table, column or
+    /// name has changed since (`Storage::schema_generation`); then the query is planned again, as
+    /// PostgreSQL re-plans a prepared statement after DDL, and refused if its result columns
+    /// changed (as PostgreSQL does: `cached plan must not change result type`).
+    async fn current_plan(&self, statement: &Statement, parsed: &LogicalPlan, client: &dyn HookClient) -> PgWireResult<LogicalPlan> {
+        let generation = self.engine.storage().schema_generation();
+        let Some(at) = client.session_extensions().get::<ParsedAt>() else { return Ok(parsed.clone()) };
+        match at.get(statement) {
+            Some((parsed_at, None)) if parsed_at == generation => return Ok(parsed.clone()),
+            Some((planned_at, Some(plan))) if planned_at == generation => return Ok(plan),
+            _ => {}
+        }
+        let fresh = match self.plan_own(statement).await {
+            Some(planned) => planned?,
+            None => pg_direct::plan(&self.engine, statement.clone()).await?,
+        };
+        let shape = |p: &LogicalPlan| p.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect::<Vec<_>>();
+        if shape(&fresh) != shape(parsed) {
+            return Err(user_error("0A000", "cached plan must not change result type".into()));
+        }
+        at.record(statement, generation, Some(fresh.clone()));
+        Ok(fresh)
+    }
+
     /// A plan for a user query with scalar subqueries to aggregate, which isobar plans itself.
     async fn plan_own(&self, statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
         let mut statement = statement.clone();
@@ -504,6 +528,10 @@ impl QueryHook for IsobarHook {
         if ours {
             return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
         }
+        if matches!(statement, Statement::Query(_)) {
+            let parsed = client.session_extensions().get_or_insert_with(ParsedAt::default);
+            parsed.record(statement, self.engine.storage().schema_generation(), None);
+        }
         self.plan_own(statement).await
     }
 
@@ -521,11 +549,39 @@ impl QueryHook for IsobarHook {
         // Queries are run here so that their rows are encoded a batch at a time
         // (`pg_rows.rs`), in the formats the Bind asked for.
         let format = client.session_extensions().get::<ResultFormat>().filter(|_| matches!(statement, Statement::Query(_)))?;
-        let plan = match plan.clone().replace_params_with_values(params) {
+        let plan = match self.current_plan(statement, plan, client).await {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(e)),
+        };
+        let plan = match plan.replace_params_with_values(params) {
             Ok(plan) => plan,
             Err(e) => return Some(Err(PgWireError::ApiError(Box::new(e)))),
         };
         Some(pg_direct::run(&self.engine, plan, &format.0, client).await)
+    }
+}
+
+/// The schema generation each query of a session was last planned at, by its text, with the
+/// plan made again after a change (none while the plan made at parse holds).
+#[derive(Debug, Default)]
+struct ParsedAt(std::sync::Mutex<std::collections::HashMap<String, (u64, Option<LogicalPlan>)>>);
+
+impl ParsedAt {
+    /// Queries remembered at most; past it, the oldest are forgotten all at once (and planned
+    /// again if they run after a change).
+    const QUERIES_MAX: usize = 2_048;
+
+    fn record(&self, statement: &Statement, generation: u64, plan: Option<LogicalPlan>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= Self::QUERIES_MAX {
+                map.clear();
+            }
+            map.insert(statement.to_string(), (generation, plan));
+        }
+    }
+
+    fn get(&self, statement: &Statement) -> Option<(u64, Option<LogicalPlan>)> {
+        self.0.lock().ok()?.get(&statement.to_string()).cloned()
     }
 }
 

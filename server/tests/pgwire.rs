@@ -468,3 +468,41 @@ async fn drop_truncate_and_alter_work_on_every_path_and_survive_a_kill_9() {
     assert_eq!(rows, [(1.5, None), (2.5, Some("n".to_owned()))]);
     assert!(client.query("SELECT gust FROM readings", &[]).await.is_err(), "gust was dropped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_are_planned_again_after_their_tables_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    let create = |ty: &str| format!("CREATE TABLE p (time TIMESTAMPTZ, s TEXT, v {ty}, PRIMARY KEY (s, time))");
+    client.batch_execute(&create("DOUBLE PRECISION")).await.expect("create");
+    client.batch_execute("INSERT INTO p VALUES ('2024-01-01T00:00:00Z', 'a', 1.5)").await.expect("insert");
+    let all = client.prepare("SELECT s, v FROM p").await.expect("prepare");
+    let just_v = client.prepare("SELECT v FROM p").await.expect("prepare");
+    let count = client.prepare("SELECT count(*) FROM information_schema.tables WHERE table_name = $1").await.expect("prepare");
+    let rows = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1))).collect::<Vec<_>>();
+    assert_eq!(rows(client.query(&all, &[]).await.expect("run")), [("a".to_owned(), 1.5)]);
+    assert_eq!(client.query_one(&count, &[&"q"]).await.expect("count").get::<_, i64>(0), 0);
+
+    // The table is dropped and made again: the prepared query reads the new one.
+    client
+        .batch_execute(&format!(
+            "DROP TABLE p; {}; CREATE TABLE q (time TIMESTAMPTZ, s TEXT, PRIMARY KEY (s, time))",
+            create("DOUBLE PRECISION")
+        ))
+        .await
+        .expect("again");
+    client.batch_execute("INSERT INTO p VALUES ('2024-01-01T00:00:00Z', 'b', 2.5)").await.expect("insert");
+    assert_eq!(rows(client.query(&all, &[]).await.expect("run")), [("b".to_owned(), 2.5)]);
+    assert_eq!(client.query_one(&count, &[&"q"]).await.expect("count").get::<_, i64>(0), 1, "the new table is listed");
+
+    // A renamed column: the query no longer plans, as in PostgreSQL.
+    client.batch_execute("ALTER TABLE p RENAME COLUMN v TO w").await.expect("rename");
+    let err = client.query(&just_v, &[]).await.expect_err("v is gone");
+    assert!(db_message(&err).contains('v'), "{err:?}");
+    // Another type for the same column: refused as PostgreSQL refuses it.
+    client.batch_execute(&format!("DROP TABLE p; {}", create("BIGINT"))).await.expect("again");
+    let err = client.query(&all, &[]).await.expect_err("v is a bigint now");
+    assert_eq!(sql_state(&err), "0A000");
+    assert_eq!(db_message(&err), "cached plan must not change result type");
+}

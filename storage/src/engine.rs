@@ -150,6 +150,8 @@ pub(crate) struct Shared {
     pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
     /// See [`Storage::plan_generation`].
     plan_generation: AtomicU64,
+    /// See [`Storage::schema_generation`].
+    schema_generation: AtomicU64,
     /// Writes from asking for the registry lock until queued for the committer, which waits
     /// for them to share its fsync, and for nothing else.
     pub(crate) preparing_writes: AtomicUsize,
@@ -295,6 +297,7 @@ impl Storage {
             rollup_maintenance: Mutex::new(()),
             final_windows: Mutex::new(None),
             plan_generation: AtomicU64::new(0),
+            schema_generation: AtomicU64::new(0),
             preparing_writes: AtomicUsize::new(0),
         });
         let (chunks, next_chunk, newest_generation) = open_chunks(&shared, &registry)?;
@@ -412,6 +415,13 @@ impl Storage {
         self.shared.plan_generation.load(Ordering::SeqCst)
     }
 
+    /// A number that changes whenever a table is created, dropped or renamed, or gains, loses
+    /// or renames a column: a statement planned before it changed is planned again (as
+    /// PostgreSQL re-plans a prepared statement after DDL).
+    pub fn schema_generation(&self) -> u64 {
+        self.shared.schema_generation.load(Ordering::SeqCst)
+    }
+
     /// Every table's schema, by name.
     pub fn tables(&self) -> Vec<TableSchema> {
         let mut out: Vec<TableSchema> = self.shared.registry.lock().tables().cloned().collect();
@@ -523,6 +533,9 @@ pub(crate) fn commit_then(
     // write is prepared), so a plan made under the new generation sees it.
     if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::Rollup(..) | Op::Series(..) | Op::DropTable(..))) {
         shared.plan_generation.fetch_add(1, Ordering::SeqCst);
+    }
+    if prepared.ops.iter().any(|op| matches!(op, Op::Table(..) | Op::DropTable(..))) {
+        shared.schema_generation.fetch_add(1, Ordering::SeqCst);
     }
     // The rows for open rollup windows merge, and the WAL record is encoded, after the registry
     // lock, while the next writer prepares: the open windows' lock, taken before the registry's
