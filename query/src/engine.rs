@@ -33,7 +33,7 @@ use crate::plan_cache::{Inputs, PlanCache};
 use crate::policy::check_df_statement;
 use crate::session::{SessionReply, SessionState};
 use crate::status_tables::{StatusFn, StatusTables};
-use crate::system_rollups;
+use crate::{system_chunks, system_rollups};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -110,6 +110,8 @@ impl QueryEngine {
         let status = StatusTables::default();
         let rollups_of = storage.clone();
         status.register(system_rollups::NAME, Arc::new(move || system_rollups::rows(&rollups_of)));
+        let chunks_of = storage.clone();
+        status.register(system_chunks::NAME, Arc::new(move || system_chunks::rows(&chunks_of)));
         catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths, status.clone())))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;

@@ -36,6 +36,7 @@ mod scan_exec;
 mod session;
 mod status_tables;
 mod subquery;
+mod system_chunks;
 mod system_rollups;
 mod table;
 mod table_changes;

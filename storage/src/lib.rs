@@ -39,6 +39,8 @@ mod buffer;
 #[cfg(feature = "engine")]
 mod catalog;
 #[cfg(feature = "engine")]
+mod chunk_info;
+#[cfg(feature = "engine")]
 mod commit;
 #[cfg(feature = "engine")]
 mod count;
@@ -77,6 +79,7 @@ pub use model::{
 pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableSchema};
 #[cfg(feature = "engine")]
 pub use {
+    chunk_info::ChunkInfo,
     engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
     postings::{TagPredicate, TagTest},

@@ -21,6 +21,8 @@ pub(crate) struct ChunkReader {
     path: PathBuf,
     file: File,
     pub(crate) footer: Footer,
+    /// The file's size.
+    pub(crate) size_bytes: u64,
 }
 
 impl ChunkReader {
@@ -58,7 +60,7 @@ impl ChunkReader {
             return Err(corrupt(footer_at, format!("footer checksum mismatch: stored {footer_crc:#010x}, computed {actual:#010x}")));
         }
         let footer = Footer::decode(&footer_bytes, footer_at).map_err(|e| e.in_file(path, footer_at))?;
-        Ok(Self { path: path.to_owned(), file, footer })
+        Ok(Self { path: path.to_owned(), file, footer, size_bytes })
     }
 
     /// Whether any row may match `selection`, judged by the footer alone.
