@@ -146,13 +146,22 @@ impl PgSession {
                     let info = ErrorInfo::new(n.severity.to_owned(), n.code.to_owned(), n.message);
                     client.send_message(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(info))).await?;
                 }
-                Ok(match tag {
+                let response = match tag {
                     "BEGIN" if client.transaction_status() == TransactionStatus::Idle => Response::TransactionStart(Tag::new(tag)),
                     // PostgreSQL ends an aborted block with ROLLBACK, whatever the client asked.
                     "COMMIT" if client.transaction_status() == TransactionStatus::Error => Response::TransactionEnd(Tag::new("ROLLBACK")),
                     "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag)),
                     _ => Response::Execution(Tag::new(tag)),
-                })
+                };
+                // The wire library sets the status from the responses once every statement of a
+                // query string has run; the next statement of the same string (`ROLLBACK; BEGIN`
+                // after an error) must already see it.
+                match response {
+                    Response::TransactionStart(_) => client.set_transaction_status(TransactionStatus::Transaction),
+                    Response::TransactionEnd(_) => client.set_transaction_status(TransactionStatus::Idle),
+                    _ => {}
+                }
+                Ok(response)
             }
         }
     }
