@@ -6,12 +6,18 @@
 //! atttypid) != attcollation ...`) fail to plan. isobar wraps the single output of every
 //! non-aggregated scalar subquery in `max(...)`, which is the same value whenever the subquery
 //! yields at most one row, the only case PostgreSQL accepts.
+//!
+//! PostgreSQL also names an unaliased scalar subquery's column after the subquery's own
+//! column (`SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b)` gives two columns
+//! `count`), where DataFusion names each `(<subquery>)` and refuses two of them in one select
+//! list. isobar names them as PostgreSQL does when a select list has more than one, adding `_2`,
+//! `_3` to a name already given, since DataFusion's columns need names of their own.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions,
 };
 
 /// Aggregate functions: a subquery calling one already yields one row.
@@ -52,6 +58,13 @@ struct Aggregate {
 impl VisitorMut for Aggregate {
     type Break = ();
 
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            self.changed |= name_subquery_columns(select);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } => {
@@ -67,6 +80,47 @@ impl VisitorMut for Aggregate {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Gives the unaliased scalar subqueries of `select`'s list the names PostgreSQL gives them,
+/// when there is more than one; true when it named any.
+fn name_subquery_columns(select: &mut Select) -> bool {
+    let unnamed = |item: &SelectItem| matches!(item, SelectItem::UnnamedExpr(Expr::Subquery(_)));
+    if select.projection.iter().filter(|item| unnamed(item)).count() < 2 {
+        return false;
+    }
+    let mut given: Vec<String> = Vec::new();
+    for item in &mut select.projection {
+        let SelectItem::UnnamedExpr(Expr::Subquery(query)) = item else { continue };
+        let base = subquery_column_name(query);
+        let mut name = base.clone();
+        for n in 2.. {
+            if !given.contains(&name) {
+                break;
+            }
+            name = format!("{base}_{n}");
+        }
+        given.push(name.clone());
+        let expr = std::mem::replace(item, SelectItem::Wildcard(Default::default()));
+        let SelectItem::UnnamedExpr(expr) = expr else { continue };
+        *item = SelectItem::ExprWithAlias { expr, alias: Ident::with_quote('"', name) };
+    }
+    true
+}
+
+/// The name PostgreSQL gives a scalar subquery's column: its one column's alias, column name or
+/// function name, or `?column?`.
+fn subquery_column_name(query: &Query) -> String {
+    let SetExpr::Select(select) = query.body.as_ref() else { return "?column?".into() };
+    match select.projection.as_slice() {
+        [SelectItem::ExprWithAlias { alias, .. }] => alias.value.clone(),
+        [SelectItem::UnnamedExpr(Expr::Identifier(ident))] => ident.value.to_lowercase(),
+        [SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts))] => parts.last().map_or("?column?".into(), |i| i.value.to_lowercase()),
+        [SelectItem::UnnamedExpr(Expr::Function(f))] => {
+            f.name.0.last().and_then(ObjectNamePart::as_ident).map_or("?column?".into(), |i| i.value.to_lowercase())
+        }
+        _ => "?column?".into(),
     }
 }
 
@@ -127,6 +181,14 @@ mod tests {
             "SELECT a, (SELECT max(b) FROM u WHERE u.k = t.k) <> 0 FROM t"
         );
         assert_eq!(rewritten("SELECT (SELECT b AS c FROM u) FROM t"), "SELECT (SELECT max(b) AS c FROM u) FROM t");
+    }
+
+    #[test]
+    fn several_unaliased_subqueries_are_named_as_postgresql_names_them() {
+        assert_eq!(
+            rewritten("SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b), (SELECT v AS x FROM c), (SELECT 1), k FROM t"),
+            "SELECT (SELECT count(*) FROM a) AS \"count\", (SELECT count(*) FROM b) AS \"count_2\", (SELECT max(v) AS x FROM c) AS \"x\", (SELECT max(1)) AS \"?column?\", k FROM t"
+        );
     }
 
     #[test]
