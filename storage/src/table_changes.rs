@@ -49,6 +49,8 @@ impl Storage {
         // changes their chunks, while they go.
         let _rollups = shared.rollup_maintenance.lock();
         let _maintenance = shared.maintenance.lock();
+        // The catalog's chunk entries, quarantined chunks' included (which the state lacks).
+        let entries = shared.store.chunks()?;
         let mut gone: Vec<(TableId, String)> = Vec::new();
         self.commit(|registry| {
             for name in names {
@@ -58,9 +60,8 @@ impl Storage {
             }
             let (mut prepared, tables) = registry.prepare_drop(names, mode)?;
             gone = tables;
-            let state = shared.state.read();
-            let chunks = state.chunks.values().filter(|c| gone.iter().any(|(id, _)| *id == c.table()));
-            prepared.ops.extend(chunks.map(|c| crate::catalog::Op::DeleteChunk(c.id)));
+            let chunks = entries.iter().filter(|e| gone.iter().any(|(id, _)| *id == e.table));
+            prepared.ops.extend(chunks.map(|e| crate::catalog::Op::DeleteChunk(e.id)));
             Ok(prepared)
         })?;
         let removed: Vec<_> = {

@@ -190,3 +190,23 @@ fn a_damaged_wal_record_stops_open_naming_its_sequence() {
         assert!(msg.starts_with(&format!("corrupt data in {} at offset 2: WAL record 2", wal.display())), "{msg}");
     }
 }
+
+/// Dropping a table deletes the catalog entries of its quarantined chunks too: they are not
+/// reported again, and nothing of them comes back with a new table of the name.
+#[test]
+fn a_dropped_tables_quarantined_chunk_is_forgotten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path());
+    let chunk = files_under(&dir.path().join("chunks"), &|_| true).into_iter().next().expect("m's chunk");
+    let mut bytes = std::fs::read(&chunk).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&chunk, &bytes).expect("damage");
+    let storage = Storage::open(config(dir.path())).expect("open");
+    assert_eq!(storage.quarantined().len(), 1);
+    storage.drop_tables(&["m".to_owned()], false).expect("drop");
+    storage.close(false).expect("close");
+    let storage = Storage::open(config(dir.path())).expect("reopen");
+    assert!(storage.quarantined().is_empty(), "{:?}", storage.quarantined());
+    assert!(isobar_storage::verify_data_dir(dir.path()).expect("verify").is_clean(), "no entry names the quarantined file");
+}
