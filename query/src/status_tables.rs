@@ -7,10 +7,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::Result;
 use parking_lot::RwLock;
+
+/// The type of a status table's time columns: UTC nanoseconds, as every table's `time`.
+pub(crate) fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// A time column of a status table, from nanoseconds since 1970.
+pub(crate) fn time_column(values: Vec<Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
+}
 
 /// Gives a status table's rows as they are now.
 pub type StatusFn = Arc<dyn Fn() -> Result<RecordBatch> + Send + Sync>;

@@ -6,10 +6,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::Result;
 use isobar_storage::Storage;
+
+use crate::status_tables::{time_column, time_type};
 
 /// The table's name in schema `system`.
 pub(crate) const NAME: &str = "chunks";
@@ -17,22 +19,20 @@ pub(crate) const NAME: &str = "chunks";
 /// The chunks as they are now.
 pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
     let chunks = storage.chunks();
-    let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("chunk", DataType::Int64, false),
         Field::new("table_name", DataType::Utf8, false),
-        Field::new("partition_start", time(), false),
-        Field::new("time_min", time(), false),
-        Field::new("time_max", time(), false),
+        Field::new("partition_start", time_type(), false),
+        Field::new("time_min", time_type(), false),
+        Field::new("time_max", time_type(), false),
         Field::new("rows", DataType::Int64, false),
         Field::new("series", DataType::Int64, false),
         Field::new("bytes", DataType::Int64, false),
         Field::new("column_bytes", DataType::Utf8, false),
         Field::new("location", DataType::Utf8, false),
-        Field::new("moved_at", time(), true),
+        Field::new("moved_at", time_type(), true),
     ]));
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let timestamps = |values: Vec<Option<i64>>| Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC")) as ArrayRef;
     let numbers = |f: &dyn Fn(&isobar_storage::ChunkInfo) -> u64| {
         Arc::new(Int64Array::from_iter_values(chunks.iter().map(|c| count(f(c))))) as ArrayRef
     };
@@ -43,15 +43,15 @@ pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         numbers(&|c| c.id),
         Arc::new(StringArray::from_iter_values(chunks.iter().map(|c| c.table.as_str()))),
-        timestamps(chunks.iter().map(|c| Some(c.partition_start_ns)).collect()),
-        timestamps(chunks.iter().map(|c| Some(c.time_min_ns)).collect()),
-        timestamps(chunks.iter().map(|c| Some(c.time_max_ns)).collect()),
+        time_column(chunks.iter().map(|c| Some(c.partition_start_ns)).collect()),
+        time_column(chunks.iter().map(|c| Some(c.time_min_ns)).collect()),
+        time_column(chunks.iter().map(|c| Some(c.time_max_ns)).collect()),
         numbers(&|c| c.rows),
         numbers(&|c| c.series),
         numbers(&|c| c.bytes),
         Arc::new(StringArray::from_iter_values(column_bytes)),
         Arc::new(StringArray::from_iter_values(chunks.iter().map(|c| c.location))),
-        timestamps(chunks.iter().map(|c| c.moved_at_ns).collect()),
+        time_column(chunks.iter().map(|c| c.moved_at_ns).collect()),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

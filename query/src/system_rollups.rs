@@ -6,10 +6,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::Result;
 use isobar_storage::Storage;
+
+use crate::status_tables::{time_column, time_type};
 
 /// The table's name in schema `system`.
 pub(crate) const NAME: &str = "rollups";
@@ -17,24 +19,22 @@ pub(crate) const NAME: &str = "rollups";
 /// The rollups as they are now.
 pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
     let rollups = storage.rollups();
-    let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
     let schema = Arc::new(Schema::new(vec![
         Field::new("rollup", DataType::Utf8, false),
         Field::new("source", DataType::Utf8, false),
         Field::new("interval_ms", DataType::Int64, false),
-        Field::new("final_before", time(), true),
-        Field::new("newest_event", time(), true),
+        Field::new("final_before", time_type(), true),
+        Field::new("newest_event", time_type(), true),
         Field::new("open_windows", DataType::Int64, false),
         Field::new("stale_windows", DataType::Int64, false),
     ]));
-    let timestamps = |values: Vec<Option<i64>>| Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC")) as ArrayRef;
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(rollups.iter().map(|r| r.table.as_str()))),
         Arc::new(StringArray::from_iter_values(rollups.iter().map(|r| r.source.as_str()))),
         Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| r.interval_ns / 1_000_000))),
-        timestamps(rollups.iter().map(|r| r.frontier_ns).collect()),
-        timestamps(rollups.iter().map(|r| r.newest_ns).collect()),
+        time_column(rollups.iter().map(|r| r.frontier_ns).collect()),
+        time_column(rollups.iter().map(|r| r.newest_ns).collect()),
         Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.open_windows)))),
         Arc::new(Int64Array::from_iter_values(rollups.iter().map(|r| count(r.stale_windows)))),
     ];
