@@ -277,6 +277,9 @@ impl Session {
                 return reply.map(output_of);
             }
             crate::subquery::aggregate_scalar_subqueries(s);
+            if let Some(deleted) = self.engine.run_delete(s, None).await {
+                return deleted.map(|n| Output::Command("DELETE", n));
+            }
             if let Some(done) = self.engine.run_table_change(s).await {
                 return done.map(|tag| Output::Command(tag, 0));
             }

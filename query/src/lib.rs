@@ -13,6 +13,7 @@
 
 mod catalog;
 mod ddl;
+mod delete;
 mod engine;
 mod error;
 #[cfg(test)]

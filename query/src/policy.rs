@@ -13,7 +13,7 @@
 
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, CopySource, CopyTarget, ObjectName, ObjectType, RenameTableNameKind, SetExpr, Statement,
+    AlterTableOperation, CopySource, CopyTarget, FromTable, ObjectName, ObjectType, RenameTableNameKind, SetExpr, Statement, TableFactor,
 };
 use isobar_storage::SYSTEM_TABLE_PREFIX;
 
@@ -61,7 +61,12 @@ pub fn check_statement(statement: &Statement) -> Result<()> {
         )),
         Statement::Drop { object_type: ObjectType::Table, names, .. } => names.iter().try_for_each(check_table_name),
         Statement::Truncate(truncate) => truncate.table_names.iter().try_for_each(|t| check_table_name(&t.name)),
-        Statement::Delete(_) => Err(unsupported("DELETE")),
+        Statement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
+            from.iter()
+                .filter_map(|t| if let TableFactor::Table { name, .. } = &t.relation { Some(name) } else { None })
+                .try_for_each(check_table_name)
+        }
         Statement::Update(_) => Err(Error::Unsupported(
             "UPDATE is not supported: write the row again with INSERT; the last write of a time and series wins".into(),
         )),

@@ -498,7 +498,7 @@ fn on_off(b: bool) -> String {
 fn is_write(statement: &Statement) -> bool {
     match statement {
         Statement::Insert(_) | Statement::CreateTable(_) | Statement::Copy { to: false, .. } | Statement::Truncate(_) => true,
-        Statement::AlterTable(_) => true,
+        Statement::AlterTable(_) | Statement::Delete(_) => true,
         Statement::Drop { object_type: ObjectType::Table, .. } => true,
         Statement::Explain { statement, analyze: true, .. } => is_write(statement),
         _ => false,
@@ -512,6 +512,7 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::Drop { .. } => "DROP TABLE",
         Statement::Truncate(_) => "TRUNCATE TABLE",
         Statement::AlterTable(_) => "ALTER TABLE",
+        Statement::Delete(_) => "DELETE",
         Statement::Copy { .. } => "COPY FROM",
         Statement::Explain { statement, .. } => command_name(statement),
         _ => "this statement",

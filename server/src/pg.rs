@@ -432,6 +432,10 @@ impl IsobarHook {
                 Err(reason) => Err(user_error("22023", reason)),
             });
         }
+        if let Some(deleted) = self.engine.run_delete(statement, params).await {
+            let rows = |n: u64| Response::Execution(Tag::new("DELETE").with_rows(usize::try_from(n).unwrap_or(usize::MAX)));
+            return Some(deleted.map(rows).map_err(|e| pg_error(&e)));
+        }
         if let Some(done) = self.engine.run_table_change(statement).await {
             return Some(done.map(|tag| Response::Execution(Tag::new(tag))).map_err(|e| pg_error(&e)));
         }
@@ -525,6 +529,9 @@ impl QueryHook for IsobarHook {
                 | Statement::Copy { to: false, .. }
                 | Statement::Deallocate { .. }
         );
+        if let Some(plan) = self.engine.delete_plan(statement).await {
+            return Some(plan.map_err(|e| pg_error(&e)));
+        }
         if ours {
             return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })));
         }

@@ -37,7 +37,7 @@ fn influxdb_clients_write_over_http() {
     run_script("influx_clients.py", &args);
 }
 
-/// Random writes, `ALTER TABLE`, `TRUNCATE` and `DROP TABLE` against isobar and DuckDB: the same
+/// Random writes, `ALTER TABLE`, `TRUNCATE`, `DELETE` and `DROP TABLE` against isobar and DuckDB: the same
 /// rows after each step, and isobar's final rollup windows equal to DuckDB's `GROUP BY`. The
 /// server persists every 100 ms, so steps meet rows in chunks as well as in the buffer.
 /// `ISOBAR_DIFFERENTIAL_STEPS` sets the steps (default 150); the seed is printed on a failure.

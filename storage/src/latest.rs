@@ -63,12 +63,22 @@ impl Latest {
 
     /// The newest rows of the series in chunks, from what the catalog stored with each chunk.
     pub(crate) fn rebuild(store: &CatalogStore, chunks: &BTreeMap<ChunkId, Arc<ChunkHandle>>) -> Result<Self> {
-        let mut by_age: Vec<&Arc<ChunkHandle>> = chunks.values().collect();
+        Self::of_chunks(Some(store), chunks.values(), |_| true)
+    }
+
+    /// The newest rows of the series `wanted` accepts in `chunks` (of any tables), from what
+    /// the catalog (`store`) stored with each chunk or, without it, read from the chunks.
+    pub(crate) fn of_chunks<'a>(
+        store: Option<&CatalogStore>,
+        chunks: impl IntoIterator<Item = &'a Arc<ChunkHandle>>,
+        wanted: impl Fn(SeriesId) -> bool,
+    ) -> Result<Self> {
+        let mut by_age: Vec<&Arc<ChunkHandle>> = chunks.into_iter().collect();
         by_age.sort_by_key(|c| c.age_key());
         // Each series' newest time and the chunks with a row at it, oldest first.
         let mut newest: FxHashMap<(TableId, SeriesId), (i64, Vec<usize>)> = FxHashMap::default();
         for (i, chunk) in by_age.iter().enumerate() {
-            for s in &chunk.reader.footer.series {
+            for s in chunk.reader.footer.series.iter().filter(|s| wanted(s.series)) {
                 let entry = newest.entry((chunk.table(), s.series)).or_insert((i64::MIN, Vec::new()));
                 if s.time_max > entry.0 {
                     *entry = (s.time_max, vec![i]);
@@ -90,7 +100,7 @@ impl Latest {
             }
             series.sort_unstable();
             let table = chunk.table();
-            let stored = match store.chunk_latest(chunk.id)? {
+            let stored = match store.map(|store| store.chunk_latest(chunk.id)).transpose()?.flatten() {
                 Some(stored) => stored,
                 None => {
                     let time_min = series.iter().map(|s| newest[&(table, *s)].0).min().unwrap_or(i64::MIN);
@@ -105,6 +115,21 @@ impl Latest {
             }
         }
         Ok(latest)
+    }
+
+    /// Takes the newest rows of `series` (sorted) of `table` from `fresh` (see
+    /// [`Self::of_chunks`]) and then `buffered`, in place of those kept: after a delete.
+    pub(crate) fn replace_series(&mut self, table: TableId, series: &[SeriesId], mut fresh: Latest, buffered: &RowSet) {
+        let newest = self.tables.entry(table).or_default();
+        newest.forget(series);
+        if let Some(fresh) = fresh.tables.remove(&table) {
+            for slot in 0..fresh.series.len() {
+                newest.offer_slot(&fresh, slot);
+            }
+        }
+        for row in buffered.last_rows().iter() {
+            newest.offer(row);
+        }
     }
 
     /// Puts each table's slots in series order, the order new series mostly come in, so that
@@ -144,6 +169,25 @@ impl Newest {
             let value = row.fields.binary_search_by_key(&column.id, |(id, _)| *id).ok().map(|j| &row.fields[j].1);
             column.set(slot, value);
         }
+    }
+
+    /// Drops the kept rows of `series` (sorted).
+    fn forget(&mut self, series: &[SeriesId]) {
+        let keep: Vec<usize> = (0..self.series.len()).filter(|&slot| series.binary_search(&self.series[slot]).is_err()).collect();
+        if keep.len() == self.series.len() {
+            return;
+        }
+        self.series = keep.iter().map(|&slot| self.series[slot]).collect();
+        self.times = keep.iter().map(|&slot| self.times[slot]).collect();
+        self.columns = self.columns.iter().map(|c| c.gather(&keep)).collect();
+        self.slot_of = self.series.iter().enumerate().map(|(slot, series)| (*series, slot)).collect();
+    }
+
+    /// Offers the row kept in `other`'s `slot`.
+    fn offer_slot(&mut self, other: &Newest, slot: usize) {
+        let fields: Vec<(ColumnId, crate::model::FieldValue)> =
+            other.columns.iter().filter(|c| c.valid[slot]).map(|c| (c.id, c.values.get(slot))).collect();
+        self.offer(RowRef { series: other.series[slot], time: other.times[slot], fields: &fields });
     }
 
     fn sort(&mut self) {

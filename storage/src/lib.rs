@@ -45,6 +45,8 @@ mod commit;
 #[cfg(feature = "engine")]
 mod count;
 #[cfg(feature = "engine")]
+mod delete;
+#[cfg(feature = "engine")]
 mod disk;
 #[cfg(feature = "engine")]
 mod engine;

@@ -45,6 +45,11 @@ impl MaintenanceReport {
 /// Persists the write buffer; a no-op when it is empty.
 pub(crate) fn persist(shared: &Shared) -> Result<MaintenanceReport> {
     let _maintenance = shared.maintenance.lock();
+    persist_locked(shared)
+}
+
+/// [`persist`], for a caller holding the maintenance lock.
+pub(crate) fn persist_locked(shared: &Shared) -> Result<MaintenanceReport> {
     let (frozen, generation) = {
         let mut state = shared.state.write();
         if state.frozen.is_none() {
@@ -242,21 +247,21 @@ fn schema_of(shared: &Shared, table: TableId) -> Result<TableSchema> {
 }
 
 /// A chunk written and checked, not yet in the catalog.
-struct NewChunk {
-    entry: ChunkEntry,
-    handle: Arc<ChunkHandle>,
+pub(crate) struct NewChunk {
+    pub(crate) entry: ChunkEntry,
+    pub(crate) handle: Arc<ChunkHandle>,
     /// Its newest row of each series, for the catalog.
     latest: Vec<u8>,
 }
 
 impl NewChunk {
     /// What puts it in the catalog.
-    fn ops(&self) -> impl Iterator<Item = Op> {
+    pub(crate) fn ops(&self) -> impl Iterator<Item = Op> {
         [Op::PutChunk(self.entry.id, self.entry.encode()), Op::PutChunkLatest(self.entry.id, self.latest.clone())].into_iter()
     }
 }
 
-fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &RowSet, schema: &TableSchema) -> Result<NewChunk> {
+pub(crate) fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &RowSet, schema: &TableSchema) -> Result<NewChunk> {
     let id = ChunkId(shared.next_chunk.fetch_add(1, Ordering::SeqCst));
     let path = shared.chunk_path(identity.table, id);
     let (_, size_bytes) = write_chunk(&path, identity, rows, schema, &shared.config.chunk)?;

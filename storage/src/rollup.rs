@@ -234,6 +234,11 @@ impl Window {
         Self { raw_series, times: Vec::with_capacity(64), aggs: Vec::with_capacity(4), replaced: false, late_updates: 0 }
     }
 
+    /// Whether no row is in the window (all of its rows were deleted): it has no rollup row.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
     /// Merges one raw row (time and fields sorted by column id).
     pub(crate) fn add(&mut self, time: i64, fields: &[(ColumnId, FieldValue)]) {
         match self.times.last() {
@@ -482,6 +487,65 @@ impl Rollup {
         }
     }
 
+    /// Rows of the source series `source_series` in `time_min..=time_max` were deleted (by the
+    /// delete at WAL sequence `sequence`), and with them this rollup's stored rows of every
+    /// window over that range. Windows before the frontier that only partly lie in the range
+    /// are marked for recomputation from the rows left, durably (`ops`); the others held only
+    /// deleted rows. Final windows kept in memory become provisional, recomputed when written.
+    /// The open windows of the series in the range are taken out of `open` (the caller builds
+    /// them again from the rows left) and returned as (rollup series, source series) with the
+    /// range of their starts. Every window the delete touches counts late updates from 0
+    /// again, as a window first written now does.
+    pub(crate) fn rows_deleted(
+        &mut self,
+        source_series: &[SeriesId],
+        (time_min, time_max): (i64, i64),
+        open: &mut Open,
+        sequence: u64,
+        ops: &mut Vec<crate::catalog::Op>,
+    ) -> (Vec<(SeriesId, SeriesId)>, std::ops::RangeInclusive<i64>) {
+        let interval_ns = self.entry.interval_ns;
+        let (first, last) = (window_start(time_min, interval_ns), window_start(time_max, interval_ns));
+        let mapped: Vec<(SeriesId, SeriesId)> = source_series.iter().filter_map(|s| Some((*self.series.get(s)?, *s))).collect();
+        for (_, windows) in open.range_mut(first..=last) {
+            for (series, _) in &mapped {
+                windows.remove(series);
+            }
+        }
+        open.retain(|_, windows| !windows.is_empty());
+        for (_, windows) in self.recent.range_mut(first..=last) {
+            for (series, _) in &mapped {
+                if let Some(window) = windows.get_mut(series) {
+                    window.replaced = true;
+                    window.late_updates = 0;
+                }
+            }
+        }
+        let table = self.table;
+        let key = |series, window_ns, sequence| DirtyKey { table, series, window_ns, sequence };
+        for (series, _) in &mapped {
+            for ((_, window_ns), dirty) in self.dirty.range_mut((*series, first)..=(*series, last)) {
+                dirty.late_rows = 0;
+                ops.extend(dirty.sequences.iter().map(|&s| crate::catalog::Op::RollupDirty(key(*series, *window_ns, s), 0)));
+            }
+        }
+        let mut edges = Vec::new();
+        if first < time_min {
+            edges.push(first);
+        }
+        if last.saturating_add(interval_ns - 1) > time_max && edges.last() != Some(&last) {
+            edges.push(last);
+        }
+        edges.retain(|start| *start < self.entry.frontier_ns);
+        for &(series, source) in &mapped {
+            for &start in &edges {
+                ops.push(crate::catalog::Op::RollupDirty(key(series, start, sequence), 0));
+                self.mark_dirty(series, source, start, 0, sequence);
+            }
+        }
+        (mapped, first.max(self.entry.frontier_ns)..=last)
+    }
+
     /// The newest event time seen, if any.
     pub(crate) fn newest_ns(&self) -> Option<i64> {
         (self.newest_ns != i64::MIN).then_some(self.newest_ns)
@@ -571,7 +635,8 @@ impl Rollup {
         out
     }
 
-    /// The maintainer gives up rewriting a window it took (its raw rows have expired).
+    /// The maintainer gives up rewriting a window it took (its raw rows have expired, or were
+    /// all deleted).
     pub(crate) fn forget(&mut self, series: SeriesId, start_ns: i64) {
         self.rewriting.remove(&(series, start_ns));
     }

@@ -237,7 +237,7 @@ pub(crate) struct Target {
     /// The field columns to read, sorted.
     fields: Vec<ColumnId>,
     /// The selected series, sorted; `None` for all of the table's.
-    series: Option<Vec<SeriesId>>,
+    pub(crate) series: Option<Vec<SeriesId>>,
     /// Inclusive, and not before the table's retention.
     pub(crate) time_min: i64,
     /// Inclusive.

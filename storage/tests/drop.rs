@@ -1,7 +1,8 @@
 //! `DROP TABLE` and `TRUNCATE`: a dropped table is gone from every place its rows were (chunks,
 //! write buffer, WAL, rollups), also after a reopen, and its name is free for a new table; a
-//! rollup goes with its table; and a SIGKILL at any moment of a `DROP TABLE`, `TRUNCATE` or
-//! `ALTER TABLE` leaves the table either as it was before the statement or as after it.
+//! rollup goes with its table; and a SIGKILL at any moment of a `DROP TABLE`, `TRUNCATE`,
+//! `ALTER TABLE` or `DELETE` leaves the table either as it was before the statement or as after
+//! it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
-use isobar_storage::{Error, FieldValue, Point, ScanRequest, Storage, StorageConfig, TableAlteration, WriteBatch};
+use isobar_storage::{
+    Error, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, TableAlteration, TagPredicate, TagTest, WriteBatch,
+};
 use rand::Rng;
 
 use crate::common::{config, point, read_all};
@@ -181,6 +184,10 @@ fn drop_crash_child() {
         }
         storage.alter_table("t", &[TableAlteration::RenameColumn { from: "a".into(), to: "a2".into() }]).expect("rename");
         println!("renamed {cycle}");
+        let half = SeriesFilter::Tags(vec![TagPredicate { tag: "s".into(), test: TagTest::In(names(&["s0", "s1"])) }]);
+        let deleted = storage.delete_rows(&ScanRequest { series: half, ..ScanRequest::all("t") }).expect("delete");
+        assert_eq!(deleted, CRASH_ROWS as u64 / 2);
+        println!("deleted {cycle}");
         match cycle % 2 {
             0 => drop(storage.truncate_tables(&t).expect("truncate")),
             _ => drop(storage.drop_tables(&t, false).expect("drop")),
@@ -193,20 +200,26 @@ fn drop_crash_child() {
     }
 }
 
-/// What the table holds after a reopen: the cycle of its rows, or `None` when it is empty; it
-/// never holds rows of two cycles, nor some of one cycle's rows, and its rollup counts them.
-fn crash_state(storage: &Storage) -> Option<i64> {
+/// What the table holds after a reopen: the cycle of its rows and whether they are all of them
+/// (or the half a delete leaves), or `None` when it is empty; it never holds rows of two
+/// cycles, nor any other part of one cycle's rows, and its rollup counts them.
+fn crash_state(storage: &Storage) -> Option<(i64, bool)> {
     let schema = storage.table("t")?;
     let column = ["a", "a2"].into_iter().find(|c| schema.column(c).is_some());
     let mut values = Vec::new();
+    let mut series = std::collections::BTreeSet::new();
     for batch in storage.scan(&ScanRequest::all("t")).expect("scan after recovery") {
         let batch = batch.expect("batch");
         let a = column.and_then(|c| batch.column_by_name(c)).map(|c| c.as_primitive::<arrow::datatypes::Float64Type>().clone());
         values.extend((0..batch.num_rows()).map(|i| a.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i) as i64))));
+        let s = batch.column_by_name("s").expect("tag s").as_string::<i32>();
+        series.extend(s.iter().flatten().map(str::to_owned));
     }
     let cycles: std::collections::BTreeSet<Option<i64>> = values.iter().copied().collect();
     assert!(cycles.len() <= 1 && !cycles.contains(&None), "rows of several cycles, or without their value: {cycles:?}");
-    assert!(values.is_empty() || values.len() == CRASH_ROWS as usize, "{} rows of {cycles:?}, not all or none", values.len());
+    let whole = values.len() == CRASH_ROWS as usize;
+    let half = values.len() == CRASH_ROWS as usize / 2 && series == ["s2", "s3"].map(str::to_owned).into();
+    assert!(values.is_empty() || whole || half, "{} rows of {cycles:?} in series {series:?}: not all, half or none", values.len());
     // The rollup follows the raw table's column, and counts each raw row once.
     storage.settle_rollups().expect("settle");
     if let Some(column) = column.filter(|_| !values.is_empty()) {
@@ -226,7 +239,7 @@ fn crash_state(storage: &Storage) -> Option<i64> {
             .sum();
         assert_eq!(counted, values.len() as i64, "the rollup counts the raw rows");
     }
-    cycles.into_iter().next().flatten()
+    cycles.into_iter().next().flatten().map(|cycle| (cycle, whole))
 }
 
 #[test]
@@ -246,7 +259,7 @@ fn kill_during_drop_truncate_and_alter() {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("piped");
-        let steps = ["wrote", "renamed", "emptied", "cleaned"];
+        let steps = ["wrote", "renamed", "deleted", "emptied", "cleaned"];
         let reader = std::thread::spawn(move || {
             let step = |l: &str| l.split_once(' ').and_then(|(s, n)| Some((steps.iter().position(|x| *x == s)?, n.parse::<i64>().ok()?)));
             BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| step(&l)).last()
@@ -259,11 +272,12 @@ fn kill_during_drop_truncate_and_alter() {
         let state = crash_state(&storage);
         // What the step in flight may have left: the rows of the last cycle written, none,
         // or the next cycle's.
-        let allowed: Vec<Option<i64>> = match last {
-            Some((0, n)) => vec![Some(n)],
-            Some((1, n)) => vec![Some(n), None],
-            Some((_, n)) => vec![None, Some(n + 1)],
-            None => vec![None, Some(start)],
+        let allowed: Vec<Option<(i64, bool)>> = match last {
+            Some((0, n)) => vec![Some((n, true))],
+            Some((1, n)) => vec![Some((n, true)), Some((n, false))],
+            Some((2, n)) => vec![Some((n, false)), None],
+            Some((_, n)) => vec![None, Some((n + 1, true))],
+            None => vec![None, Some((start, true))],
         };
         assert!(allowed.contains(&state), "kill {kill} after {last:?}: {state:?}, expected one of {allowed:?}");
         eprintln!("kill {kill}: last {last:?}, state {state:?}");

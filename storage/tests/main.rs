@@ -5,6 +5,7 @@ mod columns;
 mod common;
 mod corruption;
 mod crash;
+mod delete;
 mod drop;
 mod model;
 mod retention;

@@ -1,5 +1,5 @@
 //! Model-based test: random sequences of writes, overwrites, rejected points, persists,
-//! compactions, reopens, `DROP TABLE` and `TRUNCATE`, checked after every step against a `BTreeMap`, and the newest row
+//! compactions, reopens, `DROP TABLE`, `TRUNCATE` and `DELETE`, checked after every step against a `BTreeMap`, and the newest row
 //! of each series ([`Storage::latest`]) and row counts from chunk footers
 //! ([`Storage::row_count`], when it gives one) against the model's.
 
@@ -21,6 +21,8 @@ enum Op {
     ScanRange(i64, i64, u8),
     Drop,
     Truncate,
+    /// `DELETE` of times `from..=to` of series `s<n>` (4: of all).
+    Delete(i64, i64, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -36,12 +38,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Drop),
         1 => Just(Op::Truncate),
+        2 => (0i64..16, 0i64..16, 0u8..5).prop_map(|(a, b, s)| Op::Delete(a.min(b) * 250_000, a.max(b) * 250_000, s)),
         2 => (0i64..16, 0i64..16, 0u8..5).prop_map(|(a, b, s)| Op::ScanRange(a.min(b) * 250_000, a.max(b) * 250_000, s)),
     ]
 }
 
 fn series(s: u8) -> String {
     format!("s{s}")
+}
+
+/// Series `s<n>`, or every series for 4.
+fn series_filter(s: u8) -> SeriesFilter {
+    if s < 4 { SeriesFilter::Tags(vec![TagPredicate::equals("s", &series(s))]) } else { SeriesFilter::All }
 }
 
 fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op, dir: &std::path::Path) {
@@ -84,13 +92,23 @@ fn apply(slot: &mut Option<Storage>, model: &mut BTreeMap<Key, Fields>, op: &Op,
             Err(isobar_storage::Error::NoSuchTable(name)) => assert!(name == "m" && model.is_empty()),
             Err(e) => panic!("truncate: {e}"),
         },
+        Op::Delete(from, to, s) => {
+            let req = ScanRequest { time_min_ns: *from, time_max_ns: *to, series: series_filter(*s), ..ScanRequest::all("m") };
+            let wanted = |(name, t): &Key| (*from..=*to).contains(t) && (*s == 4 || *name == series(*s));
+            let expected = model.keys().filter(|k| wanted(k)).count() as u64;
+            match storage.delete_rows(&req) {
+                Ok(deleted) => assert_eq!(deleted, expected, "rows deleted {from}..={to} series {s}"),
+                Err(isobar_storage::Error::NoSuchTable(name)) => assert!(name == "m" && model.is_empty()),
+                Err(e) => panic!("delete: {e}"),
+            }
+            model.retain(|k, _| !wanted(k));
+        }
         Op::Reopen => {
             slot.take().expect("storage is open").close(false).expect("close");
             *slot = Some(Storage::open(config(dir)).expect("reopen"));
         }
         Op::ScanRange(from, to, s) => {
-            let filter = if *s < 4 { SeriesFilter::Tags(vec![TagPredicate::equals("s", &series(*s))]) } else { SeriesFilter::All };
-            let req = ScanRequest { time_min_ns: *from, time_max_ns: *to, series: filter, ..ScanRequest::all("m") };
+            let req = ScanRequest { time_min_ns: *from, time_max_ns: *to, series: series_filter(*s), ..ScanRequest::all("m") };
             let mut got = BTreeMap::new();
             if storage.table("m").is_some() {
                 for batch in storage.scan(&req).expect("scan") {

@@ -1,5 +1,5 @@
 //! Rollups against a model: random streams with out-of-order rows, duplicates, overwrites,
-//! late rows, truncations, persists and reopens (also while windows are marked dirty and not yet
+//! late rows, truncations, deletes, persists and reopens (also while windows are marked dirty and not yet
 //! recomputed). After every step, each final window of the rollup table equals the aggregates
 //! of the raw rows as a `GROUP BY` window would compute them and counts the late rows it took,
 //! also before maintenance has rewritten the windows that took late rows; and once maintenance
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampNanosecondType};
-use isobar_storage::{ScanRequest, Storage, StorageConfig, WriteBatch};
+use isobar_storage::{ScanRequest, SeriesFilter, Storage, StorageConfig, TagPredicate, TagTest, WriteBatch};
 use proptest::prelude::*;
 
 use crate::common::point;
@@ -32,6 +32,9 @@ enum Op {
     Settle,
     /// `TRUNCATE m`: the raw table and its rollups are empty, and start again.
     Truncate,
+    /// `DELETE FROM m WHERE time BETWEEN clock + from AND clock + from + length` (seconds), of
+    /// series `s<n>` or of all.
+    Delete(Option<u8>, i64, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         3 => Just(Op::Settle),
         1 => Just(Op::Truncate),
+        2 => (prop::option::of(0u8..3), -200i64..10, 0i64..200).prop_map(|(s, from, length)| Op::Delete(s, from, length)),
     ]
 }
 
@@ -258,6 +262,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 storage.take().expect("open").close(false).expect("close");
                 storage = Some(Storage::open(config(dir.path())).expect("reopen"));
+                // The watermark is rebuilt from the rows there are: a deleted newest row no
+                // longer holds it up (the frontier never goes back).
+                model.newest_ns = model.raw.keys().map(|(_, t)| *t).max().unwrap_or(i64::MIN);
             }
             Op::Settle => {
                 storage.as_ref().expect("open").settle_rollups().expect("settle");
@@ -271,6 +278,25 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert!(emptied == ["m", "m_1m", "m_5m"] || emptied == ["m"], "{:?}", emptied);
                 }
                 model = Model { newest_ns: i64::MIN, frontier_ns: i64::MIN, coarse_frontier_ns: i64::MIN, ..Model::default() };
+            }
+            Op::Delete(series, from_s, length_s) => {
+                let storage = storage.as_ref().expect("open");
+                let (time_min, time_max) = (clock_ns + from_s * SECOND_NS, clock_ns + (from_s + length_s) * SECOND_NS);
+                let series_name = series.map(|s| format!("s{s}"));
+                let wanted = |s: &String| series_name.as_ref().is_none_or(|n| n == s);
+                let expected = model.raw.keys().filter(|(s, t)| wanted(s) && (time_min..=time_max).contains(t)).count() as u64;
+                if storage.table("m").is_some() {
+                    let filter = match &series_name {
+                        Some(name) => SeriesFilter::Tags(vec![TagPredicate { tag: "s".into(), test: TagTest::In(vec![name.clone()]) }]),
+                        None => SeriesFilter::All,
+                    };
+                    let request = ScanRequest { time_min_ns: time_min, time_max_ns: time_max, series: filter, ..ScanRequest::all("m") };
+                    prop_assert_eq!(storage.delete_rows(&request).expect("delete"), expected, "rows deleted");
+                }
+                model.raw.retain(|(s, t), _| !(wanted(s) && (time_min..=time_max).contains(t)));
+                // Every window the delete touched counts late rows from 0 again.
+                let (first, last) = (time_min.div_euclid(INTERVAL_NS) * INTERVAL_NS, time_max.div_euclid(INTERVAL_NS) * INTERVAL_NS);
+                model.late.retain(|(s, w), _| !(wanted(s) && (first..=last).contains(w)));
             }
         }
         check(storage.as_ref().expect("open"), &model);

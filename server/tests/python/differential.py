@@ -1,4 +1,4 @@
-"""isobar against DuckDB: random writes and table changes, the same rows after each.
+"""isobar against DuckDB: random writes, table changes and deletes, the same rows after each.
 
 Run by server/tests/python.rs with the server's port, a seed, a number of steps and, to go on
 from an earlier run (the server killed and started again in between), the DuckDB file that run
@@ -130,6 +130,27 @@ def truncate(table, iso, duck):
     return "truncate"
 
 
+def delete(table, iso, duck):
+    """DELETE of a time range, of one station, some or all: with bound parameters or literals."""
+    first = rng.randint(-10, 600)
+    last = first + rng.choice([0, 1, 30, 59, 60, 61, 200, 700])
+    t0, t1 = (BASE + datetime.timedelta(seconds=t) for t in (first, last))
+    stations = rng.choice([None, ["a"], ["b"], ["a", "c"]])
+    where, params = "time >= %s AND time <= %s", [t0, t1]
+    if stations:
+        where += " AND station IN (" + ", ".join(["%s"] * len(stations)) + ")"
+        params += stations
+    if rng.random() < 0.5:
+        deleted = iso.execute(f"DELETE FROM {table.name} WHERE {where}", params).rowcount
+    else:
+        text = where.replace("%s", "{}").format(*(literal(p.isoformat() if isinstance(p, datetime.datetime) else p) for p in params))
+        deleted = iso.execute(f"DELETE FROM {table.name} WHERE {text}").rowcount
+    expected = duck.execute(f"DELETE FROM {table.name} WHERE {where.replace('%s', '?')}", params).fetchall()[0][0]
+    if deleted != expected:
+        sys.exit(f"seed {seed}: DELETE {where} {params} deleted {deleted} rows in isobar, {expected} in DuckDB")
+    return f"delete {deleted} rows where {where} {params}"
+
+
 def drop_and_create(table, iso, duck):
     iso.execute(f"DROP TABLE {table.name}")
     duck.execute(f"DROP TABLE {table.name}")
@@ -137,7 +158,16 @@ def drop_and_create(table, iso, duck):
     return f"drop and create with {table.fields}"
 
 
-STEPS = [(insert, 8), (add_column, 2), (drop_column, 2), (rename_column, 2), (rename_table, 1), (truncate, 1), (drop_and_create, 1)]
+STEPS = [
+    (insert, 8),
+    (add_column, 2),
+    (drop_column, 2),
+    (rename_column, 2),
+    (rename_table, 1),
+    (truncate, 1),
+    (delete, 3),
+    (drop_and_create, 1),
+]
 
 
 def query(iso, sql, params=None):

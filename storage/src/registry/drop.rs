@@ -29,7 +29,7 @@ impl Registry {
         let Some(table) = self.tables.get(name) else { return Ok(None) };
         if let Some(source) = self.rollup_sources.get(&table.id).and_then(|s| self.table_names.get(s)) {
             return Err(Error::InvalidRequest(format!(
-                "table {name} is a rollup of {source}, which isobar keeps from {source}'s rows: drop or truncate {source} (its rollups go with it), or change the rollups in the configuration"
+                "table {name} is a rollup of {source}, which isobar keeps from {source}'s rows: drop, truncate or delete from {source} (its rollups follow), or change the rollups in the configuration"
             )));
         }
         let mut ids = vec![table.id];

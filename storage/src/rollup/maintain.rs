@@ -265,7 +265,13 @@ fn write(shared: &Shared, tx: &Sender<CommitRequest>, work: Vec<Work>, prepared_
         let mut written = w.rows;
         commit(shared, tx, |registry| {
             let rollup = registry.rollups.get_mut(&w.source).ok_or_else(|| Error::Internal("a rollup vanished".into()))?;
-            written.extend(recomputed.iter().map(|(series, start, window, late)| rollup.row(*series, *start, window, true, *late)));
+            for (series, start, window, late) in &recomputed {
+                // A window whose rows were all deleted has no row (the delete removed it).
+                match window.is_empty() {
+                    true => rollup.forget(*series, *start),
+                    false => written.push(rollup.row(*series, *start, window, true, *late)),
+                }
+            }
             rollup.writing(&written);
             let mut ops: Vec<Op> = w.done.iter().map(|key| Op::DeleteRollupDirty(*key)).collect();
             if let Some(frontier_ns) = w.frontier_ns {

@@ -98,7 +98,8 @@ pub(crate) fn corrections(
     let Some(rollup) = registry.rollups.get(&source) else { return Ok(RowSet::default()) };
     let rows: Vec<Row> = fixes
         .iter()
-        .filter_map(|f| Some(rollup.row(f.series, f.start_ns, windows.get(&(f.raw_series, f.start_ns))?, true, f.late_rows)))
+        .filter_map(|f| Some((f, windows.get(&(f.raw_series, f.start_ns)).filter(|w| !w.is_empty())?)))
+        .map(|(f, window)| rollup.row(f.series, f.start_ns, window, true, f.late_rows))
         .collect();
     Ok(RowSet::from_rows(&rows, column_types).select(selection))
 }
