@@ -207,6 +207,53 @@ pub(crate) struct StorageSection {
     pub(crate) future_tolerance_ms: u64,
     /// Writes are refused while the data directory's disk has less free space; 0: no check.
     pub(crate) disk_free_min_bytes: u64,
+    /// Age after which raw tables' chunks move to the cold store, in milliseconds; 0: never.
+    pub(crate) cold_after_ms: u64,
+    /// The same for rollup tables.
+    pub(crate) rollup_cold_after_ms: u64,
+    /// Per table, its own age in place of the two above.
+    pub(crate) table_cold_after_ms: std::collections::BTreeMap<String, u64>,
+    /// Local disk for cold chunks' blocks read recently, in bytes.
+    pub(crate) cold_cache_bytes_max: u64,
+    /// Where cold chunks go.
+    pub(crate) cold: ColdSection,
+}
+
+/// The cold store: a local directory, or an S3 bucket when `bucket` is set. Empty strings are
+/// unset.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ColdSection {
+    /// A directory; empty: `<data_dir>/cold`.
+    pub(crate) dir: String,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    pub(crate) region: String,
+    /// A server other than AWS's, e.g. `http://127.0.0.1:5000`.
+    pub(crate) endpoint: String,
+    /// Credentials; empty: from the environment (`AWS_ACCESS_KEY_ID`, ..., instance roles).
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+    /// Plain HTTP to `endpoint`.
+    pub(crate) allow_http: bool,
+}
+
+impl ColdSection {
+    fn store(&self) -> isobar_storage::ColdStoreConfig {
+        let set = |s: &String| (!s.is_empty()).then(|| s.clone());
+        if self.bucket.is_empty() {
+            return isobar_storage::ColdStoreConfig::Local(set(&self.dir).map(PathBuf::from));
+        }
+        isobar_storage::ColdStoreConfig::S3(isobar_storage::S3Config {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            region: set(&self.region),
+            endpoint: set(&self.endpoint),
+            access_key_id: set(&self.access_key_id),
+            secret_access_key: set(&self.secret_access_key),
+            allow_http: self.allow_http,
+        })
+    }
 }
 
 impl Default for Config {
@@ -278,6 +325,11 @@ impl Default for StorageSection {
             table_retention_ms: s.table_retention_ms,
             future_tolerance_ms: s.future_tolerance_ms,
             disk_free_min_bytes: s.disk_free_min_bytes,
+            cold_after_ms: s.cold_after_ms,
+            rollup_cold_after_ms: s.rollup_cold_after_ms,
+            table_cold_after_ms: s.table_cold_after_ms,
+            cold_cache_bytes_max: s.cold_cache_bytes_max,
+            cold: ColdSection::default(),
         }
     }
 }
@@ -376,6 +428,11 @@ impl Config {
         c.string_bytes_max = s.string_bytes_max;
         c.future_tolerance_ms = s.future_tolerance_ms;
         c.disk_free_min_bytes = s.disk_free_min_bytes;
+        c.cold_after_ms = s.cold_after_ms;
+        c.rollup_cold_after_ms = s.rollup_cold_after_ms;
+        c.table_cold_after_ms = s.table_cold_after_ms.clone();
+        c.cold_cache_bytes_max = s.cold_cache_bytes_max;
+        c.cold_store = s.cold.store();
         c
     }
 

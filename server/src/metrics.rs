@@ -117,6 +117,18 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
         "Table reads answered from the newest row of each series instead of every row.",
         load(&m.latest_reads),
     );
+    if let Some(cold) = storage.cold_metrics() {
+        let backlog = load(&cold.backlog_chunks);
+        out += "# HELP isobar_cold_backlog_chunks Chunks due to move to the cold store that have not yet.
+";
+        out += &format!("# TYPE isobar_cold_backlog_chunks gauge\nisobar_cold_backlog_chunks {backlog}\n");
+        counter(&mut out, "isobar_cold_chunks_moved_total", "Chunks moved to the cold store.", load(&cold.chunks_moved));
+        counter(&mut out, "isobar_cold_gets_total", "GET requests to the cold store.", load(&cold.gets));
+        counter(&mut out, "isobar_cold_get_bytes_total", "Bytes fetched from the cold store.", load(&cold.bytes_fetched));
+        counter(&mut out, "isobar_cold_puts_total", "Chunk uploads to the cold store.", load(&cold.puts));
+        counter(&mut out, "isobar_cold_put_bytes_total", "Bytes uploaded to the cold store.", load(&cold.bytes_uploaded));
+        counter(&mut out, "isobar_cold_cache_hits_total", "Cold blocks read from the local cache.", load(&cold.cache_hits));
+    }
     counter(&mut out, "isobar_queries_total", "SQL statements received over the Postgres wire protocol.", load(&queries.queries));
     counter(&mut out, "isobar_query_errors_total", "SQL statements answered with an error.", load(&queries.errors));
     let (reused, planned) = engine.plans_reused();

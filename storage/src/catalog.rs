@@ -115,36 +115,64 @@ pub(crate) struct ChunkEntry {
     pub(crate) generation: u64,
     pub(crate) row_count: u64,
     pub(crate) size_bytes: u64,
+    pub(crate) location: ChunkLocation,
+}
+
+/// Where a chunk's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkLocation {
+    /// A file under `chunks/`.
+    Local,
+    /// An object of the cold store, since it moved there (wall-clock nanoseconds).
+    Cold { moved_at_ns: i64 },
 }
 
 impl ChunkEntry {
+    /// Version 1: a local chunk; version 2 adds where it is (a local chunk is still written
+    /// as version 1).
     const VERSION: u8 = 1;
+    const VERSION_LOCATED: u8 = 2;
+    const COLD: u8 = 1;
 
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(Self::VERSION);
+        w.u8(match self.location {
+            ChunkLocation::Local => Self::VERSION,
+            ChunkLocation::Cold { .. } => Self::VERSION_LOCATED,
+        });
         w.u32(self.table.0);
         w.i64(self.partition_start_ns);
         w.u64(self.generation);
         w.u64(self.row_count);
         w.u64(self.size_bytes);
+        if let ChunkLocation::Cold { moved_at_ns } = self.location {
+            w.u8(Self::COLD);
+            w.i64(moved_at_ns);
+        }
         w.into_inner()
     }
 
     fn decode(id: ChunkId, bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != Self::VERSION {
+        if version != Self::VERSION && version != Self::VERSION_LOCATED {
             return Err(r.err(format!("unknown chunk entry version {version}")));
         }
-        let entry = Self {
+        let mut entry = Self {
             id,
             table: TableId(r.u32()?),
             partition_start_ns: r.i64()?,
             generation: r.u64()?,
             row_count: r.u64()?,
             size_bytes: r.u64()?,
+            location: ChunkLocation::Local,
         };
+        if version == Self::VERSION_LOCATED {
+            entry.location = match r.u8()? {
+                Self::COLD => ChunkLocation::Cold { moved_at_ns: r.i64()? },
+                other => return Err(r.err(format!("unknown chunk location {other}"))),
+            };
+        }
         r.finish()?;
         Ok(entry)
     }

@@ -1,6 +1,5 @@
 //! What `system.chunks` shows of each chunk: its table, partition, time range, rows and bytes,
-//! the bytes of each column, and where it is (today every chunk is on local disk; the cold
-//! tier will add `cold` and `moving`).
+//! the bytes of each column, and where it is: `local`, `moving` (to the cold store) or `cold`.
 
 use crate::engine::Storage;
 
@@ -18,7 +17,7 @@ pub struct ChunkInfo {
     pub bytes: u64,
     /// Encoded bytes of `time` and of each column, by name, in the table's column order.
     pub column_bytes: Vec<(String, u64)>,
-    /// `local`.
+    /// `local`, `moving` or `cold`.
     pub location: &'static str,
     /// When it moved to where it is; `None` for a chunk that never moved.
     pub moved_at_ns: Option<i64>,
@@ -28,6 +27,7 @@ impl Storage {
     /// Every chunk of every table, by table name, then partition, then age.
     pub fn chunks(&self) -> Vec<ChunkInfo> {
         let chunks: Vec<_> = self.shared.state.read().chunks.values().cloned().collect();
+        let moving = self.shared.moving.lock().clone();
         let registry = self.shared.registry.lock();
         let mut out: Vec<ChunkInfo> = chunks
             .iter()
@@ -52,8 +52,12 @@ impl Storage {
                     series: footer.series.len() as u64,
                     bytes: chunk.reader.size_bytes,
                     column_bytes,
-                    location: "local",
-                    moved_at_ns: None,
+                    location: match (chunk.reader.is_cold(), moving.contains(&chunk.id)) {
+                        (true, _) => "cold",
+                        (false, true) => "moving",
+                        (false, false) => "local",
+                    },
+                    moved_at_ns: chunk.moved_at_ns,
                 })
             })
             .collect();

@@ -74,6 +74,44 @@ pub struct StorageConfig {
     /// less free space than this; a WAL write that hits a full disk would stop writes until a
     /// restart. 0 turns the check off.
     pub disk_free_min_bytes: u64,
+    /// Where chunks go once cold: a local directory (by default `<data_dir>/cold`) or S3.
+    pub cold_store: ColdStoreConfig,
+    /// Age after which a raw table's chunks move to the cold store, measured from the newest
+    /// row of the chunk to the table's clock (its newest event time, never ahead of the wall
+    /// clock, as for retention). 0 keeps every chunk local.
+    pub cold_after_ms: u64,
+    /// The same for rollup tables.
+    pub rollup_cold_after_ms: u64,
+    /// Per table (raw or rollup, by name), its own age in place of the two above.
+    pub table_cold_after_ms: BTreeMap<String, u64>,
+    /// Local disk kept for the footers and blocks of cold chunks read recently, under
+    /// `<data_dir>/cold-cache`; it survives restarts.
+    pub cold_cache_bytes_max: u64,
+}
+
+/// The object store cold chunks move to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColdStoreConfig {
+    /// A directory; `None`: `<data_dir>/cold`.
+    Local(Option<PathBuf>),
+    S3(S3Config),
+}
+
+/// An S3 bucket (or a server that speaks S3). Credentials not given here come from the
+/// environment as the AWS SDKs read it (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, web identity and container credentials, then instance metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Keys start with it (`isobar/prod`); empty for the bucket's root.
+    pub prefix: String,
+    pub region: Option<String>,
+    /// A server other than AWS's (MinIO, moto, a VPC endpoint), e.g. `http://127.0.0.1:5000`.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Plain HTTP to the endpoint (local test servers).
+    pub allow_http: bool,
 }
 
 impl StorageConfig {
@@ -107,6 +145,11 @@ impl StorageConfig {
             table_retention_ms: BTreeMap::new(),
             future_tolerance_ms: 24 * 60 * 60 * 1000,
             disk_free_min_bytes: 100 << 20,
+            cold_store: ColdStoreConfig::Local(None),
+            cold_after_ms: 0,
+            rollup_cold_after_ms: 0,
+            table_cold_after_ms: BTreeMap::new(),
+            cold_cache_bytes_max: 1 << 30,
         }
     }
 
@@ -158,6 +201,11 @@ impl StorageConfig {
                 return bad(&format!("{name}: {} ms is not a larger multiple of {} ms, the rollup it is built from", w[1], w[0]));
             }
         }
+        if let ColdStoreConfig::S3(s3) = &self.cold_store
+            && s3.bucket.is_empty()
+        {
+            return bad("cold store: an S3 bucket needs a name");
+        }
         if self.columns_per_table_max >= usize::from(u16::MAX) {
             return bad("columns_per_table_max must be below 65535");
         }
@@ -180,6 +228,22 @@ impl StorageConfig {
             None => self.retention_ms,
         };
         (ms > 0).then(|| ms_to_ns(ms))
+    }
+
+    /// How old table `table`'s chunks (a rollup table's when `rollup`) get before they move
+    /// to the cold store; `None`: they stay local.
+    pub(crate) fn cold_after_ns(&self, table: &str, rollup: bool) -> Option<i64> {
+        let ms = match self.table_cold_after_ms.get(table) {
+            Some(ms) => *ms,
+            None if rollup => self.rollup_cold_after_ms,
+            None => self.cold_after_ms,
+        };
+        (ms > 0).then(|| ms_to_ns(ms))
+    }
+
+    /// Whether any table's chunks move to the cold store.
+    pub(crate) fn tiers(&self) -> bool {
+        self.cold_after_ms > 0 || self.rollup_cold_after_ms > 0 || self.table_cold_after_ms.values().any(|ms| *ms > 0)
     }
 
     /// Whether any table may have rollups.

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::fxhash::FxHashMap;
 use crate::latest::Latest;
 use crate::model::{SeriesId, TableId, WalSequence, WriteReceipt};
-use crate::persist::{NewChunk, persist_locked, remove_files, write_new_chunk};
+use crate::persist::{NewChunk, persist_locked, remove_chunks, remove_files, write_new_chunk};
 use crate::registry::{Prepared, Registry};
 use crate::rollup::recompute::{for_each_row, wait_applied};
 use crate::rollup::{Window, window_start};
@@ -115,7 +115,7 @@ impl Storage {
             state.latest.replace_series(raw.table, &raw.series, latest, &buffered);
         }
         // Scans still reading the old chunks keep their open files.
-        remove_files(shared, rewrites.iter().map(|(old, _)| (old.table(), old.id)));
+        remove_chunks(shared, rewrites.iter().map(|(old, _)| old));
         let _ = shared.rollup_kick.try_send(());
         Ok(deleted)
     }

@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::TableRows;
 use crate::buffer::{Buffer, Frozen};
-use crate::catalog::{CatalogStore, Op};
+use crate::catalog::{CatalogStore, ChunkEntry, ChunkLocation, Op};
 use crate::chunk::ChunkReader;
 use crate::commit::{CommitRequest, run_committer};
 use crate::config::StorageConfig;
@@ -38,6 +38,8 @@ const ROLLUP_DIRTY_PERIOD: Duration = Duration::from_millis(250);
 pub(crate) struct ChunkHandle {
     pub(crate) id: ChunkId,
     pub(crate) reader: ChunkReader,
+    /// When it moved to the cold store; `None` while it is local.
+    pub(crate) moved_at_ns: Option<i64>,
 }
 
 impl ChunkHandle {
@@ -50,6 +52,20 @@ impl ChunkHandle {
     /// Orders chunks from oldest to newest for last-write-wins.
     pub(crate) fn age_key(&self) -> (u64, ChunkId) {
         (self.reader.footer.generation, self.id)
+    }
+
+    /// Its catalog entry.
+    pub(crate) fn entry(&self) -> ChunkEntry {
+        let footer = &self.reader.footer;
+        ChunkEntry {
+            id: self.id,
+            table: footer.table,
+            partition_start_ns: footer.partition_start_ns,
+            generation: footer.generation,
+            row_count: footer.row_count,
+            size_bytes: self.reader.size_bytes,
+            location: self.moved_at_ns.map_or(ChunkLocation::Local, |moved_at_ns| ChunkLocation::Cold { moved_at_ns }),
+        }
     }
 }
 
@@ -148,6 +164,12 @@ pub(crate) struct Shared {
     pub(crate) rollup_maintenance: Mutex<()>,
     /// Where final rollup windows go, if anyone watches them.
     pub(crate) final_windows: Mutex<Option<Sender<crate::rollup::FinalWindow>>>,
+    /// The cold store, when chunks move there or some are there.
+    pub(crate) cold: Option<Arc<crate::cold::ColdStore>>,
+    /// Where cold chunks' footers and trailers are kept: `<data_dir>/cold-footers`.
+    pub(crate) cold_footer_dir: PathBuf,
+    /// Chunks being moved to the cold store.
+    pub(crate) moving: Mutex<std::collections::BTreeSet<ChunkId>>,
     /// See [`Storage::plan_generation`].
     plan_generation: AtomicU64,
     /// See [`Storage::schema_generation`].
@@ -220,6 +242,11 @@ impl Shared {
         chunk_path(&self.chunk_dir, table, id)
     }
 
+    /// Where the footer and trailer of cold chunk `id` are kept on local disk.
+    pub(crate) fn cold_footer_path(&self, id: ChunkId) -> PathBuf {
+        self.cold_footer_dir.join(format!("{:016x}.tail", id.0))
+    }
+
     /// Where a damaged chunk file is moved: `quarantine/` beside `chunks/`, same layout.
     pub(crate) fn quarantine_path(&self, chunk: &std::path::Path) -> PathBuf {
         let root = self.chunk_dir.parent().unwrap_or(&self.chunk_dir);
@@ -271,6 +298,15 @@ impl Storage {
         let store = CatalogStore::open(&root.join("catalog"), config.write_buffer_bytes_max)?;
         let chunk_dir = root.join("chunks");
         fs::create_dir_all(&chunk_dir).map_err(io_err("create directory", &chunk_dir))?;
+        let cold_footer_dir = root.join("cold-footers");
+        let has_cold = store.chunks()?.iter().any(|e| matches!(e.location, ChunkLocation::Cold { .. }));
+        let cold = match config.tiers() || has_cold {
+            true => {
+                fs::create_dir_all(&cold_footer_dir).map_err(io_err("create directory", &cold_footer_dir))?;
+                Some(Arc::new(crate::cold::ColdStore::open(&config)?))
+            }
+            false => None,
+        };
         let (rollups, dirty) = store.rollups()?;
         let (mut registry, reopened) = Registry::load(store.tables()?, store.dropped()?, store.series()?, rollups, dirty, &config);
         let (persist_kick, kick_rx) = bounded(1);
@@ -296,6 +332,9 @@ impl Storage {
             rollup_kick,
             rollup_maintenance: Mutex::new(()),
             final_windows: Mutex::new(None),
+            cold,
+            cold_footer_dir,
+            moving: Mutex::new(std::collections::BTreeSet::new()),
             plan_generation: AtomicU64::new(0),
             schema_generation: AtomicU64::new(0),
             preparing_writes: AtomicUsize::new(0),
@@ -334,6 +373,10 @@ impl Storage {
         if shared.config.background_persist {
             let (persister, stop_rx) = (Arc::clone(&shared), stop_rx.clone());
             threads.push(spawn("isobar-persist", move || run_persister(&persister, &kick_rx, &stop_rx))?);
+        }
+        if shared.config.background_persist && shared.cold.is_some() {
+            let (tierer, stop_rx) = (Arc::clone(&shared), stop_rx.clone());
+            threads.push(spawn("isobar-tier", move || crate::cold::tier::run_tiering(&tierer, &stop_rx))?);
         }
         let maintainer_tx = commit_tx.clone();
         let handle = Handle { commit_tx: Mutex::new(Some(commit_tx)), stop_tx: Mutex::new(Some(stop_tx)), threads: Mutex::new(threads) };
@@ -635,6 +678,11 @@ fn open_chunks(shared: &Shared, registry: &Registry) -> Result<OpenedChunks> {
     for entry in &entries {
         next_chunk = next_chunk.max(entry.id.0 + 1);
         newest_generation = newest_generation.max(entry.generation);
+        if let ChunkLocation::Cold { moved_at_ns } = entry.location {
+            let reader = crate::cold::tier::open_cold(shared, entry)?;
+            chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader, moved_at_ns: Some(moved_at_ns) }));
+            continue;
+        }
         let path = shared.chunk_path(entry.table, entry.id);
         let aside = shared.quarantine_path(&path);
         if !path.exists() && aside.exists() {
@@ -643,7 +691,7 @@ fn open_chunks(shared: &Shared, registry: &Registry) -> Result<OpenedChunks> {
         }
         match open_chunk(&path, entry, registry) {
             Ok(reader) => {
-                chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader }));
+                chunks.insert(entry.id, Arc::new(ChunkHandle { id: entry.id, reader, moved_at_ns: None }));
             }
             Err(Error::Corrupt { file, offset, reason }) => {
                 let why = format!("corrupt at offset {offset}: {reason}");
@@ -654,7 +702,10 @@ fn open_chunks(shared: &Shared, registry: &Registry) -> Result<OpenedChunks> {
         }
     }
     *shared.quarantined.lock() = quarantined;
-    let known: std::collections::HashSet<PathBuf> = entries.iter().map(|e| shared.chunk_path(e.table, e.id)).collect();
+    // A cold chunk's local file is what a move left before its delete.
+    let local = entries.iter().filter(|e| e.location == ChunkLocation::Local);
+    let known: std::collections::HashSet<PathBuf> = local.map(|e| shared.chunk_path(e.table, e.id)).collect();
+    crate::cold::tier::remove_stray_footers(shared, &entries)?;
     for table_dir in fs::read_dir(&shared.chunk_dir).map_err(io_err("list", &shared.chunk_dir))? {
         let table_dir = table_dir.map_err(io_err("list", &shared.chunk_dir))?.path();
         for file in fs::read_dir(&table_dir).map_err(io_err("list", &table_dir))? {

@@ -20,6 +20,9 @@ pub enum Error {
     #[cfg(feature = "engine")]
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
+    /// The cold store (S3, or its local directory) failed or could not be reached.
+    #[error("cold store: {0}")]
+    ColdStore(String),
     /// A previous durable write failed (for example an fsync error); the engine accepts no more
     /// writes until it is reopened, so nothing is acknowledged that may not be on disk.
     #[error("storage stopped accepting writes after an earlier failure: {0}")]

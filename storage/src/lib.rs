@@ -41,6 +41,8 @@ mod catalog;
 #[cfg(feature = "engine")]
 mod chunk_info;
 #[cfg(feature = "engine")]
+mod cold;
+#[cfg(feature = "engine")]
 mod commit;
 #[cfg(feature = "engine")]
 mod count;
@@ -71,7 +73,7 @@ mod windows;
 
 pub use arrow;
 pub use chunk::ChunkOptions;
-pub use config::StorageConfig;
+pub use config::{ColdStoreConfig, S3Config, StorageConfig};
 pub use error::{DecodeError, Error, Result};
 pub use histogram::{LATENCY_BUCKETS_US, LatencyHistogram, LatencySnapshot};
 pub use model::{
@@ -82,6 +84,7 @@ pub use schema::{ColumnDef, ColumnKind, SYSTEM_TABLE_PREFIX, TIME_COLUMN, TableS
 #[cfg(feature = "engine")]
 pub use {
     chunk_info::ChunkInfo,
+    cold::ColdMetrics,
     engine::{Health, Metrics, Storage, Tags},
     persist::MaintenanceReport,
     postings::{TagPredicate, TagTest},
@@ -95,6 +98,23 @@ pub use {
 
 #[cfg(feature = "engine")]
 impl Storage {
+    /// Moves the chunks old enough for the cold store there now (the background does it every
+    /// few seconds); returns how many moved.
+    pub fn tier(&self) -> Result<usize> {
+        cold::tier::tier(&self.shared)
+    }
+
+    /// Deletes the cold store's objects that no cold chunk names (what interrupted moves left);
+    /// the background does it before its first move. Returns how many it deleted.
+    pub fn sweep_cold(&self) -> Result<usize> {
+        cold::tier::sweep(&self.shared)
+    }
+
+    /// Requests and bytes of the cold store, when there is one.
+    pub fn cold_metrics(&self) -> Option<&ColdMetrics> {
+        self.shared.cold.as_ref().map(|c| &c.metrics)
+    }
+
     /// Persists the write buffer into chunk files and truncates the WAL. Returns once the
     /// chunks and the truncation are durable.
     pub fn persist(&self) -> Result<MaintenanceReport> {

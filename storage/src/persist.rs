@@ -140,14 +140,20 @@ pub(crate) fn compact(shared: &Shared, chunks_min: usize, busy_chunks_min: usize
     Ok(report)
 }
 
-/// Splits chunks (sorted by age) into runs of adjacent chunks holding at most `rows_max` rows
-/// together; only runs of two or more are worth merging. Merging adjacent chunks keeps
+/// Splits chunks (sorted by age) into runs of adjacent local chunks holding at most `rows_max`
+/// rows together; only runs of two or more are worth merging. Merging adjacent chunks keeps
 /// last-write-wins: every chunk outside a run is older or newer than all of it.
 fn runs_within(chunks: &[Arc<ChunkHandle>], rows_max: u64) -> Vec<&[Arc<ChunkHandle>]> {
     let mut runs = Vec::new();
     let mut start = 0;
     let mut rows = 0u64;
     for (i, chunk) in chunks.iter().enumerate() {
+        // A cold chunk stays as it is: runs end before it and start after it.
+        if chunk.reader.is_cold() {
+            runs.push(&chunks[start..i]);
+            (start, rows) = (i + 1, 0);
+            continue;
+        }
         let n = chunk.reader.footer.row_count;
         if i > start && rows + n > rows_max {
             runs.push(&chunks[start..i]);
@@ -187,7 +193,7 @@ fn compact_run(shared: &Shared, table: TableId, partition_start_ns: i64, chunks:
         state.chunks.insert(entry.id, handle);
     }
     // Scans holding the old chunks keep reading their open files.
-    remove_files(shared, chunks.iter().map(|c| (table, c.id)));
+    remove_chunks(shared, chunks);
     shared.metrics.compactions.fetch_add(1, Ordering::Relaxed);
     Ok(MaintenanceReport {
         chunks_written: 1,
@@ -227,7 +233,7 @@ pub(crate) fn expire(shared: &Shared) -> Result<usize> {
             state.chunks.remove(&c.id);
         }
     }
-    remove_files(shared, expired.iter().map(|c| (c.table(), c.id)));
+    remove_chunks(shared, &expired);
     shared.metrics.chunks_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
     Ok(expired.len())
 }
@@ -274,8 +280,26 @@ pub(crate) fn write_new_chunk(shared: &Shared, identity: ChunkIdentity, rows: &R
         generation: identity.generation,
         row_count: reader.footer.row_count,
         size_bytes,
+        location: crate::catalog::ChunkLocation::Local,
     };
-    Ok(NewChunk { entry, handle: Arc::new(ChunkHandle { id, reader }), latest: chunk_latest(identity.table, rows) })
+    let handle = Arc::new(ChunkHandle { id, reader, moved_at_ns: None });
+    Ok(NewChunk { entry, handle, latest: chunk_latest(identity.table, rows) })
+}
+
+/// Removes chunks deleted from the catalog: a local file (best effort: one left behind is an
+/// orphan, removed at the next open), or a cold chunk's object (in the background: one left
+/// behind is removed by the next sweep), kept footer and cached blocks.
+pub(crate) fn remove_chunks<'a>(shared: &Shared, chunks: impl IntoIterator<Item = &'a Arc<ChunkHandle>>) {
+    for chunk in chunks {
+        match (&shared.cold, chunk.reader.is_cold()) {
+            (Some(cold), true) => {
+                cold.delete_later(cold.key(chunk.table(), chunk.id));
+                cold.cache.forget_chunk(chunk.id);
+                let _ = std::fs::remove_file(shared.cold_footer_path(chunk.id));
+            }
+            _ => remove_files(shared, [(chunk.table(), chunk.id)]),
+        }
+    }
 }
 
 /// Best-effort removal: a file left behind is an orphan, removed at the next open.

@@ -378,6 +378,15 @@ impl Registry {
         Some(clock.saturating_sub(retention))
     }
 
+    /// The time before which table `table`'s chunks belong in the cold store (see
+    /// [`StorageConfig::cold_after_ns`]), by the same clock as retention; `None` when they stay
+    /// local.
+    pub(crate) fn cold_cutoff_ns(&self, table: TableId, config: &StorageConfig) -> Option<i64> {
+        let cold_after = config.cold_after_ns(self.table_names.get(&table)?, self.rollup_sources.contains_key(&table))?;
+        let clock = (*self.newest_ns.get(&table)?).min(now_ns());
+        Some(clock.saturating_sub(cold_after))
+    }
+
     /// Why points may not be written to table `name`: it is a rollup, which isobar maintains.
     fn refuse_rollup_write(&self, name: &str) -> Option<String> {
         let table = self.tables.get(name)?;

@@ -69,15 +69,14 @@ impl Storage {
             for (id, _) in &gone {
                 state.latest.remove_table(*id);
             }
-            let ids: Vec<_> =
-                state.chunks.values().filter(|c| gone.iter().any(|(id, _)| *id == c.table())).map(|c| (c.table(), c.id)).collect();
-            for (_, id) in &ids {
-                state.chunks.remove(id);
+            let chunks: Vec<_> = state.chunks.values().filter(|c| gone.iter().any(|(id, _)| *id == c.table())).cloned().collect();
+            for chunk in &chunks {
+                state.chunks.remove(&chunk.id);
             }
-            ids
+            chunks
         };
         // Scans still reading the chunks keep their open files.
-        crate::persist::remove_files(shared, removed);
+        crate::persist::remove_chunks(shared, &removed);
         for (id, _) in &gone {
             let _ = std::fs::remove_dir(shared.chunk_dir.join(id.0.to_string()));
         }

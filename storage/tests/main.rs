@@ -1,6 +1,7 @@
 //! Integration tests of the storage engine, compiled into one binary.
 
 mod alter;
+mod cold;
 mod columns;
 mod common;
 mod corruption;

@@ -54,6 +54,11 @@ impl LocalKinesis {
         Self { child, endpoint: format!("http://127.0.0.1:{port}") }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs `tests/python/kinesis_put.py ENDPOINT args...` and returns what it printed; fails
     /// with its output unless it succeeds.
     pub(crate) fn put(&self, args: &[&str]) -> String {

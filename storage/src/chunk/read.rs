@@ -15,15 +15,34 @@ use crate::error::{DecodeError, Error, Result, io_err};
 use crate::model::FieldType;
 use crate::rowset::{Column, RowSet, Selection, SeriesRun, Values};
 
-/// An open chunk file and its footer.
+/// An open chunk and its footer: a local file, or (with the engine) an object of the cold
+/// store read by byte ranges.
 #[derive(Debug)]
 pub(crate) struct ChunkReader {
+    /// The file, or the object's URL, for messages.
     path: PathBuf,
-    file: File,
+    source: Source,
     pub(crate) footer: Footer,
+    /// Where the footer starts: the footer and trailer are the chunk's last bytes from here.
+    footer_at: u64,
     /// The file's size.
     pub(crate) size_bytes: u64,
 }
+
+#[derive(Debug)]
+enum Source {
+    File(File),
+    #[cfg(feature = "engine")]
+    Cold {
+        store: std::sync::Arc<crate::cold::ColdStore>,
+        key: object_store::path::Path,
+        chunk: crate::model::ChunkId,
+    },
+}
+
+/// Blocks fetched for one read of a cold chunk, by offset; for a file, blocks are read when
+/// decoded.
+type Fetched = std::collections::HashMap<u64, Vec<u8>>;
 
 impl ChunkReader {
     /// Opens `path` and checks its header, trailer and footer.
@@ -44,23 +63,24 @@ impl ChunkReader {
         }
         let trailer_at = size_bytes - TRAILER_BYTES;
         let trailer = read_at(&file, path, trailer_at, TRAILER_BYTES as usize)?;
-        let mut r = Reader::new(&trailer);
-        let footer_len = u64::from(r.u32().map_err(|e| e.in_file(path, trailer_at))?);
-        let footer_crc = r.u32().map_err(|e| e.in_file(path, trailer_at))?;
-        if &trailer[8..] != TRAILER_MAGIC {
-            return Err(corrupt(trailer_at + 8, "bad trailer magic (file truncated or damaged)".into()));
+        let (footer_at, footer_crc) = parse_trailer(path, size_bytes, &trailer)?;
+        let footer_bytes = read_at(&file, path, footer_at, (trailer_at - footer_at) as usize)?;
+        let footer = parse_footer(path, footer_at, &footer_bytes, footer_crc)?;
+        Ok(Self { path: path.to_owned(), source: Source::File(file), footer, footer_at, size_bytes })
+    }
+
+    /// The chunk's footer and trailer, its last bytes: what a cold chunk keeps on local disk.
+    pub(crate) fn tail(&self) -> Result<Vec<u8>> {
+        match &self.source {
+            Source::File(file) => read_at(file, &self.path, self.footer_at, (self.size_bytes - self.footer_at) as usize),
+            #[cfg(feature = "engine")]
+            Source::Cold { store, key, .. } => store.get_range(key, self.footer_at..self.size_bytes),
         }
-        if footer_len > trailer_at - HEADER_BYTES {
-            return Err(corrupt(trailer_at, format!("footer length {footer_len} exceeds the file")));
-        }
-        let footer_at = trailer_at - footer_len;
-        let footer_bytes = read_at(&file, path, footer_at, footer_len as usize)?;
-        let actual = crc32c::crc32c(&footer_bytes);
-        if actual != footer_crc {
-            return Err(corrupt(footer_at, format!("footer checksum mismatch: stored {footer_crc:#010x}, computed {actual:#010x}")));
-        }
-        let footer = Footer::decode(&footer_bytes, footer_at).map_err(|e| e.in_file(path, footer_at))?;
-        Ok(Self { path: path.to_owned(), file, footer, size_bytes })
+    }
+
+    /// Whether the chunk is in the cold store.
+    pub(crate) fn is_cold(&self) -> bool {
+        !matches!(self.source, Source::File(_))
     }
 
     /// Whether any row may match `selection`, judged by the footer alone.
@@ -89,34 +109,77 @@ impl ChunkReader {
     pub(crate) fn read(&self, selection: &Selection<'_>) -> Result<RowSet> {
         // Row ranges of the wanted series, in row order (series are stored in id order).
         let runs: Vec<(u64, u64)> = self.selected_series(selection).map(|s| (s.row_start, s.row_start + u64::from(s.rows))).collect();
-        let mut sets = Vec::new();
-        for group in &self.footer.row_groups {
-            let (start, end) = (group.row_start, group.row_start + u64::from(group.rows));
-            let first_after_start = runs.partition_point(|&(_, e)| e <= start);
-            let needed = runs.get(first_after_start).is_some_and(|&(s, _)| s < end);
-            if needed && selection.overlaps(group.time_min, group.time_max) {
-                sets.push(self.read_group(group, selection)?.select(selection));
+        let groups: Vec<&RowGroupMeta> = self
+            .footer
+            .row_groups
+            .iter()
+            .filter(|group| {
+                let (start, end) = (group.row_start, group.row_start + u64::from(group.rows));
+                let first_after_start = runs.partition_point(|&(_, e)| e <= start);
+                runs.get(first_after_start).is_some_and(|&(s, _)| s < end) && selection.overlaps(group.time_min, group.time_max)
+            })
+            .collect();
+        let fetched = self.fetch(&groups, selection)?;
+        let sets = groups.iter().map(|g| Ok(self.read_group(g, selection, &fetched)?.select(selection))).collect::<Result<Vec<_>>>()?;
+        Ok(RowSet::concat(sets))
+    }
+
+    /// The blocks of `groups` that `selection` needs, of a cold chunk: from the local cache, and
+    /// the rest in one GET per span of nearby blocks. Nothing for a file.
+    #[cfg_attr(not(feature = "engine"), allow(unused_variables))]
+    fn fetch(&self, groups: &[&RowGroupMeta], selection: &Selection<'_>) -> Result<Fetched> {
+        match &self.source {
+            Source::File(_) => Ok(Fetched::new()),
+            #[cfg(feature = "engine")]
+            Source::Cold { store, key, chunk } => {
+                let mut wanted: Vec<&BlockRef> = Vec::new();
+                for group in groups {
+                    wanted.push(&group.time_block);
+                    let columns = self.footer.columns.iter().zip(&group.column_blocks);
+                    wanted.extend(columns.filter(|(meta, _)| selection.wants_column(meta.id)).map(|(_, block)| block));
+                }
+                wanted.sort_by_key(|b| b.offset);
+                let mut fetched = Fetched::new();
+                let mut missing = Vec::new();
+                for block in wanted {
+                    match store.cache.get(*chunk, block.offset, u64::from(block.len)).filter(|b| crc32c::crc32c(b) == block.crc) {
+                        Some(bytes) => {
+                            store.metrics.cache_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            fetched.insert(block.offset, bytes);
+                        }
+                        None => missing.push(block),
+                    }
+                }
+                let ranges: Vec<std::ops::Range<u64>> = missing.iter().map(|b| b.offset..b.offset + u64::from(b.len)).collect();
+                for (block, bytes) in missing.iter().zip(store.get_ranges(key, &ranges)?) {
+                    if crc32c::crc32c(&bytes) == block.crc {
+                        store.cache.put(*chunk, block.offset, &bytes);
+                    }
+                    fetched.insert(block.offset, bytes);
+                }
+                Ok(fetched)
             }
         }
-        Ok(RowSet::concat(sets))
     }
 
     /// Reads every block and checks it, for integrity checks.
     pub(crate) fn verify(&self) -> Result<()> {
         let all = Selection { series: None, time_min: i64::MIN, time_max: i64::MAX, columns: None };
-        for group in &self.footer.row_groups {
-            self.read_group(group, &all)?;
+        let groups: Vec<&RowGroupMeta> = self.footer.row_groups.iter().collect();
+        let fetched = self.fetch(&groups, &all)?;
+        for group in groups {
+            self.read_group(group, &all, &fetched)?;
         }
         Ok(())
     }
 
-    fn read_group(&self, group: &RowGroupMeta, selection: &Selection<'_>) -> Result<RowSet> {
+    fn read_group(&self, group: &RowGroupMeta, selection: &Selection<'_>, fetched: &Fetched) -> Result<RowSet> {
         let rows = group.rows as usize;
-        let times = self.decode_block(&group.time_block, |b| codec::decode_i64(b, rows))?;
+        let times = self.decode_block(&group.time_block, fetched, |b| codec::decode_i64(b, rows))?;
         let mut columns = Vec::new();
         for (meta, block) in self.footer.columns.iter().zip(&group.column_blocks) {
             if selection.wants_column(meta.id) {
-                let values = self.decode_block(block, |b| decode_column(b, meta.ty, rows))?;
+                let values = self.decode_block(block, fetched, |b| decode_column(b, meta.ty, rows))?;
                 columns.push(Column { id: meta.id, values: values.0, valid: values.1 });
             }
         }
@@ -135,8 +198,15 @@ impl ChunkReader {
         Ok(RowSet { series, times, columns })
     }
 
-    fn decode_block<T>(&self, block: &BlockRef, decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>) -> Result<T> {
-        let bytes = read_at(&self.file, &self.path, block.offset, block.len as usize)?;
+    fn decode_block<T>(&self, block: &BlockRef, fetched: &Fetched, decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>) -> Result<T> {
+        let bytes = match (&self.source, fetched.get(&block.offset)) {
+            (_, Some(bytes)) => std::borrow::Cow::Borrowed(bytes.as_slice()),
+            (Source::File(file), None) => std::borrow::Cow::Owned(read_at(file, &self.path, block.offset, block.len as usize)?),
+            #[cfg(feature = "engine")]
+            (Source::Cold { .. }, None) => {
+                return Err(Error::Internal(format!("block at {} of {} not fetched", block.offset, self.path.display())));
+            }
+        };
         let actual = crc32c::crc32c(&bytes);
         if actual != block.crc {
             return Err(Error::Corrupt {
@@ -147,6 +217,93 @@ impl ChunkReader {
         }
         decode(&bytes).map_err(|e| e.in_file(&self.path, block.offset))
     }
+}
+
+/// What a cold chunk's open fetches first when its tail is not kept locally: enough for the
+/// footers of most chunks in one GET.
+#[cfg(feature = "engine")]
+const TAIL_GUESS_BYTES: u64 = 64 << 10;
+
+#[cfg(feature = "engine")]
+impl ChunkReader {
+    /// This chunk, read from the cold store as `key` once its bytes are there unchanged: the
+    /// same footer, and no request made.
+    pub(crate) fn moved(
+        &self,
+        store: std::sync::Arc<crate::cold::ColdStore>,
+        key: object_store::path::Path,
+        chunk: crate::model::ChunkId,
+    ) -> Self {
+        let path = store.describe(&key);
+        Self {
+            path,
+            source: Source::Cold { store, key, chunk },
+            footer: self.footer.clone(),
+            footer_at: self.footer_at,
+            size_bytes: self.size_bytes,
+        }
+    }
+
+    /// Opens chunk `chunk` of `size_bytes` bytes, `key` in the cold store, its footer read from
+    /// `tail` (its last bytes, as [`Self::tail`] gave them) or, without it, fetched.
+    pub(crate) fn open_cold(
+        store: std::sync::Arc<crate::cold::ColdStore>,
+        key: object_store::path::Path,
+        chunk: crate::model::ChunkId,
+        size_bytes: u64,
+        tail: Option<Vec<u8>>,
+    ) -> Result<Self> {
+        let path = store.describe(&key);
+        if size_bytes < HEADER_BYTES + TRAILER_BYTES {
+            return Err(Error::Corrupt { file: path, offset: 0, reason: format!("{size_bytes} bytes is too short for a chunk") });
+        }
+        let tail = match tail {
+            Some(tail) if tail.len() as u64 >= TRAILER_BYTES && tail.len() as u64 <= size_bytes => tail,
+            _ => store.get_range(&key, size_bytes.saturating_sub(TAIL_GUESS_BYTES)..size_bytes)?,
+        };
+        let tail_at = size_bytes - tail.len() as u64;
+        let trailer_in_tail = tail.len() - TRAILER_BYTES as usize;
+        let (footer_at, crc) = parse_trailer(&path, size_bytes, &tail[trailer_in_tail..])?;
+        let footer_bytes = match footer_at.checked_sub(tail_at) {
+            Some(from) => tail[from as usize..trailer_in_tail].to_vec(),
+            None => store.get_range(&key, footer_at..size_bytes - TRAILER_BYTES)?,
+        };
+        let footer = parse_footer(&path, footer_at, &footer_bytes, crc)?;
+        Ok(Self { path, source: Source::Cold { store, key, chunk }, footer, footer_at, size_bytes })
+    }
+}
+
+/// Where the footer starts and its checksum, from a chunk's trailer (its last 16 bytes).
+fn parse_trailer(path: &Path, size_bytes: u64, trailer: &[u8]) -> Result<(u64, u32)> {
+    let trailer_at = size_bytes - TRAILER_BYTES;
+    let mut r = Reader::new(trailer);
+    let footer_len = u64::from(r.u32().map_err(|e| e.in_file(path, trailer_at))?);
+    let footer_crc = r.u32().map_err(|e| e.in_file(path, trailer_at))?;
+    if trailer.get(8..) != Some(TRAILER_MAGIC.as_slice()) {
+        return Err(Error::Corrupt {
+            file: path.to_owned(),
+            offset: trailer_at + 8,
+            reason: "bad trailer magic (file truncated or damaged)".into(),
+        });
+    }
+    if footer_len > trailer_at - HEADER_BYTES {
+        return Err(Error::Corrupt {
+            file: path.to_owned(),
+            offset: trailer_at,
+            reason: format!("footer length {footer_len} exceeds the file"),
+        });
+    }
+    Ok((trailer_at - footer_len, footer_crc))
+}
+
+/// The footer, checked against its checksum.
+fn parse_footer(path: &Path, footer_at: u64, bytes: &[u8], crc: u32) -> Result<Footer> {
+    let actual = crc32c::crc32c(bytes);
+    if actual != crc {
+        let reason = format!("footer checksum mismatch: stored {crc:#010x}, computed {actual:#010x}");
+        return Err(Error::Corrupt { file: path.to_owned(), offset: footer_at, reason });
+    }
+    Footer::decode(bytes, footer_at).map_err(|e| e.in_file(path, footer_at))
 }
 
 fn read_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>> {
