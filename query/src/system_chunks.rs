@@ -1,12 +1,12 @@
 //! `system.chunks`: one row per chunk file, read from storage when a query is planned (a status
 //! table the query engine registers itself): table, partition, time range, rows, series, bytes,
 //! the bytes of each column (as JSON text, `{"time": 812, "temperature": 2210}`), where it is
-//! and when it moved there. What a user reads to see how well a table compresses, how many chunks a
+//! and when it moved there, and whether it waits to move to the cold store. What a user reads to see how well a table compresses, how many chunks a
 //! partition has before compaction, and (with the cold tier) what is local and what is not.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::error::Result;
 use isobar_storage::Storage;
@@ -31,6 +31,7 @@ pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
         Field::new("column_bytes", DataType::Utf8, false),
         Field::new("location", DataType::Utf8, false),
         Field::new("moved_at", time_type(), true),
+        Field::new("cold_due", DataType::Boolean, false),
     ]));
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let numbers = |f: &dyn Fn(&isobar_storage::ChunkInfo) -> u64| {
@@ -52,6 +53,7 @@ pub(crate) fn rows(storage: &Storage) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter_values(column_bytes)),
         Arc::new(StringArray::from_iter_values(chunks.iter().map(|c| c.location))),
         time_column(chunks.iter().map(|c| c.moved_at_ns).collect()),
+        Arc::new(BooleanArray::from_iter(chunks.iter().map(|c| Some(c.cold_due)))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

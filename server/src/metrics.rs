@@ -118,7 +118,7 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
         load(&m.latest_reads),
     );
     if let Some(cold) = storage.cold_metrics() {
-        let backlog = load(&cold.backlog_chunks);
+        let backlog = storage.cold_backlog_chunks();
         out += "# HELP isobar_cold_backlog_chunks Chunks due to move to the cold store that have not yet.
 ";
         out += &format!("# TYPE isobar_cold_backlog_chunks gauge\nisobar_cold_backlog_chunks {backlog}\n");

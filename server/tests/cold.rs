@@ -145,6 +145,10 @@ async fn chunks_move_to_s3_and_read_the_same_and_an_outage_stops_only_the_moves(
     assert!(frozen.elapsed() < outage, "writes and hot queries took {:?}", frozen.elapsed());
     tokio::time::sleep(outage.saturating_sub(frozen.elapsed())).await;
     assert_eq!(locations(&client).await.iter().filter(|l| *l == "cold").count(), 41, "nothing moved while S3 was away");
+    let due = client.query_one("SELECT count(*) FROM system.chunks WHERE cold_due", &[]).await.expect("backlog");
+    assert_eq!(due.get::<_, i64>(0), 12, "system.chunks shows the backlog");
+    let metrics = common::http_get(server.http_port, "/metrics");
+    assert!(metrics.contains("isobar_cold_backlog_chunks 12"), "{metrics}");
     assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
     wait_until("the backlog drains", Duration::from_secs(120), cold(53)).await;
     let metrics = common::http_get(server.http_port, "/metrics");

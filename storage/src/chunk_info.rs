@@ -21,6 +21,8 @@ pub struct ChunkInfo {
     pub location: &'static str,
     /// When it moved to where it is; `None` for a chunk that never moved.
     pub moved_at_ns: Option<i64>,
+    /// Local, and old enough for the cold store: the backlog of moves.
+    pub cold_due: bool,
 }
 
 impl Storage {
@@ -29,6 +31,7 @@ impl Storage {
         let chunks: Vec<_> = self.shared.state.read().chunks.values().cloned().collect();
         let moving = self.shared.moving.lock().clone();
         let registry = self.shared.registry.lock();
+        let cutoff = |table| registry.cold_cutoff_ns(table, &self.shared.config);
         let mut out: Vec<ChunkInfo> = chunks
             .iter()
             .filter_map(|chunk| {
@@ -58,6 +61,7 @@ impl Storage {
                         (false, false) => "local",
                     },
                     moved_at_ns: chunk.moved_at_ns,
+                    cold_due: !chunk.reader.is_cold() && cutoff(chunk.table()).is_some_and(|c| footer.time_max < c),
                 })
             })
             .collect();

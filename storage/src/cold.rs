@@ -38,8 +38,6 @@ pub struct ColdMetrics {
     pub bytes_uploaded: AtomicU64,
     /// Chunks moved to the cold store.
     pub chunks_moved: AtomicU64,
-    /// Chunks due to move that have not (the backlog), as of the last tiering round.
-    pub backlog_chunks: AtomicU64,
     /// Reads of cold blocks answered from the local cache.
     pub cache_hits: AtomicU64,
 }

@@ -110,6 +110,11 @@ impl Storage {
         cold::tier::sweep(&self.shared)
     }
 
+    /// Chunks old enough for the cold store and still local: the backlog of moves.
+    pub fn cold_backlog_chunks(&self) -> usize {
+        cold::tier::due(&self.shared).len()
+    }
+
     /// Requests and bytes of the cold store, when there is one.
     pub fn cold_metrics(&self) -> Option<&ColdMetrics> {
         self.shared.cold.as_ref().map(|c| &c.metrics)

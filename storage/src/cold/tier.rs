@@ -68,20 +68,18 @@ pub(crate) fn run_tiering(shared: &Shared, stop: &Receiver<()>) {
 /// Moves the chunks due to the cold store, oldest first; returns how many moved.
 pub(crate) fn tier(shared: &Shared) -> Result<usize> {
     let Some(cold) = &shared.cold else { return Ok(0) };
-    let due = due(shared);
-    cold.metrics.backlog_chunks.store(due.len() as u64, Ordering::Relaxed);
     let mut moved = 0;
-    for chunk in due.iter().take(MOVES_PER_ROUND_MAX) {
+    for chunk in due(shared).iter().take(MOVES_PER_ROUND_MAX) {
         if move_chunk(shared, cold, chunk)? {
             moved += 1;
         }
-        cold.metrics.backlog_chunks.fetch_sub(1, Ordering::Relaxed);
     }
     Ok(moved)
 }
 
-/// Local chunks whose newest row is older than their table's `cold_after`, oldest first.
-fn due(shared: &Shared) -> Vec<Arc<ChunkHandle>> {
+/// Local chunks whose newest row is older than their table's `cold_after`, oldest first: the
+/// backlog of moves.
+pub(crate) fn due(shared: &Shared) -> Vec<Arc<ChunkHandle>> {
     let cutoffs: crate::fxhash::FxHashMap<_, i64> = {
         let registry = shared.registry.lock();
         registry.tables().filter_map(|t| Some((t.id, registry.cold_cutoff_ns(t.id, &shared.config)?))).collect()
