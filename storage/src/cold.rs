@@ -126,14 +126,20 @@ impl ColdStore {
         format!("{}/{}", self.url.trim_end_matches('/'), key)
     }
 
-    /// Runs `work` on the store's runtime and waits for it: callable from any thread, a
-    /// runtime's own included.
+    /// Runs `work` on the store's runtime and waits for it: callable from any thread. On a
+    /// worker of a multi-threaded runtime (a query's scan), the wait tells that runtime, which
+    /// hands the worker's other tasks to another thread meanwhile: a slow store holds up the
+    /// reads of cold chunks, not the queries of hot ones.
     fn run<T: Send + 'static>(&self, work: impl Future<Output = object_store::Result<T>> + Send + 'static) -> Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.recv().map_err(|_| Error::Closed)?.map_err(|e| Error::ColdStore(e.to_string()))
+        let wait = || rx.recv().map_err(|_| Error::Closed);
+        let on_worker =
+            tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let done = if on_worker { tokio::task::block_in_place(wait) } else { wait() };
+        done?.map_err(|e| Error::ColdStore(e.to_string()))
     }
 
     /// Uploads `bytes` as `key` unless the key exists: a move interrupted after its upload left

@@ -92,6 +92,8 @@ pub struct Scan {
     pending: Vec<RecordBatch>,
     /// Set when batches hold partial aggregates per window instead of rows (`windows.rs`).
     pub(crate) windows: Option<Windows>,
+    /// Most bytes of a cold chunk a partition read fetches ahead (a quarter of the cache).
+    prefetch_bytes_max: u64,
 }
 
 /// The groups of series a scan (and those split from it) has yet to read.
@@ -127,6 +129,8 @@ struct PartitionRead {
     parts: Arc<Parts>,
     /// Groups of series (each sorted) still to read.
     groups: VecDeque<Vec<SeriesId>>,
+    /// No group was taken yet.
+    first: bool,
 }
 
 impl Storage {
@@ -302,6 +306,7 @@ impl Target {
             work: Arc::default(),
             pending: Vec::new(),
             windows: None,
+            prefetch_bytes_max: config.cold_cache_bytes_max / 4,
         }
     }
 }
@@ -348,6 +353,7 @@ impl Scan {
                 work: Arc::clone(&self.work),
                 pending: Vec::new(),
                 windows: self.windows,
+                prefetch_bytes_max: self.prefetch_bytes_max,
             });
         }
         scans.insert(0, self);
@@ -401,8 +407,15 @@ impl Scan {
         if let Some(set) = self.work.lock().ready.pop_front() {
             return Ok(Some(set));
         }
-        let Some((start_ns, parts, group)) = self.next_work() else { return Ok(None) };
+        let Some((start_ns, parts, group, prefetch)) = self.next_work() else { return Ok(None) };
         let end = start_ns.saturating_add(self.partition_ns - 1);
+        if prefetch {
+            // A partition read in several groups: its cold chunks' blocks come in one go.
+            let whole = self.selection(self.time_min.max(start_ns), self.time_max.min(end));
+            for chunk in parts.chunks.iter().filter(|c| c.reader.is_cold()) {
+                chunk.reader.prefetch(&whole, self.prefetch_bytes_max)?;
+            }
+        }
         let selection = Selection {
             series: Some(&group),
             time_min: self.time_min.max(start_ns),
@@ -425,21 +438,23 @@ impl Scan {
     }
 
     /// The next group of series to read and the partition it is of, taken from the work
-    /// shared by the scans split from one.
-    fn next_work(&self) -> Option<(i64, Arc<Parts>, Vec<SeriesId>)> {
+    /// shared by the scans split from one, and whether it is the first of several groups of its
+    /// partition.
+    fn next_work(&self) -> Option<(i64, Arc<Parts>, Vec<SeriesId>, bool)> {
         let mut work = self.work.lock();
         loop {
             if let Some(read) = work.current.as_mut()
                 && let Some(group) = read.groups.pop_front()
             {
-                return Some((read.start_ns, Arc::clone(&read.parts), group));
+                let first_of_several = std::mem::take(&mut read.first) && !read.groups.is_empty();
+                return Some((read.start_ns, Arc::clone(&read.parts), group, first_of_several));
             }
             if work.rows_wanted.is_some_and(|wanted| work.rows_read >= wanted) {
                 return None;
             }
             let (start_ns, parts) = if work.newest_first { work.partitions.pop_last() } else { work.partitions.pop_first() }?;
             let groups = self.series_groups(start_ns, &parts);
-            work.current = Some(PartitionRead { start_ns, parts: Arc::new(parts), groups });
+            work.current = Some(PartitionRead { start_ns, parts: Arc::new(parts), groups, first: true });
         }
     }
 

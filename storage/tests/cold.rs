@@ -142,6 +142,13 @@ fn one_series_one_partition_cold_takes_one_get_and_only_its_bytes() {
     assert_eq!(metrics.gets.load(Ordering::Relaxed) - gets, 1, "one GET of the series' blocks");
     let fetched = metrics.bytes_fetched.load(Ordering::Relaxed) - bytes;
     assert!(fetched * 20 < size, "{fetched} bytes fetched of a {size}-byte chunk");
+    // Every series of the partition, read group of series by group of series: the blocks come
+    // in one GET, and the groups read them from the cache.
+    let gets = metrics.gets.load(Ordering::Relaxed);
+    let day = ScanRequest { time_max_ns: 9 * MS, ..ScanRequest::all("m") };
+    let rows: usize = storage.scan(&day).expect("scan").map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(rows, 2000);
+    assert_eq!(metrics.gets.load(Ordering::Relaxed) - gets, 1, "one GET for the partition's blocks");
 }
 
 #[test]
@@ -170,6 +177,25 @@ fn deletes_drops_and_compactions_leave_the_store_as_the_catalog_says() {
     wait_for(|| bucket() == 1, "the deleted chunk's object goes");
     storage.drop_tables(&["m".to_owned()], false).expect("drop");
     wait_for(|| bucket() == 0, "the dropped table's objects go");
+    assert!(files(&dir.path().join("cold-footers")).is_empty());
+}
+
+#[test]
+fn expired_cold_chunks_lose_their_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = cold_config(dir.path());
+    config.retention_ms = 35;
+    let storage = Storage::open(config).expect("open");
+    for start in [0, 10, 30] {
+        write(&storage, start..start + 10, 0.5);
+        storage.persist().expect("persist");
+    }
+    assert_eq!(storage.tier().expect("tier"), 1, "the first 10 ms move");
+    assert_eq!(files(&dir.path().join("bucket")).len(), 1);
+    // 35 ms later the first two partitions have expired, the cold one among them.
+    write(&storage, 60..61, 0.5);
+    assert_eq!(storage.expire().expect("expire"), 2);
+    wait_for(|| files(&dir.path().join("bucket")).is_empty(), "the expired chunk's object goes");
     assert!(files(&dir.path().join("cold-footers")).is_empty());
 }
 

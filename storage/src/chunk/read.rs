@@ -107,10 +107,17 @@ impl ChunkReader {
 
     /// The rows `selection` wants, decoding only the row groups and columns it needs.
     pub(crate) fn read(&self, selection: &Selection<'_>) -> Result<RowSet> {
+        let groups = self.groups(selection);
+        let fetched = self.fetch(&groups, selection)?;
+        let sets = groups.iter().map(|g| Ok(self.read_group(g, selection, &fetched)?.select(selection))).collect::<Result<Vec<_>>>()?;
+        Ok(RowSet::concat(sets))
+    }
+
+    /// The row groups holding rows `selection` wants.
+    fn groups(&self, selection: &Selection<'_>) -> Vec<&RowGroupMeta> {
         // Row ranges of the wanted series, in row order (series are stored in id order).
         let runs: Vec<(u64, u64)> = self.selected_series(selection).map(|s| (s.row_start, s.row_start + u64::from(s.rows))).collect();
-        let groups: Vec<&RowGroupMeta> = self
-            .footer
+        self.footer
             .row_groups
             .iter()
             .filter(|group| {
@@ -118,10 +125,26 @@ impl ChunkReader {
                 let first_after_start = runs.partition_point(|&(_, e)| e <= start);
                 runs.get(first_after_start).is_some_and(|&(s, _)| s < end) && selection.overlaps(group.time_min, group.time_max)
             })
-            .collect();
-        let fetched = self.fetch(&groups, selection)?;
-        let sets = groups.iter().map(|g| Ok(self.read_group(g, selection, &fetched)?.select(selection))).collect::<Result<Vec<_>>>()?;
-        Ok(RowSet::concat(sets))
+            .collect()
+    }
+
+    /// Fetches into the cold cache, in as few GETs as it takes, every block that reads of
+    /// `selection` will need, unless they would take more than `bytes_max`: for a scan about to
+    /// read a cold chunk group of series by group of series. Nothing for a file.
+    #[cfg(feature = "engine")]
+    pub(crate) fn prefetch(&self, selection: &Selection<'_>, bytes_max: u64) -> Result<()> {
+        if !self.is_cold() {
+            return Ok(());
+        }
+        let groups = self.groups(selection);
+        let blocks = groups.iter().flat_map(|g| {
+            let columns = self.footer.columns.iter().zip(&g.column_blocks);
+            std::iter::once(&g.time_block).chain(columns.filter(|(meta, _)| selection.wants_column(meta.id)).map(|(_, b)| b))
+        });
+        if blocks.map(|b| u64::from(b.len)).sum::<u64>() <= bytes_max {
+            self.fetch(&groups, selection)?;
+        }
+        Ok(())
     }
 
     /// The blocks of `groups` that `selection` needs, of a cold chunk: from the local cache, and
