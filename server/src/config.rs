@@ -215,6 +215,10 @@ pub(crate) struct StorageSection {
     pub(crate) table_cold_after_ms: std::collections::BTreeMap<String, u64>,
     /// Local disk for cold chunks' blocks read recently, in bytes.
     pub(crate) cold_cache_bytes_max: u64,
+    /// Tables whose closed days are written as Parquet to the cold store's `lake/` prefix.
+    pub(crate) lake_tables: Vec<String>,
+    /// How long after a day ends (by its table's clock) it is written to the lake, in ms.
+    pub(crate) lake_delay_ms: u64,
     /// Where cold chunks go.
     pub(crate) cold: ColdSection,
 }
@@ -329,6 +333,8 @@ impl Default for StorageSection {
             rollup_cold_after_ms: s.rollup_cold_after_ms,
             table_cold_after_ms: s.table_cold_after_ms,
             cold_cache_bytes_max: s.cold_cache_bytes_max,
+            lake_tables: s.lake_tables,
+            lake_delay_ms: s.lake_delay_ms,
             cold: ColdSection::default(),
         }
     }
@@ -432,6 +438,8 @@ impl Config {
         c.rollup_cold_after_ms = s.rollup_cold_after_ms;
         c.table_cold_after_ms = s.table_cold_after_ms.clone();
         c.cold_cache_bytes_max = s.cold_cache_bytes_max;
+        c.lake_tables = s.lake_tables.clone();
+        c.lake_delay_ms = s.lake_delay_ms;
         c.cold_store = s.cold.store();
         c
     }

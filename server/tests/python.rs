@@ -20,6 +20,20 @@ fn run_script(script: &str, args: &[String]) {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// The Parquet lake read by DuckDB: 1.2 M rows copied in, and the two closed days' per-sensor
+/// count, sum, min and max from `read_parquet(..., hive_partitioning=1)` equal isobar's.
+#[test]
+fn duckdb_reads_the_lake_as_isobar_answers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let extra = format!(
+        "[storage]\npersist_interval_ms = 100\nlake_tables = [\"weather\"]\n[storage.cold]\ndir = {:?}\n",
+        store.display().to_string()
+    );
+    let server = Server::start_top(&dir.path().join("data"), &extra);
+    run_script("lake_duckdb.py", &[server.pg_port.to_string(), store.join("lake").display().to_string()]);
+}
+
 #[test]
 fn psycopg_sqlalchemy_and_pandas_work() {
     let dir = tempfile::tempdir().expect("tempdir");

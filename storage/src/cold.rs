@@ -159,6 +159,21 @@ impl ColdStore {
         Ok(())
     }
 
+    /// Where file `file` of table `table`'s lake day `date` goes:
+    /// `<prefix>/lake/<table>/date=<date>/<file>`.
+    pub(crate) fn lake_key(&self, table: &str, date: &str, file: &str) -> ObjectPath {
+        self.prefix.clone().join("lake").join(table).join(format!("date={date}")).join(file)
+    }
+
+    /// Writes `bytes` as `key`, replacing what is there.
+    pub(crate) fn put(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        let (store, key, len) = (Arc::clone(&self.store), key.clone(), bytes.len() as u64);
+        self.run(async move { store.put(&key, PutPayload::from(bytes)).await.map(drop) })?;
+        self.metrics.puts.fetch_add(1, Ordering::Relaxed);
+        self.metrics.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Checks that `key` holds `size_bytes` bytes ending with `tail` (the chunk's footer and
     /// trailer, which hold the checksums of everything before them).
     pub(crate) fn check(&self, key: &ObjectPath, size_bytes: u64, tail: &[u8]) -> Result<()> {

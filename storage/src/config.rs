@@ -87,6 +87,11 @@ pub struct StorageConfig {
     /// Local disk kept for the footers and blocks of cold chunks read recently, under
     /// `<data_dir>/cold-cache`; it survives restarts.
     pub cold_cache_bytes_max: u64,
+    /// Tables (raw or rollup, by name) whose closed days are written as Parquet to the cold
+    /// store's `lake/` prefix (see `docs/lake.md`).
+    pub lake_tables: Vec<String>,
+    /// How long after a day ends (by the table's clock) it is written to the lake.
+    pub lake_delay_ms: u64,
 }
 
 /// The object store cold chunks move to.
@@ -150,6 +155,8 @@ impl StorageConfig {
             rollup_cold_after_ms: 0,
             table_cold_after_ms: BTreeMap::new(),
             cold_cache_bytes_max: 1 << 30,
+            lake_tables: Vec::new(),
+            lake_delay_ms: 60 * 60 * 1000,
         }
     }
 
@@ -241,9 +248,12 @@ impl StorageConfig {
         (ms > 0).then(|| ms_to_ns(ms))
     }
 
-    /// Whether any table's chunks move to the cold store.
+    /// Whether the cold store is used: chunks move there, or the lake is written there.
     pub(crate) fn tiers(&self) -> bool {
-        self.cold_after_ms > 0 || self.rollup_cold_after_ms > 0 || self.table_cold_after_ms.values().any(|ms| *ms > 0)
+        self.cold_after_ms > 0
+            || self.rollup_cold_after_ms > 0
+            || self.table_cold_after_ms.values().any(|ms| *ms > 0)
+            || !self.lake_tables.is_empty()
     }
 
     /// Whether any table may have rollups.

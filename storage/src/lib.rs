@@ -53,6 +53,8 @@ mod disk;
 #[cfg(feature = "engine")]
 mod engine;
 #[cfg(feature = "engine")]
+mod lake;
+#[cfg(feature = "engine")]
 mod latest;
 #[cfg(feature = "engine")]
 mod persist;
@@ -108,6 +110,12 @@ impl Storage {
     /// the background does it before its first move. Returns how many it deleted.
     pub fn sweep_cold(&self) -> Result<usize> {
         cold::tier::sweep(&self.shared)
+    }
+
+    /// Writes the closed days of the lake tables not written yet, or changed since, as Parquet
+    /// (the background does it after each round of moves); returns how many days it wrote.
+    pub fn export_lake(&self) -> Result<usize> {
+        lake::export(&self.shared)
     }
 
     /// Chunks old enough for the cold store and still local: the backlog of moves.

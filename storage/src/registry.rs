@@ -378,6 +378,12 @@ impl Registry {
         Some(clock.saturating_sub(retention))
     }
 
+    /// Table `table`'s clock: its newest event time, never ahead of the wall clock; `None`
+    /// before its first row.
+    pub(crate) fn clock_ns(&self, table: TableId) -> Option<i64> {
+        Some((*self.newest_ns.get(&table)?).min(now_ns()))
+    }
+
     /// The time before which table `table`'s chunks belong in the cold store (see
     /// [`StorageConfig::cold_after_ns`]), by the same clock as retention; `None` when they stay
     /// local.

@@ -8,6 +8,7 @@ mod corruption;
 mod crash;
 mod delete;
 mod drop;
+mod lake;
 mod model;
 mod retention;
 mod rollups;

@@ -41,8 +41,9 @@ const TIER_PERIOD: Duration = Duration::from_secs(10);
 /// Longest wait between attempts while the store fails.
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Moves due chunks every [`TIER_PERIOD`] until stopped, the first round after a sweep; after
-/// a failure, waits twice as long each time, up to [`BACKOFF_MAX`].
+/// Moves due chunks, and writes the lake's closed days, every [`TIER_PERIOD`] until stopped, the
+/// first round after a sweep; after a failure, waits twice as long each time, up to
+/// [`BACKOFF_MAX`].
 pub(crate) fn run_tiering(shared: &Shared, stop: &Receiver<()>) {
     let mut swept = false;
     let mut wait = Duration::ZERO;
@@ -53,7 +54,7 @@ pub(crate) fn run_tiering(shared: &Shared, stop: &Receiver<()>) {
             default(wait) => {},
         }
         let result = match swept {
-            true => tier(shared).map(drop),
+            true => tier(shared).and_then(|_| crate::lake::export(shared)).map(drop),
             false => sweep(shared).map(|_| swept = true),
         };
         wait = match &result {
