@@ -62,6 +62,7 @@ pub(crate) enum Op {
     /// Deletes a chunk's entry and its newest rows.
     DeleteChunk(ChunkId),
     Position(String, Vec<u8>),
+    DeletePosition(String),
     /// A rollup table's entry, by the rollup table's id.
     Rollup(TableId, RollupEntry),
     /// A window marked for recomputation, with the late rows it took.
@@ -99,6 +100,7 @@ impl Op {
         match self {
             Self::Wal(_, v) | Self::Table(_, v) | Self::Series(_, v) | Self::PutChunk(_, v) | Self::PutChunkLatest(_, v) => v.len() + 8,
             Self::Position(k, v) => k.len() + v.len(),
+            Self::DeletePosition(k) => k.len(),
             Self::TruncateWal(_) | Self::DeleteChunk(_) | Self::Rollup(..) | Self::DropTable(..) | Self::DeleteSeries(_) => 16,
             Self::DeleteRollup(_) => 40,
             Self::RollupDirty(..) | Self::DeleteRollupDirty(_) => 40,
@@ -296,6 +298,7 @@ impl CatalogStore {
                     batch.delete_cf(self.cf(CF_LATEST), id.0.to_be_bytes());
                 }
                 Op::Position(k, v) => batch.put_cf(self.cf(CF_POSITIONS), k.as_bytes(), v),
+                Op::DeletePosition(k) => batch.delete_cf(self.cf(CF_POSITIONS), k.as_bytes()),
                 Op::Rollup(id, entry) => batch.put_cf(self.cf(CF_ROLLUPS), rollup_key(*id), entry.encode()),
                 Op::RollupDirty(key, late) => batch.put_cf(self.cf(CF_ROLLUPS), key.encode(), late.to_be_bytes()),
                 Op::DeleteRollupDirty(key) => batch.delete_cf(self.cf(CF_ROLLUPS), key.encode()),

@@ -252,6 +252,20 @@ impl ColdStore {
         Ok(removed)
     }
 
+    /// Every object of the lake, with its table and its `date=` value.
+    pub(crate) fn list_lake(&self) -> Result<Vec<(ObjectPath, String, String)>> {
+        use futures::TryStreamExt;
+        let (store, prefix) = (Arc::clone(&self.store), self.prefix.clone().join("lake"));
+        let metas = self.run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })?;
+        let parse = |key: &ObjectPath| {
+            let mut parts: Vec<String> = key.parts().map(|p| p.as_ref().to_owned()).collect();
+            parts.pop()?;
+            let date = parts.pop()?.strip_prefix("date=")?.to_owned();
+            Some((parts.pop()?, date))
+        };
+        Ok(metas.into_iter().filter_map(|m| parse(&m.location).map(|(table, date)| (m.location, table, date))).collect())
+    }
+
     /// Deletes `key` and waits.
     pub(crate) fn delete(&self, key: &ObjectPath) -> Result<()> {
         let (store, k) = (Arc::clone(&self.store), key.clone());

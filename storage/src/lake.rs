@@ -9,7 +9,9 @@
 //! time), zstd-compressed, in row groups of at most a million rows. What was exported is kept
 //! as a source position per table and day: a fingerprint of the chunks the day was read from.
 //! When they change (late rows persisted, a `DELETE`, a compaction) the day is written again,
-//! file then marker, so the marker always stands for a whole file.
+//! file then marker, so the marker always stands for a whole file. After each round, files no
+//! exported day accounts for go: those of dropped or truncated tables, and days past their
+//! table's retention.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -41,7 +43,10 @@ pub(crate) fn export(shared: &Shared) -> Result<usize> {
             continue;
         };
         let delay_ns = i64::try_from(shared.config.lake_delay_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
-        for (day_ns, fingerprint) in closed_days(shared, table, clock_ns.saturating_sub(delay_ns)) {
+        let cutoff_ns = shared.registry.lock().retention_cutoff_ns(table, &shared.config).unwrap_or(i64::MIN);
+        let days = closed_days(shared, table, name, clock_ns.saturating_sub(delay_ns));
+        // A day past retention is gone from the lake too (see `reconcile`).
+        for (day_ns, fingerprint) in days.into_iter().filter(|(day, _)| day.saturating_add(DAY_NS) > cutoff_ns) {
             let key = format!("lake/{}/{day_ns}", table.0);
             if shared.store.position(&key)?.as_deref() == Some(fingerprint.to_le_bytes().as_slice()) {
                 continue;
@@ -65,12 +70,49 @@ pub(crate) fn export(shared: &Shared) -> Result<usize> {
             written += 1;
         }
     }
+    reconcile(shared, cold)?;
     Ok(written)
 }
 
-/// The days of `table` that end before `before_ns` and that the write buffer holds no row of,
-/// with a fingerprint of the chunks holding their rows.
-fn closed_days(shared: &Shared, table: TableId, before_ns: i64) -> Vec<(i64, u64)> {
+/// Deletes what the lake holds that no table's exported day accounts for: the days of tables
+/// dropped or emptied (`TRUNCATE`, which gives the table a new id), of tables no longer in
+/// `lake_tables`, and days past their table's retention (whose record it deletes first).
+fn reconcile(shared: &Shared, cold: &crate::cold::ColdStore) -> Result<()> {
+    let (tables, cutoffs): (std::collections::HashMap<u32, String>, std::collections::HashMap<u32, i64>) = {
+        let registry = shared.registry.lock();
+        let lake = shared.config.lake_tables.iter().filter_map(|name| registry.table(name));
+        let tables: Vec<_> = lake.map(|t| (t.id, t.name.clone())).collect();
+        let cutoffs = tables.iter().filter_map(|(id, _)| Some((id.0, registry.retention_cutoff_ns(*id, &shared.config)?))).collect();
+        (tables.into_iter().map(|(id, name)| (id.0, name)).collect(), cutoffs)
+    };
+    let mut kept: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut expired = Vec::new();
+    for (key, _) in shared.store.positions()? {
+        let Some((table, day)) = key.strip_prefix("lake/").and_then(|k| k.split_once('/')) else { continue };
+        let (Ok(table), Ok(day)) = (table.parse::<u32>(), day.parse::<i64>()) else { continue };
+        match (tables.get(&table), cutoffs.get(&table)) {
+            (Some(_), Some(cutoff)) if day.saturating_add(DAY_NS) <= *cutoff => expired.push(Op::DeletePosition(key.clone())),
+            (Some(name), _) => {
+                kept.insert((name.clone(), date_of(day)));
+            }
+            (None, _) => expired.push(Op::DeletePosition(key.clone())),
+        }
+    }
+    if !expired.is_empty() {
+        shared.store.commit(&expired, true)?;
+    }
+    for (key, table, date) in cold.list_lake()? {
+        if !kept.contains(&(table, date)) {
+            cold.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The days of `table` (named `name`) that end before `before_ns` and that the write buffer
+/// holds no row of, with a fingerprint of the chunks holding their rows and of the name (a
+/// renamed table's days are written again under its new name).
+fn closed_days(shared: &Shared, table: TableId, name: &str, before_ns: i64) -> Vec<(i64, u64)> {
     let state = shared.state.read();
     let mut days: std::collections::BTreeMap<i64, Vec<u64>> = std::collections::BTreeMap::new();
     for chunk in state.chunks.values().filter(|c| c.table() == table) {
@@ -90,7 +132,7 @@ fn closed_days(shared: &Shared, table: TableId, before_ns: i64) -> Vec<(i64, u64
         .map(|(day, mut chunks)| {
             chunks.sort_unstable();
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            chunks.hash(&mut hasher);
+            (name, chunks).hash(&mut hasher);
             (day, hasher.finish())
         })
         .collect()

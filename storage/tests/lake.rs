@@ -96,3 +96,55 @@ fn closed_days_are_written_as_parquet_and_again_when_they_change() {
     assert_eq!(parquet_rows(&day_file(dir.path(), "1970-01-02", "part-0.parquet")), day_rows(&storage, 1));
     assert_eq!(storage.export_lake().expect("export"), 0);
 }
+
+/// The lake's files of `m`, by date.
+fn lake_dates(dir: &Path) -> Vec<String> {
+    let mut dates: Vec<String> = std::fs::read_dir(dir.join("bucket/lake/m"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_dir(e.path()).is_ok_and(|mut files| files.next().is_some()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dates.sort();
+    dates
+}
+
+#[test]
+fn days_past_retention_and_of_truncated_or_dropped_tables_leave_the_lake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = lake_config(dir.path());
+    config.retention_ms = 2 * 86_400_000;
+    config.lake_tables.push("m2".into());
+    let storage = Storage::open(config.clone()).expect("open");
+    for day in 0..3 {
+        write_day(&storage, day, 600);
+        storage.persist().expect("persist");
+    }
+    assert_eq!(storage.export_lake().expect("export"), 2);
+    assert_eq!(lake_dates(dir.path()), ["date=1970-01-01", "date=1970-01-02"]);
+    // Day 3 begins: day 0 is past the two days of retention, day 2 is closed.
+    write_day(&storage, 3, 600);
+    storage.persist().expect("persist");
+    storage.expire().expect("expire");
+    assert_eq!(storage.export_lake().expect("export"), 1);
+    assert_eq!(lake_dates(dir.path()), ["date=1970-01-02", "date=1970-01-03"], "the expired day is gone");
+    storage.truncate_tables(&["m".to_owned()]).expect("truncate");
+    assert_eq!(storage.export_lake().expect("export"), 0);
+    assert!(lake_dates(dir.path()).is_empty(), "an emptied table's days go");
+    write_day(&storage, 5, 600);
+    write_day(&storage, 6, 600);
+    storage.persist().expect("persist");
+    assert_eq!(storage.export_lake().expect("export"), 1);
+    assert_eq!(lake_dates(dir.path()), ["date=1970-01-06"]);
+    // A renamed table's days move to its new name (the configuration names both).
+    storage.alter_table("m", &[isobar_storage::TableAlteration::RenameTo("m2".into())]).expect("rename");
+    assert_eq!(storage.export_lake().expect("export"), 1);
+    assert!(lake_dates(dir.path()).is_empty(), "the old name's days go");
+    assert!(dir.path().join("bucket/lake/m2/date=1970-01-06/part-0.parquet").exists());
+    storage.alter_table("m2", &[isobar_storage::TableAlteration::RenameTo("m".into())]).expect("rename back");
+    storage.drop_tables(&["m".to_owned()], false).expect("drop");
+    assert_eq!(storage.export_lake().expect("export"), 0);
+    assert!(lake_dates(dir.path()).is_empty(), "a dropped table's days go");
+    assert!(!dir.path().join("bucket/lake/m2/date=1970-01-06/part-0.parquet").exists());
+}
