@@ -323,18 +323,9 @@ where
     }
 }
 
-/// `YYYY-MM-DD` of the day `days` after 1970-01-01, a year 1-9999 (Howard Hinnant's
-/// `civil_from_days`).
+/// `YYYY-MM-DD` of the day `days` after 1970-01-01, a year 1-9999.
 fn date_text(days: i64) -> [u8; 10] {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = isobar_storage::calendar::civil_from_days(days);
     let mut text = *b"0000-00-00";
     write_digits(&mut text[..4], year);
     write_digits(&mut text[5..7], month);

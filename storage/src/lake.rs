@@ -169,18 +169,9 @@ fn parquet_err(e: parquet::errors::ParquetError) -> Error {
     Error::Internal(format!("writing Parquet: {e}"))
 }
 
-/// `YYYY-MM-DD` of the day starting at `day_ns` (UTC), by the proleptic Gregorian calendar.
+/// `YYYY-MM-DD` of the day starting at `day_ns` (UTC).
 pub(crate) fn date_of(day_ns: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = day_ns.div_euclid(DAY_NS) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::calendar::civil_from_days(day_ns.div_euclid(DAY_NS));
     format!("{year:04}-{month:02}-{day:02}")
 }
 

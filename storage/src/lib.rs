@@ -23,6 +23,7 @@
 
 mod batch;
 mod bytes;
+pub mod calendar;
 mod chunk;
 pub mod codec;
 mod config;
