@@ -4,16 +4,13 @@
 //! leaves every row exactly once and, after the sweep, no leftover on either side.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use isobar_storage::{ColdStoreConfig, ScanRequest, SeriesFilter, Storage, StorageConfig, TagPredicate, WriteBatch};
-use rand::Rng;
 
-use crate::common::{Fields, Key, collect, point, read_all};
+use crate::common::{Fields, Key, collect, kill_cycles, point, read_all, run_until_killed};
 
 const MS: i64 = 1_000_000;
 
@@ -230,29 +227,13 @@ fn cold_crash_child() {
 #[test]
 fn kill_during_moves() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    let kills: usize = std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
-    let mut rng = rand::rng();
+    let kills = kill_cycles(20);
     let mut start = 0i64;
     let mut moved_total = 0;
     for kill in 0..kills {
-        let mut child = Command::new(&exe)
-            .args(["cold::cold_crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("ISOBAR_COLD_CRASH_DIR", dir.path())
-            .env("ISOBAR_COLD_CRASH_START", start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            let cycle = |l: &str| l.strip_prefix("wrote ").and_then(|n| n.parse::<i64>().ok());
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| cycle(&l)).last()
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        let last = reader.join().expect("reader").unwrap_or(start - 1);
+        let env = [("ISOBAR_COLD_CRASH_DIR", dir.path().display().to_string()), ("ISOBAR_COLD_CRASH_START", start.to_string())];
+        let lines = run_until_killed("cold::cold_crash_child", &env, 20..300);
+        let last = lines.iter().rev().find_map(|l| l.strip_prefix("wrote ")?.parse::<i64>().ok()).unwrap_or(start - 1);
         let storage = Storage::open(cold_config(dir.path())).unwrap_or_else(|e| panic!("reopen after kill {kill}: {e}"));
         storage.sweep_cold().expect("sweep");
         // Every row acknowledged is there once (the cycle in flight may be there or not).

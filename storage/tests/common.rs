@@ -58,3 +58,33 @@ pub(crate) fn collect(batch: &RecordBatch, out: &mut BTreeMap<Key, Fields>) {
         assert!(out.insert(key.clone(), (fa, fb)).is_none(), "key {key:?} returned twice");
     }
 }
+
+/// Runs test `child` of this binary (an ignored test that works until it is killed) with the
+/// environment `env`, SIGKILLs it after a random `millis` range, and returns the lines it
+/// printed before that: what it acknowledged.
+pub(crate) fn run_until_killed(child: &str, env: &[(&str, String)], millis: std::ops::Range<u64>) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use rand::Rng;
+
+    let exe = std::env::current_exe().expect("test binary");
+    let mut process = Command::new(exe)
+        .args([child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = process.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    std::thread::sleep(std::time::Duration::from_millis(rand::rng().random_range(millis)));
+    process.kill().expect("SIGKILL");
+    process.wait().expect("reap");
+    reader.join().expect("reader")
+}
+
+/// `ISOBAR_KILL_CYCLES`, or `default`.
+pub(crate) fn kill_cycles(default: usize) -> usize {
+    std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}

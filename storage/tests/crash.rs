@@ -3,18 +3,12 @@
 //! acknowledged row is there with its last value. `ISOBAR_KILL_CYCLES` sets the number of kills
 //! (default 50); `./scripts/kill-cycles` runs 100.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use isobar_storage::{Storage, StorageConfig, WriteBatch};
-use rand::Rng;
 
-use crate::common::{point, read_all};
+use crate::common::{kill_cycles, point, read_all, run_until_killed};
 
-fn kills() -> usize {
-    std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(50)
-}
 const ROWS_PER_BATCH: i64 = 50;
 
 fn crash_config(dir: &std::path::Path) -> StorageConfig {
@@ -57,27 +51,12 @@ fn crash_child() {
 #[test]
 fn crash_kill_and_recover() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    let mut rng = rand::rng();
     let mut acked: i64 = -1;
-    for kill in 0..kills() {
-        let mut child = Command::new(&exe)
-            .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("ISOBAR_CRASH_DIR", dir.path())
-            .env("ISOBAR_CRASH_START", (acked + 1).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| l.strip_prefix("ack ")?.parse::<i64>().ok()).max()
-        });
+    for kill in 0..kill_cycles(50) {
         let started = Instant::now();
-        std::thread::sleep(Duration::from_millis(rng.random_range(30..600)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        if let Some(last) = reader.join().expect("reader") {
+        let env = [("ISOBAR_CRASH_DIR", dir.path().display().to_string()), ("ISOBAR_CRASH_START", (acked + 1).to_string())];
+        let lines = run_until_killed("crash::crash_child", &env, 30..600);
+        if let Some(last) = lines.iter().filter_map(|l| l.strip_prefix("ack ")?.parse::<i64>().ok()).max() {
             assert!(last > acked, "acks continue from the last run");
             acked = acked.max(last);
         }

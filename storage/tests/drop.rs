@@ -5,18 +5,14 @@
 //! it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use isobar_storage::{
     Error, FieldValue, Point, ScanRequest, SeriesFilter, Storage, StorageConfig, TableAlteration, TagPredicate, TagTest, WriteBatch,
 };
-use rand::Rng;
 
-use crate::common::{config, point, read_all};
+use crate::common::{config, kill_cycles, point, read_all, run_until_killed};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 /// 2023-11-14, a whole minute.
@@ -245,29 +241,13 @@ fn crash_state(storage: &Storage) -> Option<(i64, bool)> {
 #[test]
 fn kill_during_drop_truncate_and_alter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    let mut rng = rand::rng();
     let mut start = 0;
-    let kills: usize = std::env::var("ISOBAR_KILL_CYCLES").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let kills = kill_cycles(20);
     for kill in 0..kills {
-        let mut child = Command::new(&exe)
-            .args(["drop::drop_crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("ISOBAR_DROP_CRASH_DIR", dir.path())
-            .env("ISOBAR_DROP_CRASH_START", start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
+        let env = [("ISOBAR_DROP_CRASH_DIR", dir.path().display().to_string()), ("ISOBAR_DROP_CRASH_START", start.to_string())];
         let steps = ["wrote", "renamed", "deleted", "emptied", "cleaned"];
-        let reader = std::thread::spawn(move || {
-            let step = |l: &str| l.split_once(' ').and_then(|(s, n)| Some((steps.iter().position(|x| *x == s)?, n.parse::<i64>().ok()?)));
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| step(&l)).last()
-        });
-        std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        let last = reader.join().expect("reader");
+        let step = |l: &String| l.split_once(' ').and_then(|(s, n)| Some((steps.iter().position(|x| *x == s)?, n.parse::<i64>().ok()?)));
+        let last = run_until_killed("drop::drop_crash_child", &env, 50..400).iter().rev().find_map(step);
         let storage = Storage::open(crash_config(dir.path())).unwrap_or_else(|e| panic!("reopen after kill {kill}: {e}"));
         let state = crash_state(&storage);
         // What the step in flight may have left: the rows of the last cycle written, none,
