@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{ArrayRef, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::dataframe::DataFrame;
@@ -18,8 +16,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::common::collect;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Reset, ResetStatement as SqlResetStatement, Statement};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use isobar_storage::{Storage, WriteBatch};
 
@@ -28,10 +26,10 @@ use crate::ddl::{DEFAULT_SCHEMA, table_definition};
 use crate::error::{Error, Result};
 use crate::functions;
 use crate::information_schema::{INFORMATION_SCHEMA, InformationSchema};
-use crate::memory::{QueryBudget, QueryMemoryPool, with_budget};
+use crate::memory::{QueryBudget, QueryMemoryPool};
 use crate::plan_cache::{Inputs, PlanCache};
-use crate::policy::check_df_statement;
-use crate::session::{SessionReply, SessionState};
+use crate::prepared::Outcome;
+use crate::session::SessionState;
 use crate::status_tables::{StatusFn, StatusTables};
 use crate::{system_chunks, system_rollups};
 
@@ -190,6 +188,11 @@ impl QueryEngine {
         Session { engine: self.clone(), state: SessionState::new(&self.config) }
     }
 
+    /// A client session that goes on from `state` (kept by a protocol between a client's calls).
+    pub fn resume(&self, state: SessionState) -> Session {
+        Session { engine: self.clone(), state }
+    }
+
     /// Runs every statement of `sql` in order in a session of its own and returns what each
     /// produced; stops at the first error.
     pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
@@ -261,62 +264,25 @@ impl Session {
         &self.state
     }
 
-    async fn execute_statement(&mut self, mut statement: DfStatement) -> Result<Output> {
-        check_df_statement(&statement)?;
-        // DataFusion's parser reads `RESET` itself; the session answers it as the wire does.
-        if let DfStatement::Reset(ResetStatement::Variable(name)) = &statement {
-            let reset = match name.to_string().eq_ignore_ascii_case("all") {
-                true => Reset::ALL,
-                false => Reset::ConfigurationParameter(name.clone()),
-            };
-            statement = DfStatement::Statement(Box::new(Statement::Reset(SqlResetStatement { reset })));
-        }
-        if let DfStatement::Statement(s) = &mut statement {
-            self.state.before(s)?;
-            if let Some(reply) = self.state.apply(s) {
-                return reply.map(output_of);
-            }
-            crate::subquery::aggregate_scalar_subqueries(s);
-            if let Some(deleted) = self.engine.run_delete(s, None).await {
-                return deleted.map(|n| Output::Command("DELETE", n));
-            }
-            if let Some(done) = self.engine.run_table_change(s).await {
-                return done.map(|tag| Output::Command(tag, 0));
-            }
-            match s.as_ref() {
-                Statement::CreateTable(create) => {
-                    let created = self.engine.create_table(create).await?;
-                    return Ok(Output::Command("CREATE TABLE", u64::from(created)));
-                }
-                Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } | Statement::Deallocate { .. } => {
-                    return Err(Error::Unsupported("cursors and prepared statements belong to a Postgres wire session".into()));
-                }
-                _ => {}
-            }
-        }
-        let engine = &self.engine;
-        let timeout_ms = self.state.statement_timeout_ms();
-        let query = async {
-            let plan = engine.context.state().statement_to_plan(statement).await?;
-            let rows = async { collect(engine.execute_plan(plan).await?).await.map_err(Error::from) };
-            tokio::time::timeout(Duration::from_millis(timeout_ms), rows).await.map_err(|_| Error::Timeout(timeout_ms))?
-        };
-        Ok(Output::Rows(with_budget(engine.budget_of(self.state.memory_limit_bytes()), query).await?))
+    /// The session's settings, to resume it later (`QueryEngine::resume`).
+    pub fn into_state(self) -> SessionState {
+        self.state
     }
-}
 
-/// A session statement's reply as output: `SHOW` as text rows, the rest as a command.
-fn output_of(reply: SessionReply) -> Output {
-    match reply {
-        SessionReply::Command { tag, .. } => Output::Command(tag, 0),
-        SessionReply::Show { columns, rows } => {
-            let fields: Vec<Field> = columns.iter().map(|c| Field::new(c, DataType::Utf8, false)).collect();
-            let arrays: Vec<ArrayRef> =
-                (0..columns.len()).map(|i| Arc::new(rows.iter().map(|r| r.get(i).cloned()).collect::<StringArray>()) as ArrayRef).collect();
-            match RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays) {
-                Ok(batch) => Output::Rows(vec![batch]),
-                Err(_) => Output::Rows(Vec::new()),
-            }
+    /// The engine the session runs on.
+    pub(crate) fn engine(&self) -> &QueryEngine {
+        &self.engine
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut SessionState {
+        &mut self.state
+    }
+
+    async fn execute_statement(&mut self, statement: DfStatement) -> Result<Output> {
+        let prepared = self.prepare_statement(statement).await?;
+        match self.run(&prepared, None).await? {
+            Outcome::Command(tag, n) => Ok(Output::Command(tag, n)),
+            Outcome::Rows(rows) => Ok(Output::Rows(collect(rows).await?)),
         }
     }
 }

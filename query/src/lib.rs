@@ -11,6 +11,7 @@
 //! It reads and writes only through `isobar_storage::Storage`; protocol code lives in the
 //! server.
 
+mod bulk;
 mod catalog;
 mod ddl;
 mod delete;
@@ -30,6 +31,7 @@ mod plan_cache;
 mod plan_cache_tests;
 mod plan_chain;
 mod policy;
+mod prepared;
 mod pushdown;
 mod rollup_rewrite;
 mod row_columns;
@@ -51,7 +53,8 @@ pub use engine::{CATALOG, Output, QueryConfig, QueryEngine, Session};
 pub use error::{Error, Result};
 pub use insert::rejections;
 pub use memory::{BudgetedStream, QueryBudget, with_budget};
-pub use policy::{check_df_statement, check_statement};
+pub use policy::{check_df_statement, check_statement, check_writable};
+pub use prepared::{Outcome, Prepared};
 pub use row_columns::{RowColumns, Target, Value};
 pub use session::{Notice, QUERY_MEMORY_LIMIT, STATEMENT_TIMEOUT, SessionReply, SessionState};
 pub use status_tables::StatusFn;

@@ -98,7 +98,7 @@ fn check_query(query: &datafusion::sql::sqlparser::ast::Query) -> Result<()> {
 
 /// Refuses a write to one of isobar's own tables, however the name is spelled (`system.t`,
 /// `"system.t"`, `isobar.system.t`).
-fn check_writable(name: &str) -> Result<()> {
+pub fn check_writable(name: &str) -> Result<()> {
     if is_system_name(name) {
         return Err(Error::Refused(format!("{name} is one of isobar's own tables: only isobar writes to schema {SYSTEM_SCHEMA}")));
     }

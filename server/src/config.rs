@@ -23,6 +23,7 @@ pub(crate) struct Config {
     /// Final rollup windows published as JSON to the MQTT listener's subscribers.
     pub(crate) emit: Vec<isobar_ingest::emit::EmitSpec>,
     pub(crate) postgres: PostgresConfig,
+    pub(crate) flight: FlightConfig,
     pub(crate) mqtt: MqttConfig,
     pub(crate) http: HttpConfig,
     pub(crate) query: QuerySection,
@@ -45,6 +46,25 @@ pub(crate) struct PostgresConfig {
     pub(crate) tls_key_path: Option<PathBuf>,
     /// Refuse clients that do not negotiate TLS (needs the certificate and key).
     pub(crate) require_tls: bool,
+}
+
+/// The Arrow Flight SQL listener. Its users are the Postgres listener's (`postgres.users`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct FlightConfig {
+    pub(crate) listen: SocketAddr,
+    /// Calls served at once on one connection; more wait.
+    pub(crate) calls_max: usize,
+    /// Largest message a client may send (a batch of parameters or of rows to load), in bytes.
+    pub(crate) message_bytes_max: usize,
+    /// How long a bearer token from the handshake stays valid, in milliseconds.
+    pub(crate) token_lifetime_ms: u64,
+    /// Prepared statements kept open over all clients; past it, the least recently used close.
+    pub(crate) prepared_statements_max: usize,
+    /// PEM certificate chain for TLS; TLS is on when this and `tls_key_path` are set.
+    pub(crate) tls_cert_path: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub(crate) tls_key_path: Option<PathBuf>,
 }
 
 /// One user of a listener (Postgres or MQTT).
@@ -269,6 +289,7 @@ impl Default for Config {
             kinesis: Vec::new(),
             emit: Vec::new(),
             postgres: PostgresConfig::default(),
+            flight: FlightConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
             query: QuerySection::default(),
@@ -286,6 +307,20 @@ impl Default for PostgresConfig {
             tls_cert_path: None,
             tls_key_path: None,
             require_tls: false,
+        }
+    }
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8815)),
+            calls_max: 256,
+            message_bytes_max: 64 << 20,
+            token_lifetime_ms: 24 * 3_600_000,
+            prepared_statements_max: 4_096,
+            tls_cert_path: None,
+            tls_key_path: None,
         }
     }
 }
@@ -379,6 +414,25 @@ impl Config {
         }
         if pg.require_tls && (pg.tls_cert_path.is_none() || pg.tls_key_path.is_none()) {
             return Err("postgres.require_tls needs postgres.tls_cert_path and tls_key_path".into());
+        }
+        if pg.users.is_empty() && !config.flight.listen.ip().is_loopback() {
+            return Err(format!(
+                "flight.listen = {} accepts clients from other machines, but no postgres.users are configured; \
+                 isobar trusts clients without a password only on loopback",
+                config.flight.listen
+            ));
+        }
+        if config.flight.tls_cert_path.is_some() != config.flight.tls_key_path.is_some() {
+            return Err("flight: TLS needs both tls_cert_path and tls_key_path".into());
+        }
+        for (name, value) in [
+            ("calls_max", config.flight.calls_max),
+            ("message_bytes_max", config.flight.message_bytes_max),
+            ("prepared_statements_max", config.flight.prepared_statements_max),
+        ] {
+            if value == 0 {
+                return Err(format!("flight.{name} must be above 0"));
+            }
         }
         if config.http.users.is_empty() && !config.http.listen.ip().is_loopback() {
             return Err(format!(

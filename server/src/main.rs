@@ -17,6 +17,7 @@ mod auth;
 mod config;
 mod copy;
 mod error;
+mod flight;
 mod http;
 mod logging;
 mod metrics;

@@ -63,11 +63,13 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     let pg = bind("postgres listener", config.postgres.listen).await?;
     let mqtt = bind("mqtt listener", config.mqtt.listen).await?;
     let http = bind("http listener", config.http.listen).await?;
+    let flight = bind("flight listener", config.flight.listen).await?;
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     // Tests and scripts read these lines to find the ports.
     println!("isobar postgres listening on {}", local(&pg));
     println!("isobar mqtt listening on {}", local(&mqtt));
     println!("isobar http listening on {}", local(&http));
+    println!("isobar flight sql listening on {}", local(&flight));
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
@@ -76,11 +78,16 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     let http_context = crate::http::HttpContext {
         engine: engine.clone(),
         ingestor: ingestor.clone(),
-        queries,
+        queries: Arc::clone(&queries),
         ingest: Arc::clone(&ingest_metrics),
         users: http_users,
     };
     let http_task = tokio::spawn(crate::http::serve(http, http_context, config.http.connections_max));
+    let flight_context = crate::flight::FlightContext::new(engine.clone(), &config.flight, &config.postgres.users, Arc::clone(&queries))?;
+    let (flight_stop, flight_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flight_task = query_runtime.spawn(crate::flight::serve(flight, flight_context, config.flight.clone(), async {
+        let _ = flight_stopped.await;
+    }));
     let mut subscriptions = JoinSet::new();
     for spec in &config.subscriptions {
         subscriptions.spawn(mqtt_subscriber::run(spec.clone(), ingestor.clone(), Arc::clone(&ingest_metrics.subscriptions)));
@@ -150,6 +157,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
         while connections.try_join_next().is_some() {}
     }
     drop(pg);
+    // Flight SQL stops taking calls; calls under way get the grace period below.
+    let _ = flight_stop.send(());
     // Unacknowledged publishes are resent by their devices; acknowledged ones are durable.
     if let Some(task) = demo_task {
         task.abort();
@@ -162,6 +171,11 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
         tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async { while connections.join_next().await.is_some() {} });
     if drained.await.is_err() {
         connections.abort_all();
+    }
+    match tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), flight_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!("flight listener: {e}"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("flight calls still running after the grace period"),
     }
     drop(handlers);
     drop(engine);

@@ -311,7 +311,8 @@ async fn with_users_configured_only_devices_with_their_password_get_in() {
     let config = dir.path().join("isobar.toml");
     let toml = format!(
         "data_dir = {:?}\n{SEED_RULE}\n[postgres]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n\
-         users = [{{ name = \"station-7\", password = \"s3cret\" }}]\n[http]\nlisten = \"127.0.0.1:0\"\n",
+         users = [{{ name = \"station-7\", password = \"s3cret\" }}]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [flight]\nlisten = \"127.0.0.1:0\"\n",
         data.display().to_string()
     );
     std::fs::write(&config, toml).expect("config");

@@ -1,6 +1,7 @@
 //! Python clients against a started server: psycopg 3 (parameters, COPY), SQLAlchemy 2
 //! (connect, reflect a table) and pandas (`read_sql`) over the Postgres wire protocol; InfluxDB's
-//! own clients (`influxdb-client` for the v2 API, `influxdb` for v1) over the HTTP listener.
+//! own clients (`influxdb-client` for the v2 API, `influxdb` for v1) over the HTTP listener;
+//! ADBC's Flight SQL driver over the Flight SQL listener.
 //! `scripts/setup` installs them into a venv; `ISOBAR_PYTHON` names its interpreter.
 
 mod common;
@@ -80,4 +81,21 @@ fn table_changes_match_duckdb_across_kills() {
     }
     let server = Server::start_top(&data, "[storage]\npersist_interval_ms = 100\n");
     run_script("differential.py", &[server.pg_port.to_string(), seed.to_string(), "0".into(), duck]);
+}
+
+/// ADBC's Flight SQL driver on a server that trusts loopback clients: queries with and without
+/// parameters to Arrow and pandas, catalog calls, INSERT, and a 1 M-row `adbc_ingest`.
+#[test]
+fn adbc_flight_sql_without_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    run_script("flight_adbc.py", &[server.flight_port.to_string()]);
+}
+
+/// The same with users: no credentials and wrong ones are refused, the right ones get a token.
+#[test]
+fn adbc_flight_sql_with_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
+    run_script("flight_adbc.py", &[server.flight_port.to_string(), "analyst".into(), "s3cret".into()]);
 }

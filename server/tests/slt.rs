@@ -1,6 +1,6 @@
-//! SQL golden tests: every `tests/slt/*.slt` file runs twice, in-process against
-//! `QueryEngine` and over the Postgres wire protocol against a started `isobar serve`, and
-//! must give the same answers both ways.
+//! SQL golden tests: every `tests/slt/*.slt` file runs three times, in-process against
+//! `QueryEngine`, over the Postgres wire protocol and over Arrow Flight SQL against a started
+//! `isobar serve`, and must give the same answers every way.
 //!
 //! Values are compared in one canonical text form per type (RFC 3339 UTC timestamps,
 //! `true`/`false`, Rust's shortest float form, `NULL`), so the files say what a value is, not
@@ -10,8 +10,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures::TryStreamExt;
 use isobar_query::{Output, QueryConfig, QueryEngine, Session};
 use isobar_storage::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use isobar_storage::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
@@ -144,6 +147,57 @@ impl AsyncDB for OverPgwire {
     }
 }
 
+/// A Flight SQL client with a session: the bearer token of a handshake, so that `SET` holds
+/// for the statements after it, as on one Postgres connection.
+struct OverFlight {
+    client: FlightSqlServiceClient<tonic::transport::Channel>,
+}
+
+impl OverFlight {
+    async fn connect(port: u16) -> Self {
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the flight listener");
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.handshake("isobar", "").await.expect("handshake");
+        Self { client }
+    }
+}
+
+/// A Flight error as the server worded it.
+fn flight_message(e: FlightError) -> Failure {
+    match e {
+        FlightError::Tonic(status) => Failure(status.message().to_owned()),
+        other => Failure(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl AsyncDB for OverFlight {
+    type Error = Failure;
+    type ColumnType = DefaultColumnType;
+
+    async fn shutdown(&mut self) {}
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
+        if !returns_rows(sql) {
+            let count = self.client.execute_update(sql.to_owned(), None).await.map_err(flight_message)?;
+            return Ok(DBOutput::StatementComplete(u64::try_from(count).unwrap_or(0)));
+        }
+        let info = self.client.execute(sql.to_owned(), None).await.map_err(flight_message)?;
+        let mut batches = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint.ticket.ok_or_else(|| Failure("an endpoint without a ticket".into()))?;
+            let stream = self.client.do_get(ticket).await.map_err(flight_message)?;
+            batches.extend(stream.try_collect::<Vec<_>>().await.map_err(flight_message)?);
+        }
+        let width = batches.first().map_or(0, RecordBatch::num_columns);
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows: rows(&batches)? })
+    }
+}
+
 fn slt_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -180,5 +234,17 @@ async fn golden_files_over_pgwire() {
         let mut runner = Runner::new(move || async move { Ok(OverPgwire { client: common::connect(port).await }) });
         runner.with_column_validator(|_, _| true);
         runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over pgwire): {e}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_over_flight_sql() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = common::Server::start(&dir.path().join("data"));
+        let port = server.flight_port;
+        let mut runner = Runner::new(move || async move { Ok(OverFlight::connect(port).await) });
+        runner.with_column_validator(|_, _| true);
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over flight sql): {e}", file.display()));
     }
 }

@@ -20,6 +20,7 @@ pub(crate) struct Server {
     pub(crate) pg_port: u16,
     pub(crate) http_port: u16,
     pub(crate) mqtt_port: u16,
+    pub(crate) flight_port: u16,
     pub(crate) data_dir: PathBuf,
     output: mpsc::Receiver<String>,
 }
@@ -36,7 +37,7 @@ impl Server {
         let config = data_dir.with_extension("toml");
         let toml = format!(
             "data_dir = {:?}\n{top_extra}\n[postgres]\nlisten = \"127.0.0.1:0\"\n{postgres_extra}\n\
-             [mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+             [mqtt]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[flight]\nlisten = \"127.0.0.1:0\"\n",
             data_dir.display().to_string()
         );
         std::fs::write(&config, toml).expect("write config");
@@ -105,8 +106,8 @@ time_unit = "ms"
             }
         });
         let port = |line: &str| line.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).expect("port");
-        let (mut pg_port, mut http_port, mut mqtt_port) = (None, None, None);
-        while pg_port.is_none() || http_port.is_none() || mqtt_port.is_none() {
+        let (mut pg_port, mut http_port, mut mqtt_port, mut flight_port) = (None, None, None, None);
+        while pg_port.is_none() || http_port.is_none() || mqtt_port.is_none() || flight_port.is_none() {
             let line = rx.recv_timeout(Duration::from_secs(60)).expect("isobar prints its ports");
             if line.starts_with("isobar postgres listening on") {
                 pg_port = Some(port(&line));
@@ -114,6 +115,8 @@ time_unit = "ms"
                 http_port = Some(port(&line));
             } else if line.starts_with("isobar mqtt listening on") {
                 mqtt_port = Some(port(&line));
+            } else if line.starts_with("isobar flight sql listening on") {
+                flight_port = Some(port(&line));
             }
         }
         Self {
@@ -121,6 +124,7 @@ time_unit = "ms"
             pg_port: pg_port.unwrap_or_default(),
             http_port: http_port.unwrap_or_default(),
             mqtt_port: mqtt_port.unwrap_or_default(),
+            flight_port: flight_port.unwrap_or_default(),
             data_dir: data_dir.to_owned(),
             output: rx,
         }
