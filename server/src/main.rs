@@ -22,6 +22,7 @@ mod http;
 mod logging;
 mod metrics;
 mod pg;
+mod pg_compat;
 mod pg_direct;
 mod pg_functions;
 mod pg_params;

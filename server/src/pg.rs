@@ -229,6 +229,8 @@ impl SimpleQueryHandler for CountedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let started = Instant::now();
+        let rewritten = crate::pg_compat::rewrite(&self.engine, query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let session = PgSession::of(client, self.engine.config());
         let deadline = statement_deadline(&session);
         let budget = self.engine.budget_of(session.state().memory_limit_bytes());

@@ -112,6 +112,8 @@ where
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let rewritten = crate::pg_compat::rewrite(&self.engine, sql);
+        let sql = rewritten.as_deref().unwrap_or(sql);
         match direct_query(sql) {
             Some(statement) => {
                 let plan = plan(&self.engine, statement.clone()).await?;

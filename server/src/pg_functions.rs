@@ -2,8 +2,9 @@
 //! `version()` (SQLAlchemy and Grafana parse the server version out of it),
 //! `current_setting(name)` (Grafana's version detection and search path) and
 //! `to_regtype(name)` (psycopg's type lookup), answered from `pg_catalog.pg_type`, and
-//! `pg_type_is_visible(oid)` (SQLAlchemy's domain reflection): every type is, as isobar has
-//! one schema.
+//! `pg_type_is_visible(oid)` (SQLAlchemy's domain reflection) and `pg_collation_is_visible(oid)`:
+//! every type and collation is, as isobar has one schema; and `pg_get_serial_sequence(table, column)` (SQLAlchemy 2.1's column
+//! reflection): NULL, as isobar has no sequences; `json_build_object(key, value, ...)`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray, new_null_array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 
 /// What `SELECT version()` answers.
@@ -68,7 +69,19 @@ pub(crate) async fn register(context: &SessionContext) -> Result<()> {
             ColumnarValue::Array(oids) => ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; oids.len()]))),
         })
     };
-    context.register_udf(create_udf("pg_type_is_visible", vec![DataType::Int32], DataType::Boolean, Volatility::Stable, Arc::new(visible)));
+    for name in ["pg_type_is_visible", "pg_collation_is_visible"] {
+        context.register_udf(create_udf(name, vec![DataType::Int32], DataType::Boolean, Volatility::Stable, Arc::new(visible)));
+    }
+    let no_sequence = |args: &[ColumnarValue]| -> Result<ColumnarValue> {
+        let [table, _column] = args else { return exec_err!("pg_get_serial_sequence takes two arguments") };
+        Ok(match table {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
+            ColumnarValue::Array(tables) => ColumnarValue::Array(new_null_array(&DataType::Utf8, tables.len())),
+        })
+    };
+    let text2 = vec![DataType::Utf8, DataType::Utf8];
+    context.register_udf(create_udf("pg_get_serial_sequence", text2, DataType::Utf8, Volatility::Stable, Arc::new(no_sequence)));
+    context.register_udf(ScalarUDF::new_from_impl(JsonBuildObject { signature: Signature::variadic_any(Volatility::Immutable) }));
     Ok(())
 }
 
@@ -125,4 +138,96 @@ async fn to_regtype(context: &SessionContext) -> Result<ScalarUDF> {
         Ok(oids.get(name).cloned().unwrap_or_else(|| null.clone()))
     };
     Ok(text_function("to_regtype", oid_type, lookup))
+}
+
+/// `json_build_object(key, value, ...)`: a JSON object of the pairs, as text (SQLAlchemy's
+/// column reflection builds identity and collation details with it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return exec_err!("json_build_object takes pairs of keys and values");
+        }
+        let rows = args.number_rows;
+        let arrays = args.args.iter().map(|a| a.to_array(rows)).collect::<Result<Vec<_>>>()?;
+        let mut objects = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                object.insert(json_key(&key), json_value(&value));
+            }
+            objects.push(Some(serde_json::Value::Object(object).to_string()));
+        }
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        Ok(match (all_scalar, objects.pop()) {
+            (true, Some(only)) if rows == 1 => ColumnarValue::Scalar(ScalarValue::Utf8(only)),
+            (_, last) => {
+                objects.push(last.flatten());
+                ColumnarValue::Array(Arc::new(datafusion::arrow::array::StringArray::from(objects)))
+            }
+        })
+    }
+}
+
+fn json_key(key: &ScalarValue) -> String {
+    match key {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn json_value(value: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if value.is_null() {
+        return Value::Null;
+    }
+    match value {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => Value::String(s.clone()),
+        ScalarValue::Float64(Some(f)) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        ScalarValue::Float32(Some(f)) => serde_json::Number::from_f64(f64::from(*f)).map_or(Value::Null, Value::Number),
+        other => match other.cast_to(&DataType::Int64) {
+            Ok(ScalarValue::Int64(Some(i))) if other.data_type().is_integer() => Value::from(i),
+            _ => Value::String(other.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+    use datafusion::prelude::SessionContext;
+
+    use super::JsonBuildObject;
+
+    #[tokio::test]
+    async fn json_build_object_pairs_keys_with_json_values() {
+        let context = SessionContext::new();
+        context.register_udf(ScalarUDF::new_from_impl(JsonBuildObject { signature: Signature::variadic_any(Volatility::Immutable) }));
+        let sql = "SELECT json_build_object('n', 1, 's', 'x', 'f', 1.5, 'z', NULL, 'b', true) AS o FROM (VALUES (1), (2)) AS t(v)";
+        let batches = context.sql(sql).await.expect("plan").collect().await.expect("run");
+        let objects: Vec<&str> = batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter().flatten().collect::<Vec<_>>()).collect();
+        assert_eq!(objects, [r#"{"b":true,"f":1.5,"n":1,"s":"x","z":null}"#; 2]);
+        let odd = context.sql("SELECT json_build_object('k')").await.expect("plan").collect().await;
+        assert!(odd.is_err(), "a key without a value is an error");
+    }
 }

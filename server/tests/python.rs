@@ -8,12 +8,18 @@ mod common;
 
 use common::Server;
 
-/// Runs `tests/python/<script>` with `args`; fails with its output unless it succeeds.
+/// Runs `tests/python/<script>` with `args` in the venv of the newest clients; fails with its
+/// output unless it succeeds.
 fn run_script(script: &str, args: &[String]) {
     let python = std::env::var("ISOBAR_PYTHON")
         .unwrap_or_else(|_| format!("{}/.cache/isobar/venv/bin/python", std::env::var("HOME").unwrap_or_default()));
+    run_script_with(&python, script, args);
+}
+
+/// Runs `tests/python/<script>` with `args` under `python`.
+fn run_script_with(python: &str, script: &str, args: &[String]) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let out = std::process::Command::new(&python)
+    let out = std::process::Command::new(python)
         .arg(&script)
         .args(args)
         .output()
@@ -35,11 +41,24 @@ fn duckdb_reads_the_lake_as_isobar_answers() {
     run_script("lake_duckdb.py", &[server.pg_port.to_string(), store.join("lake").display().to_string()]);
 }
 
+/// The newest psycopg (3.3), SQLAlchemy (2.1) and pandas: queries, COPY, `inspect()` and
+/// `read_sql`.
 #[test]
 fn psycopg_sqlalchemy_and_pandas_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("data"));
     run_script("clients.py", &[server.pg_port.to_string()]);
+}
+
+/// The same with the older line many users are still on: psycopg 3.2, SQLAlchemy 2.0, pandas 2
+/// (`scripts/setup`'s second venv; `ISOBAR_LEGACY_PYTHON` names another interpreter).
+#[test]
+fn psycopg_sqlalchemy_and_pandas_older_line_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let python = std::env::var("ISOBAR_LEGACY_PYTHON")
+        .unwrap_or_else(|_| format!("{}/.cache/isobar/venv-legacy/bin/python", std::env::var("HOME").unwrap_or_default()));
+    run_script_with(&python, "clients.py", &[server.pg_port.to_string()]);
 }
 
 #[test]

@@ -87,4 +87,4 @@ frame = pandas.read_sql(
     engine,
 )
 assert frame["n"].tolist() == [10, 60, 40], f"pandas frame:\n{frame}"
-print("python clients ok")
+print(f"python clients ok: psycopg {psycopg.__version__}, SQLAlchemy {sqlalchemy.__version__}, pandas {pandas.__version__}")
