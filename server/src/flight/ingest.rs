@@ -1,6 +1,6 @@
 //! Flight SQL bulk ingest (`CommandStatementIngest`, ADBC's `adbc_ingest`): Arrow batches
-//! written into a table through storage, each durable before the next is read, with the same
-//! checks and per-row errors as an `INSERT`.
+//! written into a table through storage as COPY writes (`QueryEngine::bulk_load`), with the
+//! same checks and per-row errors; the load's count is returned once every row is durable.
 //!
 //! ADBC's modes: `create` makes the table and fails if it exists; `append` needs it;
 //! `create_append` makes it if it is missing; `replace` empties it first (the emptying is
@@ -65,15 +65,14 @@ async fn load(context: &FlightContext, command: CommandStatementIngest, request:
         }
         (false, _, _) => return Err(Status::not_found(format!("table {name} does not exist: load it with mode create"))),
     }
-    let target = engine.bulk_target(&name, &schema).map_err(status)?;
-    let mut written = 0u64;
-    let mut row_offset = 0usize;
+    // The next batch is decoded while the write of the last is in flight.
+    let mut load = engine.bulk_load(&name, &schema).map_err(status)?;
     let mut next = first;
     while let Some(batch) = next {
-        written += engine.bulk_write(&target, &batch, row_offset).await.map_err(status)?;
-        row_offset += batch.num_rows();
+        load.push(&batch).await.map_err(status)?;
         next = batches.next().await.transpose().map_err(Status::from)?;
     }
+    let written = load.finish().await.map_err(status)?;
     Ok(i64::try_from(written).unwrap_or(i64::MAX))
 }
 
