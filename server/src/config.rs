@@ -569,6 +569,13 @@ mod tests {
         let err = Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\n").expect_err("open listener without users");
         assert!(err.contains("needs users under [mqtt]"), "{err}");
         Config::parse("[mqtt]\nlisten = \"0.0.0.0:1883\"\nusers = [{ name = \"d\", password = \"p\" }]\n").expect("with users");
+        let err = Config::parse("[flight]\nlisten = \"0.0.0.0:8815\"\n").expect_err("open flight listener without users");
+        assert!(err.contains("flight.listen = 0.0.0.0:8815 accepts clients from other machines"), "{err}");
+        Config::parse("[postgres]\nusers = [{ name = \"a\", password = \"s\" }]\n[flight]\nlisten = \"0.0.0.0:8815\"\n")
+            .expect("with users");
+        let err = Config::parse("[flight]\ntls_cert_path = \"/c.pem\"\n").expect_err("a certificate without its key");
+        assert!(err.contains("tls_cert_path and tls_key_path"), "{err}");
+        assert!(Config::parse("[flight]\nmessage_bytes_max = 0\n").expect_err("no messages").contains("flight.message_bytes_max"));
         for nice in [-1, 20] {
             let err = Config::parse(&format!("[query]\nnice = {nice}\n")).expect_err("a nice value Linux has not");
             assert!(err.contains("must be 0 to 19"), "{err}");

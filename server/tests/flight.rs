@@ -1,7 +1,7 @@
 //! Arrow Flight SQL against a started `isobar serve`, with arrow-flight's own client: what
 //! Grafana's FlightSQL data source sends (`compat-checklist.md` 2.2), authentication, the
 //! catalog calls JDBC's `DatabaseMetaData` makes, prepared statements with parameters, and the
-//! limits: statement timeout, message size, and `CancelFlightInfo`.
+//! limits: statement timeout, message size, and `CancelFlightInfo`; and TLS.
 //! ADBC's Python driver is tested in `python.rs`.
 
 mod common;
@@ -262,4 +262,35 @@ async fn metadata_prepared_statements_and_limits() {
         }
     }
     assert_eq!(ended, Some(tonic::Code::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = common::tls::make_certs(&dir.path().join("certs"));
+    let data = dir.path().join("data");
+    let config = Server::config(&data, "", "users = [{ name = \"grafana\", password = \"s3cret\" }]");
+    let tls =
+        format!("[flight]\ntls_cert_path = {:?}\ntls_key_path = {:?}\n", certs.cert.display().to_string(), certs.key.display().to_string());
+    let toml = std::fs::read_to_string(&config).expect("config").replace("[flight]\n", &tls);
+    std::fs::write(&config, toml).expect("config");
+    let server = Server::start_config(&data, &config);
+
+    // A plaintext client gets nowhere.
+    let mut plain = client(server.flight_port).await;
+    assert!(plain.handshake("grafana", "s3cret").await.is_err(), "plaintext against a TLS listener");
+
+    let ca = std::fs::read(&certs.ca).expect("ca");
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca)).domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", server.flight_port))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let mut secure = FlightSqlServiceClient::new(channel);
+    secure.handshake("grafana", "s3cret").await.expect("handshake over TLS");
+    let one = query(&mut secure, "SELECT 1").await.expect("a query over TLS");
+    assert_eq!(one[0].column(0).as_primitive::<Int64Type>().value(0), 1);
 }

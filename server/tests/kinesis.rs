@@ -270,10 +270,20 @@ async fn throttled_and_expired_calls_lose_nothing_and_keep_to_the_call_rate() {
         let within = calls[i..].iter().take_while(|(t, _, _)| t - start < 1.0).filter(|(_, s, _)| s == shard).count();
         assert!(within <= 6, "{within} GetRecords calls on {shard} within 1 s of {start}");
     }
-    // Counted in /metrics (isobar keeps polling, so the log read after may hold more).
-    let metrics = common::http_get(server.http_port, "/metrics");
-    let throttles = metrics.lines().find_map(|l| l.strip_prefix("isobar_kinesis_throttles_total ")).expect("throttle counter");
-    let throttles: usize = throttles.parse().expect("count");
+    // Counted in /metrics (isobar keeps polling, so the log read after may hold more). A
+    // throttle the proxy has logged may still be on its way to isobar: wait until the counter
+    // has caught up with the log read above.
+    let counted = || {
+        let metrics = common::http_get(server.http_port, "/metrics");
+        let throttles = metrics.lines().find_map(|l| l.strip_prefix("isobar_kinesis_throttles_total ")).expect("throttle counter");
+        throttles.parse::<usize>().expect("count")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut throttles = counted();
+    while throttles < count("throttled") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        throttles = counted();
+    }
     let logged_after = std::fs::read_to_string(&log).expect("proxy log").matches(" throttled").count();
     assert!((count("throttled")..=logged_after).contains(&throttles), "{throttles} throttles counted, {logged_after} injected");
 }
