@@ -132,11 +132,14 @@ async fn rollups_equal_the_raw_rows_after_a_kill_mid_stream() {
     let data = dir.path().join("data");
     let config = Server::config(&data, Server::SEED_RULE, "");
     let mut server = Server::start_config(&data, &config);
-    let mut fleet = simulate(&server, 10);
+    // Thirty simulated minutes (30 s): enough that the fleet still publishes at the kill on a
+    // loaded machine; it is stopped once the kill is done.
+    let mut fleet = simulate(&server, 30);
     // Kill isobar once a few minutes are final, while the fleet still publishes.
     wait_for_finals(&server, 12 * 2, false).await;
     server.signal("KILL");
     assert!(fleet.try_wait().expect("fleet").is_none(), "the fleet was still publishing");
+    let _ = fleet.kill();
     let _ = fleet.wait();
     let server = Server::start_config(&data, &config);
     wait_for_finals(&server, 12 * 2, true).await;
