@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::stream::{AbortHandle, Abortable};
@@ -17,7 +18,7 @@ use tonic::Status;
 #[derive(Debug, Default)]
 pub(crate) struct Running {
     by_ticket: Mutex<HashMap<Bytes, Vec<(u64, AbortHandle)>>>,
-    next_id: Mutex<u64>,
+    next_id: AtomicU64,
 }
 
 impl Running {
@@ -27,11 +28,7 @@ impl Running {
         S: Stream + Send + 'static,
     {
         let (handle, registration) = AbortHandle::new_pair();
-        let id = {
-            let mut next = self.next_id.lock();
-            *next += 1;
-            *next
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.by_ticket.lock().entry(ticket.clone()).or_default().push((id, handle.clone()));
         let guard = Guard { running: Arc::clone(self), ticket, id };
         let end = futures::stream::once(async move { handle.is_aborted() })

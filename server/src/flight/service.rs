@@ -29,6 +29,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::common::ParamValues;
 use futures::{Stream, StreamExt, TryStreamExt};
 use isobar_query::{Outcome, Prepared, Session};
 use prost::Message;
@@ -113,10 +114,13 @@ impl IsobarFlight {
     }
 
     async fn write_rows(session: &mut Session, prepared: &Prepared, params: Option<&RecordBatch>) -> Result<i64, Status> {
-        let runs = param_rows(params).max(1);
+        // Once without parameters when none are bound (a batch without rows binds none).
+        let runs: Vec<Option<ParamValues>> = match (params, param_rows(params)) {
+            (Some(params), rows @ 1..) => (0..rows).map(|row| row_params(params, row).map(Some)).collect::<Result<_, _>>()?,
+            _ => vec![None],
+        };
         let mut affected = 0u64;
-        for row in 0..runs {
-            let bound = params.filter(|p| p.num_columns() > 0).map(|p| row_params(p, row)).transpose()?;
+        for bound in runs {
             affected += match session.run(prepared, bound.as_ref()).await.map_err(status)? {
                 Outcome::Command(_, n) => n,
                 Outcome::Rows(mut rows) => {
