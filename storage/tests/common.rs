@@ -77,7 +77,13 @@ pub(crate) fn run_until_killed(child: &str, env: &[(&str, String)], millis: std:
         .spawn()
         .expect("spawn child");
     let stdout = process.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    // libtest prints `test <name> ... ` before a serial test runs, and the test's first line
+    // follows it on the same line: it is cut off, so that no line the child printed is missed.
+    let own_line = |line: String| match line.split_once(" ... ") {
+        Some((head, rest)) if head.starts_with("test ") => rest.to_owned(),
+        _ => line,
+    };
+    let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).map(own_line).collect::<Vec<_>>());
     std::thread::sleep(std::time::Duration::from_millis(rand::rng().random_range(millis)));
     process.kill().expect("SIGKILL");
     process.wait().expect("reap");
