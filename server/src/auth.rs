@@ -30,7 +30,7 @@ pub(crate) const SERVER_VERSION: &str = "16.6";
 /// Salted SCRAM hashes of the configured users' passwords.
 #[derive(Debug)]
 struct Users {
-    by_name: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    by_name: HashMap<String, SaltedHash>,
 }
 
 #[async_trait]
@@ -46,6 +46,23 @@ impl AuthSource for Users {
             )))),
         }
     }
+}
+
+/// A password's salt, and its SCRAM salted hash.
+pub(crate) type SaltedHash = (Vec<u8>, Vec<u8>);
+
+/// Each of `postgres.users` with a fresh salt and the SCRAM salted hash of its password (what
+/// the Postgres and Flight SQL listeners check against); an empty password is refused.
+pub(crate) fn salted_passwords(users: &[crate::config::UserConfig]) -> Result<HashMap<String, SaltedHash>> {
+    let mut by_name = HashMap::new();
+    for user in users {
+        if user.password.is_empty() {
+            return Err(Error::Config(format!("postgres.users: user {} has an empty password", user.name)));
+        }
+        let salt: [u8; 16] = rand::random();
+        by_name.insert(user.name.clone(), (salt.to_vec(), gen_salted_password(&user.password, &salt, SCRAM_ITERATIONS)));
+    }
+    Ok(by_name)
 }
 
 /// Makes each connection's startup handler.
@@ -64,15 +81,7 @@ impl Authenticator {
         if config.users.is_empty() {
             return Ok(Self { users: None, connections, require_tls });
         }
-        let mut by_name = HashMap::new();
-        for user in &config.users {
-            if user.password.is_empty() {
-                return Err(Error::Config(format!("postgres.users: user {} has an empty password", user.name)));
-            }
-            let salt: [u8; 16] = rand::random();
-            by_name.insert(user.name.clone(), (salt.to_vec(), gen_salted_password(&user.password, &salt, SCRAM_ITERATIONS)));
-        }
-        Ok(Self { users: Some(Arc::new(Users { by_name })), connections, require_tls })
+        Ok(Self { users: Some(Arc::new(Users { by_name: salted_passwords(&config.users)? })), connections, require_tls })
     }
 
     /// A fresh handler for one connection (SCRAM keeps per-connection state).

@@ -24,14 +24,12 @@ use tonic::{Request, Status};
 
 use isobar_query::SessionState;
 
+use crate::auth::{SaltedHash, salted_passwords};
 use crate::config::UserConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Tokens kept at most; past it, expired ones go, then the ones that expire first.
 const TOKENS_MAX: usize = 100_000;
-
-/// A password's salt, and its SCRAM salted hash.
-type SaltedHash = ([u8; 16], Vec<u8>);
 
 /// A bearer token handed out: whose, until when, and the settings of its session.
 #[derive(Debug)]
@@ -61,15 +59,7 @@ impl FlightAuth {
         if users.is_empty() {
             return Ok(Self { users: None, tokens: Mutex::default(), token_lifetime });
         }
-        let mut by_name = HashMap::new();
-        for user in users {
-            if user.password.is_empty() {
-                return Err(Error::Config(format!("postgres.users: user {} has an empty password", user.name)));
-            }
-            let salt: [u8; 16] = rand::random();
-            by_name.insert(user.name.clone(), (salt, gen_salted_password(&user.password, &salt, SCRAM_ITERATIONS)));
-        }
-        Ok(Self { users: Some(by_name), tokens: Mutex::default(), token_lifetime })
+        Ok(Self { users: Some(salted_passwords(users)?), tokens: Mutex::default(), token_lifetime })
     }
 
     /// Checks a call's credentials, and records who made it in the request's extensions.

@@ -3,10 +3,12 @@
 //!
 //! Results go out as Arrow record batches as the query makes them, never collected first.
 //! Statements follow the same allow-list, read-only rule, memory limit and timeout as on the
-//! Postgres wire; a call's session is its own (Flight SQL has no connection state), so `SET`
-//! lasts one statement. `service.rs` implements arrow-flight's `FlightSqlService`,
-//! `statements.rs` keeps prepared statements, `metadata.rs` answers the catalog calls,
-//! `ingest.rs` loads Arrow batches, `auth.rs` checks who calls.
+//! Postgres wire. Flight SQL has no connection state: a bearer token from the handshake is the
+//! session (`SET` holds for the token's later calls), and a call without one has a session of
+//! its own. `service.rs` implements arrow-flight's `FlightSqlService`, `statements.rs` keeps
+//! prepared statements, `metadata.rs` answers the catalog calls, `ingest.rs` loads Arrow
+//! batches, `auth.rs` checks who calls and keeps the tokens' sessions, `running.rs` lets
+//! `CancelFlightInfo` stop a query.
 
 mod auth;
 mod ingest;

@@ -190,6 +190,11 @@ fn command_info(command: &impl ProstMessageExt, schema: &Schema, descriptor: Fli
     info(schema, command.as_any().encode_to_vec().into(), descriptor).map(Response::new)
 }
 
+/// The info of a foreign-key call: isobar has none, so every answer is empty but typed.
+fn foreign_keys_info(command: &impl ProstMessageExt, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    command_info(command, &metadata::foreign_keys().map_err(Status::from)?.schema(), request.into_inner())
+}
+
 /// One batch as Flight data.
 fn batch_stream(batch: Result<RecordBatch, FlightError>) -> Result<Response<DoGetStream>, Status> {
     let batch = batch.map_err(Status::from)?;
@@ -456,7 +461,7 @@ impl FlightSqlService for IsobarFlight {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(&query, &metadata::foreign_keys().map_err(Status::from)?.schema(), request.into_inner())
+        foreign_keys_info(&query, request)
     }
 
     async fn do_get_exported_keys(
@@ -472,7 +477,7 @@ impl FlightSqlService for IsobarFlight {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(&query, &metadata::foreign_keys().map_err(Status::from)?.schema(), request.into_inner())
+        foreign_keys_info(&query, request)
     }
 
     async fn do_get_imported_keys(
@@ -488,7 +493,7 @@ impl FlightSqlService for IsobarFlight {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(&query, &metadata::foreign_keys().map_err(Status::from)?.schema(), request.into_inner())
+        foreign_keys_info(&query, request)
     }
 
     async fn do_get_cross_reference(
@@ -499,8 +504,8 @@ impl FlightSqlService for IsobarFlight {
         batch_stream(metadata::foreign_keys())
     }
 
-    /// `CancelFlightInfo` stops the query its info's ticket started; `CloseSession` has nothing
-    /// to close, since calls keep no session.
+    /// `CancelFlightInfo` stops the query its info's ticket started; `CloseSession` is accepted
+    /// (a token's session ends with the token).
     async fn do_action_fallback(&self, request: Request<Action>) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let action = request.into_inner();
         let body = match action.r#type.as_str() {
