@@ -23,6 +23,7 @@ mod logging;
 mod metrics;
 mod pg;
 mod pg_compat;
+mod pg_cursor;
 mod pg_direct;
 mod pg_functions;
 mod pg_params;

@@ -14,19 +14,18 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::HookClient;
-use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{CopyResponse, Response, Tag};
+use datafusion_postgres::pgwire::api::results::{CopyResponse, DescribePortalResponse, Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers};
@@ -61,7 +60,7 @@ impl PgHandlers {
     pub(crate) async fn new(engine: &QueryEngine, config: &PostgresConfig, metrics: Arc<QueryMetrics>) -> Result<Self> {
         setup_pg_catalog(engine.context(), CATALOG, EmptyContextProvider).map_err(|e| Error::Catalog(e.to_string()))?;
         crate::pg_functions::register(engine.context()).await.map_err(|e| Error::Catalog(e.to_string()))?;
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(IsobarHook { engine: engine.clone() }), Arc::new(CursorStatementHook)];
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(IsobarHook { engine: engine.clone() })];
         let session = Arc::new(DfSessionService::new_with_hooks(Arc::clone(engine.context()), hooks));
         let connections = Arc::new(ConnectionManager::new());
         Ok(Self {
@@ -312,6 +311,20 @@ impl ExtendedQueryHandler for CheckedExtended {
         Ok(())
     }
 
+    /// As pgwire describes, except that a cursor has its query's columns.
+    async fn do_describe_portal<C>(&self, client: &mut C, portal: &Portal<Self::Statement>) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match crate::pg_cursor::cursor_columns(client, portal)? {
+            Some(columns) => Ok(DescribePortalResponse::new(columns)),
+            None => ExtendedQueryHandler::do_describe_portal(self.inner.as_ref(), client, portal).await,
+        }
+    }
+
     /// As pgwire closes, with the session's named statements counted.
     async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
     where
@@ -405,17 +418,13 @@ impl IsobarHook {
         }
         match statement {
             Statement::Deallocate { name, .. } => return Some(session.deallocate(client, &name.value)),
-            Statement::Declare { stmts } => {
-                for name in stmts.iter().flat_map(|d| &d.names) {
-                    if let Err(e) = session.add_cursor(&name.value) {
-                        return Some(Err(e));
-                    }
-                }
+            Statement::Declare { stmts } => return Some(crate::pg_cursor::declare(&self.engine, stmts, params, client).await),
+            Statement::Fetch { name, direction, .. } => {
+                let extended = params.and_then(|_| client.session_extensions().get::<ResultFormat>());
+                let format = extended.map_or(Format::UnifiedText, |f| f.0.clone());
+                return Some(crate::pg_cursor::fetch(&name.value, direction, &format, params.is_some(), client).await);
             }
-            Statement::Close { cursor } => match cursor {
-                CloseCursor::All => session.remove_cursor(None),
-                CloseCursor::Specific { name } => session.remove_cursor(Some(&name.value)),
-            },
+            Statement::Close { cursor } => return Some(crate::pg_cursor::close(cursor, client)),
             _ => {}
         }
         if let Some(batch) = self.engine.insert_batch(statement, params) {
@@ -530,7 +539,13 @@ impl QueryHook for IsobarHook {
                 | Statement::AlterTable(_)
                 | Statement::Copy { to: false, .. }
                 | Statement::Deallocate { .. }
+                | Statement::Close { .. }
         );
+        match statement {
+            Statement::Declare { stmts } => return Some(crate::pg_cursor::declare_plan(&self.engine, stmts).await),
+            Statement::Fetch { name, .. } => return Some(crate::pg_cursor::fetch_plan(&name.value, client)),
+            _ => {}
+        }
         if let Some(plan) = self.engine.delete_plan(statement).await {
             return Some(plan.map_err(|e| pg_error(&e)));
         }

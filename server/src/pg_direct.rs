@@ -112,6 +112,7 @@ where
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let original = sql;
         let rewritten = crate::pg_compat::rewrite(&self.engine, sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
         match direct_query(sql) {
@@ -119,7 +120,12 @@ where
                 let plan = plan(&self.engine, statement.clone()).await?;
                 Ok(Some((statement.to_string(), Some((statement, plan)))))
             }
-            None => self.inner.parse_sql(client, sql, types).await,
+            // The statement keeps the client's text when isobar rewrote it: its placeholders
+            // are the ones a Bind supplies (`pg_params` lines up those the plan kept).
+            None => {
+                let parsed = self.inner.parse_sql(client, sql, types).await?;
+                Ok(parsed.map(|(text, plan)| (if rewritten.is_some() { original.to_owned() } else { text }, plan)))
+            }
         }
     }
 

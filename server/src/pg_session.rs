@@ -1,5 +1,5 @@
 //! One Postgres connection's session: its settings (`isobar_query::SessionState`), the names
-//! of its prepared statements and cursors (bounded), and how statements about the session are
+//! of its prepared statements (bounded; its cursors are `pg_cursor`'s), and how statements about the session are
 //! answered on the wire (ParameterStatus for changed settings, notices, transaction status).
 //!
 //! Everything here lives in the connection's own session extensions; nothing one client does
@@ -25,8 +25,6 @@ use crate::pg::user_error;
 
 /// Named prepared statements one connection may hold at once.
 pub(crate) const PREPARED_STATEMENTS_MAX: usize = 1_000;
-/// Cursors one connection may hold open at once.
-pub(crate) const CURSORS_MAX: usize = 100;
 
 /// Where datafusion-postgres reads a session's statement timeout when it plans.
 const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
@@ -39,7 +37,6 @@ const FORMAT_SETTINGS: &[&str] = &["datestyle", "intervalstyle", "bytea_output",
 pub(crate) struct PgSession {
     state: Mutex<SessionState>,
     prepared: Mutex<BTreeSet<String>>,
-    cursors: Mutex<BTreeSet<String>>,
 }
 
 /// Locks a mutex, whether or not a panic poisoned it: the data behind these stays consistent.
@@ -50,11 +47,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl PgSession {
     /// The session of `client`, made with the server's limits on first use.
     pub(crate) fn of(client: &(impl ClientInfo + ?Sized), config: &QueryConfig) -> Arc<Self> {
-        client.session_extensions().get_or_insert_with(|| Self {
-            state: Mutex::new(SessionState::new(config)),
-            prepared: Mutex::new(BTreeSet::new()),
-            cursors: Mutex::new(BTreeSet::new()),
-        })
+        client
+            .session_extensions()
+            .get_or_insert_with(|| Self { state: Mutex::new(SessionState::new(config)), prepared: Mutex::new(BTreeSet::new()) })
     }
 
     /// The session's settings.
@@ -97,27 +92,6 @@ impl PgSession {
         }
         store.rm_statement(name);
         Ok(Response::Execution(Tag::new("DEALLOCATE")))
-    }
-
-    /// Notes a cursor a `DECLARE` opens; refused past [`CURSORS_MAX`].
-    pub(crate) fn add_cursor(&self, name: &str) -> PgWireResult<()> {
-        let mut cursors = lock(&self.cursors);
-        if !cursors.contains(name) && cursors.len() >= CURSORS_MAX {
-            return Err(user_error("54000", format!("this session has {CURSORS_MAX} cursors open, the most isobar keeps; CLOSE some")));
-        }
-        cursors.insert(name.to_owned());
-        Ok(())
-    }
-
-    /// Forgets a cursor `CLOSE` closed (`None`: `CLOSE ALL`).
-    pub(crate) fn remove_cursor(&self, name: Option<&str>) {
-        let mut cursors = lock(&self.cursors);
-        match name {
-            Some(name) => {
-                cursors.remove(name);
-            }
-            None => cursors.clear(),
-        }
     }
 
     /// Copies the settings the wire encoder and datafusion-postgres read into the connection's

@@ -21,6 +21,11 @@ use crate::config::QuerySection;
 /// Name of the query runtime's threads, as `top -H` and `/proc/<pid>/task/*/comm` show it.
 const THREAD_NAME: &str = "isobar-query";
 
+/// Stack of each query thread. Planning recurses over a statement's syntax tree, and tokio's
+/// 2 MiB default was overrun by a catalog query SQLAlchemy sends (in a debug build, whose
+/// frames are larger). The pages are only touched as deep as a query goes.
+const THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// Builds the query runtime: `section.threads` workers (0: one per core), each thread at nice
 /// `section.nice` above the process's own.
 pub(crate) fn build(section: &QuerySection) -> io::Result<Runtime> {
@@ -33,6 +38,7 @@ pub(crate) fn build(section: &QuerySection) -> io::Result<Runtime> {
     let nice = (priority::current()? + section.nice).min(priority::NICE_MAX);
     builder
         .thread_name(THREAD_NAME)
+        .thread_stack_size(THREAD_STACK_BYTES)
         .on_thread_start(move || {
             if let Err(e) = priority::set_current(nice) {
                 tracing::warn!("query thread keeps the server's CPU priority: {e}");

@@ -368,6 +368,10 @@ async fn psql_lists_and_describes_tables() {
     server.client().await.batch_execute(WEATHER).await.expect("create table");
     let tables = psql(&server, "\\dt");
     assert!(tables.contains("weather"), "{tables}");
+    // Only the tables on the search path, as PostgreSQL lists them; the system tables by name.
+    assert!(!tables.contains("system") && !tables.contains("chunks"), "{tables}");
+    let system = psql(&server, "\\dt system.*");
+    assert!(system.contains("chunks") && system.contains("ingest_errors") && !system.contains("weather"), "{system}");
     let described = psql(&server, "\\d weather");
     for column in ["time", "station_id", "sensor_value", "direction"] {
         assert!(described.contains(column), "{column} missing from:\n{described}");

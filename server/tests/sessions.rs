@@ -1,5 +1,5 @@
 //! Every Postgres connection has its own session: what one client sets, prepares or declares
-//! never reaches another, the server's limits are maximums a client can only lower, the
+//! (cursors included) never reaches another, the server's limits are maximums a client can only lower, the
 //! statements a session may run are an allow-list, and `require_tls` turns clear-text clients
 //! away. What clients make the server do runs on threads of lower CPU priority than ingest.
 
@@ -176,6 +176,70 @@ async fn a_sessions_prepared_statements_are_bounded_and_deallocated() {
     // Another client was never limited by this one.
     let other = server.client().await;
     assert_eq!(other.query_one("SELECT 8::BIGINT", &[]).await.expect("run").get::<_, i64>(0), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_page_through_a_query_with_parameters_and_are_the_sessions_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let client = server.client().await;
+    client.batch_execute(TABLE).await.expect("create");
+    let rows: Vec<String> =
+        (0..2_500).map(|i| format!("('2024-01-01T00:00:00Z'::timestamptz + INTERVAL '{i} seconds', 'a', {i}.5)")).collect();
+    client.batch_execute(&format!("INSERT INTO m (time, s, v) VALUES {}", rows.join(", "))).await.expect("insert");
+    client.batch_execute("INSERT INTO m (time, s, v) VALUES ('2024-01-01T00:00:00Z', 'b', -1)").await.expect("insert b");
+
+    // The extended protocol: the DECLARE's parameter bound, FETCHes described with the
+    // cursor's columns and answered in binary (tokio-postgres asks for it), in pages that
+    // cross the query's record batches.
+    client.execute("DECLARE page CURSOR FOR SELECT time, v FROM m WHERE s = $1 ORDER BY time", &[&"a"]).await.expect("declare");
+    let mut values = Vec::new();
+    loop {
+        let page = client.query("FETCH FORWARD 700 FROM page", &[]).await.expect("fetch");
+        assert!(page.len() <= 700);
+        if page.is_empty() {
+            break;
+        }
+        values.extend(page.iter().map(|r| r.get::<_, f64>("v")));
+    }
+    assert_eq!(values, (0..2_500).map(|i| f64::from(i) + 0.5).collect::<Vec<_>>());
+    client.batch_execute("CLOSE page").await.expect("close");
+    let e = client.query("FETCH 1 FROM page", &[]).await.expect_err("a closed cursor is gone");
+    assert_eq!(code(&e), SqlState::INVALID_CURSOR_NAME, "{e}");
+
+    // The simple protocol, in text; a cursor only moves forward.
+    let messages = client
+        .simple_query("DECLARE c CURSOR FOR SELECT CAST(v * 2 AS BIGINT) FROM m ORDER BY v; FETCH 2 FROM c; FETCH NEXT FROM c")
+        .await
+        .expect("declare, fetch");
+    let texts: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["-2", "1", "3"]);
+    let e = client.batch_execute("FETCH BACKWARD 1 FROM c").await.expect_err("backward");
+    assert_eq!(code(&e), SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE, "{e}");
+    // Another client does not see this one's cursor.
+    let other = server.client().await;
+    let e = other.batch_execute("FETCH 1 FROM c").await.expect_err("not the other client's cursor");
+    assert_eq!(code(&e), SqlState::INVALID_CURSOR_NAME, "{e}");
+
+    // A session's cursors are bounded; CLOSE ALL makes room.
+    let mut refused = None;
+    for i in 0..150 {
+        if let Err(e) = client.batch_execute(&format!("DECLARE k{i} CURSOR FOR SELECT 1")).await {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (opened, e) = refused.expect("the session's cursors are bounded");
+    assert_eq!(code(&e), SqlState::PROGRAM_LIMIT_EXCEEDED, "{e}");
+    assert_eq!(opened, 99, "c and 99 more");
+    client.batch_execute("CLOSE ALL; DECLARE again CURSOR FOR SELECT 7::BIGINT").await.expect("room after CLOSE ALL");
+    assert_eq!(client.query_one("FETCH 1 FROM again", &[]).await.expect("fetch").get::<_, i64>(0), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,35 @@ assert columns == [
     ("sensor_value", "DOUBLE_PRECISION"),
     ("direction", "BIGINT"),
 ], f"SQLAlchemy columns: {columns}"
+assert inspector.get_pk_constraint("weather")["constrained_columns"] == ["station_id", "sensor_id", "time"], "primary key"
+assert inspector.get_indexes("weather") == [] and inspector.get_unique_constraints("weather") == [], "no other indexes"
+assert inspector.get_foreign_keys("weather") == [], "no foreign keys"
+metadata = sqlalchemy.MetaData()
+metadata.reflect(engine)
+assert "weather" in metadata.tables and not {"chunks", "ingest_errors"} & set(metadata.tables), f"reflected {sorted(metadata.tables)}"
+weather = metadata.tables["weather"]
+assert [c.name for c in weather.primary_key] == ["station_id", "sensor_id", "time"], f"reflected key {weather.primary_key}"
+with engine.connect() as conn:
+    statement = sqlalchemy.select(sqlalchemy.func.count()).select_from(weather).where(weather.c.station_id == "st-4")
+    assert conn.execute(statement).scalar() == 200, "a query built on the reflected table"
+    # stream_results: SQLAlchemy pages through a server-side cursor, here for pandas' chunks.
+    chunks = pandas.read_sql(
+        "SELECT sensor_value FROM weather WHERE station_id = 'st-2' ORDER BY time",
+        conn.execution_options(stream_results=True, max_row_buffer=40),
+        chunksize=30,
+    )
+    assert [len(c) for c in chunks] == [30, 30, 30, 10], "pandas chunks over a server-side cursor"
+
+# psycopg's server-side cursors: DECLARE with a parameter, then FETCHes in text and binary.
+with psycopg.connect(dsn) as conn:
+    for binary in (False, True):
+        with conn.cursor(name="scan", binary=binary) as cur:
+            cur.itersize = 7
+            cur.execute("SELECT time, sensor_value FROM weather WHERE station_id = %s ORDER BY time", ("st-2",))
+            assert [d.name for d in cur.description] == ["time", "sensor_value"], f"described {cur.description}"
+            got = list(cur)
+            want = [(start + datetime.timedelta(minutes=1, seconds=i), float(i)) for i in range(100)]
+            assert got == want, f"named cursor rows (binary={binary}): {got[:3]}"
 frame = pandas.read_sql(
     "SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) AS n FROM weather "
     "WHERE station_id IN ('st-1', 'st-2') GROUP BY 1 ORDER BY 1",
