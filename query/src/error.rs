@@ -64,3 +64,32 @@ impl From<Error> for DataFusionError {
         }
     }
 }
+
+impl Error {
+    /// The SQLSTATE a client is told with this error, as PostgreSQL would report it.
+    pub fn sqlstate(&self) -> &'static str {
+        use isobar_storage::Error as S;
+        match self {
+            Error::Refused(_) => "42501",        // insufficient_privilege
+            Error::ReadOnly(_) => "25006",       // read_only_sql_transaction
+            Error::InvalidSetting(_) => "22023", // invalid_parameter_value
+            Error::Unsupported(_) => "0A000",    // feature_not_supported
+            Error::InvalidRows(_) => "22000",    // data_exception
+            Error::Timeout(_) => "57014",        // query_canceled
+            Error::DataFusion(e) => match e.find_root() {
+                DataFusionError::ResourcesExhausted(_) => "53200",                      // out_of_memory
+                DataFusionError::SQL(..) => "42601",                                    // syntax_error
+                DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "42000", // syntax_error_or_access_rule_violation
+                DataFusionError::NotImplemented(_) => "0A000",                          // feature_not_supported
+                _ => "XX000",                                                           // internal_error
+            },
+            Error::Storage(S::TableExists(_)) => "42P07",             // duplicate_table
+            Error::Storage(S::NoSuchTable(_)) => "42P01",             // undefined_table
+            Error::Storage(S::InvalidRequest(_)) => "22023",          // invalid_parameter_value
+            Error::Storage(S::LimitExceeded(_)) => "54000",           // program_limit_exceeded
+            Error::Storage(S::DiskFull(_)) => "53100",                // disk_full
+            Error::Storage(S::Poisoned(_) | S::Io { .. }) => "58030", // io_error
+            Error::Storage(_) => "XX000",                             // internal_error
+        }
+    }
+}

@@ -65,6 +65,36 @@ pub(crate) fn salted_passwords(users: &[crate::config::UserConfig]) -> Result<Ha
     Ok(by_name)
 }
 
+/// The passwords of `postgres.users`, salted and hashed, for listeners that take a user and
+/// password in clear over their own channel (Flight SQL's Basic header, the HTTP API's login).
+/// With no users every caller is trusted, which isobar allows only on loopback listeners.
+#[derive(Debug)]
+pub(crate) struct Passwords(Option<HashMap<String, SaltedHash>>);
+
+impl Passwords {
+    pub(crate) fn new(users: &[crate::config::UserConfig]) -> Result<Self> {
+        match users.is_empty() {
+            true => Ok(Self(None)),
+            false => salted_passwords(users).map(|by_name| Self(Some(by_name))),
+        }
+    }
+
+    /// Whether every caller is trusted (no users configured).
+    pub(crate) fn trust(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether `password` is `user`'s (always, when every caller is trusted).
+    pub(crate) fn admits(&self, user: &str, password: &str) -> bool {
+        let Some(by_name) = &self.0 else { return true };
+        by_name.get(user).is_some_and(|(salt, hash)| constant_time_eq(&gen_salted_password(password, salt, SCRAM_ITERATIONS), hash))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Makes each connection's startup handler.
 #[derive(Debug)]
 pub(crate) struct Authenticator {

@@ -170,8 +170,11 @@ pub(crate) struct HttpConfig {
     pub(crate) listen: SocketAddr,
     /// Connections served at once; a client past the cap gets 503.
     pub(crate) connections_max: usize,
-    /// Users whose basic auth a request must carry; none: any client, on loopback only.
+    /// Users whose basic auth a request must carry; none: any client, on loopback only. (The
+    /// query API, `/api/v1/`, takes `postgres.users` instead.)
     pub(crate) users: Vec<UserConfig>,
+    /// How long a query API session (its login cookie) stays valid, in milliseconds.
+    pub(crate) session_lifetime_ms: u64,
 }
 
 /// Limits on queries.
@@ -327,7 +330,12 @@ impl Default for FlightConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8086)), connections_max: 64, users: Vec::new() }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8086)),
+            connections_max: 64,
+            users: Vec::new(),
+            session_lifetime_ms: 12 * 3_600_000,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP listener: `GET /health`, `GET /metrics` (Prometheus text format), and InfluxDB's
+//! The HTTP listener: `GET /health`, `GET /metrics` (Prometheus text format), SQL queries
+//! (`POST /api/v1/query`; `http/query.rs`), and InfluxDB's
 //! write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`) with the
 //! `CREATE DATABASE` its writers send to `/query` (`http/influxql.rs`), on axum and hyper
 //! (HTTP/1.1 with keep-alive).
@@ -10,14 +11,18 @@
 //! InfluxDB 1's `u` and `p` query parameters.
 
 mod influxql;
+mod query;
+mod session;
 mod write;
+
+pub(crate) use session::ApiAuth;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +50,10 @@ pub(crate) struct HttpContext {
     pub(crate) queries: Arc<QueryMetrics>,
     pub(crate) ingest: Arc<IngestMetrics>,
     pub(crate) users: Arc<Users>,
+    /// The query API's users and sessions.
+    pub(crate) api: Arc<ApiAuth>,
+    /// The runtime queries run on (`query_runtime.rs`).
+    pub(crate) query_runtime: tokio::runtime::Handle,
 }
 
 /// Serves until the task is dropped, at most `connections_max` connections at once; a client
@@ -84,6 +93,12 @@ async fn too_many(socket: &mut TcpStream) -> std::io::Result<()> {
 }
 
 fn routes(cx: HttpContext) -> Router {
+    // The query API authenticates its own callers (`http/session.rs`); the rest takes
+    // `http.users`.
+    let api = Router::new()
+        .route("/api/v1/query", post(query::query).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
+        .route("/api/v1/login", post(session::login).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
+        .route("/api/v1/logout", post(session::logout));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -91,8 +106,9 @@ fn routes(cx: HttpContext) -> Router {
         .route("/write", post(write::v1))
         .route("/api/v2/write", post(write::v2))
         .route("/query", get(influxql::query).post(influxql::query))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn_with_state(cx.clone(), authenticate))
+        .merge(api)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(cx)
 }
 

@@ -34,6 +34,7 @@ mod serve;
 mod simulate;
 mod status;
 mod tls;
+mod tokens;
 mod verify;
 
 use std::path::PathBuf;

@@ -616,23 +616,7 @@ pub(crate) fn user_error(code: &str, message: String) -> PgWireError {
 
 /// The error a client sees, with its SQLSTATE.
 fn pg_error(e: &isobar_query::Error) -> PgWireError {
-    let code = match e {
-        isobar_query::Error::Refused(_) => "42501",        // insufficient_privilege
-        isobar_query::Error::ReadOnly(_) => "25006",       // read_only_sql_transaction
-        isobar_query::Error::InvalidSetting(_) => "22023", // invalid_parameter_value
-        isobar_query::Error::Unsupported(_) => "0A000",    // feature_not_supported
-        isobar_query::Error::InvalidRows(_) => "22000",    // data_exception
-        isobar_query::Error::Timeout(_) => "57014",        // query_canceled
-        isobar_query::Error::DataFusion(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => "53200", // out_of_memory
-        isobar_query::Error::Storage(isobar_storage::Error::TableExists(_)) => "42P07", // duplicate_table
-        isobar_query::Error::Storage(isobar_storage::Error::NoSuchTable(_)) => "42P01", // undefined_table
-        isobar_query::Error::Storage(isobar_storage::Error::InvalidRequest(_)) => "22023", // invalid_parameter_value
-        isobar_query::Error::Storage(isobar_storage::Error::LimitExceeded(_)) => "54000", // program_limit_exceeded
-        isobar_query::Error::Storage(isobar_storage::Error::DiskFull(_)) => "53100", // disk_full
-        isobar_query::Error::Storage(isobar_storage::Error::Poisoned(_) | isobar_storage::Error::Io { .. }) => "58030", // io_error
-        _ => "XX000",
-    };
-    user_error(code, e.to_string())
+    user_error(e.sqlstate(), e.to_string())
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
         queries: Arc::clone(&queries),
         ingest: Arc::clone(&ingest_metrics),
         users: http_users,
+        api: Arc::new(crate::http::ApiAuth::new(
+            crate::auth::Passwords::new(&config.postgres.users)?,
+            config.http.session_lifetime_ms,
+            config.http.listen.ip().is_loopback(),
+        )),
+        query_runtime: query_runtime.clone(),
     };
     let http_task = tokio::spawn(crate::http::serve(http, http_context, config.http.connections_max));
     let flight_context = crate::flight::FlightContext::new(engine.clone(), &config.flight, &config.postgres.users, Arc::clone(&queries))?;

@@ -118,3 +118,21 @@ fn adbc_flight_sql_with_users() {
     let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
     run_script("flight_adbc.py", &[server.flight_port.to_string(), "analyst".into(), "s3cret".into()]);
 }
+
+/// The HTTP query API on a server that trusts loopback clients: JSON, CSV and Arrow answers,
+/// parameters, errors with their SQLSTATE, and a login session that keeps its settings.
+#[test]
+fn http_query_api_without_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    run_script("http_query.py", &[server.http_port.to_string()]);
+}
+
+/// The same with users: no credentials and a wrong password are refused; Basic credentials and
+/// a login's cookie are taken, and a logout ends the session.
+#[test]
+fn http_query_api_with_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
+    run_script("http_query.py", &[server.http_port.to_string(), "analyst".into(), "s3cret".into()]);
+}

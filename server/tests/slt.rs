@@ -1,6 +1,6 @@
-//! SQL golden tests: every `tests/slt/*.slt` file runs three times, in-process against
-//! `QueryEngine`, over the Postgres wire protocol and over Arrow Flight SQL against a started
-//! `isobar serve`, and must give the same answers every way.
+//! SQL golden tests: every `tests/slt/*.slt` file runs four times, in-process against
+//! `QueryEngine`, and over the Postgres wire protocol, Arrow Flight SQL and the HTTP query API
+//! (JSON) against a started `isobar serve`, and must give the same answers every way.
 //!
 //! Values are compared in one canonical text form per type (RFC 3339 UTC timestamps,
 //! `true`/`false`, Rust's shortest float form, `NULL`), so the files say what a value is, not
@@ -198,6 +198,79 @@ impl AsyncDB for OverFlight {
     }
 }
 
+/// The HTTP query API, in JSON, in the session a login's cookie names.
+struct OverHttp {
+    port: u16,
+    cookie: String,
+}
+
+impl OverHttp {
+    async fn login(port: u16) -> Self {
+        let answer = tokio::task::spawn_blocking(move || common::http_post(port, "/api/v1/login", "application/json", "", b"{}"))
+            .await
+            .expect("login");
+        assert_eq!(answer.status, 200, "login: {}", String::from_utf8_lossy(&answer.body));
+        let cookie = answer
+            .head
+            .lines()
+            .find_map(|line| line.strip_prefix("set-cookie: ").or_else(|| line.strip_prefix("Set-Cookie: ")))
+            .and_then(|value| value.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        Self { port, cookie }
+    }
+}
+
+/// A JSON value as the canonical text of a column of `sql_type`.
+fn json_cell(value: &serde_json::Value, sql_type: &str) -> Result<String, Failure> {
+    use serde_json::Value as J;
+    Ok(match (value, sql_type) {
+        (J::Null, _) => "NULL".into(),
+        (J::Number(n), "double precision" | "real") => float(n.as_f64().ok_or_else(|| Failure(format!("{n} is not a float")))?),
+        (J::String(s), "timestamp with time zone") => {
+            let at = DateTime::parse_from_rfc3339(s).map_err(|e| Failure(format!("{s}: {e}")))?;
+            timestamp(at.timestamp_nanos_opt().unwrap_or_default())
+        }
+        (J::String(s), _) => s.clone(),
+        (other, _) => other.to_string(),
+    })
+}
+
+#[async_trait]
+impl AsyncDB for OverHttp {
+    type Error = Failure;
+    type ColumnType = DefaultColumnType;
+
+    async fn shutdown(&mut self) {}
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
+        let (port, cookie) = (self.port, format!("Cookie: {}\r\n", self.cookie));
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let answer =
+            tokio::task::spawn_blocking(move || common::http_post(port, "/api/v1/query", "application/json", &cookie, body.as_bytes()))
+                .await
+                .map_err(|e| Failure(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&answer.body).map_err(|e| Failure(format!("{e}: {}", String::from_utf8_lossy(&answer.body))))?;
+        if let Some(error) = value.get("error") {
+            return Err(Failure(error["message"].as_str().unwrap_or_default().to_owned()));
+        }
+        if value.get("command").is_some() {
+            return Ok(DBOutput::StatementComplete(value.get("rows").and_then(serde_json::Value::as_u64).unwrap_or(0)));
+        }
+        let types: Vec<&str> = value["columns"].as_array().into_iter().flatten().map(|c| c["type"].as_str().unwrap_or_default()).collect();
+        let rows = value["rows"].as_array().ok_or_else(|| Failure(format!("no rows in {value}")))?;
+        let rows = rows
+            .iter()
+            .map(|row| row.as_array().into_iter().flatten().zip(&types).map(|(v, t)| json_cell(v, t)).collect())
+            .collect::<Result<Vec<Vec<String>>, _>>()?;
+        if !returns_rows(sql) {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; types.len()], rows })
+    }
+}
+
 fn slt_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -246,5 +319,17 @@ async fn golden_files_over_flight_sql() {
         let mut runner = Runner::new(move || async move { Ok(OverFlight::connect(port).await) });
         runner.with_column_validator(|_, _| true);
         runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over flight sql): {e}", file.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_over_the_http_query_api() {
+    for file in slt_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = common::Server::start(&dir.path().join("data"));
+        let port = server.http_port;
+        let mut runner = Runner::new(move || async move { Ok(OverHttp::login(port).await) });
+        runner.with_column_validator(|_, _| true);
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over the http query api): {e}", file.display()));
     }
 }

@@ -5,39 +5,25 @@
 //! `authorization` header, valid for `flight.token_lifetime_ms`; later calls carry
 //! `authorization: Bearer <token>`. Basic credentials are also taken on any call, for clients
 //! that send them every time. Passwords are salted and hashed as for SCRAM at start-up; only
-//! the hashes are kept. With no users configured every call is trusted, which isobar allows
+//! the hashes are kept (`auth::Passwords`), and tokens are `tokens::Tokens`. With no users configured every call is trusted, which isobar allows
 //! only on a loopback listener (checked when the configuration is read); the handshake still
 //! hands out a token, since clients given credentials expect one.
 //!
 //! A token is also a session: `SET` in one call holds for the later calls with the same token,
 //! as on one Postgres connection. Calls without a token each have a session of their own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
-use datafusion_postgres::pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, gen_salted_password};
-use parking_lot::Mutex;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use isobar_query::SessionState;
 
-use crate::auth::{SaltedHash, salted_passwords};
+use crate::auth::Passwords;
 use crate::config::UserConfig;
 use crate::error::Result;
-
-/// Tokens kept at most; past it, expired ones go, then the ones that expire first.
-const TOKENS_MAX: usize = 100_000;
-
-/// A bearer token handed out: whose, until when, and the settings of its session.
-#[derive(Debug)]
-struct Token {
-    user: Arc<str>,
-    expires: Instant,
-    session: Option<SessionState>,
-}
+use crate::tokens::Tokens;
 
 /// The user a call was authenticated as; in each request's extensions.
 #[derive(Debug, Clone)]
@@ -46,20 +32,14 @@ pub(crate) struct Caller(pub(crate) Arc<str>);
 /// The users and the tokens handed out to them.
 #[derive(Debug)]
 pub(crate) struct FlightAuth {
-    /// Salt and salted hash of each user's password; `None`: every caller is trusted.
-    users: Option<HashMap<String, SaltedHash>>,
-    tokens: Mutex<HashMap<String, Token>>,
-    token_lifetime: Duration,
+    passwords: Passwords,
+    tokens: Tokens,
 }
 
 impl FlightAuth {
     /// Hashes the users' passwords.
     pub(crate) fn new(users: &[UserConfig], token_lifetime_ms: u64) -> Result<Self> {
-        let token_lifetime = Duration::from_millis(token_lifetime_ms);
-        if users.is_empty() {
-            return Ok(Self { users: None, tokens: Mutex::default(), token_lifetime });
-        }
-        Ok(Self { users: Some(salted_passwords(users)?), tokens: Mutex::default(), token_lifetime })
+        Ok(Self { passwords: Passwords::new(users)?, tokens: Tokens::new(token_lifetime_ms) })
     }
 
     /// Checks a call's credentials, and records who made it in the request's extensions.
@@ -71,60 +51,36 @@ impl FlightAuth {
 
     /// A new bearer token for the caller.
     pub(crate) fn issue(&self, caller: &Caller) -> String {
-        let bytes: [u8; 32] = rand::random();
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let now = Instant::now();
-        let mut tokens = self.tokens.lock();
-        if tokens.len() >= TOKENS_MAX {
-            tokens.retain(|_, t| t.expires > now);
-        }
-        if tokens.len() >= TOKENS_MAX {
-            let mut by_expiry: Vec<(Instant, String)> = tokens.iter().map(|(name, t)| (t.expires, name.clone())).collect();
-            by_expiry.sort_unstable();
-            for (_, token) in by_expiry.into_iter().take(TOKENS_MAX / 10) {
-                tokens.remove(&token);
-            }
-        }
-        tokens.insert(token.clone(), Token { user: Arc::clone(&caller.0), expires: now + self.token_lifetime, session: None });
-        token
+        self.tokens.issue(&caller.0)
     }
 
     /// The settings of the session of the bearer token `request` carries, if it carries one.
     pub(crate) fn session<T>(&self, request: &Request<T>) -> Option<SessionState> {
-        let token = bearer(request.metadata())?;
-        self.tokens.lock().get(token).and_then(|t| t.session.clone())
+        self.tokens.session(bearer(request.metadata())?)
     }
 
     /// Keeps `state` as the session of the bearer token `metadata` carries; nothing without one.
     pub(crate) fn keep_session(&self, metadata: &MetadataMap, state: SessionState) {
-        let Some(token) = bearer(metadata) else { return };
-        if let Some(t) = self.tokens.lock().get_mut(token) {
-            t.session = Some(state);
+        if let Some(token) = bearer(metadata) {
+            self.tokens.keep_session(token, state);
         }
     }
 
     fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         // Some clients send the header twice, with the same value.
         let header = metadata.get_all("authorization").iter().find_map(|v| v.to_str().ok());
-        let Some(users) = &self.users else {
+        if self.passwords.trust() {
             let name = header.and_then(|h| basic(h).ok()).map_or_else(|| "isobar".to_owned(), |(user, _)| user);
             return Ok(Caller(Arc::from(name)));
-        };
+        }
         let Some(header) = header else {
             return Err(Status::unauthenticated("no credentials: authenticate with the handshake or send an authorization header"));
         };
         if let Some(token) = strip_scheme(header, "Bearer") {
-            let tokens = self.tokens.lock();
-            return match tokens.get(token) {
-                Some(t) if t.expires > Instant::now() => Ok(Caller(Arc::clone(&t.user))),
-                Some(_) => Err(Status::unauthenticated("the bearer token has expired: authenticate again")),
-                None => Err(Status::unauthenticated("the bearer token is not valid: authenticate again")),
-            };
+            return self.tokens.user(token).map(Caller).map_err(|refused| Status::unauthenticated(refused.message()));
         }
         let (user, password) = basic(header)?;
-        let valid =
-            users.get(&user).is_some_and(|(salt, hash)| constant_time_eq(&gen_salted_password(&password, salt, SCRAM_ITERATIONS), hash));
-        match valid {
+        match self.passwords.admits(&user, &password) {
             true => Ok(Caller(Arc::from(user))),
             false => Err(Status::unauthenticated(format!("password authentication failed for user \"{user}\""))),
         }
@@ -152,10 +108,6 @@ fn basic(header: &str) -> Result<(String, String), Status> {
     let text = String::from_utf8(decoded).map_err(|_| Status::unauthenticated("Basic credentials are not UTF-8"))?;
     let (user, password) = text.split_once(':').ok_or_else(|| Status::unauthenticated("Basic credentials must be user:password"))?;
     Ok((user.to_owned(), password.to_owned()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -174,6 +174,47 @@ pub(crate) fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// An HTTP answer: its status, its head, and its body (chunked transfer decoded).
+pub(crate) struct HttpAnswer {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
+}
+
+/// `POST path` with `body` of `content_type` (and `extra` header lines, each ending in
+/// `\r\n`) to the server's HTTP listener.
+pub(crate) fn http_post(port: u16, path: &str, content_type: &str, extra: &str, body: &[u8]) -> HttpAnswer {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status");
+    let mut rest = &raw[split + 4..];
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..line_end]).trim(), 16).expect("a hex chunk size");
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    HttpAnswer { status, head, body }
+}
+
 /// Name, nice value and CPU ticks (user + system) of each thread of process `pid`.
 pub(crate) fn threads_of(pid: u32) -> Vec<(String, i64, u64)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read the server's threads");
