@@ -107,3 +107,107 @@ async fn the_query_builder_lists_tables_and_columns() {
         assert!(pairs.iter().any(|(c, t)| c == column && t == ty), "{column} {ty} missing from {pairs:?}");
     }
 }
+
+/// `sql` with Grafana's PostgreSQL macros expanded as Grafana expands them, for the time range
+/// `from`..`to` (RFC 3339), and `$station` as the multi-value variable `stations`.
+fn expand(sql: &str, from: &str, to: &str, stations: &[String]) -> String {
+    let mut out = sql.replace("$station", &stations.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(","));
+    // $__name(args) → its expansion.
+    for macro_name in ["$__timeFilter", "$__timeGroupAlias", "$__timeGroup"] {
+        while let Some(at) = out.find(&format!("{macro_name}(")) {
+            let open = at + macro_name.len();
+            let close = open + out[open..].find(')').expect("a closing parenthesis");
+            let args: Vec<&str> = out[open + 1..close].split(',').map(str::trim).collect();
+            let expansion = match macro_name {
+                "$__timeFilter" => format!("{} BETWEEN '{from}' AND '{to}'", args[0]),
+                _ => {
+                    let interval = args[1].trim_matches('\'');
+                    let (count, unit) = interval.split_at(interval.len() - 1);
+                    let seconds = count.parse::<u64>().expect("an interval") * if unit == "m" { 60 } else { 1 };
+                    let group = format!("floor(extract(epoch from {})/{seconds})*{seconds}", args[0]);
+                    match macro_name {
+                        "$__timeGroupAlias" => format!("{group} AS \"time\""),
+                        _ => group,
+                    }
+                }
+            };
+            out.replace_range(at..=close, &expansion);
+        }
+    }
+    out
+}
+
+/// The seed fleet's dashboard (`docs/grafana/dashboards/seed-fleet.json`), every query as
+/// Grafana sends it, against a server fed by `isobar simulate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioned_dashboard_answers_over_a_simulated_fleet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, ""));
+    // Five minutes of 4 stations × 3 sensors, 60 times faster than real time.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_isobar"))
+        .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{}", server.mqtt_port)])
+        .args(["--stations", "4", "--sensors", "3", "--rate", "1", "--time-scale", "60", "--duration", "300"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("isobar simulate");
+    assert!(status.success());
+    let client = server.client().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let finals = rows(&client.simple_query("SELECT count(*) FROM weather_1m WHERE final").await.expect("finals"));
+        if finals[0][0].as_deref().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 12 * 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fleet's minutes become final");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let range = rows(
+        &client
+            .simple_query("SELECT CAST(floor(extract(epoch from min(time))) AS BIGINT) - 60, CAST(ceil(extract(epoch from max(time))) AS BIGINT) + 60 FROM weather")
+            .await
+            .expect("range"),
+    );
+    let rfc3339 = |seconds: &Option<String>| {
+        let seconds = seconds.as_deref().and_then(|s| s.parse::<i64>().ok()).expect("epoch seconds");
+        chrono::DateTime::from_timestamp(seconds, 0).expect("a time").to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let (from, to) = (rfc3339(&range[0][0]), rfc3339(&range[0][1]));
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/dashboards/seed-fleet.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).expect("JSON");
+    // The station variable, then each panel's queries with two of its stations chosen.
+    let variable = dashboard["templating"]["list"][0]["query"].as_str().expect("the station variable's query");
+    let stations: Vec<String> =
+        rows(&client.simple_query(variable).await.expect("station variable")).into_iter().flatten().flatten().collect();
+    assert_eq!(stations, ["st-00000", "st-00001", "st-00002", "st-00003"]);
+    let chosen = &stations[1..3];
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 4, "the dashboard has its panels");
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let sql = expand(target["rawSql"].as_str().expect("rawSql"), &from, &to, chosen);
+            assert!(!sql.contains('$'), "every macro and variable expanded: {sql}");
+            let answer = rows(&client.simple_query(&sql).await.unwrap_or_else(|e| panic!("{}: {e}\n{sql}", panel["title"])));
+            assert!(!answer.is_empty(), "{} answers rows:\n{sql}", panel["title"]);
+            let title = panel["title"].as_str().unwrap_or_default();
+            if title.starts_with("Sensor value per minute") {
+                // Every minute of the chosen stations' sensors, with min <= avg <= max.
+                let want = rows(
+                    &client
+                        .simple_query("SELECT count(*) FROM weather_1m WHERE station_id IN ('st-00001', 'st-00002')")
+                        .await
+                        .expect("count"),
+                );
+                assert_eq!(Some(answer.len().to_string()), want[0][0], "{title}");
+                for row in &answer {
+                    let n = |i: usize| row[i].as_deref().and_then(|v| v.parse::<f64>().ok()).expect("a number");
+                    assert!(n(3) <= n(2) && n(2) <= n(4), "min <= avg <= max in {row:?}");
+                }
+            }
+            if title == "Last value per sensor" {
+                assert_eq!(answer.len(), 6, "three sensors at each of two stations: {answer:?}");
+            }
+        }
+    }
+}

@@ -35,7 +35,8 @@ async fn simulated_readings_become_seed_shaped_rows_the_same_for_the_same_seed()
         let row = client
             .query_one(
                 "SELECT count(*), count(DISTINCT sensor_id), count(DISTINCT station_id), count(DISTINCT sensor), \
-                 sum(sensor_value), count(sensor_value_smoothed), sum(direction * direction) FROM weather",
+                 sum(CASE WHEN sensor IN ('pressure', 'rain') THEN sensor_value END), count(sensor_value_smoothed), \
+                 sum(direction * direction) FROM weather",
                 &[],
             )
             .await
@@ -47,7 +48,8 @@ async fn simulated_readings_become_seed_shaped_rows_the_same_for_the_same_seed()
         let dead = client.query_one("SELECT count(*) FROM system.ingest_errors", &[]).await.expect("dead letters");
         assert_eq!(dead.get::<_, i64>(0), 0);
     }
-    // Equal but for the order in which a parallel sum added them.
+    // Equal but for the order in which a parallel sum added them. (Temperature, humidity and
+    // wind follow the time of day, so only pressure and rain are the same at another start.)
     assert!((sums[0] - sums[1]).abs() < 1e-9 * sums[0].abs(), "the same seed publishes the same readings: {sums:?}");
 }
 
