@@ -1,6 +1,6 @@
 //! The HTTP listener: `GET /health`, `GET /metrics` (Prometheus text format), SQL queries
-//! (`POST /api/v1/query`; `http/query.rs`), and InfluxDB's
-//! write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`) with the
+//! (`POST /api/v1/query`; `http/query.rs`), the web console (`GET /`; `http/console.rs`), and
+//! InfluxDB's write API (`POST /write`, `POST /api/v2/write`, `GET /ping`; `http/write.rs`) with the
 //! `CREATE DATABASE` its writers send to `/query` (`http/influxql.rs`), on axum and hyper
 //! (HTTP/1.1 with keep-alive).
 //!
@@ -10,6 +10,7 @@
 //! credentials: basic auth, `Authorization: Token <user>:<password>` (InfluxDB 2's header), or
 //! InfluxDB 1's `u` and `p` query parameters.
 
+mod console;
 mod influxql;
 mod query;
 mod session;
@@ -93,12 +94,14 @@ async fn too_many(socket: &mut TcpStream) -> std::io::Result<()> {
 }
 
 fn routes(cx: HttpContext) -> Router {
-    // The query API authenticates its own callers (`http/session.rs`); the rest takes
-    // `http.users`.
+    // The query API authenticates its own callers (`http/session.rs`), and the console's files
+    // hold no data; the rest takes `http.users`.
     let api = Router::new()
         .route("/api/v1/query", post(query::query).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
         .route("/api/v1/login", post(session::login).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
-        .route("/api/v1/logout", post(session::logout));
+        .route("/api/v1/logout", post(session::logout))
+        .route("/", get(console::file))
+        .route("/console/{*file}", get(console::file));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

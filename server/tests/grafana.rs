@@ -144,24 +144,8 @@ async fn the_provisioned_dashboard_answers_over_a_simulated_fleet() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, ""));
-    // Five minutes of 4 stations × 3 sensors, 60 times faster than real time.
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_isobar"))
-        .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{}", server.mqtt_port)])
-        .args(["--stations", "4", "--sensors", "3", "--rate", "1", "--time-scale", "60", "--duration", "300"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("isobar simulate");
-    assert!(status.success());
     let client = server.client().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let finals = rows(&client.simple_query("SELECT count(*) FROM weather_1m WHERE final").await.expect("finals"));
-        if finals[0][0].as_deref().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) >= 12 * 4 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the fleet's minutes become final");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    server.simulate_fleet(&client, 4, 3, 5).await;
     let range = rows(
         &client
             .simple_query("SELECT CAST(floor(extract(epoch from min(time))) AS BIGINT) - 60, CAST(ceil(extract(epoch from max(time))) AS BIGINT) + 60 FROM weather")

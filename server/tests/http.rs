@@ -1,6 +1,6 @@
 //! The HTTP listener's limits: basic auth of a configured user on every request when users are
 //! set (required beyond loopback), a cap on connections served at once, and a clear status
-//! for a request that is not HTTP; kept connections closed when idle.
+//! for a request that is not HTTP; kept connections closed when idle; the console's files.
 
 mod common;
 
@@ -71,4 +71,21 @@ fn an_idle_kept_connection_is_closed() {
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).expect("the server closes the connection");
     assert!(rest.is_empty() && start.elapsed() < Duration::from_secs(30), "{rest:?}");
+}
+
+/// The console's files are served from inside the binary, with their types and a content
+/// security policy, to anyone: they hold no data (the query API asks for credentials).
+#[test]
+fn the_console_is_served_with_its_types_and_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"));
+    let page = http_get(server.http_port, "/").to_ascii_lowercase();
+    assert!(page.starts_with("http/1.1 200") && page.contains("content-type: text/html"), "{page}");
+    assert!(
+        page.contains("content-security-policy: default-src 'self'") && page.contains("<script src=\"/console/console.js\">"),
+        "{page}"
+    );
+    let script = http_get(server.http_port, "/console/vendor/uplot/uPlot.iife.min.js").to_ascii_lowercase();
+    assert!(script.starts_with("http/1.1 200") && script.contains("content-type: text/javascript"), "{}", &script[..200]);
+    assert!(http_get(server.http_port, "/console/nothing.js").starts_with("HTTP/1.1 404"));
 }

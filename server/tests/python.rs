@@ -1,7 +1,8 @@
 //! Python clients against a started server: psycopg 3 (parameters, COPY), SQLAlchemy 2
 //! (connect, reflect a table) and pandas (`read_sql`) over the Postgres wire protocol; InfluxDB's
 //! own clients (`influxdb-client` for the v2 API, `influxdb` for v1) over the HTTP listener;
-//! ADBC's Flight SQL driver over the Flight SQL listener.
+//! ADBC's Flight SQL driver over the Flight SQL listener; the HTTP query API; and the web
+//! console in headless Chromium, driven by Selenium.
 //! `scripts/setup` installs them into a venv; `ISOBAR_PYTHON` names its interpreter.
 
 mod common;
@@ -135,4 +136,27 @@ fn http_query_api_with_users() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
     run_script("http_query.py", &[server.http_port.to_string(), "analyst".into(), "s3cret".into()]);
+}
+
+/// The web console in headless Chromium over a simulated fleet, on a server that trusts
+/// loopback clients: the fleet view, the SQL editor's rows and chart, and an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_chromium_without_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, ""));
+    server.simulate_fleet(&server.client().await, 2, 3, 4).await;
+    run_script("console_browser.py", &[server.http_port.to_string(), server.pg_port.to_string()]);
+}
+
+/// The same with users: the console asks for a login and refuses a wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_chromium_with_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let users = "users = [{ name = \"operator\", password = \"s3cret\" }]";
+    let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, users));
+    server.simulate_fleet(&common::connect_as(server.pg_port, "operator", "s3cret").await, 2, 3, 4).await;
+    let args = [server.http_port.to_string(), server.pg_port.to_string(), "operator".into(), "s3cret".into()];
+    run_script("console_browser.py", &args);
 }

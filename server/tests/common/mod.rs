@@ -135,6 +135,31 @@ time_unit = "ms"
         connect(self.pg_port).await
     }
 
+    /// Publishes `minutes` of the seed fleet (`stations` × `sensors`, 1 Hz) with `isobar
+    /// simulate`, 60 times faster than real time, and waits until at least `stations` ×
+    /// `sensors` × (`minutes` - 1) rollup windows are final, asking through `client`. The
+    /// server runs the seed's rule.
+    pub(crate) async fn simulate_fleet(&self, client: &tokio_postgres::Client, stations: u32, sensors: u32, minutes: u32) {
+        let status = Command::new(env!("CARGO_BIN_EXE_isobar"))
+            .args(["simulate", "--broker", &format!("mqtt://127.0.0.1:{}", self.mqtt_port)])
+            .args(["--stations", &stations.to_string(), "--sensors", &sensors.to_string(), "--rate", "1", "--time-scale", "60"])
+            .args(["--duration", &(minutes * 60).to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("isobar simulate");
+        assert!(status.success(), "isobar simulate");
+        let want = i64::from(stations * sensors * (minutes - 1));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let finals: i64 = client.query_one("SELECT count(*) FROM weather_1m WHERE final", &[]).await.expect("finals").get(0);
+            if finals >= want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{want} final rollup windows; {finals} so far");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Sends a signal and waits for the process to exit; returns its exit code.
     pub(crate) fn signal(&mut self, signal: &str) -> Option<i32> {
         let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().expect("kill");
@@ -158,8 +183,16 @@ impl Drop for Server {
 /// A tokio-postgres client of the server listening on `pg_port`, with its connection driven
 /// on the current runtime.
 pub(crate) async fn connect(pg_port: u16) -> tokio_postgres::Client {
-    let url = format!("host=127.0.0.1 port={pg_port} user=isobar dbname=isobar");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    connect_url(&format!("host=127.0.0.1 port={pg_port} user=isobar dbname=isobar")).await
+}
+
+/// A client of `user` with `password`.
+pub(crate) async fn connect_as(pg_port: u16, user: &str, password: &str) -> tokio_postgres::Client {
+    connect_url(&format!("host=127.0.0.1 port={pg_port} user={user} password='{password}' dbname=isobar")).await
+}
+
+async fn connect_url(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(connection);
     client
 }
