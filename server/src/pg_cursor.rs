@@ -12,7 +12,7 @@
 //! answers with them. A connection holds at most [`CURSORS_MAX`] cursors.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -63,12 +63,16 @@ impl Cursors {
         client.session_extensions().get_or_insert_with(Cursors::default)
     }
 
+    fn open(&self) -> PgWireResult<MutexGuard<'_, HashMap<String, Arc<Cursor>>>> {
+        self.0.lock().map_err(|_| user_error("XX000", "the session's cursors are unusable".into()))
+    }
+
     fn get(&self, name: &str) -> Option<Arc<Cursor>> {
-        self.0.lock().ok()?.get(name).cloned()
+        self.open().ok()?.get(name).cloned()
     }
 
     fn put(&self, name: &str, stream: SendableRecordBatchStream) -> PgWireResult<()> {
-        let mut cursors = self.0.lock().map_err(|_| user_error("XX000", "the session's cursors are unusable".into()))?;
+        let mut cursors = self.open()?;
         if cursors.contains_key(name) {
             return Err(user_error("42P03", format!("cursor \"{name}\" already exists")));
         }
@@ -192,7 +196,7 @@ fn rows_wanted(direction: &FetchDirection) -> PgWireResult<Option<usize>> {
 /// Closes cursor `name` (`CLOSE ALL`: every cursor).
 pub(crate) fn close(cursor: &CloseCursor, client: &dyn HookClient) -> PgWireResult<Response> {
     let cursors = Cursors::of(client);
-    let mut open = cursors.0.lock().map_err(|_| user_error("XX000", "the session's cursors are unusable".into()))?;
+    let mut open = cursors.open()?;
     match cursor {
         CloseCursor::All => {
             for name in open.keys() {

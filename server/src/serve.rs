@@ -68,7 +68,8 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     // Tests and scripts read these lines to find the ports.
     println!("isobar postgres listening on {}", local(&pg));
     println!("isobar mqtt listening on {}", local(&mqtt));
-    println!("isobar http listening on {}", local(&http));
+    let http_address = local(&http);
+    println!("isobar http listening on {http_address}");
     println!("isobar flight sql listening on {}", local(&flight));
     println!("data in {}", config.data_dir.display());
 
@@ -104,7 +105,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
         let (metrics, status) = (Arc::clone(&ingest_metrics.kinesis), ingest_metrics.kinesis_status.clone());
         subscriptions.spawn(kinesis::run(spec.clone(), router, ingestor.clone(), metrics, status));
     }
-    let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg)));
+    let demo_task = demo.map(|demo| start_demo(demo, local(&mqtt), local(&pg), http_address));
     let broker = Arc::new(Broker::new(config.mqtt.broker_limits()));
     if !config.emit.is_empty() {
         let targets = config
@@ -191,12 +192,14 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
 }
 
 /// Starts the demo's fleet publishing to `mqtt` and tells the user how to look at it.
-fn start_demo(demo: Demo, mqtt: String, pg: String) -> tokio::task::JoinHandle<()> {
+fn start_demo(demo: Demo, mqtt: String, pg: String, http: String) -> tokio::task::JoinHandle<()> {
     let sensors = demo.stations * demo.sensors_per_station;
     let port = pg.rsplit(':').next().unwrap_or("5433").to_owned();
     println!(
         "\nisobar demo: {sensors} simulated weather sensors publish to the MQTT listener ({} Hz each);\n\
-         the seed rule turns them into rows of table weather. Look at them with psql:\n\n  \
+         the seed rule turns them into rows of table weather. Open the console at\n\n  \
+         http://{http}/\n\n\
+         or look at them with psql:\n\n  \
          psql -h 127.0.0.1 -p {port} -U isobar\n\n  \
          SELECT sensor, count(*), round(avg(sensor_value), 2) AS avg FROM weather GROUP BY sensor ORDER BY sensor;\n  \
          SELECT sensor_id, last(sensor_value, time) AS latest FROM weather WHERE sensor = 'temperature' GROUP BY sensor_id ORDER BY sensor_id LIMIT 5;\n  \

@@ -92,6 +92,7 @@ async fn the_demo_fills_the_seed_table_and_says_how_to_query_it() {
     assert_eq!(sensors, 100);
     let printed = server.output().join("\n");
     assert!(printed.contains(&format!("psql -h 127.0.0.1 -p {} -U isobar", server.pg_port)), "{printed}");
+    assert!(printed.contains(&format!("http://127.0.0.1:{}/", server.http_port)), "the console's address: {printed}");
     // The example queries it prints run.
     for query in printed.lines().map(str::trim).filter(|l| l.starts_with("SELECT")) {
         client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));

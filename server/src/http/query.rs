@@ -34,13 +34,14 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::writer::{EncoderOptions, make_encoder};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
-use isobar_query::{Outcome, Prepared};
+use isobar_query::{Outcome, Prepared, QueryEngine};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpContext;
-use super::session::ApiCaller;
+use super::session::{ApiAuth, ApiCaller};
 
 /// Largest request body: the SQL and its parameters.
 pub(super) const BODY_BYTES_MAX: usize = 1 << 20;
@@ -134,39 +135,20 @@ async fn run(cx: &HttpContext, caller: ApiCaller, query: QueryString, headers: &
         None => Format::accepted(headers).unwrap_or(Format::Json),
     };
     // The query runs on the query runtime, at its lower CPU priority, and hands its batches
-    // over one at a time; a client that goes away drops the receiver, which stops the query.
-    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<Head, Response>>();
+    // over one at a time; a client that goes away drops the receivers, which stops the query,
+    // also while it is still working towards its first rows.
+    let (mut head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<Head, Response>>();
     let (rows_tx, rows_rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(1);
     let (engine, api) = (cx.engine.clone(), Arc::clone(&cx.api));
     cx.query_runtime.spawn(async move {
-        let token = caller.token;
-        let state = token.as_deref().and_then(|t| api.tokens().session(t));
-        let mut session = state.map_or_else(|| engine.session(), |state| engine.resume(state));
-        let outcome = match session.prepare(&request.sql).await {
-            Ok(prepared) => match bind(&prepared, request.params) {
-                Ok(params) => session.run(&prepared, params.as_ref()).await.map_err(|e| query_error(&e)),
-                Err(message) => Err(error(StatusCode::BAD_REQUEST, "22023", &message)),
-            },
-            Err(e) => Err(query_error(&e)),
-        };
-        if let Some(token) = &token {
-            api.tokens().keep_session(token, session.into_state());
-        }
-        let mut rows = match outcome {
-            Ok(Outcome::Rows(rows)) => rows,
-            Ok(Outcome::Command(command, n)) => return drop(head_tx.send(Ok(Head::Command(command, n)))),
-            Err(response) => return drop(head_tx.send(Err(response))),
-        };
-        // The first batch is awaited before answering, so that an error a query meets at once
-        // gets its own status.
-        let head = match rows.next().await {
-            Some(Ok(batch)) => Ok(Head::Rows(rows.schema(), Some(batch))),
-            Some(Err(e)) => Err(query_error(&isobar_query::Error::from(e))),
-            None => Ok(Head::Rows(rows.schema(), None)),
+        let (head, rows) = tokio::select! {
+            started = start(&engine, &api, caller.token, request) => started,
+            () = head_tx.closed() => return,
         };
         if head_tx.send(head).is_err() {
             return;
         }
+        let Some(mut rows) = rows else { return };
         while let Some(batch) = rows.next().await {
             if rows_tx.send(batch).await.is_err() {
                 return;
@@ -175,7 +157,7 @@ async fn run(cx: &HttpContext, caller: ApiCaller, query: QueryString, headers: &
     });
     match head_rx.await {
         Ok(Ok(Head::Rows(schema, first))) => {
-            let rest = tokio_stream_of(rows_rx);
+            let rest = received(rows_rx);
             answer_rows(schema, futures::stream::iter(first.map(Ok)).chain(rest), format)
         }
         Ok(Ok(Head::Command(command, rows))) => {
@@ -192,8 +174,42 @@ async fn run(cx: &HttpContext, caller: ApiCaller, query: QueryString, headers: &
     }
 }
 
+/// Runs `request` in the session of `token` (a fresh one without), keeping what it did to the
+/// session; its answer up to the first rows, and the stream of the rest.
+async fn start(
+    engine: &QueryEngine,
+    api: &ApiAuth,
+    token: Option<String>,
+    request: Request,
+) -> (Result<Head, Response>, Option<SendableRecordBatchStream>) {
+    let state = token.as_deref().and_then(|t| api.tokens().session(t));
+    let mut session = state.map_or_else(|| engine.session(), |state| engine.resume(state));
+    let outcome = match session.prepare(&request.sql).await {
+        Ok(prepared) => match bind(&prepared, request.params) {
+            Ok(params) => session.run(&prepared, params.as_ref()).await.map_err(|e| query_error(&e)),
+            Err(message) => Err(error(StatusCode::BAD_REQUEST, "22023", &message)),
+        },
+        Err(e) => Err(query_error(&e)),
+    };
+    if let Some(token) = &token {
+        api.tokens().keep_session(token, session.into_state());
+    }
+    let mut rows = match outcome {
+        Ok(Outcome::Rows(rows)) => rows,
+        Ok(Outcome::Command(command, n)) => return (Ok(Head::Command(command, n)), None),
+        Err(response) => return (Err(response), None),
+    };
+    // The first batch is awaited before answering, so that an error a query meets at once gets
+    // its own status.
+    match rows.next().await {
+        Some(Ok(batch)) => (Ok(Head::Rows(rows.schema(), Some(batch))), Some(rows)),
+        Some(Err(e)) => (Err(query_error(&isobar_query::Error::from(e))), None),
+        None => (Ok(Head::Rows(rows.schema(), None)), None),
+    }
+}
+
 /// The batches a query's task sends, as a stream.
-fn tokio_stream_of(
+fn received(
     mut rows: tokio::sync::mpsc::Receiver<Result<RecordBatch, DataFusionError>>,
 ) -> impl Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static {
     futures::stream::poll_fn(move |cx| rows.poll_recv(cx))
