@@ -103,39 +103,46 @@ fn table_changes_match_duckdb_across_kills() {
     run_script("differential.py", &[server.pg_port.to_string(), seed.to_string(), "0".into(), duck]);
 }
 
+/// The user the scripts' servers with users have.
+const USERS: &str = "users = [{ name = \"analyst\", password = \"s3cret\" }]";
+
+/// Runs `script` against a fresh server, given the port `port` picks and, `with_users`, the
+/// user and password of [`USERS`].
+fn run_against_server(script: &str, port: fn(&Server) -> u16, with_users: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_with(&dir.path().join("data"), if with_users { USERS } else { "" });
+    let mut args = vec![port(&server).to_string()];
+    if with_users {
+        args.extend(["analyst".to_owned(), "s3cret".to_owned()]);
+    }
+    run_script(script, &args);
+}
+
 /// ADBC's Flight SQL driver on a server that trusts loopback clients: queries with and without
 /// parameters to Arrow and pandas, catalog calls, INSERT, and a 1 M-row `adbc_ingest`.
 #[test]
 fn adbc_flight_sql_without_users() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    run_script("flight_adbc.py", &[server.flight_port.to_string()]);
+    run_against_server("flight_adbc.py", |s| s.flight_port, false);
 }
 
 /// The same with users: no credentials and wrong ones are refused, the right ones get a token.
 #[test]
 fn adbc_flight_sql_with_users() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
-    run_script("flight_adbc.py", &[server.flight_port.to_string(), "analyst".into(), "s3cret".into()]);
+    run_against_server("flight_adbc.py", |s| s.flight_port, true);
 }
 
 /// The HTTP query API on a server that trusts loopback clients: JSON, CSV and Arrow answers,
 /// parameters, errors with their SQLSTATE, and a login session that keeps its settings.
 #[test]
 fn http_query_api_without_users() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&dir.path().join("data"));
-    run_script("http_query.py", &[server.http_port.to_string()]);
+    run_against_server("http_query.py", |s| s.http_port, false);
 }
 
 /// The same with users: no credentials and a wrong password are refused; Basic credentials and
 /// a login's cookie are taken, and a logout ends the session.
 #[test]
 fn http_query_api_with_users() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with(&dir.path().join("data"), "users = [{ name = \"analyst\", password = \"s3cret\" }]");
-    run_script("http_query.py", &[server.http_port.to_string(), "analyst".into(), "s3cret".into()]);
+    run_against_server("http_query.py", |s| s.http_port, true);
 }
 
 /// The web console in headless Chromium over a simulated fleet, on a server that trusts
@@ -154,9 +161,8 @@ async fn console_in_chromium_without_users() {
 async fn console_in_chromium_with_users() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let users = "users = [{ name = \"operator\", password = \"s3cret\" }]";
-    let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, users));
-    server.simulate_fleet(&common::connect_as(server.pg_port, "operator", "s3cret").await, 2, 3, 4).await;
-    let args = [server.http_port.to_string(), server.pg_port.to_string(), "operator".into(), "s3cret".into()];
+    let server = Server::start_config(&data, &Server::config(&data, Server::SEED_RULE, USERS));
+    server.simulate_fleet(&common::connect_as(server.pg_port, "analyst", "s3cret").await, 2, 3, 4).await;
+    let args = [server.http_port.to_string(), server.pg_port.to_string(), "analyst".into(), "s3cret".into()];
     run_script("console_browser.py", &args);
 }

@@ -298,38 +298,37 @@ async fn golden_files_in_process() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn golden_files_over_pgwire() {
+/// Runs every golden file against a fresh `isobar serve`, each connection `connect` made to the
+/// port `port` picks; `how` names the way in failures.
+async fn golden_files_over<D, F>(how: &str, port: fn(&common::Server) -> u16, connect: fn(u16) -> F)
+where
+    D: AsyncDB<Error = Failure, ColumnType = DefaultColumnType> + 'static,
+    F: std::future::Future<Output = D> + Send + 'static,
+{
     for file in slt_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = common::Server::start(&dir.path().join("data"));
-        let port = server.pg_port;
-        let mut runner = Runner::new(move || async move { Ok(OverPgwire { client: common::connect(port).await }) });
+        let port = port(&server);
+        let mut runner = Runner::new(move || {
+            let connection = connect(port);
+            async move { Ok(connection.await) }
+        });
         runner.with_column_validator(|_, _| true);
-        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over pgwire): {e}", file.display()));
+        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} ({how}): {e}", file.display()));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_over_pgwire() {
+    golden_files_over("over pgwire", |s| s.pg_port, |port| async move { OverPgwire { client: common::connect(port).await } }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_over_flight_sql() {
-    for file in slt_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = common::Server::start(&dir.path().join("data"));
-        let port = server.flight_port;
-        let mut runner = Runner::new(move || async move { Ok(OverFlight::connect(port).await) });
-        runner.with_column_validator(|_, _| true);
-        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over flight sql): {e}", file.display()));
-    }
+    golden_files_over("over flight sql", |s| s.flight_port, OverFlight::connect).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_over_the_http_query_api() {
-    for file in slt_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let server = common::Server::start(&dir.path().join("data"));
-        let port = server.http_port;
-        let mut runner = Runner::new(move || async move { Ok(OverHttp::login(port).await) });
-        runner.with_column_validator(|_, _| true);
-        runner.run_file_async(&file).await.unwrap_or_else(|e| panic!("{} (over the http query api): {e}", file.display()));
-    }
+    golden_files_over("over the http query api", |s| s.http_port, OverHttp::login).await;
 }

@@ -435,7 +435,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, &json!({ "error": { "code": code, "message": message } }))
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+/// A JSON answer of the query API.
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 

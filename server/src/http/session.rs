@@ -15,12 +15,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::HttpContext;
+use super::query::json_response;
 use crate::auth::Passwords;
 use crate::tokens::Tokens;
 
@@ -119,7 +120,7 @@ pub(super) async fn login(State(cx): State<HttpContext>, headers: HeaderMap, bod
     let token = auth.tokens.issue(&Arc::from(user.as_str()));
     let seconds = auth.tokens.lifetime().as_secs();
     let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={seconds}");
-    let mut response = json_body(StatusCode::OK, &json!({ "user": user, "expires_in_ms": auth.tokens.lifetime().as_millis() }));
+    let mut response = json_response(StatusCode::OK, &json!({ "user": user, "expires_in_ms": auth.tokens.lifetime().as_millis() }));
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -131,7 +132,7 @@ pub(super) async fn logout(State(cx): State<HttpContext>, headers: HeaderMap) ->
     if let Some(token) = session_token(&headers) {
         cx.api.tokens.revoke(&token);
     }
-    let mut response = json_body(StatusCode::OK, &json!({ "logged_out": true }));
+    let mut response = json_response(StatusCode::OK, &json!({ "logged_out": true }));
     let expired = HeaderValue::from_static("isobar_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     response.headers_mut().insert(header::SET_COOKIE, expired);
     response
@@ -168,11 +169,7 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 fn refused(status: StatusCode, message: &str) -> Response {
-    json_body(status, &json!({ "error": { "code": "28P01", "message": message } }))
-}
-
-fn json_body(status: StatusCode, value: &serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    json_response(status, &json!({ "error": { "code": "28P01", "message": message } }))
 }
 
 #[cfg(test)]
