@@ -95,19 +95,7 @@ impl EmitSpec {
 
     /// The topic of `window`; `None` when the window lacks a tag the template names.
     pub fn topic_of(&self, window: &FinalWindow) -> Option<String> {
-        let mut out = String::with_capacity(self.topic.len() + 32);
-        let mut rest = self.topic.as_str();
-        while let Some(open) = rest.find('{') {
-            let close = rest[open..].find('}')? + open;
-            out.push_str(&rest[..open]);
-            let name = &rest[open + 1..close];
-            let value = if name == "table" { Some(window.table.as_str()) } else { tag(window, name) };
-            // A tag value may not open new topic levels or wildcards.
-            out.push_str(&value?.replace(['/', '+', '#'], "_"));
-            rest = &rest[close + 1..];
-        }
-        out.push_str(rest);
-        Some(out)
+        fill_topic(&self.topic, |name| if name == "table" { Some(window.table.as_str()) } else { tag(window, name) })
     }
 
     /// The JSON payload of `window`.
@@ -135,6 +123,21 @@ impl EmitSpec {
         }
         Value::Object(object).to_string()
     }
+}
+
+/// `template` with each `{name}` replaced by `value(name)`; `None` when a name has no value. A
+/// value's `/`, `+` and `#` become `_`: it may not open new topic levels or wildcards.
+pub fn fill_topic<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}')? + open;
+        out.push_str(&rest[..open]);
+        out.push_str(&value(&rest[open + 1..close])?.replace(['/', '+', '#'], "_"));
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn tag<'a>(window: &'a FinalWindow, name: &str) -> Option<&'a str> {

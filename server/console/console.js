@@ -1,9 +1,12 @@
-// isobar's web console: the fleet's tables and an SQL editor, over the HTTP query API
-// (docs/http-api.md). No build step: this file is served as it is, from inside the binary.
+// isobar's web console, over the HTTP query API (docs/http-api.md). No build step: these files
+// are served as they are, from inside the binary. This one: the query helper, login, views and
+// routing, the fleet view and the SQL editor; series.js has the series browser and the band
+// charts, status.js the service statistics and the alerts.
 "use strict";
 
-// What tests and the curious read: the last result and the chart drawn from it.
-window.isobar = { result: null, chart: null };
+// What tests and the curious read: the last result and chart of the SQL editor, the series
+// view's chart and what it read, the fleet view's band chart.
+window.isobar = { result: null, chart: null, series: null, bands: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,19 +29,92 @@ async function query(sql, { signal, format } = {}) {
   return answer;
 }
 
+/** The rows of `answer` as objects keyed by column name. */
+function records(answer) {
+  return answer.rows.map((row) => Object.fromEntries(answer.columns.map((c, i) => [c.name, row[i]])));
+}
+
 function quoteIdent(name) {
   return '"' + name.replaceAll('"', '""') + '"';
 }
 
-// Views: #fleet and #sql, and the login form when the API asks for credentials.
-function show(view) {
-  for (const id of ["login", "fleet", "sql"]) $(id).hidden = id !== view;
+function literal(value) {
+  return "'" + String(value).replaceAll("'", "''") + "'";
+}
+
+/** Milliseconds since the epoch of a timestamp the API sent (UTC when it names no zone). */
+function parseTime(text) {
+  return Date.parse(/([zZ]|[+-]\d\d:?\d\d)$/.test(text) ? text : text + "Z");
+}
+
+/** "12 s", "5 min", "3 h", "2 d". */
+function age(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+/** "1.2 MB" */
+function bytes(n) {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) (n /= 1000), i++;
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+/** Fills `table` (thead and tbody) with `answer`'s columns and rows. */
+function fillTable(table, answer) {
+  const head = table.querySelector("thead");
+  const body = table.querySelector("tbody");
+  head.replaceChildren();
+  body.replaceChildren();
+  if (!answer.columns.length) return;
+  const headRow = head.insertRow();
+  for (const column of answer.columns) {
+    const th = document.createElement("th");
+    th.textContent = column.name;
+    th.title = column.type;
+    headRow.appendChild(th);
+  }
+  for (const row of answer.rows) {
+    const tr = body.insertRow();
+    for (const value of row) tr.insertCell().textContent = value === null ? "NULL" : String(value);
+  }
+}
+
+// Views, each called with its argument and the token of its showing. A view may refresh
+// itself on timers, which stop when a view is shown again.
+const views = {};
+let timers = [];
+let showing = 0;
+
+/** Runs `work` now and every `ms` while the showing `token` lasts (nothing once it is over). */
+function every(ms, work, token) {
+  if (token !== showing) return;
+  work();
+  timers.push(setInterval(work, ms));
+}
+
+function show(view, argument) {
+  for (const id of ["login", ...Object.keys(views)]) $(id).hidden = id !== view;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("current", a.dataset.view === view);
-  if (view === "fleet") loadFleet();
+  for (const timer of timers) clearInterval(timer);
+  timers = [];
+  showing++;
+  if (views[view]) views[view](argument, showing);
 }
 
 function showLogin() {
   show("login");
+}
+
+/** `#series/weather?sensor_id=x` → view "series", argument "weather?sensor_id=x" (still
+ * URL-encoded). */
+function route() {
+  const [view, ...rest] = location.hash.slice(1).split("/");
+  show(views[view] ? view : "fleet", rest.join("/"));
 }
 
 $("login-form").addEventListener("submit", async (event) => {
@@ -67,33 +143,66 @@ $("logout").addEventListener("click", async () => {
   showLogin();
 });
 
-// The fleet: every table with its newest reading and how many rows arrived in the last minute.
-async function loadFleet() {
-  const body = $("fleet-tables").querySelector("tbody");
-  try {
-    const tables = await query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
-    body.replaceChildren();
-    for (const [name] of tables.rows) {
-      const row = body.insertRow();
-      row.dataset.table = name;
-      row.insertCell().textContent = name;
-      const cells = [row.insertCell(), row.insertCell(), row.insertCell()];
-      const t = quoteIdent(name);
-      query(`SELECT max(time), count(*) FILTER (WHERE time > now() - INTERVAL '1 minute') FROM ${t}`).then(
-        (answer) => {
-          const [newest, lastMinute] = answer.rows[0];
-          cells[0].textContent = newest ?? "no rows";
-          cells[1].textContent = lastMinute;
-          cells[2].textContent = (lastMinute / 60).toFixed(1);
-        },
-        (error) => (cells[0].textContent = error.message),
-      );
+/** Every table from system.tables, with its rollup levels (finest first) when it is raw. */
+async function tableInfo() {
+  const tables = records(await query("SELECT table_name, kind, source, interval_ms, tags, series FROM system.tables"));
+  for (const table of tables) {
+    table.tags = table.tags ? table.tags.split(",") : [];
+    table.levels = [];
+    for (let from = table.table_name; ; ) {
+      const next = tables.find((t) => t.kind === "rollup" && t.source === from);
+      if (!next) break;
+      table.levels.push(next);
+      from = next.table_name;
     }
+  }
+  return tables.filter((t) => t.kind === "raw" && !t.table_name.startsWith("system."));
+}
+
+/** The numeric fields of `table`: its number columns that are not tags. */
+async function numericFields(table) {
+  const columns = await query(
+    "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'public' AND table_name = " +
+      literal(table.table_name) + " ORDER BY ordinal_position",
+  );
+  return columns.rows.filter(([name, type]) => NUMERIC.has(type) && !table.tags.includes(name)).map(([name]) => name);
+}
+
+// The fleet: every table with its series, newest reading and ingest rate, and the minute
+// bands of one series (series.js).
+views.fleet = async function (_, token) {
+  const body = $("fleet-tables").querySelector("tbody");
+  let tables;
+  try {
+    tables = await tableInfo();
   } catch (error) {
     body.replaceChildren();
     body.insertRow().insertCell().textContent = error.message;
+    return;
   }
-}
+  body.replaceChildren();
+  for (const table of tables) {
+    const row = body.insertRow();
+    row.dataset.table = table.table_name;
+    const link = document.createElement("a");
+    link.href = "#series/" + encodeURIComponent(table.table_name);
+    link.textContent = table.table_name;
+    row.insertCell().appendChild(link);
+    row.insertCell().textContent = table.series;
+    const cells = [row.insertCell(), row.insertCell(), row.insertCell()];
+    const t = quoteIdent(table.table_name);
+    query(`SELECT max(time), count(*) FILTER (WHERE time > now() - INTERVAL '1 minute') FROM ${t}`).then(
+      (answer) => {
+        const [newest, lastMinute] = answer.rows[0];
+        cells[0].textContent = newest ?? "no rows";
+        cells[1].textContent = lastMinute;
+        cells[2].textContent = (lastMinute / 60).toFixed(1);
+      },
+      (error) => (cells[0].textContent = error.message),
+    );
+  }
+  fleetBands(tables.filter((t) => t.levels.length), token);
+};
 
 // The SQL editor.
 let running = null;
@@ -110,12 +219,12 @@ async function runSql() {
     const answer = await query(sql, { signal: running.signal });
     window.isobar.result = answer;
     if (answer.columns) {
-      renderTable(answer);
+      fillTable($("sql-result"), answer);
       renderChart(answer);
       $("sql-csv").disabled = false;
       $("sql-status").textContent = `${answer.row_count} rows in ${Math.round(performance.now() - started)} ms`;
     } else {
-      renderTable({ columns: [], rows: [] });
+      fillTable($("sql-result"), { columns: [], rows: [] });
       renderChart(null);
       $("sql-status").textContent = answer.command + (answer.rows !== undefined ? ` ${answer.rows}` : "");
     }
@@ -123,7 +232,7 @@ async function runSql() {
     $("sql-error").textContent = error.name === "AbortError" ? "cancelled" : error.message;
     $("sql-error").hidden = false;
     $("sql-status").textContent = "";
-    renderTable({ columns: [], rows: [] });
+    fillTable($("sql-result"), { columns: [], rows: [] });
     renderChart(null);
   } finally {
     running = null;
@@ -131,27 +240,12 @@ async function runSql() {
   }
 }
 
-function renderTable(answer) {
-  const table = $("sql-result");
-  const head = table.querySelector("thead");
-  const body = table.querySelector("tbody");
-  head.replaceChildren();
-  body.replaceChildren();
-  if (!answer.columns.length) return;
-  const headRow = head.insertRow();
-  for (const column of answer.columns) {
-    const th = document.createElement("th");
-    th.textContent = column.name;
-    th.title = column.type;
-    headRow.appendChild(th);
-  }
-  for (const row of answer.rows) {
-    const tr = body.insertRow();
-    for (const value of row) tr.insertCell().textContent = value === null ? "NULL" : String(value);
-  }
-}
-
 const NUMERIC = new Set(["double precision", "real", "bigint", "integer", "smallint"]);
+const PALETTE = ["#1e6fd9", "#d9541e", "#2b9e44", "#9b3fd1", "#c9a400", "#00a3a3", "#d12f6a", "#6b7a8f"];
+
+function chartWidth() {
+  return Math.min(document.body.clientWidth - 40, 1200);
+}
 
 /** A line chart when the result has a time column and numbers: one line per number column,
  * and per value of the first text column (a sensor, say) when there is one. */
@@ -169,7 +263,7 @@ function renderChart(answer) {
   const times = new Set();
   for (const row of answer.rows) {
     if (row[timeAt] === null) continue;
-    const t = Date.parse(row[timeAt]) / 1000;
+    const t = parseTime(row[timeAt]) / 1000;
     times.add(t);
     for (const [column, i] of numbers) {
       const name = labelAt >= 0 ? `${row[labelAt]} ${column.name}` : column.name;
@@ -179,11 +273,10 @@ function renderChart(answer) {
   }
   const xs = [...times].sort((a, b) => a - b);
   const data = [xs, ...[...series.values()].map((values) => xs.map((t) => values.get(t) ?? null))];
-  const palette = ["#1e6fd9", "#d9541e", "#2b9e44", "#9b3fd1", "#c9a400", "#00a3a3", "#d12f6a", "#6b7a8f"];
   const options = {
-    width: Math.min(document.body.clientWidth - 40, 1200),
+    width: chartWidth(),
     height: 300,
-    series: [{}, ...[...series.keys()].map((label, i) => ({ label, stroke: palette[i % palette.length], spanGaps: true }))],
+    series: [{}, ...[...series.keys()].map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], spanGaps: true }))],
     scales: { x: { time: true } },
   };
   window.isobar.chart = new uPlot(options, data, $("sql-chart"));
@@ -203,6 +296,7 @@ async function exportCsv() {
   }
 }
 
+views.sql = function () {};
 $("sql-run").addEventListener("click", runSql);
 $("sql-cancel").addEventListener("click", () => running && running.abort());
 $("sql-csv").addEventListener("click", exportCsv);
@@ -210,8 +304,6 @@ $("sql-text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) runSql();
 });
 
-function route() {
-  show(location.hash === "#sql" ? "sql" : "fleet");
-}
 window.addEventListener("hashchange", route);
-route();
+// The other scripts register their views first; they run before this event.
+document.addEventListener("DOMContentLoaded", route);

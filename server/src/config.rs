@@ -22,6 +22,10 @@ pub(crate) struct Config {
     pub(crate) kinesis: Vec<isobar_ingest::kinesis::KinesisSpec>,
     /// Final rollup windows published as JSON to the MQTT listener's subscribers.
     pub(crate) emit: Vec<isobar_ingest::emit::EmitSpec>,
+    /// Conditions on rollup windows that notify when a series breaches them.
+    pub(crate) alerts: Vec<crate::alerts::AlertSpec>,
+    /// Where alerts send their notifications.
+    pub(crate) notifiers: Vec<crate::alerts::NotifierSpec>,
     pub(crate) postgres: PostgresConfig,
     pub(crate) flight: FlightConfig,
     pub(crate) mqtt: MqttConfig,
@@ -291,6 +295,8 @@ impl Default for Config {
             subscriptions: Vec::new(),
             kinesis: Vec::new(),
             emit: Vec::new(),
+            alerts: Vec::new(),
+            notifiers: Vec::new(),
             postgres: PostgresConfig::default(),
             flight: FlightConfig::default(),
             mqtt: MqttConfig::default(),
@@ -412,6 +418,7 @@ impl Config {
         for spec in &config.kinesis {
             spec.router().map_err(|e| e.to_string())?;
         }
+        crate::alerts::check(&config.alerts, &config.notifiers)?;
         let pg = &config.postgres;
         if pg.users.is_empty() && !pg.listen.ip().is_loopback() {
             return Err(format!(

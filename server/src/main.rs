@@ -13,6 +13,7 @@
 //! A user's mistake (an unknown command, a bad flag, a bad configuration file) is one line on
 //! stderr and exit code 2; a failure while running is one line and exit code 1.
 
+mod alerts;
 mod auth;
 mod config;
 mod copy;

@@ -21,6 +21,8 @@ pub(crate) struct IngestMetrics {
     pub(crate) kinesis_status: KinesisStatus,
     /// Final rollup windows an external broker's full outbox could not take.
     pub(crate) emit_dropped: Arc<AtomicU64>,
+    /// The alerts' judge and deliverer.
+    pub(crate) alerts: Arc<crate::alerts::AlertMetrics>,
     /// Line protocol write requests over HTTP.
     pub(crate) line_writes: AtomicU64,
     /// Points those requests wrote durably.
@@ -111,6 +113,24 @@ pub(crate) fn render(engine: &QueryEngine, queries: &QueryMetrics, ingest: &Inge
         "Final rollup windows not published because an external broker was away long enough to fill its outbox.",
         load(&ingest.emit_dropped),
     );
+    let alerts = &ingest.alerts;
+    for (name, help, value) in [
+        ("isobar_alert_windows_judged_total", "Series windows alerts judged.", &alerts.windows_judged),
+        ("isobar_alert_judge_errors_total", "Alert judgements whose query failed (retried a second later).", &alerts.judge_errors),
+        ("isobar_alert_notifications_sent_total", "Alert notifications delivered.", &alerts.notifications_sent),
+        (
+            "isobar_alert_notification_failures_total",
+            "Attempts at delivering an alert notification that failed.",
+            &alerts.notification_failures,
+        ),
+        (
+            "isobar_alert_notifications_given_up_total",
+            "Alert notifications given up after their attempts or to keep the outbox bounded.",
+            &alerts.notifications_given_up,
+        ),
+    ] {
+        counter(&mut out, name, help, load(value));
+    }
     counter(
         &mut out,
         "isobar_latest_reads_total",

@@ -74,7 +74,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    crate::status::register(&engine, ingest_metrics.kinesis_status.clone());
+    crate::status::register(&engine, Arc::clone(&ingest_metrics), config.data_dir.clone());
     let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| User::new(&u.name, &u.password)), Vec::new()));
     let http_context = crate::http::HttpContext {
         engine: engine.clone(),
@@ -123,8 +123,22 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
             .spawn(move || emit::run(specs, targets, windows, dropped))
             .map_err(|e| Error::Config(format!("start the rollup emitter: {e}")))?;
     }
-    // Topics isobar publishes final windows to: no client may publish there.
-    let reserved = config.emit.iter().filter_map(emit::EmitSpec::reserved_topics).collect();
+    let alert_context = crate::alerts::AlertContext {
+        engine: engine.clone(),
+        broker: Arc::clone(&broker),
+        data_dir: config.data_dir.clone(),
+        query_runtime: query_runtime.clone(),
+    };
+    let alert_store =
+        crate::alerts::start(config.alerts.clone(), config.notifiers.clone(), alert_context, Arc::clone(&ingest_metrics.alerts))?;
+    crate::status::register_alerts(&engine, alert_store);
+    // Topics isobar publishes final windows and notifications to: no client may publish there.
+    let reserved = config
+        .emit
+        .iter()
+        .filter_map(emit::EmitSpec::reserved_topics)
+        .chain(config.notifiers.iter().filter_map(crate::alerts::NotifierSpec::reserved_topics))
+        .collect();
     let limits = config.mqtt.listener_limits();
     let context = MqttContext {
         ingestor,

@@ -1,17 +1,148 @@
-//! The status tables the server adds to schema `system` from the state ingest keeps:
-//! `system.kinesis_shards`, one row per shard of every consumed Kinesis stream.
+//! The status tables the server adds to schema `system` from the state ingest, storage and
+//! alerts keep: `system.kinesis_shards`, one row per shard of every consumed Kinesis stream;
+//! `system.ingest`, the counters of each way rows arrive; `system.tables`, every table with its
+//! tags and series count; `system.storage`, the write buffer's and the catalog's sizes; and
+//! `system.alerts`, one row per series of every alert that breaches or has fired.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::error::Result;
 use isobar_ingest::kinesis::{KinesisStatus, ShardStatus};
 use isobar_query::QueryEngine;
+use isobar_storage::Storage;
 
-/// Registers every status table with `engine`.
-pub(crate) fn register(engine: &QueryEngine, kinesis: KinesisStatus) {
+use crate::metrics::IngestMetrics;
+
+/// Registers every status table with `engine`, but `system.alerts`.
+pub(crate) fn register(engine: &QueryEngine, ingest: Arc<IngestMetrics>, data_dir: PathBuf) {
+    let kinesis = ingest.kinesis_status.clone();
     engine.register_status_table("kinesis_shards", Arc::new(move || kinesis_shards(&kinesis)));
+    let storage = engine.storage().clone();
+    engine.register_status_table("ingest", Arc::new(move || ingest_counters(&ingest, &storage)));
+    let storage = engine.storage().clone();
+    engine.register_status_table("tables", Arc::new(move || tables(&storage)));
+    let storage = engine.storage().clone();
+    engine.register_status_table("storage", Arc::new(move || storage_sizes(&storage, &data_dir)));
+}
+
+/// Per way in (source): messages (or records, or requests) received, rows written, and messages
+/// that made no row, since start. `storage` is every row written by any way, SQL included.
+fn ingest_counters(ingest: &IngestMetrics, storage: &Storage) -> Result<RecordBatch> {
+    let load = |c: &AtomicU64| i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+    let (mqtt, subs, kinesis, m) = (&ingest.mqtt, &ingest.subscriptions, &ingest.kinesis, storage.metrics());
+    let rows = [
+        ("mqtt_listener", load(&mqtt.messages), load(&mqtt.rows_written), load(&mqtt.messages_rejected)),
+        ("mqtt_subscriptions", load(&subs.messages), load(&subs.rows_written), load(&subs.messages_rejected)),
+        ("kinesis", load(&kinesis.records), load(&kinesis.rows_written), load(&kinesis.records_rejected)),
+        ("line_protocol", load(&ingest.line_writes), load(&ingest.line_points_written), load(&ingest.line_lines_rejected)),
+        ("storage", load(&m.rows_written), load(&m.rows_written), load(&m.rows_rejected)),
+    ];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("messages", DataType::Int64, false),
+        Field::new("rows_written", DataType::Int64, false),
+        Field::new("rejected", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Every table: `raw` or `rollup` (with the table it is built from and its interval), its tags
+/// in column order (comma-separated), and its series.
+fn tables(storage: &Storage) -> Result<RecordBatch> {
+    let rollups: Vec<_> = storage.rollups();
+    let mut tables = storage.tables();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    let rollup_of = |name: &str| rollups.iter().find(|r| r.table == name);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("interval_ms", DataType::Int64, true),
+        Field::new("tags", DataType::Utf8, false),
+        Field::new("series", DataType::Int64, false),
+    ]));
+    let series = tables
+        .iter()
+        .map(|t| storage.series(&t.name).map(|s| s.len() as i64).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))))
+        .collect::<Result<Vec<_>>>()?;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.name.as_str()))),
+        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| if rollup_of(&t.name).is_some() { "rollup" } else { "raw" }))),
+        Arc::new(tables.iter().map(|t| rollup_of(&t.name).map(|r| r.source.clone())).collect::<StringArray>()),
+        Arc::new(tables.iter().map(|t| rollup_of(&t.name).map(|r| r.interval_ns / 1_000_000)).collect::<Int64Array>()),
+        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.tags().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")))),
+        Arc::new(Int64Array::from_iter_values(series)),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// One row: the engine's health, the write buffer's bytes (durable in the WAL, not yet in
+/// chunks) and the bytes of the catalog directory (RocksDB: the WAL, schemas, series, chunk
+/// entries).
+fn storage_sizes(storage: &Storage, data_dir: &Path) -> Result<RecordBatch> {
+    let catalog_bytes: u64 = std::fs::read_dir(data_dir.join("catalog"))
+        .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("health", DataType::Utf8, false),
+        Field::new("buffered_bytes", DataType::Int64, false),
+        Field::new("catalog_bytes", DataType::Int64, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values([storage.health().name()])),
+        Arc::new(Int64Array::from_iter_values([i64::try_from(storage.buffered_bytes()).unwrap_or(i64::MAX)])),
+        Arc::new(Int64Array::from_iter_values([i64::try_from(catalog_bytes).unwrap_or(i64::MAX)])),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Registers `system.alerts`.
+pub(crate) fn register_alerts(engine: &QueryEngine, store: Arc<crate::alerts::Store>) {
+    engine.register_status_table("alerts", Arc::new(move || alerts(&store.rows())));
+}
+
+/// Alert, series (its tags, `name=value` joined by `,`), state (`pending`, `firing` or
+/// `resolved`), since (start of the window the state began with), the consecutive
+/// breaching windows, the newest window judged, when it fired, and that window's columns as
+/// JSON.
+fn alerts(rows: &[crate::alerts::SeriesRow]) -> Result<RecordBatch> {
+    let time = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("alert", DataType::Utf8, false),
+        Field::new("series", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("since", time(), false),
+        Field::new("breaching_windows", DataType::Int64, false),
+        Field::new("last_window", time(), false),
+        Field::new("fired", time(), true),
+        Field::new("last_values", DataType::Utf8, false),
+    ]));
+    let text = |f: &dyn Fn(&crate::alerts::SeriesRow) -> String| Arc::new(StringArray::from_iter_values(rows.iter().map(f))) as ArrayRef;
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| r.alert.clone()),
+        text(&|r| r.series.clone()),
+        text(&|r| r.state.phase.as_str().to_owned()),
+        utc(rows.iter().map(|r| Some(r.state.since_ns)).collect()),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| i64::from(r.state.breaches)))),
+        utc(rows.iter().map(|r| Some(r.state.last_window_ns)).collect()),
+        utc(rows.iter().map(|r| r.state.fired_ns).collect()),
+        text(&|r| serde_json::Value::Object(r.state.values.clone()).to_string()),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn utc(values: Vec<Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
 }
 
 /// Stream, shard, parents, checkpoint (sequence and sub-sequence number), state, records read

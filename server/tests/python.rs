@@ -156,6 +156,18 @@ async fn console_in_chromium_without_users() {
     run_script("console_browser.py", &[server.http_port.to_string(), server.pg_port.to_string()]);
 }
 
+/// `isobar demo` (what `./scripts/run` starts): the console shows the simulated fleet (its
+/// table with rows in the last minute, and a band chart) within 90 seconds of the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fleet_is_in_the_console_within_90_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let started = std::time::Instant::now();
+    let server = Server::start_command("demo", &data, &Server::config(&data, "", ""));
+    let left_s = 90.0 - started.elapsed().as_secs_f64();
+    run_script("console_browser.py", &[server.http_port.to_string(), server.pg_port.to_string(), "--demo".into(), format!("{left_s:.1}")]);
+}
+
 /// The same with users: the console asks for a login and refuses a wrong password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_chromium_with_users() {

@@ -501,6 +501,11 @@ impl Storage {
         &self.shared.metrics
     }
 
+    /// Bytes of rows in the write buffer: written to the WAL and not yet persisted into chunks.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shared.buffered_bytes()
+    }
+
     /// Whether the engine can write, and if not why: a failed WAL write or fsync stops all
     /// writes until the engine is reopened; failing background work (persist, compaction,
     /// expiry, rollup maintenance) is retried, and reported until a retry succeeds.

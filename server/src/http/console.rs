@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 const FILES: &[(&str, &str, &[u8])] = &[
     ("/", "text/html; charset=utf-8", include_bytes!("../../console/index.html")),
     ("/console/console.js", "text/javascript; charset=utf-8", include_bytes!("../../console/console.js")),
+    ("/console/series.js", "text/javascript; charset=utf-8", include_bytes!("../../console/series.js")),
+    ("/console/status.js", "text/javascript; charset=utf-8", include_bytes!("../../console/status.js")),
     ("/console/console.css", "text/css; charset=utf-8", include_bytes!("../../console/console.css")),
     (
         "/console/vendor/uplot/uPlot.iife.min.js",
