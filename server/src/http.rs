@@ -6,7 +6,10 @@
 //!
 //! hyper serves each connection with a time limit on reading each request head; at most
 //! `connections_max` connections are served at once, and a client past the cap gets 503 at
-//! once. With users configured (required beyond loopback), every request carries one user's
+//! once (a connection cap is the accept loop's: tower sees requests, not connections). Tower
+//! layers (tower-http) bound the rest: the size of a request body (413 past it: 64 MiB for
+//! writes, 1 MiB for the query API, none elsewhere), the time to send it (408), and the time
+//! to answer a request (408 after a minute; the query API's own limit is `query.timeout_ms`). With users configured (required beyond loopback), every request carries one user's
 //! credentials: basic auth, `Authorization: Token <user>:<password>` (InfluxDB 2's header), or
 //! InfluxDB 1's `u` and `p` query parameters.
 
@@ -37,11 +40,17 @@ use isobar_storage::Health;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::metrics::{IngestMetrics, QueryMetrics, render};
 
 /// Time a client has to send a request head, and to start the next one on a kept connection.
 const REQUEST_HEAD_TIMEOUT_MS: u64 = 5_000;
+/// Time a client has to send a request body.
+const REQUEST_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Time isobar has to answer a request (but a query, which has its own).
+const ANSWER_TIMEOUT_MS: u64 = 60_000;
 
 /// What every request shares.
 #[derive(Debug, Clone)]
@@ -94,25 +103,53 @@ async fn too_many(socket: &mut TcpStream) -> std::io::Result<()> {
 }
 
 fn routes(cx: HttpContext) -> Router {
+    let answer_timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_millis(ANSWER_TIMEOUT_MS));
     // The query API authenticates its own callers (`http/session.rs`), and the console's files
     // hold no data; the rest takes `http.users`.
     let api = Router::new()
-        .route("/api/v1/query", post(query::query).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
-        .route("/api/v1/login", post(session::login).layer(DefaultBodyLimit::max(query::BODY_BYTES_MAX)))
+        .route("/api/v1/login", post(session::login))
         .route("/api/v1/logout", post(session::logout))
+        .layer(answer_timeout())
+        .route("/api/v1/query", post(query::query))
+        .layer(RequestBodyLimitLayer::new(query::BODY_BYTES_MAX))
         .route("/", get(console::file))
-        .route("/console/{*file}", get(console::file));
+        .route("/console/{*file}", get(console::file))
+        .layer(answer_timeout());
+    let writes = Router::new()
+        .route("/write", post(write::v1))
+        .route("/api/v2/write", post(write::v2))
+        .route("/query", get(influxql::query).post(influxql::query))
+        .layer(RequestBodyLimitLayer::new(write::BODY_BYTES_MAX));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ping", get(write::ping).head(write::ping))
-        .route("/write", post(write::v1))
-        .route("/api/v2/write", post(write::v2))
-        .route("/query", get(influxql::query).post(influxql::query))
+        .merge(writes)
+        .layer(answer_timeout())
         .layer(middleware::from_fn_with_state(cx.clone(), authenticate))
         .merge(api)
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        // The body limits are the layers above, not axum's default for extractors.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(REQUEST_BODY_TIMEOUT_MS)))
         .with_state(cx)
+}
+
+/// The status for a request body that could not be read: 413 past its limit, 408 when it
+/// came too slowly, 400 when the client cut it off.
+pub(super) fn body_error(e: &axum::Error) -> (StatusCode, &'static str) {
+    // Each layer's body wraps the one inside it, and so does its error.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        }
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return (StatusCode::REQUEST_TIMEOUT, "body not received in time");
+        }
+        cause = e.source();
+    }
+    (StatusCode::BAD_REQUEST, "body cut off")
 }
 
 async fn health(State(cx): State<HttpContext>) -> Response {

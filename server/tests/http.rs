@@ -1,6 +1,7 @@
 //! The HTTP listener's limits: basic auth of a configured user on every request when users are
 //! set (required beyond loopback), a cap on connections served at once, and a clear status
-//! for a request that is not HTTP; kept connections closed when idle; the console's files.
+//! for a request that is not HTTP; kept connections closed when idle; request bodies past
+//! their size refused; the console's files.
 
 mod common;
 
@@ -53,6 +54,43 @@ fn requests_carry_a_users_basic_auth_and_connections_are_capped() {
     while !request(port, right).starts_with("HTTP/1.1 200") {
         assert!(Instant::now() < deadline, "a slot frees when a client goes");
     }
+}
+
+/// A body larger than its route takes is refused with 413 before it is read: 1 MiB for the
+/// query API, 64 MiB for line protocol writes; one sent in chunks is cut off at the limit.
+#[test]
+fn bodies_past_their_limit_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let port = server.http_port;
+    let too_large = |path: &str, bytes: usize| request(port, &format!("POST {path} HTTP/1.1\r\nContent-Length: {bytes}\r\n\r\n"));
+    for (path, limit) in [("/api/v1/query", 1 << 20), ("/api/v2/write?bucket=b", 64 << 20), ("/write?db=d", 64 << 20)] {
+        let answer = too_large(path, limit + 1);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+    }
+    // Chunked, with no length to refuse up front: the write reads up to the limit and stops.
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(b"POST /api/v2/write?bucket=b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").expect("head");
+    let chunk = vec![b'#'; 1 << 20];
+    for _ in 0..65 {
+        if stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| stream.write_all(&chunk))
+            .and_then(|()| stream.write_all(b"\r\n"))
+            .is_err()
+        {
+            break; // refused and closed before the end
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("body too large"), "{}", &answer[..answer.len().min(300)]);
+    // Under the limit, a query is answered.
+    let ok = request(port, "POST /api/v1/query HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nSELECT 1");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 }
 
 /// A kept connection that sends no next request is closed once the time for a request head

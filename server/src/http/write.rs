@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -24,8 +24,6 @@ use super::HttpContext;
 
 /// The largest write body, as sent and once decompressed.
 pub(super) const BODY_BYTES_MAX: usize = 64 << 20;
-/// Time a client has to send a write's body.
-const BODY_TIMEOUT_MS: u64 = 60_000;
 /// Lines an error response names at most.
 const ERRORS_SHOWN_MAX: usize = 10;
 /// What `/ping` says it is: the InfluxDB version whose write API isobar speaks.
@@ -89,11 +87,13 @@ async fn write(cx: &HttpContext, api: Api, precision: Option<&str>, headers: &He
     let Some(precision) = Precision::parse(precision.unwrap_or("ns")) else {
         return api.error(StatusCode::BAD_REQUEST, &format!("invalid precision {:?}", precision.unwrap_or_default()));
     };
-    let read = tokio::time::timeout(Duration::from_millis(BODY_TIMEOUT_MS), axum::body::to_bytes(body, BODY_BYTES_MAX)).await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return api.error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {BODY_BYTES_MAX} bytes, or cut off")),
-        Err(_) => return api.error(StatusCode::REQUEST_TIMEOUT, "body not received in time"),
+    // The body's size and time limits are the router's layers.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let (status, message) = super::body_error(&e);
+            return api.error(status, &format!("{message} (at most {BODY_BYTES_MAX} bytes)"));
+        }
     };
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let text = match encoding.trim().to_ascii_lowercase().as_str() {
