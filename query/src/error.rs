@@ -76,13 +76,7 @@ impl Error {
             Error::Unsupported(_) => "0A000",    // feature_not_supported
             Error::InvalidRows(_) => "22000",    // data_exception
             Error::Timeout(_) => "57014",        // query_canceled
-            Error::DataFusion(e) => match e.find_root() {
-                DataFusionError::ResourcesExhausted(_) => "53200",                      // out_of_memory
-                DataFusionError::SQL(..) => "42601",                                    // syntax_error
-                DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "42000", // syntax_error_or_access_rule_violation
-                DataFusionError::NotImplemented(_) => "0A000",                          // feature_not_supported
-                _ => "XX000",                                                           // internal_error
-            },
+            Error::DataFusion(e) => datafusion_sqlstate(e.find_root()),
             Error::Storage(S::TableExists(_)) => "42P07",             // duplicate_table
             Error::Storage(S::NoSuchTable(_)) => "42P01",             // undefined_table
             Error::Storage(S::InvalidRequest(_)) => "22023",          // invalid_parameter_value
@@ -91,5 +85,30 @@ impl Error {
             Error::Storage(S::Poisoned(_) | S::Io { .. }) => "58030", // io_error
             Error::Storage(_) => "XX000",                             // internal_error
         }
+    }
+}
+
+/// The SQLSTATE of a DataFusion error, as PostgreSQL reports the same mistake.
+fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::ResourcesExhausted(_) => "53200", // out_of_memory
+        DataFusionError::SQL(..) => "42601",               // syntax_error
+        DataFusionError::Plan(message) if message.starts_with("table '") && message.ends_with("' not found") => "42P01", // undefined_table
+        DataFusionError::SchemaError(e, _) => match e.as_ref() {
+            SchemaError::FieldNotFound { .. } => "42703",      // undefined_column
+            SchemaError::AmbiguousReference { .. } => "42702", // ambiguous_column
+            SchemaError::DuplicateQualifiedField { .. } | SchemaError::DuplicateUnqualifiedField { .. } => "42701", // duplicate_column
+        },
+        DataFusionError::Plan(_) => "42000",           // syntax_error_or_access_rule_violation
+        DataFusionError::NotImplemented(_) => "0A000", // feature_not_supported
+        DataFusionError::ArrowError(e, _) => match e.as_ref() {
+            ArrowError::DivideByZero => "22012",                             // division_by_zero
+            ArrowError::ArithmeticOverflow(_) => "22003",                    // numeric_value_out_of_range
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02", // invalid_text_representation
+            _ => "XX000",
+        },
+        _ => "XX000", // internal_error
     }
 }

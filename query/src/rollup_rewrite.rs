@@ -119,12 +119,13 @@ fn from_rollup(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             (vec![windows_branch(&chain, windows, &tags, &fields, time_min, time_max)?], BTreeSet::new())
         }
     };
-    // Raw rows come as one row per series and bucket, and so do rollups whose interval is the
-    // bucket; when the groups tell series apart, each group is then one row, and the partials
-    // are the answer without combining them. Without a bucket, a series' rows may come as one
-    // partial per partition, which must be combined.
+    // Raw rows come as one row per series, bucket and time partition (a scan reads each
+    // partition apart), and rollups whose interval is the bucket as one row per series and
+    // bucket; when no bucket straddles a partition and the groups tell series apart, each group
+    // is then one row, and the partials are the answer without combining them. Without a
+    // bucket, a series' rows come as one partial per partition, which must be combined.
     let one_row_per_window = match bucket {
-        Some(b) => intervals_ns.iter().all(|i| *i == b.width_ns),
+        Some(b) => intervals_ns.iter().all(|i| *i == b.width_ns) && within_partitions(b, chain.table.storage().partition_ns()),
         None => false,
     };
     let one_row_per_group = one_row_per_window && groups_tell_series_apart(&aggregate.group_expr, &chain);
@@ -186,6 +187,12 @@ struct Level {
     frontier_ns: i64,
     /// The rollup table's retention cutoff; `i64::MIN` when it keeps every window.
     cutoff_ns: i64,
+}
+
+/// Whether every bucket lies inside one time partition (partitions start at multiples of
+/// `partition_ns`).
+fn within_partitions(bucket: Bucket, partition_ns: i64) -> bool {
+    partition_ns % bucket.width_ns == 0 && bucket.origin_ns.rem_euclid(bucket.width_ns) == 0
 }
 
 /// Whether grouping by `groups` puts each series in groups of its own: they hold every tag

@@ -175,23 +175,28 @@ impl<S: Stream<Item = PgWireResult<DataRow>> + Unpin> Stream for Deadline<S> {
     }
 }
 
-/// An error from DataFusion with the SQLSTATE isobar gives it: `53200 out_of_memory` for a
-/// query past its memory limit, and isobar's own codes for isobar's errors that travelled
-/// through DataFusion (a write storage refused: `58030 io_error` after a failed WAL write);
-/// other errors as they are.
-fn with_sqlstate(e: PgWireError) -> PgWireError {
-    let PgWireError::ApiError(inner) = &e else { return e };
-    let Some(df) = inner.downcast_ref::<DataFusionError>() else { return e };
-    match df.find_root() {
-        DataFusionError::ResourcesExhausted(message) => user_error("53200", message.clone()),
-        DataFusionError::External(_) => match e {
-            PgWireError::ApiError(inner) => match inner.downcast::<DataFusionError>() {
-                Ok(df) => pg_error(&isobar_query::Error::from(*df)),
-                Err(other) => PgWireError::ApiError(other),
-            },
-            other => other,
+/// An error from DataFusion with the SQLSTATE isobar gives it (`isobar_query::Error::sqlstate`),
+/// as PostgreSQL would report the same mistake: `42P01 undefined_table`, `42703
+/// undefined_column`, `22012 division_by_zero`, `53200 out_of_memory` for a query past its
+/// memory limit, and isobar's own codes for isobar's errors that travelled through DataFusion
+/// (a write storage refused: `58030 io_error` after a failed WAL write). datafusion-postgres
+/// would send them all as `XX000 internal_error`.
+pub(crate) fn with_sqlstate(e: PgWireError) -> PgWireError {
+    let PgWireError::ApiError(inner) = e else { return e };
+    let inner = match inner.downcast::<isobar_query::Error>() {
+        Ok(own) => return pg_error(&own),
+        Err(other) => other,
+    };
+    let inner = match inner.downcast::<datafusion::sql::sqlparser::parser::ParserError>() {
+        Ok(syntax) => return user_error("42601", format!("sql parser error: {syntax}")), // syntax_error
+        Err(other) => other,
+    };
+    match inner.downcast::<DataFusionError>() {
+        Ok(df) => match df.find_root() {
+            DataFusionError::ResourcesExhausted(message) => user_error("53200", message.clone()),
+            _ => pg_error(&isobar_query::Error::from(*df)),
         },
-        _ => e,
+        Err(other) => PgWireError::ApiError(other),
     }
 }
 
@@ -615,7 +620,7 @@ pub(crate) fn user_error(code: &str, message: String) -> PgWireError {
 }
 
 /// The error a client sees, with its SQLSTATE.
-fn pg_error(e: &isobar_query::Error) -> PgWireError {
+pub(crate) fn pg_error(e: &isobar_query::Error) -> PgWireError {
     user_error(e.sqlstate(), e.to_string())
 }
 

@@ -91,7 +91,7 @@ pub(crate) async fn run(
     client: &(dyn ClientInfo + Send + Sync),
 ) -> PgWireResult<Response> {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let batches = engine.execute_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let batches = engine.execute_plan(plan).await.map_err(|e| crate::pg::pg_error(&e))?;
     crate::pg_rows::query_response(batches, format, options).map(Response::Query)
 }
 
@@ -117,13 +117,13 @@ where
         let sql = rewritten.as_deref().unwrap_or(sql);
         match direct_query(sql) {
             Some(statement) => {
-                let plan = plan(&self.engine, statement.clone()).await?;
+                let plan = plan(&self.engine, statement.clone()).await.map_err(crate::pg::with_sqlstate)?;
                 Ok(Some((statement.to_string(), Some((statement, plan)))))
             }
             // The statement keeps the client's text when isobar rewrote it: its placeholders
             // are the ones a Bind supplies (`pg_params` lines up those the plan kept).
             None => {
-                let parsed = self.inner.parse_sql(client, sql, types).await?;
+                let parsed = self.inner.parse_sql(client, sql, types).await.map_err(crate::pg::with_sqlstate)?;
                 Ok(parsed.map(|(text, plan)| (if rewritten.is_some() { original.to_owned() } else { text }, plan)))
             }
         }

@@ -110,6 +110,27 @@ async fn statements_that_reach_the_servers_files_are_refused_and_the_session_goe
     assert_eq!(rows[0].get::<_, i64>(0), 1);
 }
 
+/// Mistakes get PostgreSQL's SQLSTATE (which drivers map to their error classes, psycopg's
+/// `UndefinedTable` say), in both query protocols, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_get_postgres_sqlstates() {
+    let (_dir, _server, client) = weather_server().await;
+    for (sql, want) in [
+        ("SELECT * FROM no_such_table", SqlState::UNDEFINED_TABLE),
+        ("SELECT no_such_column FROM weather", SqlState::UNDEFINED_COLUMN),
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT 1 / 0", SqlState::DIVISION_BY_ZERO),
+        ("SELECT CAST('abc' AS INT)", SqlState::INVALID_TEXT_REPRESENTATION),
+    ] {
+        let simple = client.simple_query(sql).await.expect_err(sql);
+        let extended = client.query(sql, &[]).await.expect_err(sql);
+        for err in [simple, extended] {
+            assert_eq!(err.code(), Some(&want), "{sql}: {err}");
+        }
+    }
+    assert_eq!(client.query("SELECT 1::BIGINT", &[]).await.expect("the session goes on")[0].get::<_, i64>(0), 1);
+}
+
 async fn seed_rows(server: &Server, rows: u64) {
     let client = server.client().await;
     client.batch_execute(WEATHER).await.expect("create table");

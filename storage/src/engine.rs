@@ -501,6 +501,11 @@ impl Storage {
         &self.shared.metrics
     }
 
+    /// Width of a time partition, in nanoseconds: a scan reads each partition's rows apart.
+    pub fn partition_ns(&self) -> i64 {
+        self.shared.config.partition_ns()
+    }
+
     /// Bytes of rows in the write buffer: written to the WAL and not yet persisted into chunks.
     pub fn buffered_bytes(&self) -> u64 {
         self.shared.buffered_bytes()

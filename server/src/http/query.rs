@@ -409,26 +409,19 @@ fn type_name(data_type: &DataType) -> String {
 
 /// The answer to an error of the query layer: its status, its SQLSTATE and message.
 fn query_error(e: &isobar_query::Error) -> Response {
-    use isobar_query::Error as E;
-    use isobar_storage::Error as S;
-    let status = match e {
-        E::Refused(_) | E::ReadOnly(_) => StatusCode::FORBIDDEN,
-        E::InvalidSetting(_) | E::InvalidRows(_) | E::Unsupported(_) => StatusCode::BAD_REQUEST,
-        E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        E::DataFusion(df) => match df.find_root() {
-            DataFusionError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DataFusionError::Execution(_) | DataFusionError::ArrowError(..) | DataFusionError::External(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            _ => StatusCode::BAD_REQUEST,
-        },
-        E::Storage(S::NoSuchTable(_)) => StatusCode::NOT_FOUND,
-        E::Storage(S::TableExists(_)) => StatusCode::CONFLICT,
-        E::Storage(S::InvalidRequest(_) | S::LimitExceeded(_)) => StatusCode::BAD_REQUEST,
-        E::Storage(S::DiskFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
-        E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    let code = e.sqlstate();
+    let status = match code {
+        "42501" | "25006" => StatusCode::FORBIDDEN,
+        "42P01" => StatusCode::NOT_FOUND,
+        "42P07" => StatusCode::CONFLICT,
+        "57014" => StatusCode::GATEWAY_TIMEOUT,
+        "53200" => StatusCode::SERVICE_UNAVAILABLE,
+        "53100" => StatusCode::INSUFFICIENT_STORAGE,
+        // Data exceptions, syntax and access rule violations, features isobar lacks, limits.
+        _ if ["22", "42", "0A", "54"].iter().any(|class| code.starts_with(class)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(status, e.sqlstate(), &e.to_string())
+    error(status, code, &e.to_string())
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -93,7 +93,9 @@ assert ok_json("SHOW statement_timeout")["rows"] == [["7000ms"]], "the session's
 
 # Errors: a status for the kind, the SQLSTATE and the server's message.
 for sql, want_status, want_code in [
-    ("SELECT nope FROM readings", 400, "42000"),
+    ("SELECT nope FROM readings", 400, "42703"),
+    ("SELECT * FROM nope", 404, "42P01"),
+    ("SELECT 1 / 0", 400, "22012"),
     ("SELEC 1", 400, "42601"),
     ("COPY readings TO '/etc/passwd'", 403, "42501"),
     ("SELECT 1; SELECT 2", 400, "0A000"),
