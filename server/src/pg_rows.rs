@@ -4,8 +4,9 @@
 //! integers, floats, text, timestamps and dates in the ISO date style) is encoded here: each
 //! column is downcast once per batch, and its values are written straight into one buffer the
 //! batch's rows share, as text or binary as the client asked for that column. The bytes are
-//! those arrow-pg's value-at-a-time encoder gives (a property test compares the two); a batch
-//! with any other column goes through arrow-pg.
+//! those arrow-pg's value-at-a-time encoder gives (a property test compares the two), but for
+//! floats in text, which are PostgreSQL's (`1`, not `1.0`; `Infinity`, not `inf`: what JDBC's
+//! `Double.parseDouble` reads); a batch with any other column goes through arrow-pg.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -27,7 +28,6 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::pgwire::types::format::date_style::DateStyle;
-use datafusion_postgres::pgwire::types::format::float_digits::ExtraFloatDigits;
 use futures::{StreamExt, stream};
 
 /// Seconds from the Unix epoch to 2000-01-01, PostgreSQL's epoch for binary timestamps.
@@ -244,8 +244,8 @@ impl<'a> Column<'a> {
             Values::I16(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
             Values::I32(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
             Values::I64(values) => out.put_slice(itoa::Buffer::new().format(values[row]).as_bytes()),
-            Values::F32(values) => put_float(out, values[row], self.float_digits, |d| d.format_f32(values[row])),
-            Values::F64(values) => put_float(out, values[row], self.float_digits, |d| d.format_f64(values[row])),
+            Values::F32(values) => put_float(out, values[row], self.float_digits),
+            Values::F64(values) => put_float(out, values[row], self.float_digits),
             Values::Utf8(values) => out.put_slice(values.value(row).as_bytes()),
             Values::LargeUtf8(values) => out.put_slice(values.value(row).as_bytes()),
             Values::Utf8View(values) => out.put_slice(values.value(row).as_bytes()),
@@ -301,25 +301,78 @@ fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
-/// A float as PostgreSQL's `extra_float_digits` asks: the shortest text that reads back as the
-/// same value (1 and more, the default), or as `rounded` gives it with fewer digits.
-fn put_float<F, R>(out: &mut BytesMut, value: F, float_digits: i8, rounded: impl FnOnce(ExtraFloatDigits) -> R)
+/// A float as PostgreSQL writes it for `extra_float_digits`: at 1 and more (the default), the
+/// shortest text that reads back as the same value; below, rounded to 15 (a `real`: 6) plus
+/// `extra_float_digits` significant digits, as C's `%g`. Either in PostgreSQL's shape (`1`,
+/// `0.0001`, `1e-05`, `1.234567e+06` for a `real`): exponential once the exponent is below -4
+/// or reaches 15 (6) digits, or that many significant digits when rounded. `NaN`, `Infinity`
+/// and `-Infinity` either way.
+fn put_float<F>(out: &mut BytesMut, value: F, float_digits: i8)
 where
-    F: ryu::Float + Into<f64>,
-    R: AsRef<str>,
+    F: Into<f64> + std::fmt::LowerExp + Copy + ryu::Float,
 {
     // Widening an f32 is exact: the checks hold for both widths.
     let wide: f64 = value.into();
-    if float_digits < 1 {
-        out.put_slice(rounded(ExtraFloatDigits(float_digits)).as_ref().as_bytes());
-    } else if wide.is_nan() {
+    let digits_max: i32 = if std::mem::size_of::<F>() == 4 { 6 } else { 15 };
+    if wide.is_nan() {
         out.put_slice(b"NaN");
     } else if wide.is_infinite() {
-        out.put_slice(if wide.is_sign_positive() { b"inf".as_slice() } else { b"-inf".as_slice() });
-    } else if wide == 0.0 {
-        out.put_u8(b'0');
+        out.put_slice(if wide.is_sign_positive() { b"Infinity".as_slice() } else { b"-Infinity".as_slice() });
+    } else if float_digits >= 1 {
+        // Ryu, as PostgreSQL: of two shortest texts equally near the value (a `real`'s
+        // 515574.125 reads back from 515574.12 and .13), the even one.
+        shortest_text(out, &scientific(ryu::Buffer::new().format_finite(value)), digits_max);
     } else {
-        out.put_slice(ryu::Buffer::new().format_finite(value).as_bytes());
+        let significant = (digits_max + i32::from(float_digits)).max(1);
+        let rounded = format!("{value:.*e}", (significant - 1) as usize);
+        let (mantissa, exponent) = rounded.split_once('e').unwrap_or((&rounded, "0"));
+        let mantissa = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+        shortest_text(out, &format!("{mantissa}e{exponent}"), significant);
+    }
+}
+
+/// A decimal number's text (`-515574.12`, `0.0001`, `1e20`, `1.5e-7`) as `[-]d[.ddd]e[-]x`.
+fn scientific(text: &str) -> String {
+    let (sign, body) = text.strip_prefix('-').map_or(("", text), |b| ("-", b));
+    let (mantissa, exponent) = body.split_once(['e', 'E']).map_or((body, 0), |(m, e)| (m, e.parse::<i32>().unwrap_or(0)));
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{whole}{fraction}");
+    let Some(first) = all.find(|c| c != '0') else { return format!("{sign}0e0") };
+    let exponent = exponent + whole.len() as i32 - 1 - first as i32;
+    let digits = all[first..].trim_end_matches('0');
+    match digits.len() {
+        1 => format!("{sign}{digits}e{exponent}"),
+        _ => format!("{sign}{}.{}e{exponent}", &digits[..1], &digits[1..]),
+    }
+}
+
+/// `scientific` (`[-]d[.ddd]e[-]x`) in PostgreSQL's shape: positional while the exponent is
+/// -4 to `exponent_digits` - 1, else `d[.ddd]e±xx`.
+fn shortest_text(out: &mut BytesMut, scientific: &str, exponent_digits: i32) {
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = mantissa.strip_prefix('-').map_or(("", mantissa), |m| ("-", m));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    out.put_slice(sign.as_bytes());
+    if digits == "0" {
+        out.put_u8(b'0');
+    } else if exponent < -4 || exponent >= exponent_digits {
+        out.put_slice(mantissa.as_bytes());
+        out.put_slice(format!("e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.unsigned_abs()).as_bytes());
+    } else if exponent < 0 {
+        out.put_slice(b"0.");
+        out.put_slice("0".repeat(exponent.unsigned_abs() as usize - 1).as_bytes());
+        out.put_slice(digits.as_bytes());
+    } else {
+        let whole = exponent as usize + 1;
+        if digits.len() <= whole {
+            out.put_slice(digits.as_bytes());
+            out.put_slice("0".repeat(whole - digits.len()).as_bytes());
+        } else {
+            out.put_slice(&digits.as_bytes()[..whole]);
+            out.put_u8(b'.');
+            out.put_slice(&digits.as_bytes()[whole..]);
+        }
     }
 }
 

@@ -101,10 +101,86 @@ proptest! {
             1 => Format::UnifiedBinary,
             _ => Format::Individual(codes[..batch.num_columns()].to_vec()),
         };
+        // Floats in text are PostgreSQL's, not arrow-pg's (`floats_in_text_are_postgres_own`).
+        let float_text = |i: usize| match &format {
+            Format::UnifiedText => true,
+            Format::UnifiedBinary => false,
+            Format::Individual(codes) => codes[i] == 0,
+        };
+        let floats = batch.schema().fields().iter().enumerate().any(|(i, f)| f.data_type().is_floating() && float_text(i));
+        prop_assume!(!floats);
         let fields = fields(&batch, &format, options);
         let ours: Vec<_> = encode(&fields, &batch).into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
         let theirs: Vec<_> = encode_recordbatch(Arc::clone(&fields), batch.clone()).map(|r| r.map_err(|e| e.to_string())).collect();
         prop_assert_eq!(ours, theirs);
+    }
+}
+
+/// Floats in text as PostgreSQL 15 writes them (each `want` is what it printed for the value
+/// as `float8` and as `real`), at the default `extra_float_digits` of 1 and at 0.
+#[test]
+fn floats_in_text_are_postgres_own() {
+    let cases: [(f64, &str, &str); 18] = [
+        (-515574.125, "-515574.125", "-515574.12"),
+        (1.0, "1", "1"),
+        (1.5, "1.5", "1.5"),
+        (0.1, "0.1", "0.1"),
+        (-2.25, "-2.25", "-2.25"),
+        (1e20, "1e+20", "1e+20"),
+        (1e15, "1e+15", "1e+15"),
+        (123456789012345.0, "123456789012345", "1.2345679e+14"),
+        (1234567890123456.0, "1.234567890123456e+15", "1.234568e+15"),
+        (0.0001, "0.0001", "0.0001"),
+        (0.00001, "1e-05", "1e-05"),
+        (f64::INFINITY, "Infinity", "Infinity"),
+        (f64::NEG_INFINITY, "-Infinity", "-Infinity"),
+        (f64::NAN, "NaN", "NaN"),
+        (-0.0, "-0", "-0"),
+        (1234567.0, "1234567", "1.234567e+06"),
+        (123456.0, "123456", "123456"),
+        (12345678901234567890.0, "1.2345678901234567e+19", "1.2345679e+19"),
+    ];
+    let text = |array: ArrayRef, digits: i8| {
+        let schema = Schema::new(vec![Field::new("x", array.data_type().clone(), false)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![array]).expect("batch");
+        let mut options = FormatOptions::default();
+        options.extra_float_digits = digits;
+        let row = encode(&fields(&batch, &Format::UnifiedText, options), &batch).remove(0).expect("row");
+        // A DataRow's data: each value's length, then its bytes.
+        String::from_utf8(row.data.get(4..).expect("a value").to_vec()).expect("text")
+    };
+    for (value, float8, real) in cases {
+        assert_eq!(text(Arc::new(Float64Array::from(vec![value])), 1), float8, "{value} as float8");
+        assert_eq!(text(Arc::new(Float32Array::from(vec![value as f32])), 1), real, "{value} as real");
+    }
+    // At 0, rounded to 15 and 6 significant digits (`SET extra_float_digits = 0`); at -4 to 11
+    // and 2.
+    assert_eq!(text(Arc::new(Float64Array::from(vec![0.1])), 0), "0.1");
+    assert_eq!(text(Arc::new(Float64Array::from(vec![1e20])), 0), "1e+20");
+    assert_eq!(text(Arc::new(Float64Array::from(vec![f64::INFINITY])), 0), "Infinity");
+    assert_eq!(text(Arc::new(Float32Array::from(vec![1234567.0])), 0), "1.23457e+06");
+    assert_eq!(text(Arc::new(Float64Array::from(vec![2.0 / 3.0])), -4), "0.66666666667");
+    assert_eq!(text(Arc::new(Float64Array::from(vec![123456789012.0])), -4), "1.2345678901e+11");
+    assert_eq!(text(Arc::new(Float64Array::from(vec![100.0])), -4), "100");
+}
+
+proptest! {
+    /// The shortest text reads back as the same value, for every float of either width.
+    #[test]
+    fn float_text_reads_back_exactly(bits in any::<u64>(), small in any::<u32>()) {
+        let (wide, narrow) = (f64::from_bits(bits), f32::from_bits(small));
+        let text = |array: ArrayRef| {
+            let schema = Schema::new(vec![Field::new("x", array.data_type().clone(), false)]);
+            let batch = RecordBatch::try_new(Arc::new(schema), vec![array]).expect("batch");
+            let row = encode(&fields(&batch, &Format::UnifiedText, FormatOptions::default()), &batch).remove(0).expect("row");
+            String::from_utf8(row.data.get(4..).expect("a value").to_vec()).expect("text")
+        };
+        let read = |t: &str| match t { "Infinity" => f64::INFINITY, "-Infinity" => f64::NEG_INFINITY, t => t.parse().expect("a number") };
+        let wide_text = text(Arc::new(Float64Array::from(vec![wide])));
+        prop_assert!(wide.is_nan() && wide_text == "NaN" || read(&wide_text).to_bits() == wide.to_bits(), "{} as {}", wide, wide_text);
+        let narrow_text = text(Arc::new(Float32Array::from(vec![narrow])));
+        let back = |t: &str| match t { "Infinity" => f32::INFINITY, "-Infinity" => f32::NEG_INFINITY, t => t.parse::<f32>().expect("a number") };
+        prop_assert!(narrow.is_nan() && narrow_text == "NaN" || back(&narrow_text).to_bits() == narrow.to_bits(), "{} as {}", narrow, narrow_text);
     }
 }
 
