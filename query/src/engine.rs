@@ -31,7 +31,7 @@ use crate::plan_cache::{Inputs, PlanCache};
 use crate::prepared::Outcome;
 use crate::session::SessionState;
 use crate::status_tables::{StatusFn, StatusTables};
-use crate::{system_chunks, system_rollups};
+use crate::{system_chunks, system_rollups, system_storage};
 
 /// The catalog (database) name clients see.
 pub const CATALOG: &str = "isobar";
@@ -110,6 +110,10 @@ impl QueryEngine {
         status.register(system_rollups::NAME, Arc::new(move || system_rollups::rows(&rollups_of)));
         let chunks_of = storage.clone();
         status.register(system_chunks::NAME, Arc::new(move || system_chunks::rows(&chunks_of)));
+        let tables_of = storage.clone();
+        status.register("tables", Arc::new(move || system_storage::tables(&tables_of)));
+        let sizes_of = storage.clone();
+        status.register("storage", Arc::new(move || system_storage::storage_sizes(&sizes_of)));
         catalog.register_schema(SYSTEM_SCHEMA, Arc::new(StorageSchema::system(storage.clone(), config.fast_paths, status.clone())))?;
         let information_schema = InformationSchema::new(CATALOG, Arc::downgrade(&catalog));
         catalog.register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))?;

@@ -41,6 +41,7 @@ mod status_tables;
 mod subquery;
 mod system_chunks;
 mod system_rollups;
+mod system_storage;
 mod table;
 mod table_changes;
 #[cfg(test)]

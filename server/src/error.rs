@@ -18,6 +18,9 @@ pub(crate) enum Error {
     /// Ingest failed to start.
     #[error(transparent)]
     Ingest(#[from] isobar_ingest::Error),
+    /// The alerts' state could not be read or written.
+    #[error("alerts: {0}")]
+    Alerts(String),
     /// Setting up the Postgres catalog failed.
     #[error("postgres catalog: {0}")]
     Catalog(String),

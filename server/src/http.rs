@@ -105,16 +105,15 @@ async fn too_many(socket: &mut TcpStream) -> std::io::Result<()> {
 fn routes(cx: HttpContext) -> Router {
     let answer_timeout = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_millis(ANSWER_TIMEOUT_MS));
     // The query API authenticates its own callers (`http/session.rs`), and the console's files
-    // hold no data; the rest takes `http.users`.
+    // hold no data; the rest takes `http.users`. A query's time is `query.timeout_ms`.
     let api = Router::new()
         .route("/api/v1/login", post(session::login))
         .route("/api/v1/logout", post(session::logout))
-        .layer(answer_timeout())
-        .route("/api/v1/query", post(query::query))
-        .layer(RequestBodyLimitLayer::new(query::BODY_BYTES_MAX))
         .route("/", get(console::file))
         .route("/console/{*file}", get(console::file))
-        .layer(answer_timeout());
+        .layer(answer_timeout())
+        .route("/api/v1/query", post(query::query))
+        .layer(RequestBodyLimitLayer::new(query::BODY_BYTES_MAX));
     let writes = Router::new()
         .route("/write", post(write::v1))
         .route("/api/v2/write", post(write::v2))

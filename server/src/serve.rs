@@ -74,7 +74,7 @@ pub(crate) async fn serve(config: Config, demo: Option<Demo>, query_runtime: Han
     println!("data in {}", config.data_dir.display());
 
     let ingest_metrics = Arc::new(IngestMetrics::default());
-    crate::status::register(&engine, Arc::clone(&ingest_metrics), config.data_dir.clone());
+    crate::status::register(&engine, Arc::clone(&ingest_metrics));
     let http_users = Arc::new(Users::new(config.http.users.iter().map(|u| User::new(&u.name, &u.password)), Vec::new()));
     let http_context = crate::http::HttpContext {
         engine: engine.clone(),

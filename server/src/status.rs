@@ -1,10 +1,8 @@
 //! The status tables the server adds to schema `system` from the state ingest, storage and
 //! alerts keep: `system.kinesis_shards`, one row per shard of every consumed Kinesis stream;
-//! `system.ingest`, the counters of each way rows arrive; `system.tables`, every table with its
-//! tags and series count; `system.storage`, the write buffer's and the catalog's sizes; and
-//! `system.alerts`, one row per series of every alert that breaches or has fired.
+//! `system.ingest`, the counters of each way rows arrive; and `system.alerts`, one row per
+//! series of every alert that breaches or has fired.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,16 +15,12 @@ use isobar_storage::Storage;
 
 use crate::metrics::IngestMetrics;
 
-/// Registers every status table with `engine`, but `system.alerts`.
-pub(crate) fn register(engine: &QueryEngine, ingest: Arc<IngestMetrics>, data_dir: PathBuf) {
+/// Registers `system.kinesis_shards` and `system.ingest` with `engine`.
+pub(crate) fn register(engine: &QueryEngine, ingest: Arc<IngestMetrics>) {
     let kinesis = ingest.kinesis_status.clone();
     engine.register_status_table("kinesis_shards", Arc::new(move || kinesis_shards(&kinesis)));
     let storage = engine.storage().clone();
     engine.register_status_table("ingest", Arc::new(move || ingest_counters(&ingest, &storage)));
-    let storage = engine.storage().clone();
-    engine.register_status_table("tables", Arc::new(move || tables(&storage)));
-    let storage = engine.storage().clone();
-    engine.register_status_table("storage", Arc::new(move || storage_sizes(&storage, &data_dir)));
 }
 
 /// Per way in (source): messages (or records, or requests) received, rows written, and messages
@@ -52,56 +46,6 @@ fn ingest_counters(ingest: &IngestMetrics, storage: &Storage) -> Result<RecordBa
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// Every table: `raw` or `rollup` (with the table it is built from and its interval), its tags
-/// in column order (comma-separated), and its series.
-fn tables(storage: &Storage) -> Result<RecordBatch> {
-    let rollups: Vec<_> = storage.rollups();
-    let mut tables = storage.tables();
-    tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let rollup_of = |name: &str| rollups.iter().find(|r| r.table == name);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, true),
-        Field::new("interval_ms", DataType::Int64, true),
-        Field::new("tags", DataType::Utf8, false),
-        Field::new("series", DataType::Int64, false),
-    ]));
-    let series = tables
-        .iter()
-        .map(|t| storage.series(&t.name).map(|s| s.len() as i64).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))))
-        .collect::<Result<Vec<_>>>()?;
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.name.as_str()))),
-        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| if rollup_of(&t.name).is_some() { "rollup" } else { "raw" }))),
-        Arc::new(tables.iter().map(|t| rollup_of(&t.name).map(|r| r.source.clone())).collect::<StringArray>()),
-        Arc::new(tables.iter().map(|t| rollup_of(&t.name).map(|r| r.interval_ns / 1_000_000)).collect::<Int64Array>()),
-        Arc::new(StringArray::from_iter_values(tables.iter().map(|t| t.tags().map(|c| c.name.as_str()).collect::<Vec<_>>().join(",")))),
-        Arc::new(Int64Array::from_iter_values(series)),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-/// One row: the engine's health, the write buffer's bytes (durable in the WAL, not yet in
-/// chunks) and the bytes of the catalog directory (RocksDB: the WAL, schemas, series, chunk
-/// entries).
-fn storage_sizes(storage: &Storage, data_dir: &Path) -> Result<RecordBatch> {
-    let catalog_bytes: u64 = std::fs::read_dir(data_dir.join("catalog"))
-        .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-        .unwrap_or(0);
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("health", DataType::Utf8, false),
-        Field::new("buffered_bytes", DataType::Int64, false),
-        Field::new("catalog_bytes", DataType::Int64, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values([storage.health().name()])),
-        Arc::new(Int64Array::from_iter_values([i64::try_from(storage.buffered_bytes()).unwrap_or(i64::MAX)])),
-        Arc::new(Int64Array::from_iter_values([i64::try_from(catalog_bytes).unwrap_or(i64::MAX)])),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -501,6 +501,13 @@ impl Storage {
         &self.shared.metrics
     }
 
+    /// Bytes of the catalog directory's files (RocksDB: the WAL, schemas, series, chunk entries).
+    pub fn catalog_bytes(&self) -> u64 {
+        std::fs::read_dir(self.shared.config.data_dir.join("catalog"))
+            .map(|dir| dir.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+
     /// Width of a time partition, in nanoseconds: a scan reads each partition's rows apart.
     pub fn partition_ns(&self) -> i64 {
         self.shared.config.partition_ns()

@@ -171,12 +171,12 @@ impl Store {
         let path = data_dir.join("alerts.json");
         let mut file = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<StateFile>(&bytes)
-                .map_err(|e| Error::Config(format!("{} is unreadable ({e}); move it away to start the alerts over", path.display())))?,
+                .map_err(|e| Error::Alerts(format!("{} is unreadable ({e}); move it away to start the alerts over", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
-            Err(e) => return Err(Error::Config(format!("read {}: {e}", path.display()))),
+            Err(e) => return Err(Error::Alerts(format!("read {}: {e}", path.display()))),
         };
         if file.version > VERSION {
-            return Err(Error::Config(format!("{} is from a newer isobar (version {})", path.display(), file.version)));
+            return Err(Error::Alerts(format!("{} is from a newer isobar (version {})", path.display(), file.version)));
         }
         file.version = VERSION;
         let mut kept = BTreeMap::new();
@@ -274,13 +274,13 @@ impl Store {
         let _in_order = self.saving.lock().await;
         let (bytes, judgements) = {
             let file = self.inner.lock();
-            (serde_json::to_vec(&*file).map_err(|e| Error::Config(format!("alert state: {e}")))?, file.judgements)
+            (serde_json::to_vec(&*file).map_err(|e| Error::Alerts(format!("alert state: {e}")))?, file.judgements)
         };
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
-            .map_err(|e| Error::Config(format!("alert state task: {e}")))?
-            .map_err(|e| Error::Config(format!("write {}: {e}", self.path.display())))?;
+            .map_err(|e| Error::Alerts(format!("alert state task: {e}")))?
+            .map_err(|e| Error::Alerts(format!("write {}: {e}", self.path.display())))?;
         let mut file = self.inner.lock();
         let woken = file.outbox.iter().any(|d| d.judgement > file.saved && d.judgement <= judgements);
         file.saved = file.saved.max(judgements);

@@ -149,10 +149,8 @@ try:
     rows[0].find_element(By.LINK_TEXT, "open").click()
     visible("series-one")
     browser.find_element(By.CSS_SELECTOR, 'button[data-range="24h"]').click()
-    wait.until(lambda b: "range=24h" in b.current_url)
-    table, chart = chart_of("series", "the series chart")
-    while table != "weather_1m":
-        table, chart = chart_of("series", "the series chart over 24 h")
+    wait.until(lambda b: "range=24h" in b.current_url and b.execute_script("return window.isobar.series && window.isobar.series.table") == "weather_1m")
+    table, chart = chart_of("series", "the series chart over 24 h")
     tags = browser.execute_script("return window.isobar.series.tags")
     assert tags["station_id"] == station, tags
     same_bands(chart, rollup_rows(pg, tags), "the series chart over 24 h")
